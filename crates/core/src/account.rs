@@ -1,0 +1,331 @@
+//! The account aggregate: the fold of an account's events. Applying an
+//! event is plain arithmetic; every decision was taken before the event was
+//! written.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::{
+    Bucket, Debit, Draw, Event, GrantId, Millicredits, Reservation, ReservationId, Resolution,
+    ResolvedReservation, Timestamp,
+};
+
+/// Lifetime totals. Conservation ties them to the buckets:
+/// `granted - consumed - expired - voided = remaining + held - overage`,
+/// where `remaining` counts every bucket, spendable or not yet effective.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    pub granted: Millicredits,
+    /// What actions cost, overage included: "lifetime used".
+    pub consumed: Millicredits,
+    pub expired: Millicredits,
+    pub voided: Millicredits,
+}
+
+/// An event that does not fit the state it is applied to: the log and the
+/// code disagree, which is a bug or a damaged log, never a user error.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+#[error("event {event_type} at version {version} does not fit the account: {problem}")]
+pub struct CorruptEvent {
+    pub event_type: &'static str,
+    pub version: u64,
+    pub problem: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    pub opened_at: Option<Timestamp>,
+    /// How many events have been applied: the stream version.
+    pub version: u64,
+    pub last_event_at: Option<Timestamp>,
+    /// Buckets with credits remaining or held, in grant order. Exhausted
+    /// buckets are dropped: nothing can refer to them again.
+    pub buckets: Vec<Bucket>,
+    pub reservations: BTreeMap<ReservationId, Reservation>,
+    pub resolved: BTreeMap<ReservationId, ResolvedReservation>,
+    /// `resolved` ordered by when to forget each one.
+    forget_queue: BTreeSet<(Timestamp, ReservationId)>,
+    pub overage: Millicredits,
+    pub totals: Totals,
+}
+
+/// Everything a balance read shows.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BalanceView {
+    pub available: Millicredits,
+    /// Granted but not yet effective.
+    pub upcoming: Millicredits,
+    pub held: Millicredits,
+    pub overage: Millicredits,
+    /// Buckets in deduction order.
+    pub buckets: Vec<Bucket>,
+    pub totals: Totals,
+    pub open_reservations: usize,
+    pub last_event_at: Option<Timestamp>,
+    pub version: u64,
+}
+
+impl Account {
+    pub fn is_open(&self) -> bool {
+        self.opened_at.is_some()
+    }
+
+    pub fn bucket(&self, grant_id: &GrantId) -> Option<&Bucket> {
+        self.buckets.iter().find(|b| &b.grant_id == grant_id)
+    }
+
+    /// Credits that can be spent or held at `at`.
+    pub fn available_at(&self, at: Timestamp) -> Millicredits {
+        self.buckets
+            .iter()
+            .filter(|b| b.is_spendable_at(at))
+            .map(|b| b.remaining)
+            .sum()
+    }
+
+    pub fn held(&self) -> Millicredits {
+        self.buckets.iter().map(|b| b.held).sum()
+    }
+
+    /// Every bucket's remaining credits, whether spendable at any given
+    /// moment or not: the left side of conservation.
+    pub fn remaining(&self) -> Millicredits {
+        self.buckets.iter().map(|b| b.remaining).sum()
+    }
+
+    /// The balance at `at`. Call on an account advanced to `at`, so expired
+    /// credits are already gone.
+    pub fn balance_at(&self, at: Timestamp) -> BalanceView {
+        let available = self.available_at(at);
+        let mut buckets = self.buckets.clone();
+        buckets.sort_by(|a, b| a.deduction_order(b));
+        BalanceView {
+            available,
+            upcoming: self.remaining() - available,
+            held: self.held(),
+            overage: self.overage,
+            buckets,
+            totals: self.totals,
+            open_reservations: self.reservations.len(),
+            last_event_at: self.last_event_at,
+            version: self.version,
+        }
+    }
+
+    /// Folds a sequence of events from an empty account.
+    pub fn replay<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Account, CorruptEvent> {
+        let mut account = Account::default();
+        for event in events {
+            account.apply(event)?;
+        }
+        Ok(account)
+    }
+
+    pub fn apply(&mut self, event: &Event) -> Result<(), CorruptEvent> {
+        let version = self.version + 1;
+        let corrupt = |problem: String| CorruptEvent {
+            event_type: event.type_name(),
+            version,
+            problem,
+        };
+        match event {
+            Event::AccountOpened { at } => self.opened_at = Some(*at),
+            Event::CreditsGranted {
+                grant_id,
+                kind,
+                source,
+                priority,
+                amount,
+                effective_at,
+                expires_at,
+                cost_basis,
+                reference,
+                ..
+            } => {
+                if self.bucket(grant_id).is_some() {
+                    return Err(corrupt(format!("grant {grant_id} exists already")));
+                }
+                self.buckets.push(Bucket {
+                    grant_id: grant_id.clone(),
+                    kind: *kind,
+                    source: *source,
+                    priority: *priority,
+                    amount: *amount,
+                    remaining: *amount,
+                    held: Millicredits::ZERO,
+                    effective_at: *effective_at,
+                    expires_at: *expires_at,
+                    cost_basis: cost_basis.clone(),
+                    reference: reference.clone(),
+                    granted_version: version,
+                    voided: false,
+                });
+                self.totals.granted += *amount;
+            }
+            Event::GrantVoided {
+                grant_id, amount, ..
+            } => {
+                let bucket = self.bucket_mut(grant_id).map_err(corrupt)?;
+                take(&mut bucket.remaining, *amount).map_err(corrupt)?;
+                bucket.voided = true;
+                self.totals.voided += *amount;
+            }
+            Event::CreditsHeld { at, reservation } => {
+                for draw in &reservation.draws {
+                    let bucket = self.bucket_mut(&draw.grant_id).map_err(corrupt)?;
+                    take(&mut bucket.remaining, draw.amount).map_err(corrupt)?;
+                    bucket.held += draw.amount;
+                }
+                self.reservations.insert(
+                    reservation.id.clone(),
+                    Reservation {
+                        id: reservation.id.clone(),
+                        member: reservation.member.clone(),
+                        action: reservation.action.clone(),
+                        model: reservation.model.clone(),
+                        amount: reservation.amount,
+                        draws: reservation.draws.clone(),
+                        created_at: *at,
+                        expires_at: reservation.expires_at,
+                        rate_card_version: reservation.rate_card_version,
+                    },
+                );
+            }
+            Event::HoldExtended {
+                reservation_id,
+                expires_at,
+                ..
+            } => {
+                let reservation = self
+                    .reservations
+                    .get_mut(reservation_id)
+                    .ok_or_else(|| corrupt(format!("no open reservation {reservation_id}")))?;
+                reservation.expires_at = *expires_at;
+            }
+            Event::HoldReleased {
+                at,
+                reservation_id,
+                returned,
+                ..
+            }
+            | Event::HoldExpired {
+                at,
+                reservation_id,
+                returned,
+                ..
+            } => {
+                self.return_held(returned).map_err(corrupt)?;
+                let resolution = match event {
+                    Event::HoldReleased { .. } => Resolution::Released,
+                    _ => Resolution::Expired,
+                };
+                let reservation = self
+                    .reservations
+                    .remove(reservation_id)
+                    .ok_or_else(|| corrupt(format!("no open reservation {reservation_id}")))?;
+                self.remember(reservation, resolution, *at);
+            }
+            Event::CreditsDebited { at, debit } => self.apply_debit(*at, debit).map_err(corrupt)?,
+            Event::OverageRepaid { amount, draws, .. } => {
+                self.take_remaining(draws).map_err(corrupt)?;
+                take(&mut self.overage, *amount).map_err(corrupt)?;
+            }
+            Event::BucketExpired {
+                grant_id, amount, ..
+            } => {
+                let bucket = self.bucket_mut(grant_id).map_err(corrupt)?;
+                take(&mut bucket.remaining, *amount).map_err(corrupt)?;
+                self.totals.expired += *amount;
+            }
+        }
+        let at = event.at();
+        self.version = version;
+        self.last_event_at = Some(self.last_event_at.map_or(at, |last| last.max(at)));
+        self.buckets
+            .retain(|b| b.remaining.is_positive() || b.held.is_positive());
+        self.forget_resolved(at);
+        Ok(())
+    }
+
+    fn apply_debit(&mut self, at: Timestamp, debit: &Debit) -> Result<(), String> {
+        for draw in &debit.from_hold {
+            take(&mut self.bucket_mut(&draw.grant_id)?.held, draw.amount)?;
+        }
+        self.take_remaining(&debit.from_available)?;
+        self.return_held(&debit.returned)?;
+        self.overage += debit.overage;
+        self.totals.consumed += debit.charged;
+        if let Some(id) = &debit.reservation_id {
+            let reservation = match self.reservations.remove(id) {
+                Some(open) => open,
+                None if debit.late => match self.resolved.remove(id) {
+                    Some(expired) => {
+                        self.forget_queue
+                            .remove(&(expired.forget_after(), id.clone()));
+                        expired.reservation
+                    }
+                    None => return Err(format!("late commit of unknown reservation {id}")),
+                },
+                None => return Err(format!("no open reservation {id}")),
+            };
+            self.remember(reservation, Resolution::Committed, at);
+        }
+        Ok(())
+    }
+
+    fn bucket_mut(&mut self, grant_id: &GrantId) -> Result<&mut Bucket, String> {
+        self.buckets
+            .iter_mut()
+            .find(|b| &b.grant_id == grant_id)
+            .ok_or_else(|| format!("no bucket {grant_id}"))
+    }
+
+    fn take_remaining(&mut self, draws: &[Draw]) -> Result<(), String> {
+        for draw in draws {
+            take(&mut self.bucket_mut(&draw.grant_id)?.remaining, draw.amount)?;
+        }
+        Ok(())
+    }
+
+    fn return_held(&mut self, draws: &[Draw]) -> Result<(), String> {
+        for draw in draws {
+            let bucket = self.bucket_mut(&draw.grant_id)?;
+            take(&mut bucket.held, draw.amount)?;
+            bucket.remaining += draw.amount;
+        }
+        Ok(())
+    }
+
+    fn remember(&mut self, reservation: Reservation, resolution: Resolution, at: Timestamp) {
+        let resolved = ResolvedReservation {
+            reservation,
+            resolution,
+            resolved_at: at,
+        };
+        self.forget_queue
+            .insert((resolved.forget_after(), resolved.reservation.id.clone()));
+        self.resolved
+            .insert(resolved.reservation.id.clone(), resolved);
+    }
+
+    fn forget_resolved(&mut self, now: Timestamp) {
+        while let Some(first) = self.forget_queue.first() {
+            if first.0 > now {
+                break;
+            }
+            let (_, id) = self.forget_queue.pop_first().expect("first exists");
+            self.resolved.remove(&id);
+        }
+    }
+}
+
+/// Subtracts `amount` from `from`, refusing to go below zero.
+fn take(from: &mut Millicredits, amount: Millicredits) -> Result<(), String> {
+    if amount.get() < 0 || amount > *from {
+        return Err(format!("cannot take {amount} from {from}"));
+    }
+    *from -= amount;
+    Ok(())
+}

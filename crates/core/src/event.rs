@@ -1,0 +1,165 @@
+//! What happened to an account. Events are facts: never edited, never
+//! deleted. Each one carries every number its effect needs, so applying it
+//! is plain arithmetic and needs no rate card, clock or configuration.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    ActionKey, BucketKind, CostBasis, Draw, GrantId, GrantSource, MemberId, Millicredits,
+    ModelName, ReservationId, Timestamp,
+};
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Event {
+    AccountOpened {
+        at: Timestamp,
+    },
+    CreditsGranted {
+        at: Timestamp,
+        grant_id: GrantId,
+        kind: BucketKind,
+        source: GrantSource,
+        priority: i32,
+        amount: Millicredits,
+        effective_at: Timestamp,
+        expires_at: Option<Timestamp>,
+        cost_basis: Option<CostBasis>,
+        reference: String,
+    },
+    /// What was spendable in a bucket is withdrawn (at the void, or later
+    /// when held credits come back to a voided bucket).
+    GrantVoided {
+        at: Timestamp,
+        grant_id: GrantId,
+        amount: Millicredits,
+        reason: String,
+    },
+    CreditsHeld {
+        at: Timestamp,
+        reservation: ReservationHeld,
+    },
+    HoldExtended {
+        at: Timestamp,
+        reservation_id: ReservationId,
+        expires_at: Timestamp,
+    },
+    HoldReleased {
+        at: Timestamp,
+        reservation_id: ReservationId,
+        amount: Millicredits,
+        returned: Vec<Draw>,
+    },
+    /// `at` is the hold's expiry, whenever it was noticed.
+    HoldExpired {
+        at: Timestamp,
+        reservation_id: ReservationId,
+        amount: Millicredits,
+        returned: Vec<Draw>,
+    },
+    CreditsDebited {
+        at: Timestamp,
+        debit: Debit,
+    },
+    /// Overage paid from credits that became available.
+    OverageRepaid {
+        at: Timestamp,
+        amount: Millicredits,
+        draws: Vec<Draw>,
+    },
+    /// `at` is the bucket's expiry, or the moment held credits came back to
+    /// an already expired bucket.
+    BucketExpired {
+        at: Timestamp,
+        grant_id: GrantId,
+        amount: Millicredits,
+    },
+}
+
+/// The payload of [`Event::CreditsHeld`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReservationHeld {
+    pub id: ReservationId,
+    pub member: MemberId,
+    pub action: ActionKey,
+    pub model: Option<ModelName>,
+    pub amount: Millicredits,
+    pub draws: Vec<Draw>,
+    pub expires_at: Timestamp,
+    pub rate_card_version: u64,
+}
+
+/// The payload of [`Event::CreditsDebited`]: a receipt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Debit {
+    /// Set for commits; `None` for a direct debit.
+    pub reservation_id: Option<ReservationId>,
+    pub member: MemberId,
+    pub action: ActionKey,
+    pub model: Option<ModelName>,
+    /// The whole cost: from_hold + from_available + overage.
+    pub charged: Millicredits,
+    /// Held credits consumed.
+    pub from_hold: Vec<Draw>,
+    /// Spendable credits consumed on top of the hold.
+    pub from_available: Vec<Draw>,
+    /// Held credits not needed, returned to their buckets.
+    pub returned: Vec<Draw>,
+    /// What no bucket could pay.
+    pub overage: Millicredits,
+    /// The hold had already expired when the commit arrived.
+    pub late: bool,
+    pub rate_card_version: u64,
+}
+
+impl Debit {
+    pub fn released(&self) -> Millicredits {
+        self.returned.iter().map(|d| d.amount).sum()
+    }
+
+    /// Every bucket that paid, merged, in the order they paid.
+    pub fn paid_by(&self) -> Vec<Draw> {
+        let mut merged: Vec<Draw> = Vec::new();
+        for draw in self.from_hold.iter().chain(&self.from_available) {
+            match merged.iter_mut().find(|d| d.grant_id == draw.grant_id) {
+                Some(existing) => existing.amount += draw.amount,
+                None => merged.push(draw.clone()),
+            }
+        }
+        merged
+    }
+}
+
+impl Event {
+    pub fn at(&self) -> Timestamp {
+        match self {
+            Event::AccountOpened { at }
+            | Event::CreditsGranted { at, .. }
+            | Event::GrantVoided { at, .. }
+            | Event::CreditsHeld { at, .. }
+            | Event::HoldExtended { at, .. }
+            | Event::HoldReleased { at, .. }
+            | Event::HoldExpired { at, .. }
+            | Event::CreditsDebited { at, .. }
+            | Event::OverageRepaid { at, .. }
+            | Event::BucketExpired { at, .. } => *at,
+        }
+    }
+
+    /// The name stored beside the payload, so the log can be filtered
+    /// without decoding it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Event::AccountOpened { .. } => "account_opened",
+            Event::CreditsGranted { .. } => "credits_granted",
+            Event::GrantVoided { .. } => "grant_voided",
+            Event::CreditsHeld { .. } => "credits_held",
+            Event::HoldExtended { .. } => "hold_extended",
+            Event::HoldReleased { .. } => "hold_released",
+            Event::HoldExpired { .. } => "hold_expired",
+            Event::CreditsDebited { .. } => "credits_debited",
+            Event::OverageRepaid { .. } => "overage_repaid",
+            Event::BucketExpired { .. } => "bucket_expired",
+        }
+    }
+}

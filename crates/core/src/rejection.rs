@@ -1,0 +1,38 @@
+//! Why the domain refuses a command. A rejection is a value, not a failure:
+//! it writes nothing, and a retry is evaluated afresh.
+
+use thiserror::Error;
+
+use crate::{ActionKey, GrantId, Millicredits, ReservationId, Resolution};
+
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum Rejection {
+    #[error("account is not open")]
+    UnknownAccount,
+    #[error("account is already open")]
+    AccountExists,
+    #[error("insufficient credits: {needed} needed, {available} available")]
+    InsufficientCredits {
+        available: Millicredits,
+        needed: Millicredits,
+    },
+    #[error("unknown action {action}: the rate card has no price for it")]
+    UnknownAction { action: ActionKey },
+    #[error("reservation {id} not found")]
+    ReservationNotFound { id: ReservationId },
+    #[error("reservation {id} has expired")]
+    ReservationExpired { id: ReservationId },
+    #[error("reservation {id} is already {}", resolution.as_str())]
+    AlreadyResolved {
+        id: ReservationId,
+        resolution: Resolution,
+    },
+    #[error("grant {id} not found or has nothing left")]
+    GrantNotFound { id: GrantId },
+    #[error("grant {id} is already voided")]
+    GrantAlreadyVoided { id: GrantId },
+    /// A field that is well-formed but wrong against the account's state or
+    /// the current time (e.g. an expiry in the past).
+    #[error("{field}: {reason}")]
+    InvalidField { field: &'static str, reason: String },
+}
