@@ -5,8 +5,12 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
-    let files = ["account_service.proto", "credits.proto", "metering_service.proto"]
-        .map(|name| proto_root.join("tally/v1").join(name));
+    let files = [
+        "account_service.proto",
+        "credits.proto",
+        "metering_service.proto",
+    ]
+    .map(|name| proto_root.join("tally/v1").join(name));
     for file in &files {
         println!("cargo:rerun-if-changed={}", file.display());
     }

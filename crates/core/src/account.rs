@@ -115,7 +115,9 @@ impl Account {
     }
 
     /// Folds a sequence of events from an empty account.
-    pub fn replay<'a>(events: impl IntoIterator<Item = &'a Event>) -> Result<Account, CorruptEvent> {
+    pub fn replay<'a>(
+        events: impl IntoIterator<Item = &'a Event>,
+    ) -> Result<Account, CorruptEvent> {
         let mut account = Account::default();
         for event in events {
             account.apply(event)?;

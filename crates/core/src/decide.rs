@@ -63,7 +63,9 @@ pub fn execute(
 /// boundaries, never on when they were noticed.
 pub fn advance(account: &mut Account, now: Timestamp) -> Vec<Event> {
     let mut events = Vec::new();
-    let mut cursor = account.last_event_at.unwrap_or(Timestamp::from_millis(i64::MIN));
+    let mut cursor = account
+        .last_event_at
+        .unwrap_or(Timestamp::from_millis(i64::MIN));
     while let Some(due) = next_boundary(account, cursor).filter(|due| *due <= now) {
         let mut expiring: Vec<&Reservation> = account
             .reservations
@@ -406,7 +408,11 @@ fn decide_commit(
             ctx.rate_card.version,
         ),
     };
-    let held = if late { Vec::new() } else { reservation.draws.clone() };
+    let held = if late {
+        Vec::new()
+    } else {
+        reservation.draws.clone()
+    };
     let (from_hold, returned) = split_draws(&held, actual);
     let from_hold_total: Millicredits = from_hold.iter().map(|d| d.amount).sum();
     let (from_available, overage) = spendable_draws(account, actual - from_hold_total, now);
@@ -471,10 +477,7 @@ fn spendable_draws(
 
 /// Splits held draws into the part that pays `amount` (in deduction order)
 /// and the part that goes back.
-fn split_draws(
-    held: &[crate::Draw],
-    amount: Millicredits,
-) -> (Vec<crate::Draw>, Vec<crate::Draw>) {
+fn split_draws(held: &[crate::Draw], amount: Millicredits) -> (Vec<crate::Draw>, Vec<crate::Draw>) {
     let mut left = amount;
     let mut used = Vec::new();
     let mut returned = Vec::new();

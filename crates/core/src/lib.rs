@@ -30,7 +30,7 @@ pub use ids::{
 pub use pricing::{ActionPrice, RateCard};
 pub use rejection::Rejection;
 pub use reservation::{
-    EXPIRED_RETENTION_MILLIS, RESOLVED_RETENTION_MILLIS, Reservation, ResolvedReservation,
-    Resolution,
+    EXPIRED_RETENTION_MILLIS, RESOLVED_RETENTION_MILLIS, Reservation, Resolution,
+    ResolvedReservation,
 };
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -17,10 +17,19 @@ enum Op {
         expires_in: Option<i64>,
     },
     Void(usize),
-    Reserve { amount: Option<i64>, ttl: i64 },
-    Commit { pick: usize, amount: Option<i64> },
+    Reserve {
+        amount: Option<i64>,
+        ttl: i64,
+    },
+    Commit {
+        pick: usize,
+        amount: Option<i64>,
+    },
     Release(usize),
-    Extend { pick: usize, ttl: i64 },
+    Extend {
+        pick: usize,
+        ttl: i64,
+    },
     Debit(Option<i64>),
 }
 
@@ -76,9 +85,16 @@ fn assert_conserved(account: &Account) {
         account.version
     );
     let held_by_reservations: Millicredits = account.reservations.values().map(|r| r.amount).sum();
-    assert_eq!(account.held(), held_by_reservations, "held credits belong to open reservations");
+    assert_eq!(
+        account.held(),
+        held_by_reservations,
+        "held credits belong to open reservations"
+    );
     for bucket in &account.buckets {
-        assert!(bucket.remaining.get() >= 0 && bucket.held.get() >= 0, "{bucket:?}");
+        assert!(
+            bucket.remaining.get() >= 0 && bucket.held.get() >= 0,
+            "{bucket:?}"
+        );
     }
     assert!(account.overage.get() >= 0);
 }
@@ -128,7 +144,10 @@ impl Run {
                 Ok(())
             }
             Err(rejection) => {
-                assert_eq!(self.account, before, "a rejection must not change the account");
+                assert_eq!(
+                    self.account, before,
+                    "a rejection must not change the account"
+                );
                 Err(rejection)
             }
         }
@@ -146,11 +165,16 @@ impl Run {
                 self.now = self.now.plus_millis(ms);
                 self.log.extend(advance(&mut self.account, self.now));
             }
-            Op::Grant { kind, amount, effective_in, expires_in } => {
+            Op::Grant {
+                kind,
+                amount,
+                effective_in,
+                expires_in,
+            } => {
                 let grant_id = GrantId::parse(self.mint("g")).unwrap();
                 let effective_at = effective_in.map(|ms| self.now.plus_millis(ms));
-                let expires_at = expires_in
-                    .map(|ms| effective_at.unwrap_or(self.now).plus_millis(ms));
+                let expires_at =
+                    expires_in.map(|ms| effective_at.unwrap_or(self.now).plus_millis(ms));
                 let granted = self.execute(Command::Grant(GrantCommand {
                     grant_id: grant_id.clone(),
                     kind,
@@ -167,7 +191,10 @@ impl Run {
             }
             Op::Void(pick) => {
                 if let Some(grant_id) = Self::pick(&self.grants, pick) {
-                    let _ = self.execute(Command::VoidGrant { grant_id, reason: "test".into() });
+                    let _ = self.execute(Command::VoidGrant {
+                        grant_id,
+                        reason: "test".into(),
+                    });
                 }
             }
             Op::Reserve { amount, ttl } => {
@@ -191,7 +218,10 @@ impl Run {
                         assert!(needed <= available, "held {needed} of {available}");
                         self.reservations.push(reservation_id);
                     }
-                    Err(Rejection::InsufficientCredits { available: a, needed: n }) => {
+                    Err(Rejection::InsufficientCredits {
+                        available: a,
+                        needed: n,
+                    }) => {
                         assert!(needed > available);
                         assert_eq!((a, n), (available, needed));
                     }
@@ -203,16 +233,24 @@ impl Run {
                     let mut probe = self.account.clone();
                     advance(&mut probe, self.now);
                     let was_open = probe.reservations.contains_key(&id);
-                    let was_expired = probe.resolved.get(&id).is_some_and(|r| {
-                        r.resolution == tally_core::Resolution::Expired
+                    let was_expired = probe
+                        .resolved
+                        .get(&id)
+                        .is_some_and(|r| r.resolution == tally_core::Resolution::Expired);
+                    let result = self.execute(Command::Commit {
+                        reservation_id: id,
+                        amount: amount.map(mc),
                     });
-                    let result = self.execute(Command::Commit { reservation_id: id, amount: amount.map(mc) });
                     // In-flight completion (invariant 4): a live or expired
                     // reservation's commit always succeeds, whatever it costs.
                     if was_open || was_expired {
                         assert!(result.is_ok(), "commit refused: {result:?}");
                     } else {
-                        assert!(matches!(result, Err(Rejection::AlreadyResolved { .. }) | Err(Rejection::ReservationNotFound { .. })));
+                        assert!(matches!(
+                            result,
+                            Err(Rejection::AlreadyResolved { .. })
+                                | Err(Rejection::ReservationNotFound { .. })
+                        ));
                     }
                 }
             }
@@ -223,11 +261,19 @@ impl Run {
             }
             Op::Extend { pick, ttl } => {
                 if let Some(id) = Self::pick(&self.reservations, pick) {
-                    let _ = self.execute(Command::Extend { reservation_id: id, ttl_millis: ttl });
+                    let _ = self.execute(Command::Extend {
+                        reservation_id: id,
+                        ttl_millis: ttl,
+                    });
                 }
             }
             Op::Debit(amount) => {
-                let _ = self.execute(Command::Debit { member, action, model: None, amount: amount.map(mc) });
+                let _ = self.execute(Command::Debit {
+                    member,
+                    action,
+                    model: None,
+                    amount: amount.map(mc),
+                });
             }
         }
         assert_conserved(&self.account);

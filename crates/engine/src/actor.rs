@@ -1,0 +1,458 @@
+//! One account's actor: decides its commands in order and group-commits
+//! their events.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tally_core::{Account, AccountId, Context, Outcome, advance, execute};
+use tally_store::{
+    AppendRequest, EventStore, IdempotencyRecord, LogPosition, Snapshot, StoreError,
+};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+
+use crate::codec::{self, StoredReply};
+use crate::{Applied, EngineError, Mutation, ReadFn, Shared};
+
+pub(crate) enum Job {
+    Mutate {
+        mutation: Mutation,
+        reply: oneshot::Sender<Result<Applied, EngineError>>,
+    },
+    Read(ReadFn),
+}
+
+pub(crate) async fn run<S: EventStore>(
+    shared: Arc<Shared<S>>,
+    account: AccountId,
+    id: u64,
+    mut inbox: mpsc::Receiver<Job>,
+) {
+    let mut actor = Actor {
+        shared: shared.clone(),
+        account,
+        state: None,
+    };
+    loop {
+        let first = match tokio::time::timeout(shared.config.idle_timeout, inbox.recv()).await {
+            Ok(Some(job)) => job,
+            Ok(None) => break,
+            Err(_idle) => {
+                if shared.retire_if_idle(&actor.account, id, &mut inbox) {
+                    // Jobs sent in the instant before the mailbox closed are
+                    // still answered.
+                    let mut late = Vec::new();
+                    while let Ok(job) = inbox.try_recv() {
+                        late.push(job);
+                    }
+                    if !late.is_empty() {
+                        actor.process(late).await;
+                    }
+                    break;
+                }
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < shared.config.max_batch {
+            match inbox.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        actor.process(batch).await;
+    }
+    debug!(account = %actor.account, "actor stopped");
+}
+
+struct Actor<S> {
+    shared: Arc<Shared<S>>,
+    account: AccountId,
+    /// The account as of its last known version; `None` means "reload from
+    /// the store", after a lost race or anything uncertain.
+    state: Option<Account>,
+}
+
+/// What became of one mutation within a batch.
+enum Settled {
+    /// Decided now; answered once the append commits.
+    Fresh {
+        reply: StoredReply,
+        last_event: usize,
+    },
+    /// A retry of a key already in the store.
+    Replayed(StoredReply),
+    /// A retry of a key decided earlier in this very batch.
+    SameAs(usize),
+    Failed(EngineError),
+}
+
+impl<S: EventStore> Actor<S> {
+    async fn process(&mut self, jobs: Vec<Job>) {
+        let mut reads = Vec::new();
+        let mut mutations = Vec::new();
+        for job in jobs {
+            match job {
+                Job::Read(read) => reads.push(read),
+                Job::Mutate { mutation, reply } => mutations.push((mutation, reply)),
+            }
+        }
+        if !reads.is_empty()
+            && let Err(e) = self.answer_reads(reads).await
+        {
+            warn!(account = %self.account, error = %e, "reads failed");
+        }
+        if mutations.is_empty() {
+            return;
+        }
+        let max_attempts = self.shared.config.max_attempts;
+        for attempt in 1..=max_attempts {
+            match self.try_mutations(&mutations).await {
+                Ok(results) => {
+                    for ((_, reply), result) in mutations.into_iter().zip(results) {
+                        let _ = reply.send(result);
+                    }
+                    return;
+                }
+                Err(e) if is_race(&e) => {
+                    debug!(account = %self.account, attempt, "lost a version race; reloading");
+                    self.state = None;
+                }
+                Err(e) => {
+                    self.state = None;
+                    warn!(account = %self.account, error = %e, "batch failed");
+                    for (_, reply) in mutations {
+                        let _ = reply.send(Err(duplicate(&e)));
+                    }
+                    return;
+                }
+            }
+        }
+        for (_, reply) in mutations {
+            let _ = reply.send(Err(EngineError::Contention {
+                account: self.account.to_string(),
+                attempts: max_attempts,
+            }));
+        }
+    }
+
+    /// Reads see the account as committed, advanced to now; they are
+    /// ordered before the batch's mutations, which have not committed yet.
+    async fn answer_reads(&mut self, reads: Vec<ReadFn>) -> Result<(), EngineError> {
+        let clock_now = self.shared.clock.now();
+        // Another replica may have written since we last looked.
+        let refreshed = self.refreshed_state().await;
+        let state = match refreshed {
+            Ok(state) => state,
+            Err(e) => {
+                // Dropping the reads closes their channels: callers see the
+                // engine's failure rather than a stale answer.
+                drop(reads);
+                return Err(e);
+            }
+        };
+        let now = clock_now.max(state.last_event_at.unwrap_or_default());
+        let mut view = state.clone();
+        advance(&mut view, now);
+        for read in reads {
+            read(&view, now);
+        }
+        Ok(())
+    }
+
+    async fn refreshed_state(&mut self) -> Result<&Account, EngineError> {
+        let mut state = match self.state.take() {
+            Some(state) => state,
+            None => load(&self.shared.store, &self.account).await?,
+        };
+        catch_up(&self.shared.store, &self.account, &mut state).await?;
+        Ok(self.state.insert(state))
+    }
+
+    async fn loaded_state(&mut self) -> Result<&mut Account, EngineError> {
+        if self.state.is_none() {
+            self.state = Some(load(&self.shared.store, &self.account).await?);
+        }
+        Ok(self.state.as_mut().expect("just loaded"))
+    }
+
+    /// Decides every mutation in order and appends all their events in one
+    /// transaction. An `Err` means nothing was written and the state must
+    /// be reloaded; per-mutation refusals are in the `Ok` results.
+    async fn try_mutations(
+        &mut self,
+        mutations: &[(Mutation, oneshot::Sender<Result<Applied, EngineError>>)],
+    ) -> Result<Vec<Result<Applied, EngineError>>, EngineError> {
+        let keys: Vec<String> = mutations
+            .iter()
+            .map(|(m, _)| m.idempotency_key.as_str().to_owned())
+            .collect();
+        let known: HashMap<String, IdempotencyRecord> = self
+            .shared
+            .store
+            .find_idempotency(self.account.as_str(), &keys)
+            .await?
+            .into_iter()
+            .map(|record| (record.key.clone(), record))
+            .collect();
+
+        let rate_card = self.shared.rate_card();
+        let clock_now = self.shared.clock.now();
+        let state = self.loaded_state().await?;
+        let version_before = state.version;
+        // Time never runs backwards within an account.
+        let now = clock_now.max(state.last_event_at.unwrap_or_default());
+        let ctx = Context {
+            now,
+            rate_card: &rate_card,
+        };
+
+        let mut events = Vec::new();
+        for event in advance(state, now) {
+            events.push(codec::encode_event(&event, None)?);
+        }
+        let ticked = !events.is_empty();
+
+        let mut records = Vec::new();
+        let mut decided_here: HashMap<&str, (&[u8], usize)> = HashMap::new();
+        let mut settled = Vec::with_capacity(mutations.len());
+        for (index, (mutation, _)) in mutations.iter().enumerate() {
+            let key = mutation.idempotency_key.as_str();
+            let outcome = if let Some(record) = known.get(key) {
+                if record.fingerprint == mutation.fingerprint {
+                    Settled::Replayed(codec::decode_reply(&record.response)?)
+                } else {
+                    Settled::Failed(key_reused(key))
+                }
+            } else if let Some((fingerprint, first)) = decided_here.get(key) {
+                if *fingerprint == mutation.fingerprint.as_slice() {
+                    Settled::SameAs(*first)
+                } else {
+                    Settled::Failed(key_reused(key))
+                }
+            } else {
+                match execute(state, &mutation.command, &ctx) {
+                    Ok(decision) => {
+                        for event in &decision.events {
+                            events.push(codec::encode_event(event, Some(key))?);
+                        }
+                        let balance =
+                            shows_balance(&decision.outcome).then(|| state.balance_at(now));
+                        let reply = StoredReply {
+                            available: state.available_at(now),
+                            outcome: decision.outcome,
+                            balance,
+                            last_version: state.version,
+                        };
+                        records.push(IdempotencyRecord {
+                            key: key.to_owned(),
+                            fingerprint: mutation.fingerprint.clone(),
+                            response: codec::encode_reply(&reply)?,
+                        });
+                        decided_here.insert(key, (&mutation.fingerprint, index));
+                        Settled::Fresh {
+                            reply,
+                            last_event: events.len() - 1,
+                        }
+                    }
+                    Err(rejection) => Settled::Failed(rejection.into()),
+                }
+            };
+            settled.push(outcome);
+        }
+
+        let positions = if records.is_empty() {
+            if ticked {
+                // Only time moved: leave writing that to a command or the
+                // sweeper rather than have a refusal or a retry write.
+                self.state = None;
+            }
+            Vec::new()
+        } else {
+            let stream_events = events.len() as u64;
+            let appended = self
+                .shared
+                .store
+                .append(AppendRequest {
+                    stream_id: self.account.as_str().to_owned(),
+                    expected_version: version_before,
+                    events,
+                    idempotency: records,
+                })
+                .await?;
+            debug_assert_eq!(appended.last_version, version_before + stream_events);
+            self.maybe_snapshot(version_before).await;
+            appended.positions
+        };
+
+        let mut results: Vec<Result<Applied, EngineError>> = Vec::with_capacity(settled.len());
+        for outcome in settled {
+            let result = match outcome {
+                Settled::Fresh { reply, last_event } => Ok(Applied {
+                    reply,
+                    position: positions[last_event],
+                    replayed: false,
+                }),
+                Settled::Replayed(reply) => {
+                    self.position_of(reply.last_version)
+                        .await
+                        .map(|position| Applied {
+                            reply,
+                            position,
+                            replayed: true,
+                        })
+                }
+                Settled::SameAs(first) => match &results[first] {
+                    Ok(applied) => Ok(Applied {
+                        replayed: true,
+                        ..applied.clone()
+                    }),
+                    Err(e) => Err(duplicate(e)),
+                },
+                Settled::Failed(e) => Err(e),
+            };
+            results.push(result);
+        }
+        Ok(results)
+    }
+
+    async fn position_of(&self, version: u64) -> Result<LogPosition, EngineError> {
+        let events = self
+            .shared
+            .store
+            .read_stream(self.account.as_str(), version, 1)
+            .await?;
+        events
+            .first()
+            .filter(|e| e.version == version)
+            .map(|e| e.position)
+            .ok_or_else(|| {
+                EngineError::Corrupt(format!("event {version} of {} is missing", self.account))
+            })
+    }
+
+    /// Snapshots bound how much of the stream a reload replays. Failing to
+    /// save one costs only time, so it is logged, not returned.
+    async fn maybe_snapshot(&self, version_before: u64) {
+        let Some(state) = &self.state else { return };
+        let every = self.shared.config.snapshot_every.max(1);
+        if state.version / every == version_before / every {
+            return;
+        }
+        let saved = match codec::encode_snapshot(state) {
+            Ok(payload) => self
+                .shared
+                .store
+                .save_snapshot(
+                    self.account.as_str(),
+                    Snapshot {
+                        version: state.version,
+                        payload,
+                    },
+                )
+                .await
+                .map_err(EngineError::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = saved {
+            warn!(account = %self.account, error = %e, "snapshot not saved");
+        }
+    }
+}
+
+/// The commands whose answer shows the whole balance.
+fn shows_balance(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::Opened | Outcome::Granted { .. } | Outcome::Voided { .. }
+    )
+}
+
+fn key_reused(key: &str) -> EngineError {
+    EngineError::IdempotencyKeyReused {
+        key: key.to_owned(),
+    }
+}
+
+/// A lost race with another writer of the same account: reload and decide
+/// again.
+fn is_race(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::Store(StoreError::VersionConflict { .. })
+            | EngineError::Store(StoreError::DuplicateIdempotencyKey { .. })
+    )
+}
+
+/// The same failure, for each caller of a failed batch.
+fn duplicate(e: &EngineError) -> EngineError {
+    match e {
+        EngineError::Rejected(r) => EngineError::Rejected(r.clone()),
+        EngineError::IdempotencyKeyReused { key } => {
+            EngineError::IdempotencyKeyReused { key: key.clone() }
+        }
+        EngineError::Store(s) => EngineError::Store(match s {
+            StoreError::VersionConflict {
+                stream_id,
+                expected,
+                actual,
+            } => StoreError::VersionConflict {
+                stream_id: stream_id.clone(),
+                expected: *expected,
+                actual: *actual,
+            },
+            StoreError::DuplicateIdempotencyKey { stream_id, key } => {
+                StoreError::DuplicateIdempotencyKey {
+                    stream_id: stream_id.clone(),
+                    key: key.clone(),
+                }
+            }
+            StoreError::InvalidAppend(m) => StoreError::InvalidAppend(m.clone()),
+            StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+            StoreError::Corrupt(m) => StoreError::Corrupt(m.clone()),
+            StoreError::Internal(m) => StoreError::Internal(m.clone()),
+        }),
+        EngineError::Corrupt(m) => EngineError::Corrupt(m.clone()),
+        EngineError::Contention { account, attempts } => EngineError::Contention {
+            account: account.clone(),
+            attempts: *attempts,
+        },
+        EngineError::ShuttingDown => EngineError::ShuttingDown,
+    }
+}
+
+/// Rebuilds an account from its latest snapshot and the stream after it.
+pub(crate) async fn load<S: EventStore>(
+    store: &S,
+    account: &AccountId,
+) -> Result<Account, EngineError> {
+    let mut state = match store.load_snapshot(account.as_str()).await? {
+        Some(snapshot) => codec::decode_snapshot(&snapshot.payload)
+            .filter(|state| state.version == snapshot.version)
+            .unwrap_or_default(),
+        None => Account::default(),
+    };
+    catch_up(store, account, &mut state).await?;
+    Ok(state)
+}
+
+const READ_PAGE: usize = 1_000;
+
+/// Applies whatever the stream holds beyond the state's version.
+async fn catch_up<S: EventStore>(
+    store: &S,
+    account: &AccountId,
+    state: &mut Account,
+) -> Result<(), EngineError> {
+    loop {
+        let page = store
+            .read_stream(account.as_str(), state.version + 1, READ_PAGE)
+            .await?;
+        for recorded in &page {
+            state.apply(&codec::decode_event(recorded)?.event)?;
+        }
+        if page.len() < READ_PAGE {
+            return Ok(());
+        }
+    }
+}

@@ -1,0 +1,273 @@
+//! Tally's command engine.
+//!
+//! Every active account has one actor: a task that owns the account's state
+//! in memory and takes its commands in arrival order. The actor drains what
+//! has queued up, decides each command against the evolving state, and
+//! appends all their events in one store transaction (group commit), then
+//! answers the callers. Correctness across replicas comes from the store:
+//! the append names the version it decided against, and a replica that
+//! loses the race reloads the account and decides again.
+
+mod actor;
+mod codec;
+mod error;
+mod ledger;
+mod quote;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use tally_core::{
+    Account, AccountId, BalanceView, Clock, Command, GrantId, IdempotencyKey, RateCard,
+    ReservationId, Timestamp,
+};
+use tally_store::{EventStore, LogPosition};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+pub use codec::{DecodedEvent, StoredReply};
+pub use error::EngineError;
+pub use ledger::{LedgerEntry, LedgerPage, LedgerQuery};
+pub use quote::{Quote, QuoteItem, QuoteLine};
+
+/// Tuning knobs. The defaults suit a 2-core machine.
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// Most commands decided and appended in one transaction.
+    pub max_batch: usize,
+    /// An actor with nothing to do for this long lets its account go.
+    pub idle_timeout: Duration,
+    /// Save a snapshot each time the stream passes a multiple of this.
+    pub snapshot_every: u64,
+    /// Version races lost in a row before a batch gives up.
+    pub max_attempts: u32,
+    /// Commands that may queue for one account before senders wait.
+    pub mailbox: usize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_batch: 512,
+            idle_timeout: Duration::from_secs(300),
+            snapshot_every: 1_000,
+            max_attempts: 16,
+            mailbox: 4_096,
+        }
+    }
+}
+
+/// A mutation as the engine takes it: the command and what makes it safe
+/// to retry.
+#[derive(Clone, Debug)]
+pub struct Mutation {
+    pub account: AccountId,
+    pub idempotency_key: IdempotencyKey,
+    /// A digest of the whole request: the same key with another request is
+    /// refused.
+    pub fingerprint: Vec<u8>,
+    pub command: Command,
+}
+
+/// A mutation's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Applied {
+    pub reply: StoredReply,
+    /// Global position of the command's last event: the consistency token.
+    pub position: LogPosition,
+    /// True when this is a retry answered from the first attempt's record.
+    pub replayed: bool,
+}
+
+/// The engine. Cheap to clone; all clones share the actors.
+pub struct Engine<S: EventStore> {
+    shared: Arc<Shared<S>>,
+}
+
+impl<S: EventStore> Clone for Engine<S> {
+    fn clone(&self) -> Self {
+        Engine {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+pub(crate) struct Shared<S> {
+    pub(crate) store: S,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) config: EngineConfig,
+    rate_card: RwLock<Arc<RateCard>>,
+    actors: Mutex<HashMap<AccountId, ActorHandle>>,
+    next_actor: AtomicU64,
+}
+
+struct ActorHandle {
+    id: u64,
+    mailbox: mpsc::Sender<actor::Job>,
+    task: JoinHandle<()>,
+}
+
+/// A read run inside the account's actor, on the state advanced to now.
+pub(crate) type ReadFn = Box<dyn FnOnce(&Account, Timestamp) + Send>;
+
+impl<S: EventStore> Engine<S> {
+    pub fn new(store: S, clock: Arc<dyn Clock>, rate_card: RateCard, config: EngineConfig) -> Self {
+        Engine {
+            shared: Arc::new(Shared {
+                store,
+                clock,
+                config,
+                rate_card: RwLock::new(Arc::new(rate_card)),
+                actors: Mutex::new(HashMap::new()),
+                next_actor: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &S {
+        &self.shared.store
+    }
+
+    pub fn now(&self) -> Timestamp {
+        self.shared.clock.now()
+    }
+
+    pub fn rate_card(&self) -> Arc<RateCard> {
+        self.shared.rate_card().clone()
+    }
+
+    pub fn mint_reservation_id() -> ReservationId {
+        ReservationId::parse(format!("rsv_{}", uuid::Uuid::now_v7().simple()))
+            .expect("a uuid is a valid id")
+    }
+
+    pub fn mint_grant_id() -> GrantId {
+        GrantId::parse(format!("grn_{}", uuid::Uuid::now_v7().simple()))
+            .expect("a uuid is a valid id")
+    }
+
+    /// Runs a mutation: decided in order with the account's other commands,
+    /// answered once its events are durably appended. A retry with the same
+    /// idempotency key and fingerprint gets the first answer back.
+    #[tracing::instrument(skip_all, fields(account = %mutation.account, key = %mutation.idempotency_key))]
+    pub async fn execute(&self, mutation: Mutation) -> Result<Applied, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let account = mutation.account.clone();
+        self.send(&account, actor::Job::Mutate { mutation, reply })
+            .await?;
+        answer.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// The balance now, with holds and buckets expired up to now.
+    #[tracing::instrument(skip(self))]
+    pub async fn balance(&self, account: &AccountId) -> Result<BalanceView, EngineError> {
+        self.read(account, |state, now| state.balance_at(now)).await
+    }
+
+    /// Runs `read` on the account's state advanced to now. Refused with
+    /// `UnknownAccount` when the account is not open.
+    pub(crate) async fn read<T: Send + 'static>(
+        &self,
+        account: &AccountId,
+        read: impl FnOnce(&Account, Timestamp) -> T + Send + 'static,
+    ) -> Result<T, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let read: ReadFn = Box::new(move |state, now| {
+            let result = if state.is_open() {
+                Ok(read(state, now))
+            } else {
+                Err(tally_core::Rejection::UnknownAccount.into())
+            };
+            let _ = reply.send(result);
+        });
+        self.send(account, actor::Job::Read(read)).await?;
+        answer.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    async fn send(&self, account: &AccountId, mut job: actor::Job) -> Result<(), EngineError> {
+        // An actor may be letting its account go just as we send; its
+        // mailbox is then closed and a fresh actor takes over.
+        for _ in 0..3 {
+            let (id, mailbox) = self.mailbox(account);
+            match mailbox.send(job).await {
+                Ok(()) => return Ok(()),
+                Err(mpsc::error::SendError(returned)) => {
+                    job = returned;
+                    self.forget_actor(account, id);
+                }
+            }
+        }
+        Err(EngineError::ShuttingDown)
+    }
+
+    fn mailbox(&self, account: &AccountId) -> (u64, mpsc::Sender<actor::Job>) {
+        let mut actors = self.shared.actors.lock().expect("actors lock");
+        if let Some(handle) = actors.get(account).filter(|h| !h.mailbox.is_closed()) {
+            return (handle.id, handle.mailbox.clone());
+        }
+        let id = self.shared.next_actor.fetch_add(1, Ordering::Relaxed);
+        let (mailbox, inbox) = mpsc::channel(self.shared.config.mailbox);
+        let task = tokio::spawn(actor::run(self.shared.clone(), account.clone(), id, inbox));
+        actors.insert(
+            account.clone(),
+            ActorHandle {
+                id,
+                mailbox: mailbox.clone(),
+                task,
+            },
+        );
+        (id, mailbox)
+    }
+
+    fn forget_actor(&self, account: &AccountId, id: u64) {
+        self.shared.forget_actor(account, id);
+    }
+
+    /// Stops every actor after it has answered what it already took in.
+    /// New calls made after this start fresh actors.
+    pub async fn shutdown(&self) {
+        let handles: Vec<ActorHandle> = {
+            let mut actors = self.shared.actors.lock().expect("actors lock");
+            actors.drain().map(|(_, handle)| handle).collect()
+        };
+        for handle in handles {
+            drop(handle.mailbox);
+            let _ = handle.task.await;
+        }
+    }
+}
+
+impl<S> Shared<S> {
+    pub(crate) fn rate_card(&self) -> Arc<RateCard> {
+        self.rate_card.read().expect("rate card lock").clone()
+    }
+
+    /// Removes the actor's entry if it is still the one registered.
+    pub(crate) fn forget_actor(&self, account: &AccountId, id: u64) {
+        let mut actors = self.actors.lock().expect("actors lock");
+        if actors.get(account).is_some_and(|h| h.id == id) {
+            actors.remove(account);
+        }
+    }
+
+    /// Under the registry lock, so no sender can pick up the mailbox while
+    /// the actor decides to go: lets the account go if nothing is queued.
+    pub(crate) fn retire_if_idle(
+        &self,
+        account: &AccountId,
+        id: u64,
+        inbox: &mut mpsc::Receiver<actor::Job>,
+    ) -> bool {
+        let mut actors = self.actors.lock().expect("actors lock");
+        if !inbox.is_empty() {
+            return false;
+        }
+        if actors.get(account).is_some_and(|h| h.id == id) {
+            actors.remove(account);
+        }
+        inbox.close();
+        true
+    }
+}

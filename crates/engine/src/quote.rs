@@ -1,0 +1,81 @@
+//! Pricing without side effects: one action or a whole campaign.
+
+use tally_core::{AccountId, ActionKey, Millicredits, ModelName, Rejection};
+use tally_store::EventStore;
+
+use crate::{Engine, EngineError};
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuoteItem {
+    pub action: ActionKey,
+    pub model: Option<ModelName>,
+    pub count: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuoteLine {
+    pub item: QuoteItem,
+    pub unit_price: Millicredits,
+    pub total: Millicredits,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Quote {
+    pub lines: Vec<QuoteLine>,
+    pub total: Millicredits,
+    pub available: Millicredits,
+    pub rate_card_version: u64,
+}
+
+impl Quote {
+    pub fn affordable(&self) -> bool {
+        self.total <= self.available
+    }
+}
+
+impl<S: EventStore> Engine<S> {
+    /// Prices `items` on the current rate card and compares the total with
+    /// what the account can spend now.
+    #[tracing::instrument(skip(self, items), fields(items = items.len()))]
+    pub async fn quote(
+        &self,
+        account: &AccountId,
+        items: Vec<QuoteItem>,
+    ) -> Result<Quote, EngineError> {
+        let card = self.rate_card();
+        let mut lines = Vec::with_capacity(items.len());
+        let mut total = 0i64;
+        for item in items {
+            let unit_price = card.price(&item.action, item.model.as_ref())?;
+            let line_total = unit_price
+                .get()
+                .checked_mul(item.count)
+                .ok_or_else(|| too_large("items.count"))?;
+            total = total
+                .checked_add(line_total)
+                .ok_or_else(|| too_large("items"))?;
+            lines.push(QuoteLine {
+                item,
+                unit_price,
+                total: Millicredits::new(line_total),
+            });
+        }
+        let available = self
+            .read(account, |state, now| state.available_at(now))
+            .await?;
+        Ok(Quote {
+            lines,
+            total: Millicredits::new(total),
+            available,
+            rate_card_version: card.version,
+        })
+    }
+}
+
+fn too_large(field: &'static str) -> EngineError {
+    Rejection::InvalidField {
+        field,
+        reason: "the total does not fit in 64-bit milli-credits".into(),
+    }
+    .into()
+}

@@ -1,0 +1,480 @@
+//! Conversions between the wire (tally.v1) and the domain. Input is
+//! validated here, every violation collected, so a bad request is refused
+//! whole and names each bad field.
+
+use std::time::Duration;
+
+use tally_api::v1 as pb;
+use tally_core::{
+    AccountId, ActionKey, BalanceView, Bucket, BucketKind, CostBasis, Debit, Draw, GrantId,
+    GrantSource, IdError, IdempotencyKey, MemberId, Millicredits, ModelName, Reservation,
+    ReservationId, Timestamp,
+};
+
+use crate::status::InvalidArgument;
+
+/// Collects field violations while reading a request.
+#[derive(Debug, Default)]
+pub struct Validator {
+    invalid: InvalidArgument,
+}
+
+impl Validator {
+    pub fn violation(&mut self, field: &str, description: impl Into<String>) {
+        self.invalid
+            .violations
+            .push((field.to_owned(), description.into()));
+    }
+
+    /// Ok when nothing was wrong.
+    pub fn finish(self) -> Result<(), InvalidArgument> {
+        if self.invalid.violations.is_empty() {
+            Ok(())
+        } else {
+            Err(self.invalid)
+        }
+    }
+
+    /// The collected violations, for when a required value is missing.
+    pub fn into_error(self) -> InvalidArgument {
+        self.invalid
+    }
+
+    fn id<T>(
+        &mut self,
+        field: &str,
+        value: &str,
+        parse: fn(String) -> Result<T, IdError>,
+    ) -> Option<T> {
+        parse(value.to_owned())
+            .map_err(|e| self.violation(field, e.to_string()))
+            .ok()
+    }
+
+    pub fn account(&mut self, field: &str, value: &str) -> Option<AccountId> {
+        self.id(field, value, AccountId::parse)
+    }
+
+    pub fn idempotency_key(&mut self, field: &str, value: &str) -> Option<IdempotencyKey> {
+        self.id(field, value, IdempotencyKey::parse)
+    }
+
+    pub fn member(&mut self, field: &str, value: &str) -> Option<MemberId> {
+        self.id(field, value, MemberId::parse)
+    }
+
+    pub fn action(&mut self, field: &str, value: &str) -> Option<ActionKey> {
+        self.id(field, value, ActionKey::parse)
+    }
+
+    pub fn reservation(&mut self, field: &str, value: &str) -> Option<ReservationId> {
+        self.id(field, value, ReservationId::parse)
+    }
+
+    pub fn grant(&mut self, field: &str, value: &str) -> Option<GrantId> {
+        self.id(field, value, GrantId::parse)
+    }
+
+    /// Empty means "no model".
+    pub fn model(&mut self, field: &str, value: &str) -> Option<ModelName> {
+        if value.is_empty() {
+            return None;
+        }
+        self.id(field, value, ModelName::parse)
+    }
+
+    /// An amount that must be more than zero (and at most the input cap).
+    pub fn positive_amount(&mut self, field: &str, value: i64) -> Option<Millicredits> {
+        if value <= 0 {
+            self.violation(field, "must be more than zero");
+            return None;
+        }
+        self.capped(field, value)
+    }
+
+    /// An amount that may be zero.
+    pub fn non_negative_amount(&mut self, field: &str, value: i64) -> Option<Millicredits> {
+        if value < 0 {
+            self.violation(field, "must not be negative");
+            return None;
+        }
+        self.capped(field, value)
+    }
+
+    fn capped(&mut self, field: &str, value: i64) -> Option<Millicredits> {
+        if value > Millicredits::MAX_INPUT.get() {
+            self.violation(
+                field,
+                format!(
+                    "must be at most {} (a billion credits)",
+                    Millicredits::MAX_INPUT.get()
+                ),
+            );
+            return None;
+        }
+        Some(Millicredits::new(value))
+    }
+
+    /// Free text, bounded.
+    pub fn text(&mut self, field: &str, value: String, max_bytes: usize) -> String {
+        if value.len() > max_bytes {
+            self.violation(field, format!("must be at most {max_bytes} bytes"));
+        }
+        value
+    }
+
+    pub fn bucket_kind(&mut self, field: &str, value: i32) -> Option<BucketKind> {
+        let kind = match pb::BucketKind::try_from(value) {
+            Ok(pb::BucketKind::Daily) => BucketKind::Daily,
+            Ok(pb::BucketKind::Monthly) => BucketKind::Monthly,
+            Ok(pb::BucketKind::TopUp) => BucketKind::TopUp,
+            Ok(pb::BucketKind::Promotional) => BucketKind::Promotional,
+            Ok(pb::BucketKind::Trial) => BucketKind::Trial,
+            Ok(pb::BucketKind::Unspecified) => {
+                self.violation(field, "must be set");
+                return None;
+            }
+            Err(_) => {
+                self.violation(field, format!("unknown value {value}"));
+                return None;
+            }
+        };
+        Some(kind)
+    }
+
+    /// Unspecified means "the kind's natural source".
+    pub fn grant_source(&mut self, field: &str, value: i32) -> Option<GrantSource> {
+        match pb::GrantSource::try_from(value) {
+            Ok(pb::GrantSource::Unspecified) => None,
+            Ok(pb::GrantSource::Plan) => Some(GrantSource::Plan),
+            Ok(pb::GrantSource::Purchase) => Some(GrantSource::Purchase),
+            Ok(pb::GrantSource::Promo) => Some(GrantSource::Promo),
+            Ok(pb::GrantSource::Referral) => Some(GrantSource::Referral),
+            Ok(pb::GrantSource::Adjustment) => Some(GrantSource::Adjustment),
+            Err(_) => {
+                self.violation(field, format!("unknown value {value}"));
+                None
+            }
+        }
+    }
+
+    pub fn timestamp(
+        &mut self,
+        field: &str,
+        value: Option<prost_types::Timestamp>,
+    ) -> Option<Timestamp> {
+        let value = value?;
+        // Years 1 to 9999, as google.protobuf.Timestamp allows.
+        const MIN_SECONDS: i64 = -62_135_596_800;
+        const MAX_SECONDS: i64 = 253_402_300_799;
+        if !(MIN_SECONDS..=MAX_SECONDS).contains(&value.seconds)
+            || !(0..1_000_000_000).contains(&value.nanos)
+        {
+            self.violation(field, "is not a valid timestamp");
+            return None;
+        }
+        Some(Timestamp::from_millis(
+            value.seconds * 1000 + i64::from(value.nanos) / 1_000_000,
+        ))
+    }
+
+    /// A TTL in milliseconds: `default` when unset, more than zero and at
+    /// most `max` when set.
+    pub fn ttl(
+        &mut self,
+        field: &str,
+        value: Option<prost_types::Duration>,
+        default: Duration,
+        max: Duration,
+    ) -> Option<i64> {
+        let Some(value) = value else {
+            return Some(millis(default));
+        };
+        let Ok(duration) = Duration::try_from(value) else {
+            self.violation(field, "must be a positive duration");
+            return None;
+        };
+        if duration.is_zero() || duration > max {
+            self.violation(
+                field,
+                format!("must be more than zero and at most {}s", max.as_secs()),
+            );
+            return None;
+        }
+        Some(millis(duration).max(1))
+    }
+
+    pub fn cost_basis(&mut self, field: &str, value: Option<pb::CostBasis>) -> Option<CostBasis> {
+        let pb::CostBasis {
+            currency_code,
+            micros_per_credit,
+        } = value?;
+        let valid_code =
+            currency_code.len() == 3 && currency_code.bytes().all(|b| b.is_ascii_uppercase());
+        if !valid_code {
+            self.violation(
+                &format!("{field}.currency_code"),
+                "must be an ISO 4217 code such as USD",
+            );
+        }
+        if micros_per_credit < 0 {
+            self.violation(
+                &format!("{field}.micros_per_credit"),
+                "must not be negative",
+            );
+        }
+        Some(CostBasis {
+            currency_code,
+            micros_per_credit,
+        })
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub fn timestamp(at: Timestamp) -> prost_types::Timestamp {
+    let millis = at.as_millis();
+    prost_types::Timestamp {
+        seconds: millis.div_euclid(1000),
+        nanos: (millis.rem_euclid(1000) * 1_000_000) as i32,
+    }
+}
+
+pub fn bucket_kind(kind: BucketKind) -> pb::BucketKind {
+    match kind {
+        BucketKind::Daily => pb::BucketKind::Daily,
+        BucketKind::Monthly => pb::BucketKind::Monthly,
+        BucketKind::TopUp => pb::BucketKind::TopUp,
+        BucketKind::Promotional => pb::BucketKind::Promotional,
+        BucketKind::Trial => pb::BucketKind::Trial,
+    }
+}
+
+fn grant_source(source: GrantSource) -> pb::GrantSource {
+    match source {
+        GrantSource::Plan => pb::GrantSource::Plan,
+        GrantSource::Purchase => pb::GrantSource::Purchase,
+        GrantSource::Promo => pb::GrantSource::Promo,
+        GrantSource::Referral => pb::GrantSource::Referral,
+        GrantSource::Adjustment => pb::GrantSource::Adjustment,
+    }
+}
+
+pub fn bucket(bucket: &Bucket) -> pb::Bucket {
+    pb::Bucket {
+        grant_id: bucket.grant_id.to_string(),
+        kind: bucket_kind(bucket.kind).into(),
+        source: grant_source(bucket.source).into(),
+        priority: bucket.priority,
+        amount_millicredits: bucket.amount.get(),
+        remaining_millicredits: bucket.remaining.get(),
+        held_millicredits: bucket.held.get(),
+        effective_at: Some(timestamp(bucket.effective_at)),
+        expires_at: bucket.expires_at.map(timestamp),
+        cost_basis: bucket.cost_basis.as_ref().map(|c| pb::CostBasis {
+            currency_code: c.currency_code.clone(),
+            micros_per_credit: c.micros_per_credit,
+        }),
+        reference: bucket.reference.clone(),
+    }
+}
+
+pub fn draws(draws: &[Draw]) -> Vec<pb::Draw> {
+    draws
+        .iter()
+        .map(|d| pb::Draw {
+            grant_id: d.grant_id.to_string(),
+            kind: bucket_kind(d.kind).into(),
+            amount_millicredits: d.amount.get(),
+        })
+        .collect()
+}
+
+fn model(model: &Option<ModelName>) -> String {
+    model.as_ref().map(ToString::to_string).unwrap_or_default()
+}
+
+pub fn receipt(debit: &Debit) -> pb::Receipt {
+    pb::Receipt {
+        reservation_id: debit
+            .reservation_id
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+        member_id: debit.member.to_string(),
+        action: debit.action.to_string(),
+        model: model(&debit.model),
+        charged_millicredits: debit.charged.get(),
+        draws: draws(&debit.paid_by()),
+        overage_millicredits: debit.overage.get(),
+        released_millicredits: debit.released().get(),
+        late: debit.late,
+        rate_card_version: version(debit.rate_card_version),
+    }
+}
+
+pub fn reservation(reservation: &Reservation) -> pb::Reservation {
+    pb::Reservation {
+        reservation_id: reservation.id.to_string(),
+        member_id: reservation.member.to_string(),
+        action: reservation.action.to_string(),
+        model: model(&reservation.model),
+        held_millicredits: reservation.amount.get(),
+        draws: draws(&reservation.draws),
+        expires_at: Some(timestamp(reservation.expires_at)),
+        rate_card_version: version(reservation.rate_card_version),
+    }
+}
+
+pub fn version(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+pub fn balance(account: &AccountId, view: &BalanceView) -> pb::Balance {
+    pb::Balance {
+        account_id: account.to_string(),
+        available_millicredits: view.available.get(),
+        held_millicredits: view.held.get(),
+        overage_millicredits: view.overage.get(),
+        buckets: view.buckets.iter().map(bucket).collect(),
+        granted_millicredits: view.totals.granted.get(),
+        consumed_millicredits: view.totals.consumed.get(),
+        expired_millicredits: view.totals.expired.get(),
+        voided_millicredits: view.totals.voided.get(),
+        open_reservations: i32::try_from(view.open_reservations).unwrap_or(i32::MAX),
+        last_activity_at: view.last_event_at.map(timestamp),
+        version: version(view.version),
+        upcoming_millicredits: view.upcoming.get(),
+    }
+}
+
+/// The ledger kind of an event type, and back: one table for both ways.
+const LEDGER_KINDS: [(pb::LedgerEntryKind, &str); 10] = [
+    (pb::LedgerEntryKind::AccountOpened, "account_opened"),
+    (pb::LedgerEntryKind::Grant, "credits_granted"),
+    (pb::LedgerEntryKind::GrantVoided, "grant_voided"),
+    (pb::LedgerEntryKind::Hold, "credits_held"),
+    (pb::LedgerEntryKind::HoldExtended, "hold_extended"),
+    (pb::LedgerEntryKind::HoldReleased, "hold_released"),
+    (pb::LedgerEntryKind::HoldExpired, "hold_expired"),
+    (pb::LedgerEntryKind::Debit, "credits_debited"),
+    (pb::LedgerEntryKind::OverageRepaid, "overage_repaid"),
+    (pb::LedgerEntryKind::BucketExpired, "bucket_expired"),
+];
+
+impl Validator {
+    pub fn ledger_kinds(&mut self, field: &str, kinds: &[i32]) -> Vec<&'static str> {
+        kinds
+            .iter()
+            .filter_map(|value| {
+                let found = pb::LedgerEntryKind::try_from(*value)
+                    .ok()
+                    .and_then(|kind| LEDGER_KINDS.iter().find(|(k, _)| *k == kind));
+                if found.is_none() {
+                    self.violation(field, format!("unknown or unspecified kind {value}"));
+                }
+                found.map(|(_, name)| *name)
+            })
+            .collect()
+    }
+}
+
+pub fn ledger_entry(entry: &tally_engine::LedgerEntry) -> pb::LedgerEntry {
+    use tally_core::Event;
+    let kind = LEDGER_KINDS
+        .iter()
+        .find(|(_, name)| *name == entry.event.type_name())
+        .map(|(kind, _)| *kind)
+        .unwrap_or(pb::LedgerEntryKind::Unspecified);
+    let mut out = pb::LedgerEntry {
+        sequence: version(entry.version),
+        occurred_at: Some(timestamp(entry.event.at())),
+        kind: kind.into(),
+        available_before_millicredits: entry.available_before.get(),
+        available_after_millicredits: entry.available_after.get(),
+        idempotency_key: entry.idempotency_key.clone().unwrap_or_default(),
+        ..Default::default()
+    };
+    match &entry.event {
+        Event::AccountOpened { .. } => {}
+        Event::CreditsGranted {
+            grant_id,
+            kind,
+            amount,
+            reference,
+            ..
+        } => {
+            out.amount_millicredits = amount.get();
+            out.grant_id = grant_id.to_string();
+            out.bucket_kind = bucket_kind(*kind).into();
+            out.note = reference.clone();
+        }
+        Event::GrantVoided {
+            grant_id,
+            amount,
+            reason,
+            ..
+        } => {
+            out.amount_millicredits = amount.get();
+            out.grant_id = grant_id.to_string();
+            out.note = reason.clone();
+        }
+        Event::CreditsHeld { reservation, .. } => {
+            out.amount_millicredits = reservation.amount.get();
+            out.member_id = reservation.member.to_string();
+            out.action = reservation.action.to_string();
+            out.model = model(&reservation.model);
+            out.reservation_id = reservation.id.to_string();
+            out.draws = draws(&reservation.draws);
+        }
+        Event::HoldExtended { reservation_id, .. } => {
+            out.reservation_id = reservation_id.to_string();
+        }
+        Event::HoldReleased {
+            reservation_id,
+            amount,
+            returned,
+            ..
+        }
+        | Event::HoldExpired {
+            reservation_id,
+            amount,
+            returned,
+            ..
+        } => {
+            out.amount_millicredits = amount.get();
+            out.reservation_id = reservation_id.to_string();
+            out.draws = draws(returned);
+        }
+        Event::CreditsDebited { debit, .. } => {
+            out.amount_millicredits = debit.charged.get();
+            out.member_id = debit.member.to_string();
+            out.action = debit.action.to_string();
+            out.model = model(&debit.model);
+            out.reservation_id = debit
+                .reservation_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default();
+            out.draws = draws(&debit.paid_by());
+            out.receipt = Some(receipt(debit));
+        }
+        Event::OverageRepaid {
+            amount,
+            draws: paid,
+            ..
+        } => {
+            out.amount_millicredits = amount.get();
+            out.draws = draws(paid);
+        }
+        Event::BucketExpired {
+            grant_id, amount, ..
+        } => {
+            out.amount_millicredits = amount.get();
+            out.grant_id = grant_id.to_string();
+        }
+    }
+    out
+}

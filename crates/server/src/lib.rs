@@ -1,0 +1,165 @@
+//! tallyd: Tally's gRPC server. `start` opens the store, builds the engine
+//! and serves tally.v1 with health and reflection; `main.rs` adds signals.
+
+pub mod config;
+mod convert;
+mod service;
+mod status;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+
+use anyhow::Context as _;
+use tally_api::v1::account_service_server::AccountServiceServer;
+use tally_api::v1::metering_service_server::MeteringServiceServer;
+use tally_core::{Clock, RateCard};
+use tally_engine::{Engine, EngineConfig, EngineError};
+use tally_store::sqlite::SqliteStore;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tracing::info;
+
+pub use config::Config;
+pub use status::{ERROR_DOMAIN, InvalidArgument};
+
+use service::{AccountApi, Api, HoldTtl, MeteringApi};
+
+/// Why a handler failed: bad input, or whatever the engine said.
+#[derive(Debug, thiserror::Error)]
+pub enum ServiceError {
+    #[error("invalid argument")]
+    Invalid(InvalidArgument),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+}
+
+impl From<InvalidArgument> for ServiceError {
+    fn from(invalid: InvalidArgument) -> Self {
+        ServiceError::Invalid(invalid)
+    }
+}
+
+/// The file the embedded store keeps in the data dir.
+pub const EMBEDDED_STORE_FILE: &str = "tally.sqlite";
+
+/// Reads a rate card file (TOML).
+pub fn load_rate_card(path: &Path) -> anyhow::Result<RateCard> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading rate card {}", path.display()))?;
+    let card: RateCard =
+        toml::from_str(&text).with_context(|| format!("parsing rate card {}", path.display()))?;
+    card.validate()
+        .map_err(|e| anyhow::anyhow!("rate card {}: {e}", path.display()))?;
+    Ok(card)
+}
+
+/// A running server.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops taking calls, lets in-flight calls finish, then stops the
+    /// engine after it has answered everything it took in.
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        self.task.await.context("server task panicked")?
+    }
+}
+
+/// Binds, starts serving (health NOT_SERVING), opens the store, then
+/// reports SERVING.
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
+    config.validate().map_err(|e| anyhow::anyhow!(e))?;
+    let rate_card = match &config.rate_card {
+        Some(path) => load_rate_card(path)?,
+        None => RateCard::default(),
+    };
+
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_not_serving::<AccountServiceServer<AccountApi<SqliteStore>>>()
+        .await;
+    health_reporter
+        .set_not_serving::<MeteringServiceServer<MeteringApi<SqliteStore>>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tally_api::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tally_api::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let engine_cell: Arc<OnceLock<Engine<SqliteStore>>> = Arc::new(OnceLock::new());
+    let api = Api::new(
+        engine_cell.clone(),
+        HoldTtl {
+            default: config.default_hold_ttl(),
+            max: config.max_hold_ttl(),
+        },
+    );
+
+    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(AccountServiceServer::new(AccountApi(api.clone())))
+        .add_service(MeteringServiceServer::new(MeteringApi(api)))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = shutdown_rx.await;
+        });
+
+    let store_path = config.data_dir.join(EMBEDDED_STORE_FILE);
+    let data_dir = config.data_dir.clone();
+    let reporter = health_reporter.clone();
+    let task = tokio::spawn(async move {
+        let serving = tokio::spawn(server);
+        let store = SqliteStore::open(&store_path)
+            .await
+            .with_context(|| format!("opening the embedded store in {}", data_dir.display()))?;
+        info!(path = %store_path.display(), "embedded store open");
+        let engine = Engine::new(store, clock, rate_card, EngineConfig::default());
+        let _ = engine_cell.set(engine.clone());
+        reporter
+            .set_serving::<AccountServiceServer<AccountApi<SqliteStore>>>()
+            .await;
+        reporter
+            .set_serving::<MeteringServiceServer<MeteringApi<SqliteStore>>>()
+            .await;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
+
+        let served = serving.await.context("serve task panicked")?;
+        reporter
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
+            .await;
+        engine.shutdown().await;
+        served.context("serving gRPC")
+    });
+
+    Ok(RunningServer {
+        addr,
+        shutdown: Some(shutdown_tx),
+        task,
+    })
+}

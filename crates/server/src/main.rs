@@ -1,0 +1,88 @@
+//! tallyd: parse the configuration, set up logging, serve until a signal.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tally_core::SystemClock;
+use tally_server::Config;
+use tally_server::config::LogFormat;
+use tracing::{error, info, warn};
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let config = Config::parse();
+    if let Err(e) = config.validate() {
+        eprintln!("tallyd: invalid configuration: {e}");
+        return ExitCode::from(2);
+    }
+    init_logging(&config);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("tallyd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!(error = format!("{e:#}"), "tallyd failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) {
+    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match config.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    // Nothing in the configuration is secret yet; when a database URL
+    // arrives, its password is redacted here.
+    info!(config = ?config, "effective configuration");
+    let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let server = tally_server::start(config, Arc::new(SystemClock)).await?;
+    info!(addr = %server.addr, "tallyd listening");
+
+    shutdown_signal().await;
+    info!("shutting down: finishing in-flight calls (a second signal exits at once)");
+    tokio::spawn(async {
+        shutdown_signal().await;
+        warn!("second signal: exiting now");
+        std::process::exit(130);
+    });
+    match tokio::time::timeout(grace, server.stop()).await {
+        Ok(result) => result,
+        Err(_) => {
+            warn!(
+                grace_secs = grace.as_secs(),
+                "in-flight calls did not finish in time; exiting"
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,280 @@
+//! tally.v1.AccountService.
+
+use tally_api::v1 as pb;
+use tally_api::v1::account_service_server::AccountService;
+use tally_core::{Command, GrantCommand, Outcome};
+use tally_engine::{Engine, LedgerQuery};
+use tally_store::EventStore;
+use tonic::{Request, Response, Status};
+
+use super::{Api, unexpected};
+use crate::ServiceError;
+use crate::convert::{self, Validator};
+
+/// Longest free-text note (reference, reason).
+const NOTE_MAX_BYTES: usize = 256;
+const DEFAULT_PAGE_SIZE: usize = 100;
+const MAX_PAGE_SIZE: usize = 1_000;
+
+pub struct AccountApi<S: EventStore>(pub Api<S>);
+
+#[tonic::async_trait]
+impl<S: EventStore> AccountService for AccountApi<S> {
+    async fn open_account(
+        &self,
+        request: Request<pb::OpenAccountRequest>,
+    ) -> Result<Response<pb::OpenAccountResponse>, Status> {
+        let request = request.into_inner();
+        let pb::OpenAccountRequest {
+            idempotency_key,
+            account_id,
+        } = &request;
+        let mut v = Validator::default();
+        let key = v.idempotency_key("idempotency_key", idempotency_key);
+        let account = v.account("account_id", account_id);
+        let (Some(key), Some(account)) = (key, account) else {
+            return Err(v.into_error().into());
+        };
+        let applied = self
+            .0
+            .mutate(
+                "OpenAccount",
+                &request,
+                account.clone(),
+                key,
+                Command::OpenAccount,
+            )
+            .await?;
+        Ok(Response::new(pb::OpenAccountResponse {
+            balance: applied
+                .reply
+                .balance
+                .as_ref()
+                .map(|b| convert::balance(&account, b)),
+            consistency_token: applied.position.to_string(),
+        }))
+    }
+
+    async fn grant(
+        &self,
+        request: Request<pb::GrantRequest>,
+    ) -> Result<Response<pb::GrantResponse>, Status> {
+        let request = request.into_inner();
+        let pb::GrantRequest {
+            idempotency_key,
+            account_id,
+            kind,
+            amount_millicredits,
+            source,
+            priority,
+            effective_at,
+            expires_at,
+            cost_basis,
+            reference,
+        } = request.clone();
+        let mut v = Validator::default();
+        let key = v.idempotency_key("idempotency_key", &idempotency_key);
+        let account = v.account("account_id", &account_id);
+        let kind = v.bucket_kind("kind", kind);
+        let amount = v.positive_amount("amount_millicredits", amount_millicredits);
+        let source = v.grant_source("source", source);
+        let effective_at = v.timestamp("effective_at", effective_at);
+        let expires_at = v.timestamp("expires_at", expires_at);
+        let cost_basis = v.cost_basis("cost_basis", cost_basis);
+        let reference = v.text("reference", reference, NOTE_MAX_BYTES);
+        let (Some(key), Some(account), Some(kind), Some(amount)) = (key, account, kind, amount)
+        else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let grant_id = Engine::<S>::mint_grant_id();
+        let command = Command::Grant(GrantCommand {
+            grant_id,
+            kind,
+            source,
+            priority,
+            amount,
+            effective_at,
+            expires_at,
+            cost_basis,
+            reference,
+        });
+        let applied = self
+            .0
+            .mutate("Grant", &request, account.clone(), key, command)
+            .await?;
+        let Outcome::Granted {
+            grant_id,
+            overage_repaid,
+        } = &applied.reply.outcome
+        else {
+            return Err(unexpected(&applied.reply.outcome));
+        };
+        let balance = applied.reply.balance.as_ref();
+        Ok(Response::new(pb::GrantResponse {
+            bucket: balance
+                .and_then(|b| b.buckets.iter().find(|bucket| &bucket.grant_id == grant_id))
+                .map(convert::bucket)
+                .or_else(|| {
+                    // Fully spent on overage already: show it as granted and empty.
+                    Some(pb::Bucket {
+                        grant_id: grant_id.to_string(),
+                        kind: convert::bucket_kind(kind).into(),
+                        amount_millicredits: amount.get(),
+                        ..Default::default()
+                    })
+                }),
+            overage_repaid_millicredits: overage_repaid.get(),
+            balance: balance.map(|b| convert::balance(&account, b)),
+            consistency_token: applied.position.to_string(),
+        }))
+    }
+
+    async fn void_grant(
+        &self,
+        request: Request<pb::VoidGrantRequest>,
+    ) -> Result<Response<pb::VoidGrantResponse>, Status> {
+        let request = request.into_inner();
+        let pb::VoidGrantRequest {
+            idempotency_key,
+            account_id,
+            grant_id,
+            reason,
+        } = request.clone();
+        let mut v = Validator::default();
+        let key = v.idempotency_key("idempotency_key", &idempotency_key);
+        let account = v.account("account_id", &account_id);
+        let grant_id = v.grant("grant_id", &grant_id);
+        let reason = v.text("reason", reason, NOTE_MAX_BYTES);
+        let (Some(key), Some(account), Some(grant_id)) = (key, account, grant_id) else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let applied = self
+            .0
+            .mutate(
+                "VoidGrant",
+                &request,
+                account.clone(),
+                key,
+                Command::VoidGrant { grant_id, reason },
+            )
+            .await?;
+        let Outcome::Voided { amount } = &applied.reply.outcome else {
+            return Err(unexpected(&applied.reply.outcome));
+        };
+        Ok(Response::new(pb::VoidGrantResponse {
+            voided_millicredits: amount.get(),
+            balance: applied
+                .reply
+                .balance
+                .as_ref()
+                .map(|b| convert::balance(&account, b)),
+            consistency_token: applied.position.to_string(),
+        }))
+    }
+
+    async fn get_balance(
+        &self,
+        request: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::GetBalanceResponse>, Status> {
+        let pb::GetBalanceRequest { account_id } = request.into_inner();
+        let mut v = Validator::default();
+        let Some(account) = v.account("account_id", &account_id) else {
+            return Err(v.into_error().into());
+        };
+        let view = self
+            .0
+            .engine()?
+            .balance(&account)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::GetBalanceResponse {
+            balance: Some(convert::balance(&account, &view)),
+        }))
+    }
+
+    async fn list_ledger(
+        &self,
+        request: Request<pb::ListLedgerRequest>,
+    ) -> Result<Response<pb::ListLedgerResponse>, Status> {
+        let pb::ListLedgerRequest {
+            account_id,
+            page_size,
+            page_token,
+            member_id,
+            action,
+            kinds,
+            start_time,
+            end_time,
+        } = request.into_inner();
+        let mut v = Validator::default();
+        let account = v.account("account_id", &account_id);
+        let limit = match usize::try_from(page_size) {
+            Ok(0) => DEFAULT_PAGE_SIZE,
+            Ok(size) if size <= MAX_PAGE_SIZE => size,
+            _ => {
+                v.violation(
+                    "page_size",
+                    format!("must be between 0 and {MAX_PAGE_SIZE}"),
+                );
+                DEFAULT_PAGE_SIZE
+            }
+        };
+        let after_version = if page_token.is_empty() {
+            0
+        } else {
+            parse_page_token(&page_token).unwrap_or_else(|| {
+                v.violation("page_token", "is not a token this service issued");
+                0
+            })
+        };
+        let member = (!member_id.is_empty())
+            .then(|| v.member("member_id", &member_id))
+            .flatten();
+        let action = (!action.is_empty())
+            .then(|| v.action("action", &action))
+            .flatten();
+        let types = v.ledger_kinds("kinds", &kinds);
+        let start = v.timestamp("start_time", start_time);
+        let end = v.timestamp("end_time", end_time);
+        let Some(account) = account else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let page = self
+            .0
+            .engine()?
+            .ledger(
+                &account,
+                LedgerQuery {
+                    member,
+                    action,
+                    types,
+                    start,
+                    end,
+                    after_version,
+                    limit,
+                },
+            )
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::ListLedgerResponse {
+            entries: page.entries.iter().map(convert::ledger_entry).collect(),
+            next_page_token: page
+                .next_after_version
+                .map(page_token_after)
+                .unwrap_or_default(),
+        }))
+    }
+}
+
+/// Page tokens are opaque to callers; inside, the stream version to
+/// continue after.
+fn page_token_after(version: u64) -> String {
+    format!("v1.{version}")
+}
+
+fn parse_page_token(token: &str) -> Option<u64> {
+    token.strip_prefix("v1.")?.parse().ok()
+}

@@ -1,0 +1,90 @@
+//! The gRPC handlers: thin. Each validates its request, calls the engine
+//! and converts the answer; errors become statuses in `crate::status`.
+
+mod account;
+mod metering;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tally_core::{AccountId, Command, IdempotencyKey};
+use tally_engine::{Applied, Engine, Mutation};
+use tally_store::EventStore;
+use tonic::Status;
+
+use crate::ServiceError;
+
+pub use account::AccountApi;
+pub use metering::MeteringApi;
+
+/// What every handler shares: the engine, once the store is open.
+pub struct Api<S: EventStore> {
+    engine: Arc<OnceLock<Engine<S>>>,
+    hold_ttl: HoldTtl,
+}
+
+impl<S: EventStore> Clone for Api<S> {
+    fn clone(&self) -> Self {
+        Api {
+            engine: self.engine.clone(),
+            hold_ttl: self.hold_ttl,
+        }
+    }
+}
+
+/// The bounds on how long a hold may live.
+#[derive(Clone, Copy, Debug)]
+pub struct HoldTtl {
+    pub default: Duration,
+    pub max: Duration,
+}
+
+impl<S: EventStore> Api<S> {
+    pub fn new(engine: Arc<OnceLock<Engine<S>>>, hold_ttl: HoldTtl) -> Self {
+        Api { engine, hold_ttl }
+    }
+
+    fn engine(&self) -> Result<&Engine<S>, Status> {
+        self.engine
+            .get()
+            .ok_or_else(|| Status::unavailable("the store is not open yet"))
+    }
+
+    /// Runs a mutation whose idempotency fingerprint is the whole request.
+    async fn mutate(
+        &self,
+        method: &str,
+        request: &impl prost::Message,
+        account: AccountId,
+        idempotency_key: IdempotencyKey,
+        command: Command,
+    ) -> Result<Applied, Status> {
+        let engine = self.engine()?;
+        let mutation = Mutation {
+            account,
+            idempotency_key,
+            fingerprint: fingerprint(method, request),
+            command,
+        };
+        engine
+            .execute(mutation)
+            .await
+            .map_err(|e| ServiceError::from(e).into())
+    }
+}
+
+/// A digest of the method and the whole encoded request. prost encodes
+/// fields in field order, so equal requests give equal bytes.
+fn fingerprint(method: &str, request: &impl prost::Message) -> Vec<u8> {
+    let mut hasher = Sha256::new();
+    hasher.update(method.as_bytes());
+    hasher.update([0]);
+    hasher.update(request.encode_to_vec());
+    hasher.finalize().to_vec()
+}
+
+/// An engine answer of the wrong shape: a bug, never the caller's fault.
+fn unexpected(outcome: &tally_core::Outcome) -> Status {
+    Status::internal(format!("unexpected outcome {outcome:?}"))
+}

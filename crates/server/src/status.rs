@@ -1,0 +1,153 @@
+//! The one place where errors become gRPC statuses, each with a
+//! machine-readable `google.rpc.ErrorInfo` reason (and field violations
+//! for bad input).
+
+use std::collections::HashMap;
+
+use tally_core::Rejection;
+use tally_engine::EngineError;
+use tally_store::StoreError;
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every Tally error.
+pub const ERROR_DOMAIN: &str = "tally";
+
+/// Bad input: which fields, and what is wrong with each.
+#[derive(Debug, Default)]
+pub struct InvalidArgument {
+    pub violations: Vec<(String, String)>,
+}
+
+impl InvalidArgument {
+    pub fn field(field: impl Into<String>, description: impl Into<String>) -> Self {
+        InvalidArgument {
+            violations: vec![(field.into(), description.into())],
+        }
+    }
+}
+
+impl From<InvalidArgument> for Status {
+    fn from(invalid: InvalidArgument) -> Status {
+        let message = invalid
+            .violations
+            .iter()
+            .map(|(field, description)| format!("{field}: {description}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        let mut details = ErrorDetails::with_bad_request(
+            invalid
+                .violations
+                .iter()
+                .map(|(field, description)| tonic_types::FieldViolation::new(field, description))
+                .collect::<Vec<_>>(),
+        );
+        details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
+        Status::with_error_details(Code::InvalidArgument, message, details)
+    }
+}
+
+fn status(code: Code, reason: &str, message: String, metadata: &[(&str, String)]) -> Status {
+    let metadata = metadata
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect::<HashMap<_, _>>();
+    Status::with_error_details(
+        code,
+        message,
+        ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
+    )
+}
+
+impl From<super::ServiceError> for Status {
+    fn from(error: super::ServiceError) -> Status {
+        match error {
+            super::ServiceError::Invalid(invalid) => invalid.into(),
+            super::ServiceError::Engine(e) => engine_status(e),
+        }
+    }
+}
+
+fn engine_status(error: EngineError) -> Status {
+    let message = error.to_string();
+    match error {
+        EngineError::Rejected(rejection) => rejection_status(rejection, message),
+        EngineError::IdempotencyKeyReused { key } => status(
+            Code::AlreadyExists,
+            "IDEMPOTENCY_KEY_REUSED",
+            message,
+            &[("idempotency_key", key)],
+        ),
+        EngineError::Store(store) => match store {
+            StoreError::Unavailable(_) => {
+                status(Code::Unavailable, "STORE_UNAVAILABLE", message, &[])
+            }
+            StoreError::VersionConflict { .. } | StoreError::DuplicateIdempotencyKey { .. } => {
+                status(Code::Aborted, "CONCURRENT_MODIFICATION", message, &[])
+            }
+            StoreError::InvalidAppend(_) | StoreError::Internal(_) => {
+                status(Code::Internal, "STORE_ERROR", message, &[])
+            }
+            StoreError::Corrupt(_) => status(Code::DataLoss, "DATA_CORRUPT", message, &[]),
+        },
+        EngineError::Corrupt(_) => status(Code::DataLoss, "DATA_CORRUPT", message, &[]),
+        EngineError::Contention { .. } => status(Code::Aborted, "CONTENTION", message, &[]),
+        EngineError::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", message, &[]),
+    }
+}
+
+fn rejection_status(rejection: Rejection, message: String) -> Status {
+    match rejection {
+        Rejection::UnknownAccount => status(Code::NotFound, "UNKNOWN_ACCOUNT", message, &[]),
+        Rejection::AccountExists => status(Code::AlreadyExists, "ACCOUNT_EXISTS", message, &[]),
+        Rejection::InsufficientCredits { available, needed } => status(
+            Code::FailedPrecondition,
+            "INSUFFICIENT_CREDITS",
+            message,
+            &[
+                ("available_millicredits", available.get().to_string()),
+                ("needed_millicredits", needed.get().to_string()),
+            ],
+        ),
+        Rejection::UnknownAction { action } => status(
+            Code::NotFound,
+            "UNKNOWN_ACTION",
+            message,
+            &[("action", action.to_string())],
+        ),
+        Rejection::ReservationNotFound { id } => status(
+            Code::NotFound,
+            "RESERVATION_NOT_FOUND",
+            message,
+            &[("reservation_id", id.to_string())],
+        ),
+        Rejection::ReservationExpired { id } => status(
+            Code::FailedPrecondition,
+            "RESERVATION_EXPIRED",
+            message,
+            &[("reservation_id", id.to_string())],
+        ),
+        Rejection::AlreadyResolved { id, resolution } => status(
+            Code::FailedPrecondition,
+            "ALREADY_RESOLVED",
+            message,
+            &[
+                ("reservation_id", id.to_string()),
+                ("resolution", resolution.as_str().to_owned()),
+            ],
+        ),
+        Rejection::GrantNotFound { id } => status(
+            Code::NotFound,
+            "GRANT_NOT_FOUND",
+            message,
+            &[("grant_id", id.to_string())],
+        ),
+        Rejection::GrantAlreadyVoided { id } => status(
+            Code::FailedPrecondition,
+            "GRANT_ALREADY_VOIDED",
+            message,
+            &[("grant_id", id.to_string())],
+        ),
+        Rejection::InvalidField { field, reason } => InvalidArgument::field(field, reason).into(),
+    }
+}

@@ -1,0 +1,30 @@
+//! Tally's append-only event store.
+//!
+//! Every change to an account is an event in that account's stream and, at the
+//! same time, in one global log. Streams give the engine optimistic
+//! concurrency (append at an expected version); the global log gives
+//! projections a single order they can tail from a checkpoint without ever
+//! skipping an event.
+//!
+//! The contract lives on [`EventStore`]; backends are interchangeable only
+//! because they all pass the same [`conformance`] suite (feature
+//! `test-util`). Today there is one backend, [`sqlite::SqliteStore`], so the
+//! service runs with nothing installed; PostgreSQL will implement the same
+//! trait and run the same suite.
+
+mod error;
+mod event;
+mod position;
+mod store;
+
+pub mod sqlite;
+
+#[cfg(feature = "test-util")]
+pub mod conformance;
+
+pub use error::StoreError;
+pub use event::{
+    AppendRequest, AppendResult, IdempotencyRecord, NewEvent, RecordedEvent, Snapshot,
+};
+pub use position::{LogPosition, ParseLogPositionError};
+pub use store::EventStore;

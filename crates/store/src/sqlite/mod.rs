@@ -1,0 +1,326 @@
+//! The embedded backend: one SQLite file, so `tallyd` runs with no database
+//! server.
+//!
+//! It must pass the whole [`conformance`](crate::conformance) suite; any
+//! behaviour that differs from the PostgreSQL backend is a bug in one of the
+//! two.
+//!
+//! SQLite allows one writer at a time, and rusqlite blocks, so:
+//! - appends and snapshot writes go through one writer connection, taken in
+//!   turn through an async mutex (waiting writers park as tasks, not as
+//!   blocking threads) and run on `spawn_blocking`;
+//! - reads use a small pool of separate connections, which in WAL mode read
+//!   a committed snapshot without waiting for the writer;
+//! - every append is a `BEGIN IMMEDIATE` transaction, which also serialises
+//!   writers in other processes that open the same file.
+//!
+//! Because writers are serialised, rowids are handed out in commit order, so
+//! the position `(0, rowid)` needs no fence for `read_log` to never skip.
+
+mod error;
+#[cfg(feature = "test-util")]
+mod harness;
+mod schema;
+mod sql;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{Mutex, Semaphore};
+use tokio::task::JoinError;
+use tracing::Span;
+
+use self::error::store_error;
+#[cfg(feature = "test-util")]
+pub use self::harness::{SqliteHarness, SqliteLocation};
+pub use self::schema::SCHEMA_VERSION;
+use crate::{
+    AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, RecordedEvent,
+    Snapshot, StoreError,
+};
+
+/// Tuning for [`SqliteStore::open_with`].
+#[derive(Clone, Debug)]
+pub struct SqliteOptions {
+    /// Most reads running at once (at least 1). More cannot help much on a
+    /// small machine, and each one holds a connection's page cache.
+    pub readers: usize,
+    /// How long a statement waits for another process's lock before failing
+    /// with [`StoreError::Unavailable`].
+    pub busy_timeout: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            readers: 4,
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An [`EventStore`] in one SQLite file. Cheap to clone: clones share the
+/// connections.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    options: SqliteOptions,
+    writer: Arc<Mutex<Connection>>,
+    /// Bounds the reads in flight; waiting happens here, asynchronously,
+    /// rather than on a blocking thread.
+    reader_permits: Arc<Semaphore>,
+    /// Connections not in use. Grows lazily up to `options.readers`.
+    idle_readers: std::sync::Mutex<Vec<Connection>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it and its parent directory if needed) and migrates
+    /// the database at `path`, with default options.
+    ///
+    /// Async because migrating may wait for another process's lock; it runs
+    /// on `spawn_blocking`, so it needs a tokio runtime, like every other call.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, SqliteOptions::default()).await
+    }
+
+    /// [`open`](Self::open) with explicit options.
+    pub async fn open_with(
+        path: impl AsRef<Path>,
+        options: SqliteOptions,
+    ) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        tokio::task::spawn_blocking(move || Self::open_blocking(path, options))
+            .await
+            .map_err(join_error)?
+    }
+
+    fn open_blocking(path: PathBuf, mut options: SqliteOptions) -> Result<Self, StoreError> {
+        options.readers = options.readers.max(1);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(|err| {
+                StoreError::Unavailable(format!("cannot create {}: {err}", parent.display()))
+            })?;
+        }
+        let mut writer = Connection::open(&path).map_err(store_error)?;
+        schema::configure(&writer, options.busy_timeout)?;
+        schema::migrate(&mut writer)?;
+        // Opening one reader now surfaces a problem at startup rather than
+        // at the first read.
+        let reader = open_reader(&path, options.busy_timeout)?;
+        tracing::info!(path = %path.display(), schema_version = SCHEMA_VERSION, "opened sqlite event store");
+        Ok(Self {
+            inner: Arc::new(Inner {
+                reader_permits: Arc::new(Semaphore::new(options.readers)),
+                idle_readers: std::sync::Mutex::new(vec![reader]),
+                writer: Arc::new(Mutex::new(writer)),
+                options,
+                path,
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `op` on the writer connection, once every earlier writer is done.
+    async fn write<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let mut conn = Arc::clone(&self.inner.writer).lock_owned().await;
+        let span = Span::current();
+        tokio::task::spawn_blocking(move || span.in_scope(|| op(&mut conn)))
+            .await
+            .map_err(join_error)?
+    }
+
+    /// Runs `op` on a reader connection.
+    async fn read<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let permit = Arc::clone(&self.inner.reader_permits)
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Internal("sqlite reader pool closed".into()))?;
+        let inner = Arc::clone(&self.inner);
+        let span = Span::current();
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            span.in_scope(|| {
+                let mut conn = inner.checkout_reader()?;
+                let result = op(&mut conn);
+                inner.checkin_reader(conn);
+                result
+            })
+        })
+        .await
+        .map_err(join_error)?
+    }
+}
+
+impl Inner {
+    fn checkout_reader(&self) -> Result<Connection, StoreError> {
+        let idle = self
+            .idle_readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        match idle {
+            Some(conn) => Ok(conn),
+            None => open_reader(&self.path, self.options.busy_timeout),
+        }
+    }
+
+    fn checkin_reader(&self, conn: Connection) {
+        // A Vec push cannot leave the list half-updated, so a poisoned lock
+        // is still safe to use.
+        self.idle_readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(conn);
+    }
+}
+
+fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
+    // Read-write at the file level because WAL readers update the shared
+    // memory index; `query_only` is what keeps this connection from writing.
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(store_error)?;
+    schema::configure(&conn, busy_timeout)?;
+    conn.pragma_update(None, "query_only", true)
+        .map_err(store_error)?;
+    Ok(conn)
+}
+
+fn join_error(err: JoinError) -> StoreError {
+    if err.is_panic() {
+        StoreError::Internal(format!("sqlite task panicked: {err}"))
+    } else {
+        StoreError::Unavailable(format!(
+            "sqlite task cancelled (runtime shutting down): {err}"
+        ))
+    }
+}
+
+impl fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.inner.path)
+            .field("options", &self.inner.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStore for SqliteStore {
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(stream_id = %request.stream_id, expected_version = request.expected_version, events = request.events.len())
+    )]
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        self.write(move |conn| sql::append(conn, request)).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let stream_id = stream_id.to_owned();
+        self.read(move |conn| sql::read_stream(conn, &stream_id, from_version, limit))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(after = after.map(tracing::field::display)))]
+    async fn read_log(
+        &self,
+        after: Option<LogPosition>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        self.read(move |conn| sql::read_log(conn, after, limit))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let stream_id = stream_id.to_owned();
+        self.read(move |conn| sql::stream_version(conn, &stream_id))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, keys), fields(keys = keys.len()))]
+    async fn find_idempotency(
+        &self,
+        stream_id: &str,
+        keys: &[String],
+    ) -> Result<Vec<IdempotencyRecord>, StoreError> {
+        let stream_id = stream_id.to_owned();
+        let keys = keys.to_vec();
+        self.read(move |conn| sql::find_idempotency(conn, &stream_id, &keys))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, snapshot), fields(version = snapshot.version))]
+    async fn save_snapshot(&self, stream_id: &str, snapshot: Snapshot) -> Result<(), StoreError> {
+        let stream_id = stream_id.to_owned();
+        self.write(move |conn| sql::save_snapshot(conn, &stream_id, &snapshot))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        let stream_id = stream_id.to_owned();
+        self.read(move |conn| sql::load_snapshot(conn, &stream_id))
+            .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Durability rests on these per-connection settings, which nothing
+    /// outside the process can observe.
+    #[tokio::test]
+    async fn every_connection_is_durable_and_readers_cannot_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("tally.sqlite"))
+            .await
+            .unwrap();
+        let writer_sync: i64 = store
+            .write(|conn| {
+                conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .map_err(store_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(writer_sync, 2, "writer synchronous=FULL");
+
+        let (reader_sync, write_attempt) = store
+            .read(|conn| {
+                let sync: i64 = conn
+                    .query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .map_err(store_error)?;
+                Ok((sync, conn.execute("DELETE FROM snapshots", [])))
+            })
+            .await
+            .unwrap();
+        assert_eq!(reader_sync, 2, "reader synchronous=FULL");
+        assert!(write_attempt.is_err(), "a reader connection wrote");
+    }
+}

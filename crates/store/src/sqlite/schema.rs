@@ -1,0 +1,109 @@
+//! The schema, as numbered migrations compiled into the binary.
+//!
+//! `PRAGMA user_version` records how many migrations a file has had, so
+//! opening a file migrates it forward exactly once, and a file written by a
+//! newer build is refused instead of being misread. Migrations are append-only
+//! like the data: never edit one that has shipped, add the next.
+
+use std::time::Duration;
+
+use rusqlite::{Connection, TransactionBehavior};
+
+use super::error::store_error;
+use crate::StoreError;
+
+/// `MIGRATIONS[i]` takes a file from `user_version` `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: events, idempotency records and snapshots, all keyed by stream id so
+    // a distributed backend can shard them by account.
+    r#"
+    CREATE TABLE events (
+        -- AUTOINCREMENT: a rowid is never reused, even after the last row
+        -- is gone, so a position handed out once is never handed out again.
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream_id      TEXT    NOT NULL,
+        version        INTEGER NOT NULL CHECK (version >= 1),
+        event_type     TEXT    NOT NULL,
+        payload        BLOB    NOT NULL,
+        recorded_at_ms INTEGER NOT NULL,
+        UNIQUE (stream_id, version)
+    );
+
+    CREATE TABLE idempotency (
+        stream_id   TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        response    BLOB NOT NULL,
+        PRIMARY KEY (stream_id, key)
+    ) WITHOUT ROWID;
+
+    -- Not append-only: a snapshot is a cache and is overwritten.
+    CREATE TABLE snapshots (
+        stream_id TEXT    NOT NULL PRIMARY KEY,
+        version   INTEGER NOT NULL CHECK (version >= 0),
+        payload   BLOB    NOT NULL
+    ) WITHOUT ROWID;
+
+    -- The log is the source of truth for balances: make editing it
+    -- impossible through SQL, not merely absent from the code.
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    CREATE TRIGGER idempotency_no_update BEFORE UPDATE ON idempotency
+    BEGIN SELECT RAISE(ABORT, 'idempotency records are append-only'); END;
+    CREATE TRIGGER idempotency_no_delete BEFORE DELETE ON idempotency
+    BEGIN SELECT RAISE(ABORT, 'idempotency records are append-only'); END;
+    "#,
+];
+
+/// The schema version this build writes and understands.
+pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
+
+/// Settings every connection needs; pragmas other than `journal_mode` are per
+/// connection, not stored in the file.
+pub(super) fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(), StoreError> {
+    conn.busy_timeout(busy_timeout).map_err(store_error)?;
+    // FULL: the WAL is fsynced at every commit, so an acknowledged append
+    // survives power loss, not only kill -9 (NORMAL would risk the last
+    // commits).
+    conn.pragma_update(None, "synchronous", "FULL")
+        .map_err(store_error)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    Ok(())
+}
+
+/// Puts the file in WAL mode, so readers never wait for the writer, and
+/// applies pending migrations.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let mode: String = conn
+        .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
+        .map_err(store_error)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Unavailable(format!(
+            "cannot put the database in WAL mode (journal_mode is {mode:?}); \
+             it needs a local file system that supports shared memory"
+        )));
+    }
+
+    // IMMEDIATE: two processes opening a fresh file at once must not both
+    // run migration 1.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(store_error)?;
+    let current: u32 = tx
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .map_err(store_error)?;
+    if current > SCHEMA_VERSION {
+        return Err(StoreError::Unavailable(format!(
+            "database schema version {current} is newer than this build supports \
+             ({SCHEMA_VERSION}); upgrade tallyd"
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        tx.execute_batch(migration).map_err(store_error)?;
+        tx.pragma_update(None, "user_version", index as u32 + 1)
+            .map_err(store_error)?;
+    }
+    tx.commit().map_err(store_error)
+}

@@ -1,0 +1,284 @@
+//! The statements, as blocking functions over one connection. The async
+//! plumbing in `mod.rs` decides which connection and which thread.
+
+use std::collections::BTreeSet;
+
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::error::{is_unique_violation, store_error};
+use crate::{
+    AppendRequest, AppendResult, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot,
+    StoreError,
+};
+
+// Both read the columns in the order `recorded_event` expects.
+const READ_STREAM: &str = "SELECT seq, stream_id, version, event_type, payload, recorded_at_ms
+    FROM events WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3";
+const READ_LOG: &str = "SELECT seq, stream_id, version, event_type, payload, recorded_at_ms
+    FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+
+pub(super) fn append(
+    conn: &mut Connection,
+    request: AppendRequest,
+) -> Result<AppendResult, StoreError> {
+    request.validate()?;
+    let AppendRequest {
+        stream_id,
+        expected_version,
+        events,
+        idempotency,
+    } = request;
+
+    // IMMEDIATE takes the write lock before reading the version, so no other
+    // process can append between the check and the inserts.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(store_error)?;
+
+    let actual = current_version(&tx, &stream_id)?;
+    if actual != expected_version {
+        return Err(StoreError::VersionConflict {
+            stream_id,
+            expected: expected_version,
+            actual,
+        });
+    }
+
+    let mut positions = Vec::with_capacity(events.len());
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO events (stream_id, version, event_type, payload, recorded_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )
+            .map_err(store_error)?;
+        for (version, event) in (expected_version + 1..).zip(&events) {
+            insert
+                .execute(params![
+                    stream_id,
+                    to_sql_int(version),
+                    event.event_type,
+                    event.payload,
+                    event.recorded_at_ms
+                ])
+                .map_err(store_error)?;
+            let seq = u64::try_from(tx.last_insert_rowid())
+                .map_err(|_| StoreError::Corrupt("negative rowid in events".into()))?;
+            positions.push(LogPosition::new(0, seq));
+        }
+    }
+    {
+        let mut insert = tx
+            .prepare_cached(
+                "INSERT INTO idempotency (stream_id, key, fingerprint, response)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )
+            .map_err(store_error)?;
+        for record in &idempotency {
+            insert
+                .execute(params![
+                    stream_id,
+                    record.key,
+                    record.fingerprint,
+                    record.response
+                ])
+                .map_err(|err| {
+                    if is_unique_violation(&err) {
+                        StoreError::DuplicateIdempotencyKey {
+                            stream_id: stream_id.clone(),
+                            key: record.key.clone(),
+                        }
+                    } else {
+                        store_error(err)
+                    }
+                })?;
+        }
+    }
+    // An early return above drops `tx`, which rolls back: nothing is written.
+    tx.commit().map_err(store_error)?;
+
+    Ok(AppendResult {
+        first_version: expected_version + 1,
+        last_version: expected_version + events.len() as u64,
+        positions,
+    })
+}
+
+pub(super) fn read_stream(
+    conn: &Connection,
+    stream_id: &str,
+    from_version: u64,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let from_version = from_version.max(1);
+    if limit == 0 || from_version > i64::MAX as u64 {
+        return Ok(Vec::new());
+    }
+    let mut statement = conn.prepare_cached(READ_STREAM).map_err(store_error)?;
+    let events = statement
+        .query_map(
+            params![stream_id, to_sql_int(from_version), to_sql_limit(limit)],
+            recorded_event,
+        )
+        .map_err(store_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(store_error)?;
+
+    // The UNIQUE constraint rules out duplicates but not holes; a hole would
+    // make every fold over this stream silently wrong.
+    if let Some((expected, event)) = (from_version..)
+        .zip(&events)
+        .find(|(expected, event)| event.version != *expected)
+    {
+        return Err(StoreError::Corrupt(format!(
+            "stream {stream_id:?} has no version {expected} but has {}",
+            event.version
+        )));
+    }
+    Ok(events)
+}
+
+pub(super) fn read_log(
+    conn: &Connection,
+    after: Option<LogPosition>,
+    limit: usize,
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let after_seq = match after {
+        None => 0,
+        // Every SQLite position has tx 0, so any position with tx > 0 is
+        // after all of them.
+        Some(position) if position.tx > 0 => return Ok(Vec::new()),
+        Some(position) => position.seq,
+    };
+    if limit == 0 || after_seq >= i64::MAX as u64 {
+        return Ok(Vec::new());
+    }
+    let mut statement = conn.prepare_cached(READ_LOG).map_err(store_error)?;
+    statement
+        .query_map(
+            params![to_sql_int(after_seq), to_sql_limit(limit)],
+            recorded_event,
+        )
+        .map_err(store_error)?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(store_error)
+}
+
+pub(super) fn stream_version(conn: &Connection, stream_id: &str) -> Result<u64, StoreError> {
+    current_version(conn, stream_id)
+}
+
+pub(super) fn find_idempotency(
+    conn: &mut Connection,
+    stream_id: &str,
+    keys: &[String],
+) -> Result<Vec<IdempotencyRecord>, StoreError> {
+    let keys: BTreeSet<&String> = keys.iter().collect();
+    if keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    // One read transaction so all lookups see the same snapshot; point
+    // lookups on a cached statement avoid building SQL per key count.
+    let tx = conn.transaction().map_err(store_error)?;
+    let mut records = Vec::new();
+    {
+        let mut select = tx
+            .prepare_cached(
+                "SELECT fingerprint, response FROM idempotency WHERE stream_id = ?1 AND key = ?2",
+            )
+            .map_err(store_error)?;
+        for key in keys {
+            let found = select
+                .query_row(params![stream_id, key], |row| {
+                    Ok(IdempotencyRecord {
+                        key: key.clone(),
+                        fingerprint: row.get(0)?,
+                        response: row.get(1)?,
+                    })
+                })
+                .optional()
+                .map_err(store_error)?;
+            records.extend(found);
+        }
+    }
+    tx.finish().map_err(store_error)?;
+    Ok(records)
+}
+
+pub(super) fn save_snapshot(
+    conn: &Connection,
+    stream_id: &str,
+    snapshot: &Snapshot,
+) -> Result<(), StoreError> {
+    if snapshot.version > i64::MAX as u64 {
+        return Err(StoreError::Internal(format!(
+            "snapshot version {} of stream {stream_id:?} is out of range",
+            snapshot.version
+        )));
+    }
+    conn.prepare_cached(
+        "INSERT INTO snapshots (stream_id, version, payload) VALUES (?1, ?2, ?3)
+         ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, payload = excluded.payload",
+    )
+    .map_err(store_error)?
+    .execute(params![
+        stream_id,
+        to_sql_int(snapshot.version),
+        snapshot.payload
+    ])
+    .map_err(store_error)?;
+    Ok(())
+}
+
+pub(super) fn load_snapshot(
+    conn: &Connection,
+    stream_id: &str,
+) -> Result<Option<Snapshot>, StoreError> {
+    conn.prepare_cached("SELECT version, payload FROM snapshots WHERE stream_id = ?1")
+        .map_err(store_error)?
+        .query_row(params![stream_id], |row| {
+            Ok(Snapshot {
+                version: get_u64(row, 0)?,
+                payload: row.get(1)?,
+            })
+        })
+        .optional()
+        .map_err(store_error)
+}
+
+fn current_version(conn: &Connection, stream_id: &str) -> Result<u64, StoreError> {
+    // Answered from the UNIQUE (stream_id, version) index: one seek.
+    conn.prepare_cached("SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = ?1")
+        .map_err(store_error)?
+        .query_row(params![stream_id], |row| get_u64(row, 0))
+        .map_err(store_error)
+}
+
+fn recorded_event(row: &Row<'_>) -> rusqlite::Result<RecordedEvent> {
+    Ok(RecordedEvent {
+        position: LogPosition::new(0, get_u64(row, 0)?),
+        stream_id: row.get(1)?,
+        version: get_u64(row, 2)?,
+        event_type: row.get(3)?,
+        payload: row.get(4)?,
+        recorded_at_ms: row.get(5)?,
+    })
+}
+
+/// SQLite integers are signed; a negative one where the schema promises a
+/// version or position becomes `IntegralValueOutOfRange`, which
+/// `store_error` reports as corruption.
+fn get_u64(row: &Row<'_>, index: usize) -> rusqlite::Result<u64> {
+    let value: i64 = row.get(index)?;
+    u64::try_from(value).map_err(|_| rusqlite::Error::IntegralValueOutOfRange(index, value))
+}
+
+/// Callers have checked `value <= i64::MAX` (versions via
+/// `AppendRequest::validate`).
+fn to_sql_int(value: u64) -> i64 {
+    i64::try_from(value).expect("checked to be <= i64::MAX by the caller")
+}
+
+fn to_sql_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX)
+}

@@ -1,0 +1,171 @@
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::{
+    AppendRequest, AppendResult, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot,
+    StoreError,
+};
+
+/// An append-only store of event streams and the global log they form.
+///
+/// This documentation is the contract. Every backend MUST pass the whole
+/// [`conformance`](crate::conformance) suite; behaviour that differs between
+/// backends is a bug in one of them, not a choice.
+///
+/// - Events are never updated or deleted once an append has returned `Ok`.
+/// - An append that returned `Ok` is durable: it survives the process being
+///   killed and the machine losing power.
+/// - Each stream's versions are 1-based and contiguous: `1, 2, …, n`.
+/// - Every event has a [`LogPosition`] unique in the store. Within a stream,
+///   a higher version has a higher position.
+/// - A read that starts after an append returned sees that append
+///   (read-your-writes), on any handle to the same store.
+/// - Correctness across several processes sharing one store comes from the
+///   backend's own concurrency control, never from in-process locks alone.
+///
+/// Methods return `Send` futures so the engine can hold an `S: EventStore`
+/// and call it from spawned tasks. Dropping a returned future does not undo
+/// an append already handed to the backend: like a lost connection, the
+/// outcome is then unknown, which is what idempotency records are for.
+pub trait EventStore: Send + Sync + 'static {
+    /// Appends `request.events` to `request.stream_id` at versions
+    /// `expected_version + 1 ..= expected_version + events.len()`.
+    ///
+    /// - MUST be atomic: all events and all idempotency records are written,
+    ///   or nothing is.
+    /// - MUST refuse with [`StoreError::InvalidAppend`], writing nothing, what
+    ///   [`AppendRequest::validate`] refuses.
+    /// - MUST fail with [`StoreError::VersionConflict`], writing nothing, when
+    ///   the stream is not at `expected_version`; `actual` is the version it
+    ///   was at (0 for a stream that does not exist). Two appends racing at
+    ///   the same expected version: exactly one wins.
+    /// - MUST fail with [`StoreError::DuplicateIdempotencyKey`], writing
+    ///   nothing, when a record's key already exists in this stream or
+    ///   appears twice in the request; `key` is the first such key in request
+    ///   order. Keys are scoped to the stream: another stream may use it.
+    /// - A version conflict is reported in preference to a duplicate key.
+    /// - Positions in the result are in event order and strictly increasing,
+    ///   and greater than every position already visible in the log.
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
+
+    /// Events of one stream with `version >= from_version`, ascending by
+    /// version, at most `limit` (0 returns nothing). `from_version` 0 reads
+    /// from the start, like 1. An unknown stream is empty, not an error,
+    /// because "no events yet" is a normal state of an account.
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Events of the global log strictly after `after` (`None` = from the
+    /// start), ascending by position, at most `limit` (0 returns nothing).
+    ///
+    /// MUST never skip an event: once an event at position `p` has been
+    /// returned, no event with a position `< p` may appear later. A backend
+    /// whose writers commit out of position order (PostgreSQL) must hold back
+    /// events until no earlier position can still commit. This is what lets a
+    /// consumer checkpoint the last position it processed and resume from it.
+    fn read_log(
+        &self,
+        after: Option<LogPosition>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
+    /// Current version of a stream: the version of its last event, 0 if it
+    /// has none.
+    fn stream_version(
+        &self,
+        stream_id: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The idempotency records of this stream whose key is among `keys`, in
+    /// any order and each at most once; absent keys are simply missing.
+    /// Records were committed with their events, so a record found here means
+    /// its effects are in the stream.
+    fn find_idempotency(
+        &self,
+        stream_id: &str,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<IdempotencyRecord>, StoreError>> + Send;
+
+    /// Stores `snapshot` as the stream's snapshot, replacing any previous one.
+    ///
+    /// Snapshots are a cache of a fold over the stream, not part of the log:
+    /// overwriting is allowed, they have no position, and they never change
+    /// the stream's version. A reader folds the stream's events after
+    /// `snapshot.version` on top, so an older snapshot winning a race is
+    /// merely slower, never wrong.
+    fn save_snapshot(
+        &self,
+        stream_id: &str,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The last snapshot saved for the stream, `None` if there is none.
+    fn load_snapshot(
+        &self,
+        stream_id: &str,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+}
+
+/// Lets the engine, the projections and the server share one store.
+impl<S: EventStore> EventStore for Arc<S> {
+    fn append(
+        &self,
+        request: AppendRequest,
+    ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send {
+        (**self).append(request)
+    }
+
+    fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        (**self).read_stream(stream_id, from_version, limit)
+    }
+
+    fn read_log(
+        &self,
+        after: Option<LogPosition>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        (**self).read_log(after, limit)
+    }
+
+    fn stream_version(
+        &self,
+        stream_id: &str,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send {
+        (**self).stream_version(stream_id)
+    }
+
+    fn find_idempotency(
+        &self,
+        stream_id: &str,
+        keys: &[String],
+    ) -> impl Future<Output = Result<Vec<IdempotencyRecord>, StoreError>> + Send {
+        (**self).find_idempotency(stream_id, keys)
+    }
+
+    fn save_snapshot(
+        &self,
+        stream_id: &str,
+        snapshot: Snapshot,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).save_snapshot(stream_id, snapshot)
+    }
+
+    fn load_snapshot(
+        &self,
+        stream_id: &str,
+    ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
+        (**self).load_snapshot(stream_id)
+    }
+}
