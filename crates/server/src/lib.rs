@@ -56,6 +56,15 @@ pub fn load_rate_card(path: &Path) -> anyhow::Result<RateCard> {
     Ok(card)
 }
 
+/// Reflection knows tally.v1, health, and google.rpc's error details, so
+/// grpcurl can show an error's ErrorInfo and field violations.
+fn reflection() -> tonic_reflection::server::Builder<'static> {
+    tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(tally_api::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+}
+
 /// A running server.
 pub struct RunningServer {
     pub addr: SocketAddr,
@@ -99,14 +108,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         .set_service_status("", tonic_health::ServingStatus::NotServing)
         .await;
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tally_api::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(tally_api::v1::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
+    let reflection_v1 = reflection().build_v1()?;
+    let reflection_v1alpha = reflection().build_v1alpha()?;
 
     let engine_cell: Arc<OnceLock<Engine<SqliteStore>>> = Arc::new(OnceLock::new());
     let api = Api::new(

@@ -1,1 +1,236 @@
+//! Starts the real tallyd in-process on 127.0.0.1:0 over a real embedded
+//! store in a temporary folder, with a clock the test moves, and hands out
+//! gRPC clients.
 
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tally_api::v1 as pb;
+pub use tally_api::v1::account_service_client::AccountServiceClient;
+pub use tally_api::v1::metering_service_client::MeteringServiceClient;
+use tally_core::{ManualClock, Timestamp};
+use tally_server::{Config, RunningServer};
+use tempfile::TempDir;
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+
+pub use pb::*;
+
+/// 2026-01-15T00:00:00Z: tests start on a fixed day.
+pub const START: Timestamp = Timestamp::from_millis(1_768_435_200_000);
+
+/// The rate card the tests run with.
+pub const RATE_CARD: &str = r#"
+version = 3
+
+[actions."article.draft"]
+price_millicredits = 2000
+
+[actions."topic.research"]
+price_millicredits = 0
+
+[actions."x.engage"]
+price_millicredits = 1000
+models = { "premium" = 2000 }
+"#;
+
+pub struct TestServer {
+    data: TempDir,
+    clock: Arc<ManualClock>,
+    running: Option<RunningServer>,
+    pub addr: std::net::SocketAddr,
+}
+
+impl TestServer {
+    pub async fn start() -> TestServer {
+        let data = TempDir::new().expect("temp dir");
+        std::fs::write(data.path().join("rate-card.toml"), RATE_CARD).expect("rate card");
+        let clock = Arc::new(ManualClock::new(START));
+        let running = launch(data.path(), clock.clone()).await;
+        TestServer {
+            addr: running.addr,
+            data,
+            clock,
+            running: Some(running),
+        }
+    }
+
+    /// Stops the server gracefully and starts a new one on the same data
+    /// (a new port: clients must reconnect).
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        let running = launch(self.data.path(), self.clock.clone()).await;
+        self.addr = running.addr;
+        self.running = Some(running);
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.stop().await.expect("server stops cleanly");
+        }
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+
+    pub fn clock(&self) -> &ManualClock {
+        &self.clock
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.clock.advance_millis(by.as_millis() as i64);
+    }
+
+    pub async fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr))
+            .expect("uri")
+            .connect()
+            .await
+            .expect("connects")
+    }
+
+    pub async fn accounts(&self) -> AccountServiceClient<Channel> {
+        AccountServiceClient::new(self.channel().await)
+    }
+
+    pub async fn metering(&self) -> MeteringServiceClient<Channel> {
+        MeteringServiceClient::new(self.channel().await)
+    }
+}
+
+async fn launch(data_dir: &Path, clock: Arc<ManualClock>) -> RunningServer {
+    let mut config = Config::for_tests(PathBuf::from(data_dir));
+    config.rate_card = Some(data_dir.join("rate-card.toml"));
+    let running = tally_server::start(config, clock)
+        .await
+        .expect("server starts");
+    wait_until_serving(running.addr).await;
+    running
+}
+
+/// Health turns SERVING once the store is open.
+async fn wait_until_serving(addr: std::net::SocketAddr) {
+    let channel = Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .connect()
+        .await
+        .expect("connects");
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    for _ in 0..200 {
+        let status = health
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().status);
+        if status.is_ok_and(|s| {
+            s == tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+        }) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("server never reported SERVING");
+}
+
+/// The `ErrorInfo.reason` of a status.
+pub fn reason(status: &tonic::Status) -> String {
+    status
+        .get_details_error_info()
+        .map(|info| info.reason)
+        .unwrap_or_default()
+}
+
+/// The `ErrorInfo.metadata` value under `key`.
+pub fn metadata(status: &tonic::Status, key: &str) -> Option<String> {
+    status
+        .get_details_error_info()
+        .and_then(|info| info.metadata.get(key).cloned())
+}
+
+/// The fields named by a status's `BadRequest` violations.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
+
+pub fn seconds(s: i64) -> prost_types::Duration {
+    prost_types::Duration {
+        seconds: s,
+        nanos: 0,
+    }
+}
+
+/// Convenience builders for the requests tests send most.
+pub async fn open(accounts: &mut AccountServiceClient<Channel>, account: &str) {
+    accounts
+        .open_account(OpenAccountRequest {
+            idempotency_key: format!("open-{account}"),
+            account_id: account.into(),
+        })
+        .await
+        .expect("account opens");
+}
+
+pub async fn grant(
+    accounts: &mut AccountServiceClient<Channel>,
+    account: &str,
+    key: &str,
+    kind: BucketKind,
+    amount: i64,
+) -> GrantResponse {
+    accounts
+        .grant(GrantRequest {
+            idempotency_key: key.into(),
+            account_id: account.into(),
+            kind: kind.into(),
+            amount_millicredits: amount,
+            ..Default::default()
+        })
+        .await
+        .expect("grant succeeds")
+        .into_inner()
+}
+
+pub async fn balance(accounts: &mut AccountServiceClient<Channel>, account: &str) -> Balance {
+    accounts
+        .get_balance(GetBalanceRequest {
+            account_id: account.into(),
+        })
+        .await
+        .expect("balance")
+        .into_inner()
+        .balance
+        .expect("balance is set")
+}
+
+pub async fn ledger(
+    accounts: &mut AccountServiceClient<Channel>,
+    account: &str,
+) -> Vec<LedgerEntry> {
+    accounts
+        .list_ledger(ListLedgerRequest {
+            account_id: account.into(),
+            page_size: 1000,
+            ..Default::default()
+        })
+        .await
+        .expect("ledger")
+        .into_inner()
+        .entries
+}
+
+pub fn reserve_request(account: &str, key: &str, amount: i64) -> ReserveRequest {
+    ReserveRequest {
+        idempotency_key: key.into(),
+        account_id: account.into(),
+        member_id: "alice".into(),
+        action: "article.draft".into(),
+        amount_millicredits: Some(amount),
+        ..Default::default()
+    }
+}
