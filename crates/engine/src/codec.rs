@@ -39,7 +39,7 @@ pub struct DecodedEvent {
     pub idempotency_key: Option<String>,
 }
 
-pub(crate) fn decode_event(recorded: &RecordedEvent) -> Result<DecodedEvent, EngineError> {
+pub fn decode_event(recorded: &RecordedEvent) -> Result<DecodedEvent, EngineError> {
     #[derive(Deserialize)]
     struct Owned {
         #[serde(default)]

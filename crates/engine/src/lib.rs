@@ -27,7 +27,7 @@ use tally_store::{EventStore, LogPosition};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-pub use codec::{DecodedEvent, StoredReply};
+pub use codec::{DecodedEvent, StoredReply, decode_event};
 pub use error::EngineError;
 pub use ledger::{LedgerEntry, LedgerPage, LedgerQuery};
 pub use quote::{Quote, QuoteItem, QuoteLine};

@@ -3,6 +3,7 @@
 
 pub mod config;
 mod convert;
+mod drain;
 mod service;
 mod status;
 
@@ -41,6 +42,10 @@ impl From<InvalidArgument> for ServiceError {
         ServiceError::Invalid(invalid)
     }
 }
+
+/// After the last in-flight call answers, how long connections get to
+/// flush before they are closed.
+const FLUSH_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The file the embedded store keeps in the data dir.
 pub const EMBEDDED_STORE_FILE: &str = "tally.sqlite";
@@ -121,21 +126,25 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
     );
 
     let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let (stop_accepting_tx, stop_accepting_rx) = oneshot::channel::<()>();
+    let in_flight = Arc::new(drain::InFlight::default());
     let server = tonic::transport::Server::builder()
+        .layer(drain::TrackInFlight(in_flight.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .add_service(AccountServiceServer::new(AccountApi(api.clone())))
         .add_service(MeteringServiceServer::new(MeteringApi(api)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = shutdown_rx.await;
+            let _ = stop_accepting_rx.await;
         });
 
     let store_path = config.data_dir.join(EMBEDDED_STORE_FILE);
     let data_dir = config.data_dir.clone();
     let reporter = health_reporter.clone();
+    let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
     let task = tokio::spawn(async move {
-        let serving = tokio::spawn(server);
+        let mut serving = tokio::spawn(server);
         let store = SqliteStore::open(&store_path)
             .await
             .with_context(|| format!("opening the embedded store in {}", data_dir.display()))?;
@@ -152,10 +161,24 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
             .set_service_status("", tonic_health::ServingStatus::Serving)
             .await;
 
-        let served = serving.await.context("serve task panicked")?;
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+        let served = tokio::select! {
+            served = &mut serving => served.context("serve task panicked")?,
+            _ = shutdown_rx => {
+                reporter
+                    .set_service_status("", tonic_health::ServingStatus::NotServing)
+                    .await;
+                let _ = stop_accepting_tx.send(());
+                // In-flight calls finish; idle connections do not hold us.
+                if tokio::time::timeout(grace, in_flight.idle()).await.is_err() {
+                    tracing::warn!(in_flight = in_flight.count(), "grace period over: cutting calls off");
+                }
+                // A moment for the last responses to leave the sockets.
+                if tokio::time::timeout(FLUSH_WINDOW, &mut serving).await.is_err() {
+                    serving.abort();
+                }
+                Ok(())
+            }
+        };
         engine.shutdown().await;
         served.context("serving gRPC")
     });
