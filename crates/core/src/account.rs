@@ -174,26 +174,14 @@ impl Account {
                 bucket.voided = true;
                 self.totals.voided += *amount;
             }
-            Event::CreditsHeld { at, reservation } => {
+            Event::CreditsHeld { reservation, .. } => {
                 for draw in &reservation.draws {
                     let bucket = self.bucket_mut(&draw.grant_id).map_err(corrupt)?;
                     take(&mut bucket.remaining, draw.amount).map_err(corrupt)?;
                     bucket.held += draw.amount;
                 }
-                self.reservations.insert(
-                    reservation.id.clone(),
-                    Reservation {
-                        id: reservation.id.clone(),
-                        member: reservation.member.clone(),
-                        action: reservation.action.clone(),
-                        model: reservation.model.clone(),
-                        amount: reservation.amount,
-                        draws: reservation.draws.clone(),
-                        created_at: *at,
-                        expires_at: reservation.expires_at,
-                        rate_card_version: reservation.rate_card_version,
-                    },
-                );
+                self.reservations
+                    .insert(reservation.id.clone(), reservation.clone());
             }
             Event::HoldExtended {
                 reservation_id,

@@ -4,8 +4,8 @@
 
 use crate::bucket::plan_draws;
 use crate::{
-    Account, Command, Debit, Event, GrantCommand, Millicredits, Outcome, RateCard, Rejection,
-    Reservation, ReservationHeld, ReservationId, Resolution, Timestamp,
+    Account, ActionKey, Command, Debit, Event, GrantCommand, Millicredits, ModelName, Outcome,
+    RateCard, Rejection, Reservation, ReservationId, Resolution, Timestamp,
 };
 
 /// What a decision may depend on besides the account.
@@ -209,45 +209,22 @@ pub fn decide(
             amount,
             ttl_millis,
         } => {
-            let (amount, rate_card_version) = match amount {
-                Some(amount) => (*amount, 0),
-                None => (
-                    ctx.rate_card.price(action, model.as_ref())?,
-                    ctx.rate_card.version,
-                ),
-            };
-            let (draws, missing) = spendable_draws(account, amount, now);
-            if missing.is_positive() {
-                return Err(Rejection::InsufficientCredits {
-                    available: amount - missing,
-                    needed: amount,
-                });
-            }
-            let held = ReservationHeld {
+            let (amount, rate_card_version) = priced(ctx, action, model.as_ref(), *amount)?;
+            let reservation = Reservation {
                 id: reservation_id.clone(),
                 member: member.clone(),
                 action: action.clone(),
                 model: model.clone(),
                 amount,
-                draws,
-                expires_at: now.plus_millis(*ttl_millis),
-                rate_card_version,
-            };
-            let reservation = Reservation {
-                id: held.id.clone(),
-                member: held.member.clone(),
-                action: held.action.clone(),
-                model: held.model.clone(),
-                amount,
-                draws: held.draws.clone(),
+                draws: draws_covering(account, amount, now)?,
                 created_at: now,
-                expires_at: held.expires_at,
+                expires_at: now.plus_millis(*ttl_millis),
                 rate_card_version,
             };
             Ok(Decision {
                 events: vec![Event::CreditsHeld {
                     at: now,
-                    reservation: held,
+                    reservation: reservation.clone(),
                 }],
                 outcome: Outcome::Reserved { reservation },
             })
@@ -292,20 +269,7 @@ pub fn decide(
             model,
             amount,
         } => {
-            let (amount, rate_card_version) = match amount {
-                Some(amount) => (*amount, 0),
-                None => (
-                    ctx.rate_card.price(action, model.as_ref())?,
-                    ctx.rate_card.version,
-                ),
-            };
-            let (draws, missing) = spendable_draws(account, amount, now);
-            if missing.is_positive() {
-                return Err(Rejection::InsufficientCredits {
-                    available: amount - missing,
-                    needed: amount,
-                });
-            }
+            let (amount, rate_card_version) = priced(ctx, action, model.as_ref(), *amount)?;
             let debit = Debit {
                 reservation_id: None,
                 member: member.clone(),
@@ -313,7 +277,7 @@ pub fn decide(
                 model: model.clone(),
                 charged: amount,
                 from_hold: Vec::new(),
-                from_available: draws,
+                from_available: draws_covering(account, amount, now)?,
                 returned: Vec::new(),
                 overage: Millicredits::ZERO,
                 late: false,
@@ -322,6 +286,37 @@ pub fn decide(
             Ok(charged(now, debit))
         }
     }
+}
+
+/// The amount the caller gave, or else the rate card's price, with the
+/// rate card version it came from (0 for a caller's amount).
+fn priced(
+    ctx: &Context<'_>,
+    action: &ActionKey,
+    model: Option<&ModelName>,
+    amount: Option<Millicredits>,
+) -> Result<(Millicredits, u64), Rejection> {
+    match amount {
+        Some(amount) => Ok((amount, 0)),
+        None => Ok((ctx.rate_card.price(action, model)?, ctx.rate_card.version)),
+    }
+}
+
+/// Draws covering `amount` from spendable credits, or the refusal that
+/// says how much is available.
+fn draws_covering(
+    account: &Account,
+    amount: Millicredits,
+    at: Timestamp,
+) -> Result<Vec<crate::Draw>, Rejection> {
+    let (draws, missing) = spendable_draws(account, amount, at);
+    if missing.is_positive() {
+        return Err(Rejection::InsufficientCredits {
+            available: amount - missing,
+            needed: amount,
+        });
+    }
+    Ok(draws)
 }
 
 fn decide_grant(
@@ -400,14 +395,8 @@ fn decide_commit(
             }
         },
     };
-    let (actual, rate_card_version) = match amount {
-        Some(amount) => (amount, 0),
-        None => (
-            ctx.rate_card
-                .price(&reservation.action, reservation.model.as_ref())?,
-            ctx.rate_card.version,
-        ),
-    };
+    let (actual, rate_card_version) =
+        priced(ctx, &reservation.action, reservation.model.as_ref(), amount)?;
     let held = if late {
         Vec::new()
     } else {

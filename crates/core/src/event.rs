@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ActionKey, BucketKind, CostBasis, Draw, GrantId, GrantSource, MemberId, Millicredits,
-    ModelName, ReservationId, Timestamp,
+    ModelName, Reservation, ReservationId, Timestamp,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,7 +37,7 @@ pub enum Event {
     },
     CreditsHeld {
         at: Timestamp,
-        reservation: ReservationHeld,
+        reservation: Reservation,
     },
     HoldExtended {
         at: Timestamp,
@@ -74,19 +74,6 @@ pub enum Event {
         grant_id: GrantId,
         amount: Millicredits,
     },
-}
-
-/// The payload of [`Event::CreditsHeld`].
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReservationHeld {
-    pub id: ReservationId,
-    pub member: MemberId,
-    pub action: ActionKey,
-    pub model: Option<ModelName>,
-    pub amount: Millicredits,
-    pub draws: Vec<Draw>,
-    pub expires_at: Timestamp,
-    pub rate_card_version: u64,
 }
 
 /// The payload of [`Event::CreditsDebited`]: a receipt.

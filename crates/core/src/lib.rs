@@ -23,7 +23,7 @@ pub use amount::Millicredits;
 pub use bucket::{Bucket, BucketKind, CostBasis, Draw, GrantSource};
 pub use command::{Command, GrantCommand, Outcome};
 pub use decide::{Context, Decision, advance, decide, execute, settle};
-pub use event::{Debit, Event, ReservationHeld};
+pub use event::{Debit, Event};
 pub use ids::{
     AccountId, ActionKey, GrantId, IdError, IdempotencyKey, MemberId, ModelName, ReservationId,
 };
