@@ -5,14 +5,31 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
+/// The command line: a subcommand (serve by default) and the settings.
 #[derive(Clone, Debug, Parser)]
 #[command(
     name = "tallyd",
     version,
     about = "Tally: meters AI actions against credit balances over gRPC"
 )]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub config: Config,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
+pub enum Command {
+    /// Serve gRPC (the default).
+    Serve,
+    /// Apply the PostgreSQL schema migrations, then exit.
+    Migrate,
+}
+
+#[derive(Clone, Debug, Args)]
 pub struct Config {
     /// Address to serve gRPC on.
     #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:50051")]
@@ -21,6 +38,11 @@ pub struct Config {
     /// Folder of the embedded store (one SQLite file inside).
     #[arg(long, env = "TALLY_DATA_DIR", default_value = "./tally-data")]
     pub data_dir: PathBuf,
+
+    /// PostgreSQL connection URL. Without one, the embedded store in
+    /// --data-dir is used.
+    #[arg(long, env = "TALLY_DATABASE_URL")]
+    pub database_url: Option<String>,
 
     /// Rate card file (TOML). Without one every action is unknown and
     /// callers give amounts themselves.
@@ -75,11 +97,60 @@ impl Config {
         Duration::from_secs(self.max_hold_ttl_secs)
     }
 
+    /// The configuration as it may be logged: the database password
+    /// replaced by `***`.
+    pub fn redacted(&self) -> Config {
+        let mut shown = self.clone();
+        shown.database_url = self.database_url.as_deref().map(redact_password);
+        shown
+    }
+
     /// A configuration for tests: an ephemeral port and the given data dir.
     pub fn for_tests(data_dir: PathBuf) -> Self {
-        let mut config = Config::parse_from(["tallyd"]);
+        let mut config = Cli::parse_from(["tallyd"]).config;
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         config.data_dir = data_dir;
         config
+    }
+}
+
+/// Hides the password of a `postgres://user:password@host/db` URL or of a
+/// `key=value` connection string.
+fn redact_password(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://") {
+        if let Some((credentials, host)) = rest.rsplit_once('@') {
+            if let Some((user, _password)) = credentials.split_once(':') {
+                return format!("{scheme}://{user}:***@{host}");
+            }
+        }
+        return url.to_owned();
+    }
+    url.split_whitespace()
+        .map(|pair| match pair.split_once('=') {
+            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
+            _ => pair.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_password;
+
+    #[test]
+    fn passwords_never_reach_the_log() {
+        assert_eq!(
+            redact_password("postgres://tally:s3cr:et@db:5432/tally"),
+            "postgres://tally:***@db:5432/tally"
+        );
+        assert_eq!(
+            redact_password("host=db user=tally password=s3cret dbname=tally"),
+            "host=db user=tally password=*** dbname=tally"
+        );
+        assert_eq!(
+            redact_password("postgres://tally@db/tally"),
+            "postgres://tally@db/tally"
+        );
     }
 }

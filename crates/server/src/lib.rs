@@ -16,11 +16,15 @@ use tally_api::v1::account_service_server::AccountServiceServer;
 use tally_api::v1::metering_service_server::MeteringServiceServer;
 use tally_core::{Clock, RateCard};
 use tally_engine::{Engine, EngineConfig, EngineError};
+use tally_store::EventStore;
 use tally_store::sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
+use tonic::server::NamedService;
+use tonic_health::ServingStatus;
+use tonic_health::server::HealthReporter;
 use tracing::info;
 
 pub use config::Config;
@@ -78,6 +82,12 @@ pub struct RunningServer {
 }
 
 impl RunningServer {
+    /// Resolves when the server stops on its own: it could not open its
+    /// store, or serving failed.
+    pub async fn stopped(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await.context("server task panicked")?
+    }
+
     /// Stops taking calls, lets in-flight calls finish, then stops the
     /// engine after it has answered everything it took in.
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -88,6 +98,14 @@ impl RunningServer {
     }
 }
 
+/// `tallyd migrate`: brings the PostgreSQL schema to this build's version.
+pub async fn migrate(config: &Config) -> anyhow::Result<()> {
+    let Some(_url) = &config.database_url else {
+        anyhow::bail!("migrate needs --database-url (the embedded store migrates itself on open)");
+    };
+    anyhow::bail!("the PostgreSQL store is not built yet")
+}
+
 /// Binds, starts serving (health NOT_SERVING), opens the store, then
 /// reports SERVING.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
@@ -96,27 +114,39 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         Some(path) => load_rate_card(path)?,
         None => RateCard::default(),
     };
-
+    if config.database_url.is_some() {
+        anyhow::bail!(
+            "--database-url: the PostgreSQL store is not built yet; leave it unset to use the embedded store"
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    let store_path = config.data_dir.join(EMBEDDED_STORE_FILE);
+    let open = async move {
+        let store = SqliteStore::open(&store_path)
+            .await
+            .with_context(|| format!("opening the embedded store {}", store_path.display()))?;
+        info!(path = %store_path.display(), "embedded store open");
+        Ok(store)
+    };
+    serve(listener, &config, clock, rate_card, open).await
+}
+
+/// Serves tally.v1 on `listener` over the store `open` yields. Until it
+/// does, health says NOT_SERVING and calls get UNAVAILABLE.
+async fn serve<S: EventStore>(
+    listener: TcpListener,
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    rate_card: RateCard,
+    open: impl Future<Output = anyhow::Result<S>> + Send + 'static,
+) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    set_health::<S>(&reporter, ServingStatus::NotServing).await;
 
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_not_serving::<AccountServiceServer<AccountApi<SqliteStore>>>()
-        .await;
-    health_reporter
-        .set_not_serving::<MeteringServiceServer<MeteringApi<SqliteStore>>>()
-        .await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
-
-    let reflection_v1 = reflection().build_v1()?;
-    let reflection_v1alpha = reflection().build_v1alpha()?;
-
-    let engine_cell: Arc<OnceLock<Engine<SqliteStore>>> = Arc::new(OnceLock::new());
+    let engine_cell: Arc<OnceLock<Engine<S>>> = Arc::new(OnceLock::new());
     let api = Api::new(
         engine_cell.clone(),
         HoldTtl {
@@ -125,61 +155,71 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         },
     );
 
-    let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
+    let (shutdown_tx, mut shutdown_rx) = oneshot::channel::<()>();
     let (stop_accepting_tx, stop_accepting_rx) = oneshot::channel::<()>();
     let in_flight = Arc::new(drain::InFlight::default());
     let server = tonic::transport::Server::builder()
         .layer(drain::TrackInFlight(in_flight.clone()))
         .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
+        .add_service(reflection().build_v1()?)
+        .add_service(reflection().build_v1alpha()?)
         .add_service(AccountServiceServer::new(AccountApi(api.clone())))
         .add_service(MeteringServiceServer::new(MeteringApi(api)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_accepting_rx.await;
         });
 
-    let store_path = config.data_dir.join(EMBEDDED_STORE_FILE);
-    let data_dir = config.data_dir.clone();
-    let reporter = health_reporter.clone();
     let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
     let task = tokio::spawn(async move {
         let mut serving = tokio::spawn(server);
-        let store = SqliteStore::open(&store_path)
-            .await
-            .with_context(|| format!("opening the embedded store in {}", data_dir.display()))?;
-        info!(path = %store_path.display(), "embedded store open");
-        let engine = Engine::new(store, clock, rate_card, EngineConfig::default());
-        let _ = engine_cell.set(engine.clone());
-        reporter
-            .set_serving::<AccountServiceServer<AccountApi<SqliteStore>>>()
-            .await;
-        reporter
-            .set_serving::<MeteringServiceServer<MeteringApi<SqliteStore>>>()
-            .await;
-        reporter
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
-
-        let served = tokio::select! {
-            served = &mut serving => served.context("serve task panicked")?,
-            _ = shutdown_rx => {
-                reporter
-                    .set_service_status("", tonic_health::ServingStatus::NotServing)
-                    .await;
+        let engine = tokio::select! {
+            store = open => {
+                let store = match store {
+                    Ok(store) => store,
+                    Err(e) => {
+                        serving.abort();
+                        return Err(e);
+                    }
+                };
+                let engine = Engine::new(store, clock, rate_card, EngineConfig::default());
+                let _ = engine_cell.set(engine.clone());
+                set_health::<S>(&reporter, ServingStatus::Serving).await;
+                Some(engine)
+            }
+            _ = &mut shutdown_rx => None,
+        };
+        let served = match engine {
+            Some(_) => tokio::select! {
+                served = &mut serving => Some(served.context("serve task panicked")?),
+                _ = shutdown_rx => None,
+            },
+            None => None,
+        };
+        let served = match served {
+            Some(served) => served,
+            None => {
+                set_health::<S>(&reporter, ServingStatus::NotServing).await;
                 let _ = stop_accepting_tx.send(());
                 // In-flight calls finish; idle connections do not hold us.
                 if tokio::time::timeout(grace, in_flight.idle()).await.is_err() {
-                    tracing::warn!(in_flight = in_flight.count(), "grace period over: cutting calls off");
+                    tracing::warn!(
+                        in_flight = in_flight.count(),
+                        "grace period over: cutting calls off"
+                    );
                 }
                 // A moment for the last responses to leave the sockets.
-                if tokio::time::timeout(FLUSH_WINDOW, &mut serving).await.is_err() {
+                if tokio::time::timeout(FLUSH_WINDOW, &mut serving)
+                    .await
+                    .is_err()
+                {
                     serving.abort();
                 }
                 Ok(())
             }
         };
-        engine.shutdown().await;
+        if let Some(engine) = engine {
+            engine.shutdown().await;
+        }
         served.context("serving gRPC")
     });
 
@@ -188,4 +228,20 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         shutdown: Some(shutdown_tx),
         task,
     })
+}
+
+async fn set_health<S: EventStore>(reporter: &HealthReporter, status: ServingStatus) {
+    reporter
+        .set_service_status(
+            <AccountServiceServer<AccountApi<S>> as NamedService>::NAME,
+            status,
+        )
+        .await;
+    reporter
+        .set_service_status(
+            <MeteringServiceServer<MeteringApi<S>> as NamedService>::NAME,
+            status,
+        )
+        .await;
+    reporter.set_service_status("", status).await;
 }

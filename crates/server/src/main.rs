@@ -8,12 +8,12 @@ use std::time::Duration;
 use clap::Parser;
 use tally_core::SystemClock;
 use tally_server::Config;
-use tally_server::config::LogFormat;
+use tally_server::config::{Cli, Command, LogFormat};
 use tracing::{error, info, warn};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
-    let config = Config::parse();
+    let Cli { command, config } = Cli::parse();
     if let Err(e) = config.validate() {
         eprintln!("tallyd: invalid configuration: {e}");
         return ExitCode::from(2);
@@ -26,7 +26,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    let result = match command.unwrap_or(Command::Serve) {
+        Command::Serve => runtime.block_on(run(config)),
+        Command::Migrate => runtime.block_on(tally_server::migrate(&config)),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             error!(error = format!("{e:#}"), "tallyd failed");
@@ -48,14 +52,15 @@ fn init_logging(config: &Config) {
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
-    // Nothing in the configuration is secret yet; when a database URL
-    // arrives, its password is redacted here.
-    info!(config = ?config, "effective configuration");
+    info!(config = ?config.redacted(), "effective configuration");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
-    let server = tally_server::start(config, Arc::new(SystemClock)).await?;
+    let mut server = tally_server::start(config, Arc::new(SystemClock)).await?;
     info!(addr = %server.addr, "tallyd listening");
 
-    shutdown_signal().await;
+    tokio::select! {
+        _ = shutdown_signal() => {}
+        stopped = server.stopped() => return stopped,
+    }
     info!("shutting down: finishing in-flight calls (a second signal exits at once)");
     tokio::spawn(async {
         shutdown_signal().await;
