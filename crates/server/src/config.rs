@@ -118,10 +118,10 @@ impl Config {
 /// `key=value` connection string.
 fn redact_password(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((credentials, host)) = rest.rsplit_once('@') {
-            if let Some((user, _password)) = credentials.split_once(':') {
-                return format!("{scheme}://{user}:***@{host}");
-            }
+        if let Some((credentials, host)) = rest.rsplit_once('@')
+            && let Some((user, _password)) = credentials.split_once(':')
+        {
+            return format!("{scheme}://{user}:***@{host}");
         }
         return url.to_owned();
     }
