@@ -32,42 +32,67 @@ pub enum Command {
 #[derive(Clone, Debug, Args)]
 pub struct Config {
     /// Address to serve gRPC on.
-    #[arg(long, env = "TALLY_LISTEN", default_value = "127.0.0.1:50051")]
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_LISTEN",
+        default_value = "127.0.0.1:50051"
+    )]
     pub listen: SocketAddr,
 
     /// Folder of the embedded store (one SQLite file inside).
-    #[arg(long, env = "TALLY_DATA_DIR", default_value = "./tally-data")]
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_DATA_DIR",
+        default_value = "./tally-data"
+    )]
     pub data_dir: PathBuf,
 
     /// PostgreSQL connection URL. Without one, the embedded store in
     /// --data-dir is used.
-    #[arg(long, env = "TALLY_DATABASE_URL")]
+    #[arg(long, global = true, env = "TALLY_DATABASE_URL")]
     pub database_url: Option<String>,
 
     /// Rate card file (TOML). Without one every action is unknown and
     /// callers give amounts themselves.
-    #[arg(long, env = "TALLY_RATE_CARD")]
+    #[arg(long, global = true, env = "TALLY_RATE_CARD")]
     pub rate_card: Option<PathBuf>,
 
     /// How long a hold lives when Reserve names no TTL, in seconds.
-    #[arg(long, env = "TALLY_DEFAULT_HOLD_TTL_SECS", default_value_t = 300)]
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_DEFAULT_HOLD_TTL_SECS",
+        default_value_t = 300
+    )]
     pub default_hold_ttl_secs: u64,
 
     /// The longest TTL Reserve or Extend may ask for, in seconds.
-    #[arg(long, env = "TALLY_MAX_HOLD_TTL_SECS", default_value_t = 86_400)]
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_MAX_HOLD_TTL_SECS",
+        default_value_t = 86_400
+    )]
     pub max_hold_ttl_secs: u64,
 
     /// How long in-flight calls may take to finish after a shutdown
     /// signal, in seconds. A second signal exits at once.
-    #[arg(long, env = "TALLY_SHUTDOWN_GRACE_SECS", default_value_t = 30)]
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_SHUTDOWN_GRACE_SECS",
+        default_value_t = 30
+    )]
     pub shutdown_grace_secs: u64,
 
     /// Log format.
-    #[arg(long, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    #[arg(long, global = true, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
     /// Log filter, in tracing's EnvFilter syntax.
-    #[arg(long, env = "TALLY_LOG", default_value = "info")]
+    #[arg(long, global = true, env = "TALLY_LOG", default_value = "info")]
     pub log: String,
 }
 

@@ -17,6 +17,7 @@ use tally_api::v1::metering_service_server::MeteringServiceServer;
 use tally_core::{Clock, RateCard};
 use tally_engine::{Engine, EngineConfig, EngineError};
 use tally_store::EventStore;
+use tally_store::postgres::{PostgresOptions, PostgresStore};
 use tally_store::sqlite::SqliteStore;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -25,7 +26,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
 use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
-use tracing::info;
+use tracing::{info, warn};
 
 pub use config::Config;
 pub use status::{ERROR_DOMAIN, InvalidArgument};
@@ -99,11 +100,50 @@ impl RunningServer {
 }
 
 /// `tallyd migrate`: brings the PostgreSQL schema to this build's version.
+/// Safe to run from several places at once (an advisory lock serialises
+/// migrators).
 pub async fn migrate(config: &Config) -> anyhow::Result<()> {
-    let Some(_url) = &config.database_url else {
+    let Some(url) = &config.database_url else {
         anyhow::bail!("migrate needs --database-url (the embedded store migrates itself on open)");
     };
-    anyhow::bail!("the PostgreSQL store is not built yet")
+    let store = PostgresStore::connect(url, PostgresOptions::default())
+        .await
+        .context("connecting to PostgreSQL")?;
+    let report = store.migrate().await.context("migrating")?;
+    info!(
+        from = report.from_version,
+        to = report.to_version,
+        applied = report.applied.len(),
+        "schema migrated"
+    );
+    Ok(())
+}
+
+/// How often tallyd retries PostgreSQL while it waits to serve.
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Connects to PostgreSQL and waits until the schema is at this build's
+/// version: unreachable databases are retried, unmigrated ones waited for.
+async fn open_postgres(url: String) -> anyhow::Result<PostgresStore> {
+    loop {
+        match PostgresStore::connect(&url, PostgresOptions::default()).await {
+            Ok(store) => loop {
+                match store.schema_status().await {
+                    Ok(status) if status.is_current() => {
+                        info!("PostgreSQL store open; schema current");
+                        return Ok(store);
+                    }
+                    Ok(status) => {
+                        warn!(%status, "not serving until the schema is current: run `tallyd migrate`")
+                    }
+                    Err(e) => warn!(error = %e, "cannot read the schema version; retrying"),
+                }
+                tokio::time::sleep(STORE_RETRY).await;
+            },
+            Err(e) => warn!(error = %e, "PostgreSQL unreachable; retrying"),
+        }
+        tokio::time::sleep(STORE_RETRY).await;
+    }
 }
 
 /// Binds, starts serving (health NOT_SERVING), opens the store, then
@@ -114,14 +154,12 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         Some(path) => load_rate_card(path)?,
         None => RateCard::default(),
     };
-    if config.database_url.is_some() {
-        anyhow::bail!(
-            "--database-url: the PostgreSQL store is not built yet; leave it unset to use the embedded store"
-        );
-    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    if let Some(url) = config.database_url.clone() {
+        return serve(listener, &config, clock, rate_card, open_postgres(url)).await;
+    }
     let store_path = config.data_dir.join(EMBEDDED_STORE_FILE);
     let open = async move {
         let store = SqliteStore::open(&store_path)

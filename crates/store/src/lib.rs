@@ -8,15 +8,16 @@
 //!
 //! The contract lives on [`EventStore`]; backends are interchangeable only
 //! because they all pass the same [`conformance`] suite (feature
-//! `test-util`). Today there is one backend, [`sqlite::SqliteStore`], so the
-//! service runs with nothing installed; PostgreSQL will implement the same
-//! trait and run the same suite.
+//! `test-util`). There are two: [`sqlite::SqliteStore`], one file, so the
+//! service runs with nothing installed, and [`postgres::PostgresStore`], for
+//! production and for several replicas sharing one database.
 
 mod error;
 mod event;
 mod position;
 mod store;
 
+pub mod postgres;
 pub mod sqlite;
 
 #[cfg(feature = "test-util")]

@@ -1,0 +1,292 @@
+//! Running tallyd as an operator does: a real process, real signals, and
+//! (for the PostgreSQL tests) a fresh database of its own.
+
+#![allow(dead_code)] // each test binary uses part of this
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+
+pub struct Tallyd {
+    pub child: Child,
+    pub uri: String,
+}
+
+impl Tallyd {
+    /// Starts tallyd on an ephemeral port with `args` and reads the port
+    /// from its log.
+    pub fn spawn(args: &[&str]) -> Tallyd {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tallyd"))
+            .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tallyd starts");
+        let stderr = child.stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let addr = loop {
+            let line = lines
+                .next()
+                .expect("tallyd logs its address")
+                .expect("log line");
+            if line.contains("tallyd listening") {
+                let start = line.find("\"addr\":\"").expect("addr field") + 8;
+                let end = start + line[start..].find('"').expect("end of addr");
+                break line[start..end].to_owned();
+            }
+        };
+        // Keep draining the log so tallyd never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Tallyd {
+            child,
+            uri: format!("http://{addr}"),
+        }
+    }
+
+    /// A channel, once health says SERVING.
+    pub async fn connect(&self) -> Channel {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(channel) = Channel::from_shared(self.uri.clone())
+                .unwrap()
+                .connect()
+                .await
+            {
+                let mut health =
+                    tonic_health::pb::health_client::HealthClient::new(channel.clone());
+                let serving = health
+                    .check(tonic_health::pb::HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await
+                    .is_ok_and(|r| r.into_inner().status == 1);
+                if serving {
+                    return channel;
+                }
+            }
+            assert!(Instant::now() < deadline, "tallyd never became SERVING");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub fn signal(&self, name: &str) {
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(sent.success());
+    }
+
+    pub fn wait_for_exit(&mut self, within: Duration) -> std::process::ExitStatus {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "tallyd did not exit in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Tallyd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `tallyd <args>` to completion.
+pub fn run_tallyd(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tallyd"))
+        .args(args)
+        .output()
+        .expect("tallyd runs")
+}
+
+/// The PostgreSQL the tests may create databases in.
+pub fn admin_url() -> String {
+    std::env::var("TALLY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// Creates a fresh, empty database and returns its URL.
+pub async fn fresh_database(prefix: &str) -> String {
+    let admin = admin_url();
+    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+        .await
+        .expect("the test PostgreSQL is reachable (TALLY_TEST_DATABASE_URL)");
+    tokio::spawn(connection);
+    let name = format!(
+        "{prefix}_{}_{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos()
+    );
+    client
+        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .await
+        .expect("create database");
+    let (base, _) = admin.rsplit_once('/').expect("URL with a database");
+    format!("{base}/{name}")
+}
+
+/// Creates a fresh database and migrates it with `tallyd migrate`.
+pub async fn migrated_database(prefix: &str) -> String {
+    let url = fresh_database(prefix).await;
+    let migrated = run_tallyd(&["migrate", "--database-url", &url]);
+    assert!(
+        migrated.status.success(),
+        "tallyd migrate failed: {}",
+        String::from_utf8_lossy(&migrated.stderr)
+    );
+    url
+}
+
+use tally_api::v1 as pb;
+use tally_api::v1::account_service_client::AccountServiceClient;
+use tally_api::v1::metering_service_client::MeteringServiceClient;
+
+const GRANTED: i64 = 1_000_000_000;
+const DEBIT: i64 = 7;
+
+fn debit(key: &str) -> pb::DebitRequest {
+    pb::DebitRequest {
+        idempotency_key: key.to_owned(),
+        account_id: "a".into(),
+        member_id: "m".into(),
+        action: "agent.step".into(),
+        amount_millicredits: Some(DEBIT),
+        ..Default::default()
+    }
+}
+
+/// SPEC §4 invariant 5: `kill -9` of tallyd in the middle of a stream of
+/// debits, `rounds` times. Afterwards every acknowledged debit is in the
+/// ledger exactly once, the ones cut off are applied at most once when
+/// retried, and conservation holds.
+pub async fn kill_9_loses_no_acknowledged_debit(args: &[&str], rounds: usize) {
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut in_doubt: Vec<String> = Vec::new();
+    for round in 0..rounds {
+        let mut tallyd = Tallyd::spawn(args);
+        let channel = tallyd.connect().await;
+        if round == 0 {
+            let mut accounts = AccountServiceClient::new(channel.clone());
+            accounts
+                .open_account(pb::OpenAccountRequest {
+                    idempotency_key: "open".into(),
+                    account_id: "a".into(),
+                })
+                .await
+                .unwrap();
+            accounts
+                .grant(pb::GrantRequest {
+                    idempotency_key: "grant".into(),
+                    account_id: "a".into(),
+                    kind: pb::BucketKind::TopUp.into(),
+                    amount_millicredits: GRANTED,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        // Four writers debit as fast as they can; the process dies under them.
+        let writers: Vec<_> = (0..4)
+            .map(|writer| {
+                let mut metering = MeteringServiceClient::new(channel.clone());
+                tokio::spawn(async move {
+                    let mut acks = Vec::new();
+                    for i in 0.. {
+                        let key = format!("debit-{round}-{writer}-{i}");
+                        match metering.debit(debit(&key)).await {
+                            Ok(_) => acks.push(key),
+                            Err(_) => return (acks, key),
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tallyd.signal("KILL");
+        tallyd.wait_for_exit(Duration::from_secs(10));
+        let before = acknowledged.len();
+        for writer in writers {
+            let (acks, doubt) = writer.await.unwrap();
+            acknowledged.extend(acks);
+            in_doubt.push(doubt);
+        }
+        assert!(
+            acknowledged.len() > before + 10,
+            "round {round}: the writers got going before the kill"
+        );
+    }
+
+    let tallyd = Tallyd::spawn(args);
+    let channel = tallyd.connect().await;
+    let mut accounts = AccountServiceClient::new(channel.clone());
+    let mut metering = MeteringServiceClient::new(channel);
+    // The calls cut off by a kill are retried: at most one effect each.
+    for key in &in_doubt {
+        metering
+            .debit(debit(key))
+            .await
+            .expect("retry after restart");
+    }
+    let mut keys = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = accounts
+            .list_ledger(pb::ListLedgerRequest {
+                account_id: "a".into(),
+                page_size: 1000,
+                page_token,
+                kinds: vec![pb::LedgerEntryKind::Debit.into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        keys.extend(page.entries.into_iter().map(|e| e.idempotency_key));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    let unique: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "no debit applied twice");
+    for key in acknowledged.iter().chain(&in_doubt) {
+        assert!(unique.contains(key), "acknowledged debit {key} was lost");
+    }
+    assert_eq!(keys.len(), acknowledged.len() + in_doubt.len());
+
+    let balance = accounts
+        .get_balance(pb::GetBalanceRequest {
+            account_id: "a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .balance
+        .unwrap();
+    assert_eq!(balance.consumed_millicredits, DEBIT * keys.len() as i64);
+    // Conservation, with nothing held, expired or owed.
+    assert_eq!(
+        (
+            balance.granted_millicredits,
+            balance.held_millicredits,
+            balance.overage_millicredits
+        ),
+        (GRANTED, 0, 0)
+    );
+    assert_eq!(
+        balance.available_millicredits,
+        GRANTED - balance.consumed_millicredits
+    );
+}

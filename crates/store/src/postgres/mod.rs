@@ -1,0 +1,244 @@
+//! The production backend: PostgreSQL, through a pool of tokio-postgres
+//! connections (deadpool-postgres).
+//!
+//! It must pass the whole [`conformance`](crate::conformance) suite; any
+//! behaviour that differs from the SQLite backend is a bug in one of the two.
+//!
+//! - Connecting does not migrate: [`PostgresStore::migrate`] is its own step
+//!   and [`PostgresStore::schema_status`] tells whether it has been done.
+//! - An append is one transaction: version check, one `INSERT` for all its
+//!   events, one for all its idempotency records. Concurrency control is
+//!   PostgreSQL's (the primary key on `(stream_id, version)`), so any number
+//!   of `tallyd` replicas can share the database.
+//! - The global log is ordered by `(tx, position)` and read behind a
+//!   snapshot fence, so a reader never skips an event although transactions
+//!   commit out of position order: see `log.rs`.
+//! - The schema's `tally_app` role may only read and insert events and
+//!   idempotency records; the service should connect as a login role that is
+//!   a member of it.
+//!
+//! Connections are plain TCP or Unix sockets: TLS is not supported yet.
+
+mod error;
+#[cfg(feature = "test-util")]
+mod harness;
+mod log;
+mod schema;
+mod sql;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use self::error::{Failure, store_error};
+#[cfg(feature = "test-util")]
+pub use self::harness::{PostgresHarness, PostgresLocation, TEST_DATABASE_URL_ENV};
+pub use self::schema::{MigrationReport, SCHEMA_VERSION, SchemaStatus};
+use crate::{
+    AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, RecordedEvent,
+    Snapshot, StoreError,
+};
+
+/// The role the migrations create and grant the service's privileges to.
+pub const APP_ROLE: &str = "tally_app";
+
+/// Tuning for [`PostgresStore::connect`].
+#[derive(Clone, Debug)]
+pub struct PostgresOptions {
+    /// Most connections open at once (at least 1).
+    pub max_connections: usize,
+    /// Longest wait to open one connection (TCP, startup, authentication),
+    /// unless the URL sets `connect_timeout`. Past it: `Unavailable`.
+    pub connect_timeout: Duration,
+    /// Longest wait for a free connection when all `max_connections` are in
+    /// use. Past it: `Unavailable`.
+    pub acquire_timeout: Duration,
+    /// Longest time `read_log` waits for older transactions to finish so it
+    /// can return events they hold back (see the fence in `log.rs`). Past
+    /// it, it returns the events before them: late, never out of order.
+    pub log_fence_wait: Duration,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 16,
+            connect_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(5),
+            log_fence_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// An [`EventStore`] in a PostgreSQL database. Cheap to clone: clones share
+/// the pool.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+    options: Arc<PostgresOptions>,
+}
+
+impl PostgresStore {
+    /// Connects to the database at `url` (`postgres://user:password@host:port/dbname?…`
+    /// or `host=… dbname=…`), opening one connection to find out now, not
+    /// at the first request, that it is unreachable. Does not migrate.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        let config = url.parse().map_err(store_error)?;
+        Self::connect_with_config(config, options).await
+    }
+
+    /// [`connect`](Self::connect) with a parsed configuration, e.g. to set a
+    /// password that is not in the URL.
+    pub async fn connect_with_config(
+        mut config: tokio_postgres::Config,
+        options: PostgresOptions,
+    ) -> Result<Self, StoreError> {
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.connect_timeout);
+        }
+        // Without these a query to a host that vanished waits for TCP's own
+        // retransmission timeout (about 15 minutes).
+        if config.get_tcp_user_timeout().is_none() {
+            config.tcp_user_timeout(Duration::from_secs(30));
+        }
+        if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60) {
+            config.keepalives_idle(Duration::from_secs(15));
+        }
+        if config.get_application_name().is_none() {
+            config.application_name("tallyd");
+        }
+        let target = Target::of(&config);
+        // Fast: a connection is reused unless tokio-postgres saw it close; a
+        // dead one fails its next statement with `Unavailable`.
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.max_connections.max(1))
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(options.acquire_timeout))
+            .create_timeout(Some(options.connect_timeout))
+            .recycle_timeout(Some(options.connect_timeout))
+            .build()
+            .map_err(|err| store_error(Failure::Setup(format!("postgres pool: {err}"))))?;
+        let store = Self {
+            pool,
+            options: Arc::new(options),
+        };
+        drop(store.client().await?);
+        tracing::info!(%target, "connected to postgres event store");
+        Ok(store)
+    }
+
+    pub fn options(&self) -> &PostgresOptions {
+        &self.options
+    }
+
+    /// A pooled connection, or `Unavailable` within the configured timeouts.
+    async fn client(&self) -> Result<Client, StoreError> {
+        self.pool.get().await.map_err(store_error)
+    }
+}
+
+/// Where the pool connects, without the password, for logs and `Debug`.
+struct Target(String);
+
+impl Target {
+    fn of(config: &tokio_postgres::Config) -> Self {
+        let hosts: Vec<String> = config
+            .get_hosts()
+            .iter()
+            .map(|host| format!("{host:?}"))
+            .collect();
+        Self(format!(
+            "user={} hosts=[{}] ports={:?} dbname={}",
+            config.get_user().unwrap_or("?"),
+            hosts.join(", "),
+            config.get_ports(),
+            config.get_dbname().unwrap_or("?"),
+        ))
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresStore")
+            .field("pool", &self.pool.status())
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventStore for PostgresStore {
+    #[tracing::instrument(
+        level = "debug",
+        skip_all,
+        fields(stream_id = %request.stream_id, expected_version = request.expected_version, events = request.events.len())
+    )]
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        request.validate()?;
+        let mut client = self.client().await?;
+        sql::append(&mut client, &request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn read_stream(
+        &self,
+        stream_id: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.client().await?;
+        sql::read_stream(&client, stream_id, from_version, limit).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self), fields(after = after.map(tracing::field::display)))]
+    async fn read_log(
+        &self,
+        after: Option<LogPosition>,
+        limit: usize,
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        log::read_log(self, after, limit).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn stream_version(&self, stream_id: &str) -> Result<u64, StoreError> {
+        let client = self.client().await?;
+        sql::stream_version(&client, stream_id).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, keys), fields(keys = keys.len()))]
+    async fn find_idempotency(
+        &self,
+        stream_id: &str,
+        keys: &[String],
+    ) -> Result<Vec<IdempotencyRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::find_idempotency(&client, stream_id, keys).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, snapshot), fields(version = snapshot.version))]
+    async fn save_snapshot(&self, stream_id: &str, snapshot: Snapshot) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        sql::save_snapshot(&client, stream_id, &snapshot).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
+        let client = self.client().await?;
+        sql::load_snapshot(&client, stream_id).await
+    }
+}

@@ -1,0 +1,455 @@
+//! What the conformance suite cannot see: migrations, privileges, and the
+//! database being unreachable or taken away. These tests open raw sessions
+//! behind the store's back, as an operator (or a bug) could.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tally_store::conformance::Harness;
+use tally_store::postgres::{
+    APP_ROLE, PostgresHarness, PostgresOptions, PostgresStore, SCHEMA_VERSION, SchemaStatus,
+};
+use tally_store::{AppendRequest, EventStore, IdempotencyRecord, NewEvent, Snapshot, StoreError};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Config, NoTls};
+
+fn append(stream_id: &str, expected_version: u64, count: usize) -> AppendRequest {
+    AppendRequest {
+        stream_id: stream_id.to_owned(),
+        expected_version,
+        events: (0..count)
+            .map(|i| NewEvent {
+                event_type: "test".into(),
+                payload: vec![i as u8],
+                recorded_at_ms: 0,
+            })
+            .collect(),
+        idempotency: vec![IdempotencyRecord {
+            key: format!("key-{expected_version}"),
+            fingerprint: vec![1],
+            response: vec![2],
+        }],
+    }
+}
+
+async fn connect_raw(config: &Config) -> Client {
+    let (client, connection) = config.connect(NoTls).await.expect("raw connection");
+    tokio::spawn(connection);
+    client
+}
+
+async fn applied_versions(client: &Client) -> Vec<i32> {
+    client
+        .query(
+            "SELECT version FROM tally_schema_migrations ORDER BY version",
+            &[],
+        )
+        .await
+        .expect("read tally_schema_migrations")
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
+}
+
+#[tokio::test]
+async fn connecting_does_not_migrate_and_status_follows_migrate() {
+    let harness = PostgresHarness::new();
+    let (store, _location) = harness.create_unmigrated().await;
+    assert_eq!(
+        store.schema_status().await.expect("status"),
+        SchemaStatus::Behind { found: 0 }
+    );
+    // The server would not serve yet; if something tried, it is told to
+    // retry, not handed a bug.
+    assert!(matches!(
+        store.append(append("a", 0, 1)).await,
+        Err(StoreError::Unavailable(_))
+    ));
+
+    let report = store.migrate().await.expect("migrate");
+    assert_eq!(report.from_version, 0);
+    assert_eq!(report.to_version, SCHEMA_VERSION);
+    assert_eq!(report.applied, (1..=SCHEMA_VERSION).collect::<Vec<_>>());
+    assert_eq!(
+        store.schema_status().await.expect("status"),
+        SchemaStatus::Current
+    );
+    store.append(append("a", 0, 1)).await.expect("append");
+}
+
+#[tokio::test]
+async fn migrating_twice_is_a_no_op() {
+    let (store, location) = PostgresHarness::new().create().await;
+    store.append(append("a", 0, 3)).await.expect("append");
+    let log = store.read_log(None, 100).await.expect("read_log");
+
+    let report = store.migrate().await.expect("second migrate");
+    assert_eq!(
+        (report.from_version, report.to_version),
+        (SCHEMA_VERSION, SCHEMA_VERSION)
+    );
+    assert!(report.applied.is_empty(), "{report:?}");
+    assert_eq!(store.read_log(None, 100).await.expect("read_log"), log);
+    let admin = connect_raw(&location.config).await;
+    assert_eq!(
+        applied_versions(&admin).await,
+        (1..=SCHEMA_VERSION as i32).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_migrations_are_safe() {
+    const MIGRATORS: usize = 4;
+    let (first, location) = PostgresHarness::new().create_unmigrated().await;
+    let mut stores = vec![first];
+    for _ in 1..MIGRATORS {
+        // Separate pools, as separate processes would have.
+        stores.push(
+            PostgresStore::connect_with_config(location.config.clone(), PostgresOptions::default())
+                .await
+                .expect("connect"),
+        );
+    }
+    let start = Arc::new(tokio::sync::Barrier::new(MIGRATORS));
+    let migrators: Vec<_> = stores
+        .into_iter()
+        .map(|store| {
+            let start = Arc::clone(&start);
+            tokio::spawn(async move {
+                start.wait().await;
+                store.migrate().await
+            })
+        })
+        .collect();
+    let mut applied = Vec::new();
+    for migrator in migrators {
+        let report = migrator
+            .await
+            .expect("migrator panicked")
+            .expect("a concurrent migrate failed");
+        assert_eq!(report.to_version, SCHEMA_VERSION);
+        applied.extend(report.applied);
+    }
+    assert_eq!(
+        applied,
+        (1..=SCHEMA_VERSION).collect::<Vec<_>>(),
+        "each migration applied exactly once, by one migrator"
+    );
+    let admin = connect_raw(&location.config).await;
+    assert_eq!(
+        applied_versions(&admin).await,
+        (1..=SCHEMA_VERSION as i32).collect::<Vec<_>>()
+    );
+}
+
+#[tokio::test]
+async fn a_database_from_a_newer_build_is_refused() {
+    let (store, location) = PostgresHarness::new().create().await;
+    let admin = connect_raw(&location.config).await;
+    admin
+        .execute(
+            "INSERT INTO tally_schema_migrations (version, name) VALUES ($1, 'from the future')",
+            &[&(SCHEMA_VERSION as i32 + 1)],
+        )
+        .await
+        .unwrap();
+    let status = store.schema_status().await.expect("status");
+    assert_eq!(
+        status,
+        SchemaStatus::Ahead {
+            found: SCHEMA_VERSION + 1
+        }
+    );
+    assert!(!status.is_current());
+    assert!(matches!(
+        store.migrate().await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+/// The role the service runs as may read and insert, never change or delete,
+/// events and idempotency records; the owner is stopped by the trigger.
+#[tokio::test]
+async fn tally_app_cannot_update_or_delete_the_log() {
+    let (store, location) = PostgresHarness::new().create().await;
+    store.append(append("a", 0, 2)).await.expect("append");
+
+    let session = connect_raw(&location.config).await;
+    session
+        .batch_execute(&format!("SET ROLE {APP_ROLE}"))
+        .await
+        .expect("SET ROLE");
+    let role: String = session
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(role, APP_ROLE);
+    for statement in [
+        "UPDATE events SET payload = '\\x00'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "UPDATE idempotency SET response = '\\x00'",
+        "DELETE FROM idempotency",
+        "TRUNCATE idempotency",
+        "DROP TABLE events",
+        "DELETE FROM tally_schema_migrations",
+    ] {
+        let err = session
+            .batch_execute(statement)
+            .await
+            .expect_err(&format!("{APP_ROLE} ran {statement:?}"));
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{statement}: {err:?}"
+        );
+        let message = err.as_db_error().unwrap().message().to_owned();
+        assert!(
+            message.contains("permission denied") || message.contains("must be owner"),
+            "{statement}: {message}"
+        );
+    }
+
+    // The owner (here a superuser) has the privileges; the trigger says no.
+    let owner = connect_raw(&location.config).await;
+    for statement in [
+        "UPDATE events SET payload = '\\x00'",
+        "DELETE FROM events",
+        "TRUNCATE events",
+        "DELETE FROM idempotency",
+    ] {
+        let err = owner
+            .batch_execute(statement)
+            .await
+            .expect_err(&format!("the owner ran {statement:?}"));
+        let message = err
+            .as_db_error()
+            .expect("a database error")
+            .message()
+            .to_owned();
+        assert!(message.contains("append-only"), "{statement}: {message}");
+    }
+    assert_eq!(
+        store
+            .read_stream("a", 1, 10)
+            .await
+            .expect("read_stream")
+            .len(),
+        2
+    );
+}
+
+/// The grants are enough for everything the service does.
+#[tokio::test]
+async fn the_service_runs_as_tally_app() {
+    let (_, location) = PostgresHarness::new().create().await;
+    let mut config = location.config.clone();
+    config.options(format!("-c role={APP_ROLE}"));
+    let store = PostgresStore::connect_with_config(config, PostgresOptions::default())
+        .await
+        .expect("connect as tally_app");
+
+    assert!(store.schema_status().await.expect("status").is_current());
+    let written = store.append(append("a", 0, 2)).await.expect("append");
+    store.append(append("a", 2, 1)).await.expect("append");
+    assert!(matches!(
+        store.append(append("a", 2, 1)).await,
+        Err(StoreError::VersionConflict { actual: 3, .. })
+    ));
+    assert_eq!(store.stream_version("a").await.expect("version"), 3);
+    assert_eq!(store.read_stream("a", 1, 10).await.expect("read").len(), 3);
+    let log = store.read_log(None, 10).await.expect("read_log");
+    assert_eq!(
+        log[..2].iter().map(|e| e.position).collect::<Vec<_>>(),
+        written.positions
+    );
+    assert_eq!(
+        store
+            .find_idempotency("a", &["key-0".to_owned()])
+            .await
+            .expect("find")
+            .len(),
+        1
+    );
+    let snapshot = Snapshot {
+        version: 3,
+        payload: b"s".to_vec(),
+    };
+    store
+        .save_snapshot("a", snapshot.clone())
+        .await
+        .expect("save");
+    store
+        .save_snapshot("a", snapshot.clone())
+        .await
+        .expect("overwrite");
+    assert_eq!(
+        store.load_snapshot("a").await.expect("load"),
+        Some(snapshot)
+    );
+}
+
+/// Nothing listening: `Unavailable` within a few seconds, never a hang.
+#[tokio::test]
+async fn an_unreachable_database_is_unavailable_quickly() {
+    let started = Instant::now();
+    let result = tokio::time::timeout(
+        Duration::from_secs(10),
+        PostgresStore::connect(
+            "postgres://postgres@127.0.0.1:1/postgres",
+            PostgresOptions::default(),
+        ),
+    )
+    .await
+    .expect("connect hung");
+    match result {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(started.elapsed() < Duration::from_secs(6), "{message}")
+        }
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    assert!(matches!(
+        PostgresStore::connect(
+            "postgres://postgres@127.0.0.1:notaport/x",
+            PostgresOptions::default()
+        )
+        .await,
+        Err(StoreError::Internal(_))
+    ));
+}
+
+/// A connection killed in the middle of a call (a restart, a failover, an
+/// operator) fails that call with `Unavailable`; connections killed while
+/// idle are replaced without the caller noticing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_connections_are_unavailable_then_replaced() {
+    let (store, location) = PostgresHarness::new().create().await;
+    let store = Arc::new(store);
+    store.append(append("a", 0, 1)).await.expect("append");
+
+    // Park an append inside its transaction: it waits on the primary key
+    // for a raw transaction that inserted the same version.
+    let mut raw = connect_raw(&location.config).await;
+    let tx = raw.transaction().await.unwrap();
+    tx.execute(
+        "INSERT INTO events (stream_id, version, event_type, payload, recorded_at_ms)
+         VALUES ('a', 2, 'raw', '\\x00', 0)",
+        &[],
+    )
+    .await
+    .unwrap();
+    let parked = {
+        let store = Arc::clone(&store);
+        tokio::spawn(async move { store.append(append("a", 1, 1)).await })
+    };
+    let admin = connect_raw(&location.config).await;
+    let mut killed = 0;
+    for _ in 0..100 {
+        killed = admin
+            .query_one(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'tallyd'
+                   AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get::<_, i64>(0);
+        if killed > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(killed, 1, "the append never waited on the lock");
+    match parked.await.unwrap() {
+        Err(StoreError::Unavailable(_)) => {}
+        other => panic!("expected Unavailable, got {other:?}"),
+    }
+    tx.rollback().await.unwrap();
+
+    // Now every pooled connection, idle.
+    admin
+        .execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'tallyd'",
+            &[],
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut version = None;
+    for _ in 0..3 {
+        match store.stream_version("a").await {
+            Ok(v) => {
+                version = Some(v);
+                break;
+            }
+            Err(StoreError::Unavailable(_)) => {}
+            Err(other) => panic!("expected Unavailable, got {other:?}"),
+        }
+    }
+    assert_eq!(version, Some(1), "the pool did not reconnect");
+    store
+        .append(append("a", 1, 1))
+        .await
+        .expect("append after the kill");
+}
+
+/// The primary key is the real backstop: an append whose version check ran
+/// before a concurrent insert committed loses on the insert, and reports the
+/// version the winner left. If the other insert rolls back, it wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn losing_on_the_primary_key_is_a_version_conflict() {
+    let (store, location) = PostgresHarness::new().create().await;
+    let store = Arc::new(store);
+    let mut raw = connect_raw(&location.config).await;
+
+    for commit in [true, false] {
+        let stream_id = if commit { "committed" } else { "rolled-back" };
+        let tx = raw.transaction().await.unwrap();
+        tx.execute(
+            "INSERT INTO events (stream_id, version, event_type, payload, recorded_at_ms)
+             VALUES ($1, 1, 'raw', '\\x00', 0), ($1, 2, 'raw', '\\x00', 0)",
+            &[&stream_id],
+        )
+        .await
+        .unwrap();
+        // Sees version 0 (the insert is not committed), then waits on the
+        // primary key for the raw transaction to finish.
+        let racing = {
+            let store = Arc::clone(&store);
+            let stream_id = stream_id.to_owned();
+            tokio::spawn(async move { store.append(append(&stream_id, 0, 1)).await })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(!racing.is_finished(), "the append did not wait on the key");
+        if commit {
+            tx.commit().await.unwrap();
+        } else {
+            tx.rollback().await.unwrap();
+        }
+        let result = racing.await.unwrap();
+        if commit {
+            match result {
+                Err(StoreError::VersionConflict {
+                    expected: 0,
+                    actual: 2,
+                    ..
+                }) => {}
+                other => panic!("expected a conflict at version 2, got {other:?}"),
+            }
+            assert!(
+                store
+                    .find_idempotency(stream_id, &["key-0".to_owned()])
+                    .await
+                    .unwrap()
+                    .is_empty(),
+                "the losing append wrote its record"
+            );
+        } else {
+            let result = result.expect("append after the other rolled back");
+            assert_eq!(result.last_version, 1);
+        }
+    }
+}
