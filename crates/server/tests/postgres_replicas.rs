@@ -18,24 +18,13 @@ async fn two_replicas_never_hold_more_than_granted() {
     let b = Tallyd::spawn(&["--database-url", &url]);
     let (channel_a, channel_b) = (a.connect().await, b.connect().await);
 
-    let mut accounts = AccountServiceClient::new(channel_a.clone());
-    accounts
-        .open_account(pb::OpenAccountRequest {
-            idempotency_key: "open".into(),
-            account_id: "shared".into(),
-        })
-        .await
-        .unwrap();
-    accounts
-        .grant(pb::GrantRequest {
-            idempotency_key: "grant".into(),
-            account_id: "shared".into(),
-            kind: pb::BucketKind::Monthly.into(),
-            amount_millicredits: 100_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    support::open_funded_account(
+        channel_a.clone(),
+        "shared",
+        pb::BucketKind::Monthly,
+        100_000,
+    )
+    .await;
 
     // 64 reservers, half on each replica, 4 holds of 1.5 credits each:
     // 256 attempts for 100 credits.

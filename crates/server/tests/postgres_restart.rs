@@ -66,25 +66,7 @@ async fn postgres_restart_gives_unavailable_then_recovers() {
     let url = migrated_database("tally_test_pg_restart").await;
     let tallyd = Tallyd::spawn(&["--database-url", &url]);
     let channel = tallyd.connect().await;
-    let mut accounts =
-        tally_api::v1::account_service_client::AccountServiceClient::new(channel.clone());
-    accounts
-        .open_account(pb::OpenAccountRequest {
-            idempotency_key: "open".into(),
-            account_id: "a".into(),
-        })
-        .await
-        .unwrap();
-    accounts
-        .grant(pb::GrantRequest {
-            idempotency_key: "grant".into(),
-            account_id: "a".into(),
-            kind: pb::BucketKind::TopUp.into(),
-            amount_millicredits: 1_000_000,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    support::open_funded_account(channel.clone(), "a", pb::BucketKind::TopUp, 1_000_000).await;
     let mut metering = MeteringServiceClient::new(channel);
     metering
         .debit(debit("before".into()))

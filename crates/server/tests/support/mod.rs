@@ -153,6 +153,33 @@ use tally_api::v1::account_service_client::AccountServiceClient;
 use tally_api::v1::metering_service_client::MeteringServiceClient;
 
 const GRANTED: i64 = 1_000_000_000;
+
+/// Opens `account` and grants it `amount` in one bucket of `kind`.
+pub async fn open_funded_account(
+    channel: Channel,
+    account: &str,
+    kind: pb::BucketKind,
+    amount: i64,
+) {
+    let mut accounts = AccountServiceClient::new(channel);
+    accounts
+        .open_account(pb::OpenAccountRequest {
+            idempotency_key: "open".into(),
+            account_id: account.into(),
+        })
+        .await
+        .expect("account opens");
+    accounts
+        .grant(pb::GrantRequest {
+            idempotency_key: "grant".into(),
+            account_id: account.into(),
+            kind: kind.into(),
+            amount_millicredits: amount,
+            ..Default::default()
+        })
+        .await
+        .expect("grant succeeds");
+}
 const DEBIT: i64 = 7;
 
 fn debit(key: &str) -> pb::DebitRequest {
@@ -177,24 +204,7 @@ pub async fn kill_9_loses_no_acknowledged_debit(args: &[&str], rounds: usize) {
         let mut tallyd = Tallyd::spawn(args);
         let channel = tallyd.connect().await;
         if round == 0 {
-            let mut accounts = AccountServiceClient::new(channel.clone());
-            accounts
-                .open_account(pb::OpenAccountRequest {
-                    idempotency_key: "open".into(),
-                    account_id: "a".into(),
-                })
-                .await
-                .unwrap();
-            accounts
-                .grant(pb::GrantRequest {
-                    idempotency_key: "grant".into(),
-                    account_id: "a".into(),
-                    kind: pb::BucketKind::TopUp.into(),
-                    amount_millicredits: GRANTED,
-                    ..Default::default()
-                })
-                .await
-                .unwrap();
+            open_funded_account(channel.clone(), "a", pb::BucketKind::TopUp, GRANTED).await;
         }
         // Four writers debit as fast as they can; the process dies under them.
         let writers: Vec<_> = (0..4)
