@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::{
-    Bucket, Debit, Draw, Event, GrantId, Millicredits, Reservation, ReservationId, Resolution,
-    ResolvedReservation, Timestamp,
+    AccountTerms, Bucket, Debit, Draw, Event, GrantId, Millicredits, Period, PlanTerms,
+    Reservation, ReservationId, Resolution, ResolvedReservation, Timestamp,
 };
 
 /// Lifetime totals. Conservation ties them to the buckets:
@@ -49,6 +49,18 @@ pub struct Account {
     forget_queue: BTreeSet<(Timestamp, ReservationId)>,
     pub overage: Millicredits,
     pub totals: Totals,
+    pub terms: AccountTerms,
+    /// A downgrade waiting for the current cycle to end.
+    pub pending_plan: Option<PlanTerms>,
+    /// When the first cycle starts: at opening, or when a trial ends.
+    pub allowances_from: Option<Timestamp>,
+    /// The current billing cycle; `None` before the first one.
+    pub cycle: Option<Period>,
+    /// The current local day of a plan with a daily allowance.
+    pub day: Option<Period>,
+    /// What actions cost since the current cycle began (overage included):
+    /// what the spending cap limits.
+    pub used_in_cycle: Millicredits,
 }
 
 /// Everything a balance read shows.
@@ -65,6 +77,10 @@ pub struct BalanceView {
     pub open_reservations: usize,
     pub last_event_at: Option<Timestamp>,
     pub version: u64,
+    pub terms: AccountTerms,
+    pub pending_plan: Option<PlanTerms>,
+    pub cycle: Option<Period>,
+    pub used_in_cycle: Millicredits,
 }
 
 impl Account {
@@ -111,6 +127,10 @@ impl Account {
             open_reservations: self.reservations.len(),
             last_event_at: self.last_event_at,
             version: self.version,
+            terms: self.terms.clone(),
+            pending_plan: self.pending_plan.clone(),
+            cycle: self.cycle,
+            used_in_cycle: self.used_in_cycle,
         }
     }
 
@@ -133,7 +153,48 @@ impl Account {
             problem,
         };
         match event {
-            Event::AccountOpened { at } => self.opened_at = Some(*at),
+            Event::AccountOpened {
+                at,
+                terms,
+                allowances_from,
+            } => {
+                self.opened_at = Some(*at);
+                self.terms = terms.clone();
+                self.allowances_from = Some(allowances_from.unwrap_or(*at));
+            }
+            Event::CycleStarted { at, end } => {
+                if let Some(plan) = self.pending_plan.take() {
+                    self.terms.adopt(plan);
+                }
+                self.cycle = Some(Period {
+                    start: *at,
+                    end: *end,
+                });
+                self.used_in_cycle = Millicredits::ZERO;
+            }
+            Event::DayStarted { at, end } => {
+                self.day = Some(Period {
+                    start: *at,
+                    end: *end,
+                })
+            }
+            Event::PlanChanged {
+                at,
+                terms,
+                effective_at,
+            } => {
+                if effective_at <= at {
+                    self.pending_plan = None;
+                    self.terms.adopt(terms.clone());
+                } else {
+                    self.pending_plan = Some(terms.clone());
+                }
+            }
+            Event::SpendingCapSet { cap, .. } => {
+                self.terms.spending_cap = *cap;
+                self.terms.cap_set_by_account = true;
+            }
+            Event::BillingAnchorSet { anchor, .. } => self.terms.anchor = *anchor,
             Event::CreditsGranted {
                 grant_id,
                 kind,
@@ -247,6 +308,7 @@ impl Account {
         self.return_held(&debit.returned)?;
         self.overage += debit.overage;
         self.totals.consumed += debit.charged;
+        self.used_in_cycle += debit.charged;
         if let Some(id) = &debit.reservation_id {
             let reservation = match self.reservations.remove(id) {
                 Some(open) => open,

@@ -4,13 +4,26 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ActionKey, BucketKind, CostBasis, Debit, GrantId, GrantSource, MemberId, Millicredits,
-    ModelName, Reservation, ReservationId, Timestamp,
+    ActionKey, BillingAnchor, BucketKind, CostBasis, Debit, Dimensions, GrantId, GrantSource,
+    MemberId, Millicredits, ModelName, PackName, PlanName, Reservation, ReservationId,
+    TimeZoneName, Timestamp,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
-    OpenAccount,
+    OpenAccount(OpenAccount),
+    /// Upgrades take effect at once, downgrades at the next billing anchor
+    /// (see `docs/plans.md`).
+    ChangePlan {
+        plan: PlanName,
+    },
+    /// `None` removes the cap.
+    SetSpendingCap {
+        cap: Option<Millicredits>,
+    },
+    SetBillingAnchor {
+        anchor: BillingAnchor,
+    },
     Grant(GrantCommand),
     VoidGrant {
         grant_id: GrantId,
@@ -22,14 +35,18 @@ pub enum Command {
         member: MemberId,
         action: ActionKey,
         model: Option<ModelName>,
-        /// `None` prices the action from the rate card.
+        /// `None` prices the action from the rate card: from `dimensions`
+        /// when given (an estimate), else the action's default hold.
         amount: Option<Millicredits>,
+        dimensions: Option<Dimensions>,
         ttl_millis: i64,
     },
     Commit {
         reservation_id: ReservationId,
-        /// `None` prices the reservation's action from the rate card.
+        /// `None` prices the action from the rate card: from the actual
+        /// `dimensions` when given, else at what was held.
         amount: Option<Millicredits>,
+        dimensions: Option<Dimensions>,
     },
     Release {
         reservation_id: ReservationId,
@@ -43,13 +60,29 @@ pub enum Command {
         action: ActionKey,
         model: Option<ModelName>,
         amount: Option<Millicredits>,
+        dimensions: Option<Dimensions>,
     },
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct OpenAccount {
+    pub plan: Option<PlanName>,
+    /// UTC when not given.
+    pub time_zone: Option<TimeZoneName>,
+    /// When not given: the moment the plan's allowances begin.
+    pub anchor: Option<BillingAnchor>,
+    /// Start with the plan's trial; its allowances begin when it ends.
+    pub trial: bool,
+    /// When not given: the plan's default cap.
+    pub spending_cap: Option<Millicredits>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct GrantCommand {
     /// Minted by the caller of `decide`.
     pub grant_id: GrantId,
+    /// A catalogue pack: it sets the kind, amount, expiry and cost basis.
+    pub pack: Option<PackName>,
     pub kind: BucketKind,
     pub source: Option<GrantSource>,
     pub priority: Option<i32>,
@@ -67,6 +100,11 @@ pub struct GrantCommand {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Outcome {
     Opened,
+    PlanChanged {
+        effective_at: Timestamp,
+    },
+    SpendingCapSet,
+    BillingAnchorSet,
     Granted {
         grant_id: GrantId,
         overage_repaid: Millicredits,

@@ -3,16 +3,19 @@
 //! caller, and a refusal is a [`Rejection`] value that writes nothing.
 
 use crate::bucket::plan_draws;
+use crate::calendar::{next_anchor, next_midnight, plus_days, plus_months};
 use crate::{
-    Account, ActionKey, Command, Debit, Event, GrantCommand, Millicredits, ModelName, Outcome,
-    RateCard, Rejection, Reservation, ReservationId, Resolution, Timestamp,
+    Account, AccountTerms, ActionKey, BucketKind, Command, Debit, Dimensions, Event, GrantCommand,
+    GrantId, GrantSource, Millicredits, ModelName, OpenAccount, Outcome, PlanCatalogue, PlanName,
+    RateCards, Rejection, Reservation, ReservationId, Resolution, Timestamp,
 };
 
 /// What a decision may depend on besides the account.
 #[derive(Clone, Copy, Debug)]
 pub struct Context<'a> {
     pub now: Timestamp,
-    pub rate_card: &'a RateCard,
+    pub rate_cards: &'a RateCards,
+    pub plans: &'a PlanCatalogue,
 }
 
 /// An accepted command: its events, in order, and the caller's answer.
@@ -50,6 +53,9 @@ pub fn execute(
             .sum();
     }
     decision.events.extend(settled);
+    // A command can make time-driven work due at once: opening an account
+    // starts its first cycle, an upgrade can start a daily allowance.
+    decision.events.extend(advance(account, ctx.now));
     Ok(decision)
 }
 
@@ -67,6 +73,7 @@ pub fn advance(account: &mut Account, now: Timestamp) -> Vec<Event> {
         .last_event_at
         .unwrap_or(Timestamp::from_millis(i64::MIN));
     while let Some(due) = next_boundary(account, cursor).filter(|due| *due <= now) {
+        let mut time_events = Vec::new();
         let mut expiring: Vec<&Reservation> = account
             .reservations
             .values()
@@ -84,12 +91,131 @@ pub fn advance(account: &mut Account, now: Timestamp) -> Vec<Event> {
             .collect();
         for event in expired {
             apply_decided(account, &event);
-            events.push(event);
+            time_events.push(event);
         }
-        events.extend(settle(account, due));
+        // What rolls over is measured before the old allowance expires.
+        let cycle_due = next_cycle_at(account) == Some(due);
+        let carried = if cycle_due { rollover(account, due) } else { Millicredits::ZERO };
+        time_events.extend(settle(account, due));
+        if cycle_due {
+            start_cycle(account, due, carried, &mut time_events);
+        }
+        if next_day_at(account) == Some(due) {
+            start_day(account, due, &mut time_events);
+        }
+        // New allowances pay overage first.
+        time_events.extend(settle(account, due));
+        events.extend(time_events);
         cursor = due;
     }
     events
+}
+
+/// When the next billing cycle starts: at the current one's end, or when
+/// the allowances begin.
+fn next_cycle_at(account: &Account) -> Option<Timestamp> {
+    account.opened_at?;
+    match account.cycle {
+        Some(cycle) => Some(cycle.end),
+        None => account.allowances_from,
+    }
+}
+
+/// When the next local day with a daily allowance starts. Days run inside
+/// cycles: the first one starts with the cycle that brings the allowance,
+/// so it may be a partial day.
+fn next_day_at(account: &Account) -> Option<Timestamp> {
+    let cycle = account.cycle?;
+    if !account.terms.daily_allowance().is_positive() {
+        return None;
+    }
+    match account.day {
+        Some(day) if day.end > cycle.start => Some(day.end),
+        _ => Some(cycle.start),
+    }
+}
+
+/// What the ending cycle carries into the next one, under the ending
+/// plan's rollover rule. Only the plan's own monthly buckets roll over.
+fn rollover(account: &Account, at: Timestamp) -> Millicredits {
+    let Some(rule) = account.terms.plan.as_ref().and_then(|p| p.plan.rollover) else {
+        return Millicredits::ZERO;
+    };
+    let left: Millicredits = account
+        .buckets
+        .iter()
+        .filter(|b| is_plan_grant(b, BucketKind::Monthly) && b.expires_at == Some(at))
+        .map(|b| b.remaining)
+        .sum();
+    rule.carried(left)
+}
+
+fn is_plan_grant(bucket: &crate::Bucket, kind: BucketKind) -> bool {
+    bucket.kind == kind
+        && bucket.source == GrantSource::Plan
+        && bucket.grant_id.as_str().starts_with("plan:")
+}
+
+fn start_cycle(account: &mut Account, at: Timestamp, carried: Millicredits, out: &mut Vec<Event>) {
+    let terms = &account.terms;
+    let end = next_anchor(&terms.time_zone, terms.anchor, at);
+    let started = Event::CycleStarted { at, end };
+    apply_decided(account, &started);
+    out.push(started);
+    let allowance = account.terms.monthly_allowance();
+    for (label, amount) in [("monthly", allowance), ("rollover", carried)] {
+        if amount.is_positive() {
+            let grant = plan_grant(label, BucketKind::Monthly, amount, at, end);
+            apply_decided(account, &grant);
+            out.push(grant);
+        }
+    }
+}
+
+fn start_day(account: &mut Account, at: Timestamp, out: &mut Vec<Event>) {
+    let end = next_midnight(&account.terms.time_zone, at);
+    let started = Event::DayStarted { at, end };
+    apply_decided(account, &started);
+    out.push(started);
+    let allowance = account.terms.daily_allowance();
+    if allowance.is_positive() {
+        let grant = plan_grant("daily", BucketKind::Daily, allowance, at, end);
+        apply_decided(account, &grant);
+        out.push(grant);
+    }
+}
+
+/// A grant the plan makes. Its id is derived from what and when, so the
+/// same boundary always yields the same grant, whoever notices it.
+fn plan_grant(
+    label: &str,
+    kind: BucketKind,
+    amount: Millicredits,
+    at: Timestamp,
+    expires_at: Timestamp,
+) -> Event {
+    Event::CreditsGranted {
+        at,
+        grant_id: GrantId::parse(format!("plan:{label}:{}", at.as_millis()))
+            .expect("plan grant ids are well-formed"),
+        kind,
+        source: GrantSource::Plan,
+        priority: kind.default_priority(),
+        amount,
+        effective_at: at,
+        expires_at: Some(expires_at),
+        cost_basis: None,
+        reference: format!("plan {label} allowance"),
+    }
+}
+
+/// When time will next change the account on its own: what a background
+/// sweep must wake it for. `None` when nothing is scheduled.
+pub fn next_due(account: &Account) -> Option<Timestamp> {
+    let cursor = account
+        .last_event_at
+        .unwrap_or(Timestamp::from_millis(i64::MIN));
+    next_boundary(account, cursor)
 }
 
 /// The next moment after `cursor` at which time changes the account.
@@ -100,13 +226,20 @@ fn next_boundary(account: &Account, cursor: Timestamp) -> Option<Timestamp> {
         .iter()
         .filter(|b| b.remaining.is_positive())
         .filter_map(|b| b.expires_at);
+    let allowances = [next_cycle_at(account), next_day_at(account)]
+        .into_iter()
+        .flatten();
     let repayments = account
         .buckets
         .iter()
         .filter(|b| account.overage.is_positive() && b.remaining.is_positive())
         .map(|b| b.effective_at)
         .filter(|at| *at > cursor);
-    hold_expiries.chain(bucket_expiries).chain(repayments).min()
+    hold_expiries
+        .chain(bucket_expiries)
+        .chain(allowances)
+        .chain(repayments)
+        .min()
 }
 
 /// Withdraws credits that sit in buckets that can no longer be spent
@@ -163,21 +296,30 @@ pub fn decide(
     ctx: &Context<'_>,
 ) -> Result<Decision, Rejection> {
     let now = ctx.now;
-    if let Command::OpenAccount = command {
+    if let Command::OpenAccount(open) = command {
         if account.is_open() {
             return Err(Rejection::AccountExists);
         }
-        return Ok(Decision {
-            events: vec![Event::AccountOpened { at: now }],
-            outcome: Outcome::Opened,
-        });
+        return decide_open(open, ctx);
     }
     if !account.is_open() {
         return Err(Rejection::UnknownAccount);
     }
     match command {
-        Command::OpenAccount => unreachable!("handled above"),
-        Command::Grant(grant) => decide_grant(account, grant, now),
+        Command::OpenAccount(_) => unreachable!("handled above"),
+        Command::ChangePlan { plan } => decide_change_plan(account, plan, ctx),
+        Command::SetSpendingCap { cap } => Ok(Decision {
+            events: vec![Event::SpendingCapSet { at: now, cap: *cap }],
+            outcome: Outcome::SpendingCapSet,
+        }),
+        Command::SetBillingAnchor { anchor } => Ok(Decision {
+            events: vec![Event::BillingAnchorSet {
+                at: now,
+                anchor: *anchor,
+            }],
+            outcome: Outcome::BillingAnchorSet,
+        }),
+        Command::Grant(grant) => decide_grant(account, grant, ctx),
         Command::VoidGrant { grant_id, reason } => {
             let bucket = account
                 .bucket(grant_id)
@@ -207,19 +349,22 @@ pub fn decide(
             action,
             model,
             amount,
+            dimensions,
             ttl_millis,
         } => {
-            let (amount, rate_card_version) = priced(ctx, action, model.as_ref(), *amount)?;
+            let priced = price_new(ctx, action, model, *amount, dimensions, Use::Hold)?;
+            within_cap(account, priced.amount)?;
             let reservation = Reservation {
                 id: reservation_id.clone(),
                 member: member.clone(),
                 action: action.clone(),
                 model: model.clone(),
-                amount,
-                draws: draws_covering(account, amount, now)?,
+                amount: priced.amount,
+                draws: draws_covering(account, priced.amount, now)?,
                 created_at: now,
                 expires_at: now.plus_millis(*ttl_millis),
-                rate_card_version,
+                rate_card_version: priced.rate_card_version,
+                dimensions: priced.dimensions,
             };
             Ok(Decision {
                 events: vec![Event::CreditsHeld {
@@ -232,7 +377,8 @@ pub fn decide(
         Command::Commit {
             reservation_id,
             amount,
-        } => decide_commit(account, reservation_id, *amount, ctx),
+            dimensions,
+        } => decide_commit(account, reservation_id, *amount, dimensions, ctx),
         Command::Release { reservation_id } => {
             let reservation = open_reservation(account, reservation_id)?;
             Ok(Decision {
@@ -268,38 +414,90 @@ pub fn decide(
             action,
             model,
             amount,
+            dimensions,
         } => {
-            let (amount, rate_card_version) = priced(ctx, action, model.as_ref(), *amount)?;
+            let priced = price_new(ctx, action, model, *amount, dimensions, Use::Charge)?;
+            within_cap(account, priced.amount)?;
             let debit = Debit {
                 reservation_id: None,
                 member: member.clone(),
                 action: action.clone(),
                 model: model.clone(),
-                charged: amount,
+                charged: priced.amount,
                 from_hold: Vec::new(),
-                from_available: draws_covering(account, amount, now)?,
+                from_available: draws_covering(account, priced.amount, now)?,
                 returned: Vec::new(),
                 overage: Millicredits::ZERO,
                 late: false,
-                rate_card_version,
+                rate_card_version: priced.rate_card_version,
+                dimensions: priced.dimensions,
             };
             Ok(charged(now, debit))
         }
     }
 }
 
-/// The amount the caller gave, or else the rate card's price, with the
-/// rate card version it came from (0 for a caller's amount).
-fn priced(
+/// An amount and where it came from.
+struct Priced {
+    amount: Millicredits,
+    /// 0 when the caller gave the amount.
+    rate_card_version: u64,
+    dimensions: Option<Dimensions>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Use {
+    /// A hold without an estimate holds the action's default hold.
+    Hold,
+    Charge,
+}
+
+/// Prices a new hold or debit: the caller's amount, else the current rate
+/// card's price for the dimensions given, else its default for the action.
+fn price_new(
     ctx: &Context<'_>,
     action: &ActionKey,
-    model: Option<&ModelName>,
+    model: &Option<ModelName>,
     amount: Option<Millicredits>,
-) -> Result<(Millicredits, u64), Rejection> {
-    match amount {
-        Some(amount) => Ok((amount, 0)),
-        None => Ok((ctx.rate_card.price(action, model)?, ctx.rate_card.version)),
+    dimensions: &Option<Dimensions>,
+    use_: Use,
+) -> Result<Priced, Rejection> {
+    if let Some(amount) = amount {
+        return Ok(Priced {
+            amount,
+            rate_card_version: 0,
+            dimensions: *dimensions,
+        });
     }
+    let card = ctx.rate_cards.current();
+    let amount = match (dimensions, use_) {
+        (Some(dimensions), _) => card.price_of(action, model.as_ref(), dimensions)?,
+        (None, Use::Hold) => card.hold_of(action, model.as_ref())?,
+        (None, Use::Charge) => card.price_of(action, model.as_ref(), &Dimensions::default())?,
+    };
+    Ok(Priced {
+        amount,
+        rate_card_version: card.version,
+        dimensions: *dimensions,
+    })
+}
+
+/// Refuses new spending that would take usage in the cycle, plus what is
+/// held, past the cap. Free actions always pass: they spend nothing.
+fn within_cap(account: &Account, amount: Millicredits) -> Result<(), Rejection> {
+    let Some(cap) = account.terms.spending_cap else {
+        return Ok(());
+    };
+    let held = account.held();
+    if amount.is_positive() && account.used_in_cycle + held + amount > cap {
+        return Err(Rejection::SpendingCapReached {
+            cap,
+            used: account.used_in_cycle,
+            held,
+            needed: amount,
+        });
+    }
+    Ok(())
 }
 
 /// Draws covering `amount` from spendable credits, or the refusal that
@@ -319,11 +517,169 @@ fn draws_covering(
     Ok(draws)
 }
 
+fn decide_open(open: &OpenAccount, ctx: &Context<'_>) -> Result<Decision, Rejection> {
+    let now = ctx.now;
+    let plan = open
+        .plan
+        .as_ref()
+        .map(|name| plan_terms(ctx, name))
+        .transpose()?;
+    let time_zone = open.time_zone.clone().unwrap_or_default();
+    let trial = match (&plan, open.trial) {
+        (_, false) => None,
+        (Some(terms), true) => Some(terms.plan.trial.ok_or_else(|| Rejection::InvalidField {
+            field: "trial",
+            reason: format!("plan {} has no trial", terms.name),
+        })?),
+        (None, true) => {
+            return Err(Rejection::InvalidField {
+                field: "trial",
+                reason: "a trial needs a plan".into(),
+            });
+        }
+    };
+    let allowances_from = trial.map_or(now, |t| plus_days(&time_zone, now, t.days));
+    let anchor = open
+        .anchor
+        .unwrap_or_else(|| crate::BillingAnchor::at(&time_zone, allowances_from));
+    let mut terms = AccountTerms {
+        plan: None,
+        time_zone,
+        anchor,
+        spending_cap: open.spending_cap,
+        cap_set_by_account: open.spending_cap.is_some(),
+    };
+    if let Some(plan) = plan {
+        terms.adopt(plan);
+    }
+    let mut events = vec![Event::AccountOpened {
+        at: now,
+        terms,
+        allowances_from: Some(allowances_from),
+    }];
+    if let Some(trial) = trial.filter(|t| t.allowance_millicredits.is_positive()) {
+        events.push(Event::CreditsGranted {
+            at: now,
+            grant_id: GrantId::parse(format!("plan:trial:{}", now.as_millis()))
+                .expect("plan grant ids are well-formed"),
+            kind: BucketKind::Trial,
+            source: GrantSource::Plan,
+            priority: BucketKind::Trial.default_priority(),
+            amount: trial.allowance_millicredits,
+            effective_at: now,
+            expires_at: Some(allowances_from),
+            cost_basis: None,
+            reference: "plan trial allowance".into(),
+        });
+    }
+    Ok(Decision {
+        events,
+        outcome: Outcome::Opened,
+    })
+}
+
+fn plan_terms(ctx: &Context<'_>, name: &PlanName) -> Result<crate::PlanTerms, Rejection> {
+    ctx.plans
+        .terms(name)
+        .ok_or_else(|| Rejection::UnknownPlan { plan: name.clone() })
+}
+
+/// Upgrades (no allowance smaller) take effect now, and the difference in
+/// each allowance is granted for the rest of the current cycle or day.
+/// Anything else is a downgrade and waits for the next billing anchor, so
+/// credits already given are never taken back mid-cycle.
+fn decide_change_plan(
+    account: &Account,
+    name: &PlanName,
+    ctx: &Context<'_>,
+) -> Result<Decision, Rejection> {
+    let now = ctx.now;
+    let new = plan_terms(ctx, name)?;
+    if account.terms.plan.as_ref() == Some(&new) {
+        return Err(Rejection::InvalidField {
+            field: "plan",
+            reason: format!("the account is on plan {name} already"),
+        });
+    }
+    let (old_monthly, old_daily) = (
+        account.terms.monthly_allowance(),
+        account.terms.daily_allowance(),
+    );
+    let (new_monthly, new_daily) = (
+        new.plan.monthly_allowance_millicredits,
+        new.plan.daily_allowance_millicredits,
+    );
+    let upgrade = new_monthly >= old_monthly && new_daily >= old_daily;
+    let Some(cycle) = account.cycle.filter(|_| !upgrade) else {
+        // An upgrade, or a change before the first cycle (during a trial):
+        // the new terms apply now.
+        let mut events = vec![Event::PlanChanged {
+            at: now,
+            terms: new,
+            effective_at: now,
+        }];
+        if let Some(cycle) = account.cycle {
+            let extra = new_monthly - old_monthly;
+            if extra.is_positive() {
+                events.push(plan_grant("upgrade-monthly", BucketKind::Monthly, extra, now, cycle.end));
+            }
+            match account.day.filter(|day| day.end > now) {
+                Some(day) if (new_daily - old_daily).is_positive() => events.push(plan_grant(
+                    "upgrade-daily",
+                    BucketKind::Daily,
+                    new_daily - old_daily,
+                    now,
+                    day.end,
+                )),
+                Some(_) => {}
+                None if new_daily.is_positive() => {
+                    let end = next_midnight(&account.terms.time_zone, now);
+                    events.push(Event::DayStarted { at: now, end });
+                    events.push(plan_grant("daily", BucketKind::Daily, new_daily, now, end));
+                }
+                None => {}
+            }
+        }
+        return Ok(Decision {
+            events,
+            outcome: Outcome::PlanChanged { effective_at: now },
+        });
+    };
+    Ok(Decision {
+        events: vec![Event::PlanChanged {
+            at: now,
+            terms: new,
+            effective_at: cycle.end,
+        }],
+        outcome: Outcome::PlanChanged {
+            effective_at: cycle.end,
+        },
+    })
+}
+
 fn decide_grant(
     account: &Account,
     grant: &GrantCommand,
-    now: Timestamp,
+    ctx: &Context<'_>,
 ) -> Result<Decision, Rejection> {
+    let now = ctx.now;
+    let mut grant = grant.clone();
+    if let Some(name) = &grant.pack {
+        let pack = ctx
+            .plans
+            .packs
+            .get(name)
+            .ok_or_else(|| Rejection::UnknownPack { pack: name.clone() })?;
+        grant.kind = BucketKind::TopUp;
+        grant.amount = pack.credits_millicredits;
+        grant.expires_at = pack
+            .expires_after_months
+            .map(|months| plus_months(&account.terms.time_zone, now, months));
+        grant.cost_basis = grant.cost_basis.or_else(|| pack.cost_basis.clone());
+        if grant.reference.is_empty() {
+            grant.reference = format!("pack {name}");
+        }
+    }
     let effective_at = grant.effective_at.unwrap_or(now);
     if let Some(expires_at) = grant.expires_at {
         if expires_at <= now {
@@ -373,6 +729,7 @@ fn decide_commit(
     account: &Account,
     reservation_id: &ReservationId,
     amount: Option<Millicredits>,
+    dimensions: &Option<Dimensions>,
     ctx: &Context<'_>,
 ) -> Result<Decision, Rejection> {
     let now = ctx.now;
@@ -395,8 +752,11 @@ fn decide_commit(
             }
         },
     };
-    let (actual, rate_card_version) =
-        priced(ctx, &reservation.action, reservation.model.as_ref(), amount)?;
+    let Priced {
+        amount: actual,
+        rate_card_version,
+        dimensions,
+    } = price_commit(ctx, reservation, amount, dimensions)?;
     let held = if late {
         Vec::new()
     } else {
@@ -417,8 +777,46 @@ fn decide_commit(
         overage,
         late,
         rate_card_version,
+        dimensions,
     };
     Ok(charged(now, debit))
+}
+
+/// Prices a commit: the caller's amount, else the actual dimensions on the
+/// card the hold was priced from, else what was held.
+fn price_commit(
+    ctx: &Context<'_>,
+    reservation: &Reservation,
+    amount: Option<Millicredits>,
+    dimensions: &Option<Dimensions>,
+) -> Result<Priced, Rejection> {
+    if let Some(amount) = amount {
+        return Ok(Priced {
+            amount,
+            rate_card_version: 0,
+            dimensions: *dimensions,
+        });
+    }
+    let card = ctx.rate_cards.for_version(reservation.rate_card_version);
+    let (action, model) = (&reservation.action, reservation.model.as_ref());
+    match dimensions {
+        Some(actual) => Ok(Priced {
+            amount: card.price_of(action, model, actual)?,
+            rate_card_version: card.version,
+            dimensions: Some(*actual),
+        }),
+        // A hold the caller sized itself settles at the card's price.
+        None if reservation.rate_card_version == 0 => Ok(Priced {
+            amount: card.price_of(action, model, &Dimensions::default())?,
+            rate_card_version: card.version,
+            dimensions: None,
+        }),
+        None => Ok(Priced {
+            amount: reservation.amount,
+            rate_card_version: reservation.rate_card_version,
+            dimensions: reservation.dimensions,
+        }),
+    }
 }
 
 fn charged(now: Timestamp, debit: Debit) -> Decision {

@@ -5,8 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ActionKey, BucketKind, CostBasis, Draw, GrantId, GrantSource, MemberId, Millicredits,
-    ModelName, Reservation, ReservationId, Timestamp,
+    AccountTerms, ActionKey, BillingAnchor, BucketKind, CostBasis, Dimensions, Draw, GrantId,
+    GrantSource, MemberId, Millicredits, ModelName, PlanTerms, Reservation, ReservationId,
+    Timestamp,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,6 +15,40 @@ use crate::{
 pub enum Event {
     AccountOpened {
         at: Timestamp,
+        #[serde(default)]
+        terms: AccountTerms,
+        /// When the plan's allowances begin: now, or the end of a trial.
+        /// `None` (events from before plans existed) means `at`.
+        #[serde(default)]
+        allowances_from: Option<Timestamp>,
+    },
+    /// A billing cycle begins at `at` and ends at `end`. A plan change
+    /// waiting for this cycle takes effect.
+    CycleStarted {
+        at: Timestamp,
+        end: Timestamp,
+    },
+    /// A local day begins at `at` (its daily allowance follows).
+    DayStarted {
+        at: Timestamp,
+        end: Timestamp,
+    },
+    /// The account moves to `terms`, at once or (a downgrade) when the
+    /// current cycle ends at `effective_at`.
+    PlanChanged {
+        at: Timestamp,
+        terms: PlanTerms,
+        effective_at: Timestamp,
+    },
+    /// `None` removes the cap.
+    SpendingCapSet {
+        at: Timestamp,
+        cap: Option<Millicredits>,
+    },
+    /// Cycles renew on `anchor` from the end of the current one.
+    BillingAnchorSet {
+        at: Timestamp,
+        anchor: BillingAnchor,
     },
     CreditsGranted {
         at: Timestamp,
@@ -97,6 +132,9 @@ pub struct Debit {
     /// The hold had already expired when the commit arrived.
     pub late: bool,
     pub rate_card_version: u64,
+    /// What the action was priced from, when it was metered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<Dimensions>,
 }
 
 impl Debit {
@@ -120,7 +158,12 @@ impl Debit {
 impl Event {
     pub fn at(&self) -> Timestamp {
         match self {
-            Event::AccountOpened { at }
+            Event::AccountOpened { at, .. }
+            | Event::CycleStarted { at, .. }
+            | Event::DayStarted { at, .. }
+            | Event::PlanChanged { at, .. }
+            | Event::SpendingCapSet { at, .. }
+            | Event::BillingAnchorSet { at, .. }
             | Event::CreditsGranted { at, .. }
             | Event::GrantVoided { at, .. }
             | Event::CreditsHeld { at, .. }
@@ -138,6 +181,11 @@ impl Event {
     pub fn type_name(&self) -> &'static str {
         match self {
             Event::AccountOpened { .. } => "account_opened",
+            Event::CycleStarted { .. } => "cycle_started",
+            Event::DayStarted { .. } => "day_started",
+            Event::PlanChanged { .. } => "plan_changed",
+            Event::SpendingCapSet { .. } => "spending_cap_set",
+            Event::BillingAnchorSet { .. } => "billing_anchor_set",
             Event::CreditsGranted { .. } => "credits_granted",
             Event::GrantVoided { .. } => "grant_voided",
             Event::CreditsHeld { .. } => "credits_held",

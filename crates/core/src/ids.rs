@@ -104,6 +104,16 @@ string_id!(
     |c: char| !c.is_control() && c != ' '
 );
 string_id!(
+    /// A plan in the catalogue, such as `pro`.
+    PlanName, max = 64, allowed = "a-z 0-9 . _ -",
+    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+);
+string_id!(
+    /// A top-up pack in the catalogue, such as `popular`.
+    PackName, max = 64, allowed = "a-z 0-9 . _ -",
+    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')
+);
+string_id!(
     /// A bucket's id, minted by the service when credits are granted.
     GrantId, max = 128, allowed = "A-Z a-z 0-9 . _ - : @ /", id_char
 );

@@ -9,28 +9,40 @@
 mod account;
 mod amount;
 mod bucket;
+pub mod calendar;
 mod command;
 mod decide;
 mod event;
 mod ids;
+mod plan;
 mod pricing;
+mod rate_cards;
 mod rejection;
 mod reservation;
+mod terms;
 mod time;
 
 pub use account::{Account, BalanceView, CorruptEvent, Totals};
 pub use amount::Millicredits;
 pub use bucket::{Bucket, BucketKind, CostBasis, Draw, GrantSource};
-pub use command::{Command, GrantCommand, Outcome};
-pub use decide::{Context, Decision, advance, decide, execute, settle};
+pub use calendar::{BillingAnchor, CalendarError, TimeZoneName};
+pub use command::{Command, GrantCommand, OpenAccount, Outcome};
+pub use decide::{Context, Decision, advance, decide, execute, next_due, settle};
 pub use event::{Debit, Event};
 pub use ids::{
-    AccountId, ActionKey, GrantId, IdError, IdempotencyKey, MemberId, ModelName, ReservationId,
+    AccountId, ActionKey, GrantId, IdError, IdempotencyKey, MemberId, ModelName, PackName, PlanName,
+    ReservationId,
 };
-pub use pricing::{ActionPrice, RateCard};
+pub use pricing::{
+    ActionPrice, BasePrice, Dimensions, ModelPrice, Multiplier, RateCard, RateOverrides, Rates,
+    Rounding,
+};
+pub use plan::{AlertThresholds, Pack, Plan, PlanCatalogue, PlanTerms, Rollover, Trial};
+pub use rate_cards::RateCards;
 pub use rejection::Rejection;
 pub use reservation::{
     EXPIRED_RETENTION_MILLIS, RESOLVED_RETENTION_MILLIS, Reservation, Resolution,
     ResolvedReservation,
 };
+pub use terms::{AccountTerms, Period};
 pub use time::{Clock, ManualClock, SystemClock, Timestamp};

@@ -3,7 +3,7 @@
 
 use thiserror::Error;
 
-use crate::{ActionKey, GrantId, Millicredits, ReservationId, Resolution};
+use crate::{ActionKey, GrantId, Millicredits, PackName, PlanName, ReservationId, Resolution};
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum Rejection {
@@ -18,6 +18,19 @@ pub enum Rejection {
     },
     #[error("unknown action {action}: the rate card has no price for it")]
     UnknownAction { action: ActionKey },
+    /// New reservations and debits stop once usage in the cycle, plus what
+    /// is held, would pass the cap. Commits of live holds still succeed.
+    #[error("spending cap reached: {used} used and {held} held of a {cap} cap, {needed} more asked")]
+    SpendingCapReached {
+        cap: Millicredits,
+        used: Millicredits,
+        held: Millicredits,
+        needed: Millicredits,
+    },
+    #[error("unknown plan {plan}: the plan catalogue has no such plan")]
+    UnknownPlan { plan: PlanName },
+    #[error("unknown pack {pack}: the plan catalogue has no such pack")]
+    UnknownPack { pack: PackName },
     #[error("reservation {id} not found")]
     ReservationNotFound { id: ReservationId },
     #[error("reservation {id} has expired")]

@@ -4,7 +4,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ActionKey, Draw, MemberId, Millicredits, ModelName, ReservationId, Timestamp};
+use crate::{
+    ActionKey, Dimensions, Draw, MemberId, Millicredits, ModelName, ReservationId, Timestamp,
+};
 
 /// How long a resolved reservation is remembered, so that a second commit
 /// or release gets a precise answer instead of "not found". Expired holds
@@ -26,6 +28,9 @@ pub struct Reservation {
     pub expires_at: Timestamp,
     /// 0 when the caller gave the amount.
     pub rate_card_version: u64,
+    /// The estimate the hold was priced from, when the caller gave one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<Dimensions>,
 }
 
 /// How a reservation ended.

@@ -4,7 +4,7 @@
 use proptest::prelude::*;
 use tally_core::{
     Account, ActionKey, ActionPrice, BucketKind, Command, Context, Event, GrantCommand, GrantId,
-    MemberId, Millicredits, RateCard, Rejection, ReservationId, Timestamp, advance, execute,
+    MemberId, Millicredits, PlanCatalogue, RateCard, RateCards, Rejection, ReservationId, Timestamp, advance, execute,
 };
 
 #[derive(Clone, Debug)]
@@ -61,10 +61,7 @@ fn rate_card() -> RateCard {
     };
     card.actions.insert(
         ActionKey::parse("article.draft").unwrap(),
-        ActionPrice {
-            price_millicredits: Millicredits::new(1_500),
-            models: Default::default(),
-        },
+        ActionPrice::fixed(Millicredits::new(1_500)),
     );
     card
 }
@@ -102,7 +99,8 @@ fn assert_conserved(account: &Account) {
 struct Run {
     account: Account,
     now: Timestamp,
-    card: RateCard,
+    card: RateCards,
+    plans: PlanCatalogue,
     log: Vec<Event>,
     reservations: Vec<ReservationId>,
     grants: Vec<GrantId>,
@@ -111,17 +109,18 @@ struct Run {
 
 impl Run {
     fn new() -> Self {
-        let card = rate_card();
+        let card = RateCards::new([rate_card()]);
         let mut run = Run {
             account: Account::default(),
             now: Timestamp::from_millis(1_000_000),
             card,
+            plans: PlanCatalogue::default(),
             log: Vec::new(),
             reservations: Vec::new(),
             grants: Vec::new(),
             next_id: 0,
         };
-        run.execute(Command::OpenAccount).expect("opens");
+        run.execute(Command::OpenAccount(Default::default())).expect("opens");
         run
     }
 
@@ -136,7 +135,8 @@ impl Run {
         let before = self.account.clone();
         let ctx = Context {
             now: self.now,
-            rate_card: &self.card,
+            rate_cards: &self.card,
+            plans: &self.plans,
         };
         match execute(&mut self.account, &command, &ctx) {
             Ok(decision) => {
@@ -177,6 +177,7 @@ impl Run {
                     expires_in.map(|ms| effective_at.unwrap_or(self.now).plus_millis(ms));
                 let granted = self.execute(Command::Grant(GrantCommand {
                     grant_id: grant_id.clone(),
+                    pack: None,
                     kind,
                     source: None,
                     priority: None,
@@ -209,6 +210,7 @@ impl Run {
                     action,
                     model: None,
                     amount: amount.map(mc),
+                    dimensions: None,
                     ttl_millis: ttl,
                 });
                 // No oversell (invariant 2): a hold is granted exactly when
@@ -240,6 +242,7 @@ impl Run {
                     let result = self.execute(Command::Commit {
                         reservation_id: id,
                         amount: amount.map(mc),
+                        dimensions: None,
                     });
                     // In-flight completion (invariant 4): a live or expired
                     // reservation's commit always succeeds, whatever it costs.
@@ -273,6 +276,7 @@ impl Run {
                     action,
                     model: None,
                     amount: amount.map(mc),
+                    dimensions: None,
                 });
             }
         }

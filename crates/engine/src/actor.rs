@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tally_core::{Account, AccountId, Context, Outcome, advance, execute};
+use tally_core::{Account, AccountId, Context, Outcome, advance, execute, next_due};
 use tally_store::{
     AppendRequest, EventStore, IdempotencyRecord, LogPosition, Snapshot, StoreError,
 };
@@ -20,6 +20,9 @@ pub(crate) enum Job {
         reply: oneshot::Sender<Result<Applied, EngineError>>,
     },
     Read(ReadFn),
+    /// Write whatever time has made due, for an account nobody is using.
+    /// Answers with the number of events written.
+    Sweep(oneshot::Sender<Result<usize, EngineError>>),
 }
 
 pub(crate) async fn run<S: EventStore>(
@@ -91,10 +94,21 @@ impl<S: EventStore> Actor<S> {
     async fn process(&mut self, jobs: Vec<Job>) {
         let mut reads = Vec::new();
         let mut mutations = Vec::new();
+        let mut sweeps = Vec::new();
         for job in jobs {
             match job {
                 Job::Read(read) => reads.push(read),
                 Job::Mutate { mutation, reply } => mutations.push((mutation, reply)),
+                Job::Sweep(reply) => sweeps.push(reply),
+            }
+        }
+        if !sweeps.is_empty() {
+            let swept = self.sweep().await;
+            for reply in sweeps {
+                let _ = reply.send(match &swept {
+                    Ok(n) => Ok(*n),
+                    Err(e) => Err(duplicate(e)),
+                });
             }
         }
         if !reads.is_empty()
@@ -134,6 +148,70 @@ impl<S: EventStore> Actor<S> {
                 attempts: max_attempts,
             }));
         }
+    }
+
+    async fn sweep(&mut self) -> Result<usize, EngineError> {
+        let max_attempts = self.shared.config.max_attempts;
+        for attempt in 1..=max_attempts {
+            match self.try_sweep().await {
+                Ok(written) => return Ok(written),
+                Err(e) if is_race(&e) => {
+                    debug!(account = %self.account, attempt, "sweep lost a version race; reloading");
+                    self.state = None;
+                }
+                Err(e) => {
+                    self.state = None;
+                    return Err(e);
+                }
+            }
+        }
+        Err(EngineError::Contention {
+            account: self.account.to_string(),
+            attempts: max_attempts,
+        })
+    }
+
+    /// Appends what time has made due. Another replica may have written it
+    /// already: then the stream has moved, the state catches up first, and
+    /// nothing is due any more. Two sweepers racing on the same version
+    /// cannot both append, so each boundary is written once.
+    async fn try_sweep(&mut self) -> Result<usize, EngineError> {
+        let clock_now = self.shared.clock.now();
+        let store = &self.shared.store;
+        let mut state = match self.state.take() {
+            Some(state) => state,
+            None => load(store, &self.account).await?,
+        };
+        catch_up(store, &self.account, &mut state).await?;
+        let version_before = state.version;
+        let now = clock_now.max(state.last_event_at.unwrap_or_default());
+        let due = advance(&mut state, now);
+        let wakeup = next_due(&state).map(|at| at.as_millis());
+        if due.is_empty() {
+            // Only a stale wakeup woke us: record the real one, unless a
+            // writer has moved the stream on (its append set it).
+            store
+                .set_wakeup(self.account.as_str(), version_before, wakeup)
+                .await?;
+            self.state = Some(state);
+            return Ok(0);
+        }
+        let events = due
+            .iter()
+            .map(|event| codec::encode_event(event, None))
+            .collect::<Result<Vec<_>, _>>()?;
+        store
+            .append(AppendRequest {
+                stream_id: self.account.as_str().to_owned(),
+                expected_version: version_before,
+                events,
+                idempotency: Vec::new(),
+                next_wakeup_ms: wakeup,
+            })
+            .await?;
+        self.state = Some(state);
+        self.maybe_snapshot(version_before).await;
+        Ok(due.len())
     }
 
     /// Reads see the account as committed, advanced to now; they are
@@ -196,7 +274,7 @@ impl<S: EventStore> Actor<S> {
             .map(|record| (record.key.clone(), record))
             .collect();
 
-        let rate_card = self.shared.rate_card();
+        let catalog = self.shared.catalog();
         let clock_now = self.shared.clock.now();
         let state = self.loaded_state().await?;
         let version_before = state.version;
@@ -204,7 +282,8 @@ impl<S: EventStore> Actor<S> {
         let now = clock_now.max(state.last_event_at.unwrap_or_default());
         let ctx = Context {
             now,
-            rate_card: &rate_card,
+            rate_cards: &catalog.rate_cards,
+            plans: &catalog.plans,
         };
 
         let mut events = Vec::new();
@@ -270,6 +349,7 @@ impl<S: EventStore> Actor<S> {
             Vec::new()
         } else {
             let stream_events = events.len() as u64;
+            let next_wakeup_ms = next_due(state).map(|at| at.as_millis());
             let appended = self
                 .shared
                 .store
@@ -278,6 +358,7 @@ impl<S: EventStore> Actor<S> {
                     expected_version: version_before,
                     events,
                     idempotency: records,
+                    next_wakeup_ms,
                 })
                 .await?;
             debug_assert_eq!(appended.last_version, version_before + stream_events);

@@ -9,10 +9,12 @@
 //! loses the race reloads the account and decides again.
 
 mod actor;
+mod catalog;
 mod codec;
 mod error;
 mod ledger;
 mod quote;
+mod sweeper;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,17 +22,19 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tally_core::{
-    Account, AccountId, BalanceView, Clock, Command, GrantId, IdempotencyKey, RateCard,
-    ReservationId, Timestamp,
+    Account, AccountId, BalanceView, Clock, Command, GrantId, IdempotencyKey, ReservationId,
+    Timestamp,
 };
 use tally_store::{EventStore, LogPosition};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+pub use catalog::{CATALOG_STREAM, Catalog, Published};
 pub use codec::{DecodedEvent, StoredReply, decode_event};
 pub use error::EngineError;
 pub use ledger::{LedgerEntry, LedgerPage, LedgerQuery};
 pub use quote::{Quote, QuoteItem, QuoteLine};
+pub use sweeper::SweepReport;
 
 /// Tuning knobs. The defaults suit a 2-core machine.
 #[derive(Clone, Debug)]
@@ -45,6 +49,11 @@ pub struct EngineConfig {
     pub max_attempts: u32,
     /// Commands that may queue for one account before senders wait.
     pub mailbox: usize,
+    /// How often the background sweep looks for accounts with time-due
+    /// work (cycle resets, expiries) and the catalog for new versions.
+    pub sweep_every: Duration,
+    /// Accounts the sweep wakes per round.
+    pub sweep_batch: usize,
 }
 
 impl Default for EngineConfig {
@@ -55,6 +64,8 @@ impl Default for EngineConfig {
             snapshot_every: 1_000,
             max_attempts: 16,
             mailbox: 4_096,
+            sweep_every: Duration::from_secs(1),
+            sweep_batch: 256,
         }
     }
 }
@@ -98,7 +109,8 @@ pub(crate) struct Shared<S> {
     pub(crate) store: S,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) config: EngineConfig,
-    rate_card: RwLock<Arc<RateCard>>,
+    catalog: RwLock<Arc<Catalog>>,
+    background: Mutex<Vec<JoinHandle<()>>>,
     actors: Mutex<HashMap<AccountId, ActorHandle>>,
     next_actor: AtomicU64,
 }
@@ -113,13 +125,17 @@ struct ActorHandle {
 pub(crate) type ReadFn = Box<dyn FnOnce(&Account, Timestamp) + Send>;
 
 impl<S: EventStore> Engine<S> {
-    pub fn new(store: S, clock: Arc<dyn Clock>, rate_card: RateCard, config: EngineConfig) -> Self {
+    /// An engine with an empty catalog: call [`Engine::refresh_catalog`]
+    /// to read what the store holds, and [`Engine::start_background`] for
+    /// the sweep.
+    pub fn new(store: S, clock: Arc<dyn Clock>, config: EngineConfig) -> Self {
         Engine {
             shared: Arc::new(Shared {
                 store,
                 clock,
                 config,
-                rate_card: RwLock::new(Arc::new(rate_card)),
+                catalog: RwLock::new(Arc::new(Catalog::default())),
+                background: Mutex::new(Vec::new()),
                 actors: Mutex::new(HashMap::new()),
                 next_actor: AtomicU64::new(0),
             }),
@@ -134,9 +150,6 @@ impl<S: EventStore> Engine<S> {
         self.shared.clock.now()
     }
 
-    pub fn rate_card(&self) -> Arc<RateCard> {
-        self.shared.rate_card().clone()
-    }
 
     pub fn mint_reservation_id() -> ReservationId {
         ReservationId::parse(format!("rsv_{}", uuid::Uuid::now_v7().simple()))
@@ -186,7 +199,7 @@ impl<S: EventStore> Engine<S> {
         answer.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
-    async fn send(&self, account: &AccountId, mut job: actor::Job) -> Result<(), EngineError> {
+    pub(crate) async fn send(&self, account: &AccountId, mut job: actor::Job) -> Result<(), EngineError> {
         // An actor may be letting its account go just as we send; its
         // mailbox is then closed and a fresh actor takes over.
         for _ in 0..3 {
@@ -228,6 +241,9 @@ impl<S: EventStore> Engine<S> {
     /// Stops every actor after it has answered what it already took in.
     /// New calls made after this start fresh actors.
     pub async fn shutdown(&self) {
+        for task in self.shared.background.lock().expect("background lock").drain(..) {
+            task.abort();
+        }
         let handles: Vec<ActorHandle> = {
             let mut actors = self.shared.actors.lock().expect("actors lock");
             actors.drain().map(|(_, handle)| handle).collect()
@@ -240,8 +256,8 @@ impl<S: EventStore> Engine<S> {
 }
 
 impl<S> Shared<S> {
-    pub(crate) fn rate_card(&self) -> Arc<RateCard> {
-        self.rate_card.read().expect("rate card lock").clone()
+    pub(crate) fn catalog(&self) -> Arc<Catalog> {
+        self.catalog.read().expect("catalog lock").clone()
     }
 
     /// Removes the actor's entry if it is still the one registered.

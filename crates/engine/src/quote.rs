@@ -42,7 +42,8 @@ impl<S: EventStore> Engine<S> {
         account: &AccountId,
         items: Vec<QuoteItem>,
     ) -> Result<Quote, EngineError> {
-        let card = self.rate_card();
+        let catalog = self.catalog();
+        let card = catalog.rate_cards.current();
         let mut lines = Vec::with_capacity(items.len());
         let mut total = 0i64;
         for item in items {

@@ -50,6 +50,11 @@ pub struct AppendRequest {
     /// Written in the same transaction as `events`; unique per
     /// `(stream_id, key)`.
     pub idempotency: Vec<IdempotencyRecord>,
+    /// The stream's wakeup once these events are in (see [`Wakeup`]):
+    /// `Some(at_ms)` replaces it, `None` clears it. Written in the same
+    /// transaction, so the wakeup always belongs to the version the caller
+    /// decided at, and a scheduler never acts on one the append superseded.
+    pub next_wakeup_ms: Option<i64>,
 }
 
 impl AppendRequest {
@@ -97,6 +102,23 @@ pub struct AppendResult {
     pub positions: Vec<LogPosition>,
 }
 
+/// A stream with time-due work: the next instant (milliseconds since the
+/// Unix epoch, on the caller's clock) at which its state changes without a
+/// command, such as a cycle reset or an expiry.
+///
+/// It lets a scheduler find such streams while they are idle and nobody holds
+/// them in memory. The store never interprets `at_ms`; it only keeps it with
+/// the stream version it was computed at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wakeup {
+    pub stream_id: String,
+    pub at_ms: i64,
+    /// The stream version whose state `at_ms` was computed from. The stream
+    /// may have moved on since; a scheduler that loads a later version should
+    /// compute the wakeup again rather than trust this one.
+    pub version: u64,
+}
+
 /// A cached fold of a stream up to and including `version`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Snapshot {
@@ -121,6 +143,7 @@ mod tests {
                 events
             ],
             idempotency: vec![],
+            next_wakeup_ms: None,
         }
     }
 

@@ -25,7 +25,7 @@ pub mod conformance;
 
 pub use error::StoreError;
 pub use event::{
-    AppendRequest, AppendResult, IdempotencyRecord, NewEvent, RecordedEvent, Snapshot,
+    AppendRequest, AppendResult, IdempotencyRecord, NewEvent, RecordedEvent, Snapshot, Wakeup,
 };
 pub use position::{LogPosition, ParseLogPositionError};
 pub use store::EventStore;

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use crate::{
     AppendRequest, AppendResult, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot,
-    StoreError,
+    StoreError, Wakeup,
 };
 
 /// An append-only store of event streams and the global log they form.
@@ -31,8 +31,11 @@ pub trait EventStore: Send + Sync + 'static {
     /// Appends `request.events` to `request.stream_id` at versions
     /// `expected_version + 1 ..= expected_version + events.len()`.
     ///
-    /// - MUST be atomic: all events and all idempotency records are written,
-    ///   or nothing is.
+    /// - MUST be atomic: all events, all idempotency records and the wakeup
+    ///   are written, or nothing is.
+    /// - MUST make `request.next_wakeup_ms` the stream's wakeup, recorded at
+    ///   the new last version (`None` clears it). Every append does, so an
+    ///   append that means to keep a wakeup passes it again.
     /// - MUST refuse with [`StoreError::InvalidAppend`], writing nothing, what
     ///   [`AppendRequest::validate`] refuses.
     /// - MUST fail with [`StoreError::VersionConflict`], writing nothing, when
@@ -111,6 +114,45 @@ pub trait EventStore: Send + Sync + 'static {
         &self,
         stream_id: &str,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send;
+
+    /// Makes `at_ms` the stream's [`Wakeup`] (`None` clears it), recorded at
+    /// `version`, if and only if the stream is at `version` now; returns
+    /// whether it did.
+    ///
+    /// For a wakeup computed without appending, e.g. for a stream written
+    /// before wakeups existed, or when a due wakeup turned out to need no
+    /// event. The caller computed `at_ms` from the state at `version`, so it
+    /// is right only as long as no later event exists.
+    ///
+    /// - MUST be atomic against appends, also from other processes: if an
+    ///   append moves the stream past `version`, the wakeup that append wrote
+    ///   stays, whichever of the two reaches the store first. A stale call
+    ///   returns `false` and never overwrites a newer wakeup, including one
+    ///   an append cleared.
+    /// - MUST return `false`, writing nothing, when the stream is not at
+    ///   `version`, including `version` 0 and streams without events.
+    /// - Two calls at the same current version: the later one wins (both
+    ///   computed from the same state, so they should agree).
+    fn set_wakeup(
+        &self,
+        stream_id: &str,
+        version: u64,
+        at_ms: Option<i64>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// The wakeups with `at_ms <= now_ms`, ascending by `(at_ms, stream_id)`
+    /// (stream ids compared bytewise), at most `limit` (0 returns nothing).
+    ///
+    /// Reading does not claim or remove anything: a wakeup stays due until
+    /// an append or [`set_wakeup`](Self::set_wakeup) moves or clears it, so
+    /// a scheduler that crashes half-way finds the same work again, and
+    /// replicas sharing the store may see the same wakeup (they must settle
+    /// it through the stream's version, like any other write).
+    fn due_wakeups(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Wakeup>, StoreError>> + Send;
 }
 
 /// Lets the engine, the projections and the server share one store.
@@ -167,5 +209,22 @@ impl<S: EventStore> EventStore for Arc<S> {
         stream_id: &str,
     ) -> impl Future<Output = Result<Option<Snapshot>, StoreError>> + Send {
         (**self).load_snapshot(stream_id)
+    }
+
+    fn set_wakeup(
+        &self,
+        stream_id: &str,
+        version: u64,
+        at_ms: Option<i64>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).set_wakeup(stream_id, version, at_ms)
+    }
+
+    fn due_wakeups(
+        &self,
+        now_ms: i64,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Wakeup>, StoreError>> + Send {
+        (**self).due_wakeups(now_ms, limit)
     }
 }

@@ -9,7 +9,9 @@ use tally_store::conformance::Harness;
 use tally_store::postgres::{
     APP_ROLE, PostgresHarness, PostgresOptions, PostgresStore, SCHEMA_VERSION, SchemaStatus,
 };
-use tally_store::{AppendRequest, EventStore, IdempotencyRecord, NewEvent, Snapshot, StoreError};
+use tally_store::{
+    AppendRequest, EventStore, IdempotencyRecord, NewEvent, Snapshot, StoreError, Wakeup,
+};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
 
@@ -29,6 +31,7 @@ fn append(stream_id: &str, expected_version: u64, count: usize) -> AppendRequest
             fingerprint: vec![1],
             response: vec![2],
         }],
+        next_wakeup_ms: None,
     }
 }
 
@@ -167,6 +170,92 @@ async fn a_database_from_a_newer_build_is_refused() {
     ));
 }
 
+/// A database that a schema-2 build has been writing to migrates to the
+/// current schema with its data, and its streams then take wakeups: those
+/// written before have none until an append or `set_wakeup` gives them one.
+#[tokio::test]
+async fn a_database_at_schema_2_migrates_with_its_data() {
+    assert_eq!(SCHEMA_VERSION, 3, "extend this test for the new migration");
+    let harness = PostgresHarness::new();
+    let (store, location) = harness.create_at_schema_version(2).await;
+    assert_eq!(
+        store.schema_status().await.expect("status"),
+        SchemaStatus::Behind { found: 2 }
+    );
+    // What a schema-2 build wrote, behind this build's back: its appends
+    // fail here because they would write a wakeup.
+    let admin = connect_raw(&location.config).await;
+    admin
+        .batch_execute(
+            "INSERT INTO events (stream_id, version, event_type, payload, recorded_at_ms)
+             VALUES ('old', 1, 'v2', '\\x01', 1), ('old', 2, 'v2', '\\x02', 2),
+                    ('other', 1, 'v2', '\\x03', 3);
+             INSERT INTO idempotency (stream_id, key, fingerprint, response)
+             VALUES ('old', 'key-old', '\\x01', '\\x02');
+             INSERT INTO snapshots (stream_id, version, payload) VALUES ('old', 2, '\\x09');",
+        )
+        .await
+        .expect("write as schema 2");
+    assert!(matches!(
+        store.append(append("old", 2, 1)).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    let log_before = store.read_log(None, 100).await.expect("read_log");
+    assert_eq!(log_before.len(), 3);
+
+    let report = store.migrate().await.expect("migrate");
+    assert_eq!((report.from_version, report.to_version), (2, 3));
+    assert_eq!(report.applied, vec![3]);
+    assert!(store.schema_status().await.expect("status").is_current());
+    assert_eq!(applied_versions(&admin).await, vec![1, 2, 3]);
+
+    assert_eq!(
+        store.read_log(None, 100).await.expect("read_log"),
+        log_before
+    );
+    assert_eq!(store.stream_version("old").await.expect("version"), 2);
+    assert_eq!(
+        store
+            .find_idempotency("old", &["key-old".to_owned()])
+            .await
+            .expect("find")
+            .len(),
+        1
+    );
+    assert_eq!(
+        store.load_snapshot("old").await.expect("load"),
+        Some(Snapshot {
+            version: 2,
+            payload: vec![9]
+        })
+    );
+    assert_eq!(
+        store.due_wakeups(i64::MAX, 100).await.expect("due"),
+        Vec::new()
+    );
+
+    assert!(!store.set_wakeup("old", 1, Some(5)).await.expect("stale"));
+    assert!(store.set_wakeup("old", 2, Some(5)).await.expect("set"));
+    let mut next = append("other", 1, 1);
+    next.next_wakeup_ms = Some(4);
+    store.append(next).await.expect("append after migrating");
+    assert_eq!(
+        store.due_wakeups(i64::MAX, 100).await.expect("due"),
+        vec![
+            Wakeup {
+                stream_id: "other".into(),
+                at_ms: 4,
+                version: 2
+            },
+            Wakeup {
+                stream_id: "old".into(),
+                at_ms: 5,
+                version: 2
+            },
+        ]
+    );
+}
+
 /// The role the service runs as may read and insert, never change or delete,
 /// events and idempotency records; the owner is stopped by the trigger.
 #[tokio::test]
@@ -240,6 +329,84 @@ async fn tally_app_cannot_update_or_delete_the_log() {
     );
 }
 
+/// `tally_app`'s privileges, table by table: the log stays append-only, the
+/// snapshot cache and the wakeups are overwritable, and nobody but the owner
+/// may truncate, alter or drop anything.
+#[tokio::test]
+async fn tally_app_privileges_by_table() {
+    let (_, location) = PostgresHarness::new().create().await;
+    let admin = connect_raw(&location.config).await;
+    let granted = |table: &'static str, privilege: &'static str| {
+        let admin = &admin;
+        async move {
+            admin
+                .query_one(
+                    "SELECT has_table_privilege($1, $2, $3)",
+                    &[&APP_ROLE, &table, &privilege],
+                )
+                .await
+                .unwrap_or_else(|err| panic!("{table} {privilege}: {err}"))
+                .get::<_, bool>(0)
+        }
+    };
+    let expected: [(&str, &[&str]); 5] = [
+        ("events", &["SELECT", "INSERT"]),
+        ("idempotency", &["SELECT", "INSERT"]),
+        ("snapshots", &["SELECT", "INSERT", "UPDATE"]),
+        ("wakeups", &["SELECT", "INSERT", "UPDATE", "DELETE"]),
+        ("tally_schema_migrations", &["SELECT"]),
+    ];
+    for (table, allowed) in expected {
+        for privilege in [
+            "SELECT",
+            "INSERT",
+            "UPDATE",
+            "DELETE",
+            "TRUNCATE",
+            "REFERENCES",
+            "TRIGGER",
+        ] {
+            assert_eq!(
+                granted(table, privilege).await,
+                allowed.contains(&privilege),
+                "{APP_ROLE} {privilege} on {table}"
+            );
+        }
+    }
+
+    // And in practice: the service's role can write and prune wakeups, not
+    // reshape the table.
+    let session = connect_raw(&location.config).await;
+    session
+        .batch_execute(&format!("SET ROLE {APP_ROLE}"))
+        .await
+        .expect("SET ROLE");
+    session
+        .batch_execute(
+            "INSERT INTO wakeups (stream_id, version, at_ms) VALUES ('w', 1, 10);
+             UPDATE wakeups SET at_ms = NULL WHERE stream_id = 'w';
+             DELETE FROM wakeups WHERE stream_id = 'w';",
+        )
+        .await
+        .expect("tally_app writes wakeups");
+    for statement in [
+        "TRUNCATE wakeups",
+        "DROP TABLE wakeups",
+        "DROP INDEX wakeups_due",
+        "ALTER TABLE wakeups ADD COLUMN x int",
+    ] {
+        let err = session
+            .batch_execute(statement)
+            .await
+            .expect_err(&format!("{APP_ROLE} ran {statement:?}"));
+        assert_eq!(
+            err.code(),
+            Some(&SqlState::INSUFFICIENT_PRIVILEGE),
+            "{statement}: {err:?}"
+        );
+    }
+}
+
 /// The grants are enough for everything the service does.
 #[tokio::test]
 async fn the_service_runs_as_tally_app() {
@@ -287,6 +454,36 @@ async fn the_service_runs_as_tally_app() {
     assert_eq!(
         store.load_snapshot("a").await.expect("load"),
         Some(snapshot)
+    );
+
+    let mut with_wakeup = append("a", 3, 1);
+    with_wakeup.next_wakeup_ms = Some(20);
+    store
+        .append(with_wakeup)
+        .await
+        .expect("append with a wakeup");
+    assert!(
+        store
+            .set_wakeup("a", 4, Some(10))
+            .await
+            .expect("set_wakeup")
+    );
+    assert!(!store.set_wakeup("a", 3, Some(5)).await.expect("stale"));
+    assert_eq!(
+        store.due_wakeups(10, 10).await.expect("due_wakeups"),
+        vec![Wakeup {
+            stream_id: "a".into(),
+            at_ms: 10,
+            version: 4
+        }]
+    );
+    store
+        .append(append("a", 4, 1))
+        .await
+        .expect("append clearing it");
+    assert_eq!(
+        store.due_wakeups(i64::MAX, 10).await.expect("due_wakeups"),
+        Vec::new()
     );
 }
 

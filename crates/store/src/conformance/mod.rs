@@ -18,6 +18,7 @@ mod log;
 mod model;
 mod restart;
 mod stream;
+mod wakeup;
 
 use std::future::Future;
 use std::time::Duration;
@@ -30,6 +31,11 @@ pub use self::restart::{restart_keeps_everything, snapshots_overwrite_and_miss};
 pub use self::stream::{
     append_then_read_stream, invalid_append_writes_nothing, large_batch_is_atomic,
     stream_version_tracks_appends, version_conflicts_write_nothing,
+};
+pub use self::wakeup::{
+    append_writes_the_wakeup, due_wakeups_order_limit_and_boundary,
+    failed_appends_leave_the_wakeup_alone, set_wakeup_only_at_the_current_version,
+    stale_set_wakeup_loses_to_a_racing_append, wakeups_survive_restart,
 };
 use crate::{AppendRequest, EventStore, IdempotencyRecord, LogPosition, NewEvent, RecordedEvent};
 
@@ -74,6 +80,12 @@ macro_rules! conformance_tests {
             invalid_append_writes_nothing,
             stream_version_tracks_appends,
             random_operations_match_model,
+            append_writes_the_wakeup,
+            due_wakeups_order_limit_and_boundary,
+            set_wakeup_only_at_the_current_version,
+            stale_set_wakeup_loses_to_a_racing_append,
+            wakeups_survive_restart,
+            failed_appends_leave_the_wakeup_alone,
         );
     };
 }
@@ -148,6 +160,7 @@ fn request(stream_id: &str, expected_version: u64, events: Vec<NewEvent>) -> App
         expected_version,
         events,
         idempotency: Vec::new(),
+        next_wakeup_ms: None,
     }
 }
 

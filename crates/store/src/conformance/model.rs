@@ -7,16 +7,17 @@ use std::collections::{HashMap, HashSet};
 use super::{Harness, sorted_by_key};
 use crate::{
     AppendRequest, EventStore, IdempotencyRecord, LogPosition, NewEvent, RecordedEvent, Snapshot,
-    StoreError,
+    StoreError, Wakeup,
 };
 
 const SEED: u64 = 0x7a11_5eed;
 const OPERATIONS: usize = 400;
 const STREAMS: [&str; 4] = ["s0", "s1", "s2", "s3"];
 
-/// 400 random appends (right and wrong versions, reused keys), stream and
-/// log reads with random windows, version and key lookups and snapshots: each
-/// answer equals the model's.
+/// 400 random appends (right and wrong versions, reused keys, wakeups set
+/// and cleared), stream and log reads with random windows, version and key
+/// lookups, snapshots, and wakeups set at right and wrong versions and read
+/// back: each answer equals the model's.
 pub async fn random_operations_match_model<H: Harness>(harness: &H) {
     let (store, _location) = harness.create().await;
     let mut rng = SplitMix64(SEED);
@@ -32,7 +33,7 @@ pub async fn random_operations_match_model<H: Harness>(harness: &H) {
                 STREAMS[rng.below(4) as usize]
             }
         };
-        match rng.below(100) {
+        match rng.below(112) {
             0..40 => {
                 let stream_id = stream(&mut rng);
                 let actual = model.version(stream_id);
@@ -55,11 +56,13 @@ pub async fn random_operations_match_model<H: Harness>(harness: &H) {
                         response: format!("resp{step}").into_bytes(),
                     })
                     .collect();
+                let next_wakeup_ms = wakeup_at(&mut rng);
                 let request = AppendRequest {
                     stream_id: stream_id.to_owned(),
                     expected_version,
                     events,
                     idempotency,
+                    next_wakeup_ms,
                 };
                 let result = store.append(request.clone()).await;
                 model.check_append(request, result, &context);
@@ -139,7 +142,7 @@ pub async fn random_operations_match_model<H: Harness>(harness: &H) {
                     "{context}: find_idempotency({stream_id}, {keys:?})"
                 );
             }
-            _ => {
+            90..100 => {
                 let stream_id = stream(&mut rng);
                 if rng.below(2) == 0 {
                     let snapshot = Snapshot {
@@ -159,6 +162,38 @@ pub async fn random_operations_match_model<H: Harness>(harness: &H) {
                     "{context}: load_snapshot({stream_id})"
                 );
             }
+            100..106 => {
+                let stream_id = stream(&mut rng);
+                let actual = model.version(stream_id);
+                let version = match rng.below(6) {
+                    0 => actual + 1,
+                    1 => actual.saturating_sub(1),
+                    _ => actual,
+                };
+                let at_ms = wakeup_at(&mut rng);
+                let applied = store
+                    .set_wakeup(stream_id, version, at_ms)
+                    .await
+                    .expect("set_wakeup");
+                let want = version == actual && actual > 0;
+                assert_eq!(
+                    applied, want,
+                    "{context}: set_wakeup({stream_id}, {version}, {at_ms:?}) at version {actual}"
+                );
+                if applied {
+                    model.set_wakeup(stream_id, version, at_ms);
+                }
+            }
+            _ => {
+                let now_ms = rng.below(30) as i64 - 8;
+                let limit = rng.below(6) as usize;
+                let got = store.due_wakeups(now_ms, limit).await.expect("due_wakeups");
+                assert_eq!(
+                    got,
+                    model.due_wakeups(now_ms, limit),
+                    "{context}: due_wakeups({now_ms}, {limit})"
+                );
+            }
         }
     }
     assert!(
@@ -173,11 +208,41 @@ struct Model {
     versions: HashMap<String, u64>,
     records: HashMap<(String, String), IdempotencyRecord>,
     snapshots: HashMap<String, Snapshot>,
+    /// Only the set ones: a cleared wakeup is simply absent.
+    wakeups: HashMap<String, Wakeup>,
 }
 
 impl Model {
     fn version(&self, stream_id: &str) -> u64 {
         self.versions.get(stream_id).copied().unwrap_or(0)
+    }
+
+    fn set_wakeup(&mut self, stream_id: &str, version: u64, at_ms: Option<i64>) {
+        match at_ms {
+            Some(at_ms) => {
+                let wakeup = Wakeup {
+                    stream_id: stream_id.to_owned(),
+                    at_ms,
+                    version,
+                };
+                self.wakeups.insert(stream_id.to_owned(), wakeup);
+            }
+            None => {
+                self.wakeups.remove(stream_id);
+            }
+        }
+    }
+
+    fn due_wakeups(&self, now_ms: i64, limit: usize) -> Vec<Wakeup> {
+        let mut due: Vec<Wakeup> = self
+            .wakeups
+            .values()
+            .filter(|w| w.at_ms <= now_ms)
+            .cloned()
+            .collect();
+        due.sort_by(|a, b| (a.at_ms, &a.stream_id).cmp(&(b.at_ms, &b.stream_id)));
+        due.truncate(limit);
+        due
     }
 
     /// Checks the store's answer against the contract and, if it was a
@@ -248,11 +313,18 @@ impl Model {
         }
         self.versions
             .insert(request.stream_id.clone(), actual + count);
+        self.set_wakeup(&request.stream_id, actual + count, request.next_wakeup_ms);
         for record in request.idempotency {
             self.records
                 .insert((request.stream_id.clone(), record.key.clone()), record);
         }
     }
+}
+
+/// Few distinct instants, some negative, so that ties on `at_ms` (broken by
+/// stream id) and the `<=` boundary come up often; a quarter are `None`.
+fn wakeup_at(rng: &mut SplitMix64) -> Option<i64> {
+    (rng.below(4) != 0).then(|| rng.below(20) as i64 - 5)
 }
 
 /// Small, dependency-free and fully determined by its seed.

@@ -78,6 +78,21 @@ impl PostgresHarness {
                 .unwrap_or_else(|err| panic!("connect to {}: {err}", location.name));
         (store, location)
     }
+
+    /// A new database migrated only up to `version`, as a build of that
+    /// schema version left it: for tests that migrate existing data forward.
+    pub async fn create_at_schema_version(
+        &self,
+        version: u32,
+    ) -> (PostgresStore, PostgresLocation) {
+        let (store, location) = self.create_unmigrated().await;
+        let report = store
+            .migrate_to(version)
+            .await
+            .unwrap_or_else(|err| panic!("migrate {} to {version}: {err}", location.name));
+        assert_eq!(report.to_version, version);
+        (store, location)
+    }
 }
 
 /// One test database. Dropping this drops the database (terminating any

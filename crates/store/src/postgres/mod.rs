@@ -13,6 +13,8 @@
 //! - The global log is ordered by `(tx, position)` and read behind a
 //!   snapshot fence, so a reader never skips an event although transactions
 //!   commit out of position order: see `log.rs`.
+//! - Each append also overwrites its stream's row in `wakeups`, in the same
+//!   transaction; `set_wakeup` is one guarded upsert that loses to it.
 //! - The schema's `tally_app` role may only read and insert events and
 //!   idempotency records; the service should connect as a login role that is
 //!   a member of it.
@@ -39,7 +41,7 @@ pub use self::harness::{PostgresHarness, PostgresLocation, TEST_DATABASE_URL_ENV
 pub use self::schema::{MigrationReport, SCHEMA_VERSION, SchemaStatus};
 use crate::{
     AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, RecordedEvent,
-    Snapshot, StoreError,
+    Snapshot, StoreError, Wakeup,
 };
 
 /// The role the migrations create and grant the service's privileges to.
@@ -240,5 +242,22 @@ impl EventStore for PostgresStore {
     async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
         let client = self.client().await?;
         sql::load_snapshot(&client, stream_id).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn set_wakeup(
+        &self,
+        stream_id: &str,
+        version: u64,
+        at_ms: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let client = self.client().await?;
+        sql::set_wakeup(&client, stream_id, version, at_ms).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn due_wakeups(&self, now_ms: i64, limit: usize) -> Result<Vec<Wakeup>, StoreError> {
+        let client = self.client().await?;
+        sql::due_wakeups(&client, now_ms, limit).await
     }
 }

@@ -45,6 +45,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "tally_app_role",
         sql: include_str!("migrations/0002_tally_app_role.sql"),
     },
+    Migration {
+        version: 3,
+        name: "wakeups",
+        sql: include_str!("migrations/0003_wakeups.sql"),
+    },
 ];
 
 /// The schema version this build writes and understands.
@@ -68,7 +73,8 @@ pub struct MigrationReport {
     /// The version found, under the lock, before migrating (0: never
     /// migrated).
     pub from_version: u32,
-    /// The version now: [`SCHEMA_VERSION`].
+    /// The version now: [`SCHEMA_VERSION`] (unless a test harness stopped
+    /// earlier on purpose).
     pub to_version: u32,
     /// The migrations this call applied, in order. Empty when the database
     /// was current, including when a concurrent migrator got there first.
@@ -126,6 +132,17 @@ impl PostgresStore {
     /// by a newer build.
     #[tracing::instrument(level = "info", skip(self))]
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
+        self.migrate_to(SCHEMA_VERSION).await
+    }
+
+    /// [`migrate`](Self::migrate), stopping at `target`. Only the test
+    /// harness stops early, to make a database as an older build left it.
+    pub(super) async fn migrate_to(&self, target: u32) -> Result<MigrationReport, StoreError> {
+        if target > SCHEMA_VERSION {
+            return Err(StoreError::Internal(format!(
+                "cannot migrate to version {target}: this build stops at {SCHEMA_VERSION}"
+            )));
+        }
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(store_error)?;
         // Migrations may rewrite big tables: the configured statement
@@ -147,7 +164,10 @@ impl PostgresStore {
         }
 
         let mut applied = Vec::new();
-        for migration in &MIGRATIONS[from_version as usize..] {
+        let pending = MIGRATIONS
+            .get(from_version as usize..target as usize)
+            .unwrap_or_default();
+        for migration in pending {
             tracing::info!(
                 version = migration.version,
                 name = migration.name,
@@ -167,7 +187,7 @@ impl PostgresStore {
         tx.commit().await.map_err(store_error)?;
         Ok(MigrationReport {
             from_version,
-            to_version: SCHEMA_VERSION,
+            to_version: from_version.max(target),
             applied,
         })
     }

@@ -5,12 +5,13 @@ use std::collections::HashSet;
 
 use deadpool_postgres::{Client, GenericClient};
 use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
 
 use super::error::{During, Failure, classify, store_error};
 use crate::{
     AppendRequest, AppendResult, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot,
-    StoreError,
+    StoreError, Wakeup,
 };
 
 /// The columns `recorded_event` reads, in its order. xid8 has no Rust type in
@@ -44,6 +45,37 @@ const INSERT_IDEMPOTENCY: &str = "
     ORDER BY r.n
     ON CONFLICT (stream_id, key) DO NOTHING
     RETURNING key";
+
+/// Unconditional: the append holds the primary key entry of its new last
+/// version, so its wakeup is the newest the stream can have until it
+/// commits. A `NULL` `at_ms` keeps the row, and the row lock this takes is
+/// what a concurrent `SET_WAKEUP` waits on and then loses to.
+const WRITE_WAKEUP: &str = "
+    INSERT INTO wakeups (stream_id, version, at_ms) VALUES ($1, $2, $3)
+    ON CONFLICT (stream_id)
+    DO UPDATE SET version = excluded.version, at_ms = excluded.at_ms";
+
+/// Writes only if the stream's last event is at `$2`, in one statement so it
+/// needs no transaction. The version check reads the statement's snapshot,
+/// which an append committing a moment later does not change; what stops
+/// that append's wakeup being overwritten is the conflict clause: an append
+/// always writes the row, so this statement either writes first (and the
+/// append overwrites it) or meets the append's row, waits for it to commit,
+/// and re-checks the guard against the committed version (READ COMMITTED
+/// re-evaluates `ON CONFLICT … WHERE` on the newest row), which refuses.
+const SET_WAKEUP: &str = "
+    INSERT INTO wakeups (stream_id, version, at_ms)
+    SELECT $1::text, $2::bigint, $3::bigint
+    WHERE (SELECT MAX(version) FROM events WHERE stream_id = $1::text) = $2::bigint
+    ON CONFLICT (stream_id)
+    DO UPDATE SET version = excluded.version, at_ms = excluded.at_ms
+    WHERE wakeups.version <= excluded.version";
+
+/// Served by the partial index `wakeups_due`, in its order; the column's "C"
+/// collation makes the tie-break bytewise.
+const DUE_WAKEUPS: &str = "
+    SELECT stream_id, at_ms, version FROM wakeups
+    WHERE at_ms <= $1 ORDER BY at_ms, stream_id LIMIT $2";
 
 /// Why a write attempt failed: `Raced` errors come from losing to a
 /// concurrent writer, and their conflict's `actual` is only a lower bound.
@@ -102,8 +134,10 @@ async fn write_append(
         expected_version,
         events,
         idempotency,
+        next_wakeup_ms,
     } = request;
     let expected_version = *expected_version;
+    let last_version = expected_version + events.len() as u64;
     let during = During::Append {
         stream_id,
         expected: expected_version,
@@ -183,12 +217,22 @@ async fn write_append(
         }
     }
 
+    // Last, so the row lock that concurrent set_wakeup calls wait on is
+    // held only until the commit that follows.
+    let statement = tx.prepare_cached(WRITE_WAKEUP).await.map_err(store_error)?;
+    tx.execute(
+        &statement,
+        &[stream_id, &to_sql_int(last_version), next_wakeup_ms],
+    )
+    .await
+    .map_err(raced)?;
+
     // A lost connection here leaves the outcome unknown: Unavailable, and
     // the idempotency records tell a retry what happened.
     tx.commit().await.map_err(raced)?;
     Ok(AppendResult {
         first_version: expected_version + 1,
-        last_version: expected_version + events.len() as u64,
+        last_version,
         positions,
     })
 }
@@ -363,6 +407,60 @@ pub(super) async fn load_snapshot(
             })
         })
         .transpose()
+}
+
+pub(super) async fn set_wakeup(
+    client: &Client,
+    stream_id: &str,
+    version: u64,
+    at_ms: Option<i64>,
+) -> Result<bool, StoreError> {
+    // No stream is at version 0 (it has no row to guard) or past i64::MAX.
+    if version == 0 || version > i64::MAX as u64 {
+        return Ok(false);
+    }
+    let statement = client
+        .prepare_cached(SET_WAKEUP)
+        .await
+        .map_err(store_error)?;
+    match client
+        .execute(&statement, &[&stream_id, &to_sql_int(version), &at_ms])
+        .await
+    {
+        Ok(changed) => Ok(changed > 0),
+        // Only under a stricter default isolation than READ COMMITTED, where
+        // meeting the append's newer row fails instead of re-checking: the
+        // same outcome, a stale wakeup not written.
+        Err(err) if err.code() == Some(&SqlState::T_R_SERIALIZATION_FAILURE) => Ok(false),
+        Err(err) => Err(store_error(err)),
+    }
+}
+
+pub(super) async fn due_wakeups(
+    client: &Client,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<Wakeup>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    let statement = client
+        .prepare_cached(DUE_WAKEUPS)
+        .await
+        .map_err(store_error)?;
+    client
+        .query(&statement, &[&now_ms, &to_sql_limit(limit)])
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(|row| {
+            Ok(Wakeup {
+                stream_id: get(row, 0)?,
+                at_ms: get(row, 1)?,
+                version: get_u64(row, 2)?,
+            })
+        })
+        .collect()
 }
 
 /// Reads a row selected with [`EVENT_COLUMNS`].

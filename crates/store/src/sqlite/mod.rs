@@ -6,9 +6,9 @@
 //! two.
 //!
 //! SQLite allows one writer at a time, and rusqlite blocks, so:
-//! - appends and snapshot writes go through one writer connection, taken in
-//!   turn through an async mutex (waiting writers park as tasks, not as
-//!   blocking threads) and run on `spawn_blocking`;
+//! - appends, snapshot and wakeup writes go through one writer connection,
+//!   taken in turn through an async mutex (waiting writers park as tasks,
+//!   not as blocking threads) and run on `spawn_blocking`;
 //! - reads use a small pool of separate connections, which in WAL mode read
 //!   a committed snapshot without waiting for the writer;
 //! - every append is a `BEGIN IMMEDIATE` transaction, which also serialises
@@ -39,7 +39,7 @@ pub use self::harness::{SqliteHarness, SqliteLocation};
 pub use self::schema::SCHEMA_VERSION;
 use crate::{
     AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, RecordedEvent,
-    Snapshot, StoreError,
+    Snapshot, StoreError, Wakeup,
 };
 
 /// Tuning for [`SqliteStore::open_with`].
@@ -286,6 +286,24 @@ impl EventStore for SqliteStore {
     async fn load_snapshot(&self, stream_id: &str) -> Result<Option<Snapshot>, StoreError> {
         let stream_id = stream_id.to_owned();
         self.read(move |conn| sql::load_snapshot(conn, &stream_id))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn set_wakeup(
+        &self,
+        stream_id: &str,
+        version: u64,
+        at_ms: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        let stream_id = stream_id.to_owned();
+        self.write(move |conn| sql::set_wakeup(conn, &stream_id, version, at_ms))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self))]
+    async fn due_wakeups(&self, now_ms: i64, limit: usize) -> Result<Vec<Wakeup>, StoreError> {
+        self.read(move |conn| sql::due_wakeups(conn, now_ms, limit))
             .await
     }
 }

@@ -55,6 +55,22 @@ const MIGRATIONS: &[&str] = &[
     CREATE TRIGGER idempotency_no_delete BEFORE DELETE ON idempotency
     BEGIN SELECT RAISE(ABORT, 'idempotency records are append-only'); END;
     "#,
+    // 2: wakeups, so a scheduler finds streams with time-due work without
+    // loading them.
+    r#"
+    -- One row per stream that has had an append since this migration or a
+    -- wakeup set; not append-only. A row whose at_ms is NULL is a cleared
+    -- wakeup that still records its version, which is what lets set_wakeup
+    -- tell that an append overtook it.
+    CREATE TABLE wakeups (
+        stream_id TEXT    NOT NULL PRIMARY KEY,
+        version   INTEGER NOT NULL CHECK (version >= 1),
+        at_ms     INTEGER
+    ) WITHOUT ROWID;
+
+    -- The scheduler's query, in its order; cleared rows are not due.
+    CREATE INDEX wakeups_due ON wakeups (at_ms, stream_id) WHERE at_ms IS NOT NULL;
+    "#,
 ];
 
 /// The schema version this build writes and understands.
@@ -106,4 +122,49 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
             .map_err(store_error)?;
     }
     tx.commit().map_err(store_error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{EventStore, Wakeup};
+
+    /// A file a build of schema 1 wrote to opens with its data, migrated,
+    /// and its streams then take wakeups.
+    #[tokio::test]
+    async fn a_file_at_schema_1_migrates_with_its_data() {
+        assert_eq!(SCHEMA_VERSION, 2, "extend this test for the new migration");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.sqlite");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(MIGRATIONS[0]).unwrap();
+            conn.pragma_update(None, "user_version", 1).unwrap();
+            conn.execute_batch(
+                "INSERT INTO events (stream_id, version, event_type, payload, recorded_at_ms)
+                 VALUES ('old', 1, 'v1', x'01', 1), ('old', 2, 'v1', x'02', 2);",
+            )
+            .unwrap();
+        }
+
+        let store = crate::sqlite::SqliteStore::open(&path).await.unwrap();
+        let version: u32 = Connection::open(&path)
+            .unwrap()
+            .pragma_query_value(None, "user_version", |row| row.get(0))
+            .unwrap();
+        assert_eq!(version, SCHEMA_VERSION);
+        assert_eq!(store.stream_version("old").await.unwrap(), 2);
+        assert_eq!(store.read_log(None, 10).await.unwrap().len(), 2);
+        assert_eq!(store.due_wakeups(i64::MAX, 10).await.unwrap(), Vec::new());
+        assert!(!store.set_wakeup("old", 1, Some(5)).await.unwrap());
+        assert!(store.set_wakeup("old", 2, Some(5)).await.unwrap());
+        assert_eq!(
+            store.due_wakeups(5, 10).await.unwrap(),
+            vec![Wakeup {
+                stream_id: "old".into(),
+                at_ms: 5,
+                version: 2
+            }]
+        );
+    }
 }

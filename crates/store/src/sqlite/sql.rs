@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use super::error::{is_unique_violation, store_error};
 use crate::{
     AppendRequest, AppendResult, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot,
-    StoreError,
+    StoreError, Wakeup,
 };
 
 // Both read the columns in the order `recorded_event` expects.
@@ -16,6 +16,26 @@ const READ_STREAM: &str = "SELECT seq, stream_id, version, event_type, payload, 
     FROM events WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3";
 const READ_LOG: &str = "SELECT seq, stream_id, version, event_type, payload, recorded_at_ms
     FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2";
+
+/// Unconditional: the append has checked its version under the write lock,
+/// so its wakeup is the newest the stream can have. A `NULL` `at_ms` keeps
+/// the row (and its version) so a stale `set_wakeup` still sees it is stale.
+const WRITE_WAKEUP: &str = "INSERT INTO wakeups (stream_id, version, at_ms) VALUES (?1, ?2, ?3)
+    ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, at_ms = excluded.at_ms";
+
+/// Writes only if the stream's last event is at `?2`; the conflict clause's
+/// guard never lets a wakeup go back to an older version. Same statement as
+/// the PostgreSQL backend's, where the guard is what decides a race; here
+/// the write lock already does.
+const SET_WAKEUP: &str = "INSERT INTO wakeups (stream_id, version, at_ms)
+    SELECT ?1, ?2, ?3 WHERE (SELECT MAX(version) FROM events WHERE stream_id = ?1) = ?2
+    ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, at_ms = excluded.at_ms
+    WHERE wakeups.version <= excluded.version";
+
+/// Served by the partial index `wakeups_due`, in its order; TEXT compares
+/// bytewise (BINARY), as the contract asks.
+const DUE_WAKEUPS: &str = "SELECT stream_id, at_ms, version FROM wakeups
+    WHERE at_ms <= ?1 ORDER BY at_ms, stream_id LIMIT ?2";
 
 pub(super) fn append(
     conn: &mut Connection,
@@ -27,7 +47,9 @@ pub(super) fn append(
         expected_version,
         events,
         idempotency,
+        next_wakeup_ms,
     } = request;
+    let last_version = expected_version + events.len() as u64;
 
     // IMMEDIATE takes the write lock before reading the version, so no other
     // process can append between the check and the inserts.
@@ -94,12 +116,16 @@ pub(super) fn append(
                 })?;
         }
     }
+    tx.prepare_cached(WRITE_WAKEUP)
+        .map_err(store_error)?
+        .execute(params![stream_id, to_sql_int(last_version), next_wakeup_ms])
+        .map_err(store_error)?;
     // An early return above drops `tx`, which rolls back: nothing is written.
     tx.commit().map_err(store_error)?;
 
     Ok(AppendResult {
         first_version: expected_version + 1,
-        last_version: expected_version + events.len() as u64,
+        last_version,
         positions,
     })
 }
@@ -243,6 +269,52 @@ pub(super) fn load_snapshot(
             })
         })
         .optional()
+        .map_err(store_error)
+}
+
+pub(super) fn set_wakeup(
+    conn: &mut Connection,
+    stream_id: &str,
+    version: u64,
+    at_ms: Option<i64>,
+) -> Result<bool, StoreError> {
+    // No stream is at version 0 (it has no row to guard) or past i64::MAX.
+    if version == 0 || version > i64::MAX as u64 {
+        return Ok(false);
+    }
+    // IMMEDIATE, like an append: the version read and the write happen under
+    // the write lock, with no chance of SQLITE_BUSY_SNAPSHOT in between.
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(store_error)?;
+    let changed = tx
+        .prepare_cached(SET_WAKEUP)
+        .map_err(store_error)?
+        .execute(params![stream_id, to_sql_int(version), at_ms])
+        .map_err(store_error)?;
+    tx.commit().map_err(store_error)?;
+    Ok(changed > 0)
+}
+
+pub(super) fn due_wakeups(
+    conn: &Connection,
+    now_ms: i64,
+    limit: usize,
+) -> Result<Vec<Wakeup>, StoreError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    conn.prepare_cached(DUE_WAKEUPS)
+        .map_err(store_error)?
+        .query_map(params![now_ms, to_sql_limit(limit)], |row| {
+            Ok(Wakeup {
+                stream_id: row.get(0)?,
+                at_ms: row.get(1)?,
+                version: get_u64(row, 2)?,
+            })
+        })
+        .map_err(store_error)?
+        .collect::<Result<Vec<_>, _>>()
         .map_err(store_error)
 }
 

@@ -1,0 +1,235 @@
+//! The plan catalogue: what each plan gives an account, and the top-up
+//! packs a workspace can buy.
+//!
+//! An account keeps a copy of its plan's terms from the moment it was put
+//! on the plan. Publishing a new catalogue version therefore never changes
+//! an existing account behind its back; `ChangePlan` moves it to new terms.
+//! It also keeps replays deterministic: the events carry the terms.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{CostBasis, Millicredits, PackName, PlanName};
+
+/// A versioned catalogue. Version 0 is the empty catalogue.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanCatalogue {
+    pub version: u64,
+    #[serde(default)]
+    pub plans: BTreeMap<PlanName, Plan>,
+    #[serde(default)]
+    pub packs: BTreeMap<PackName, Pack>,
+}
+
+/// What a plan gives an account.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    /// Granted at each billing anchor; expires at the next one.
+    #[serde(default)]
+    pub monthly_allowance_millicredits: Millicredits,
+    /// Granted at each local midnight; expires at the next one.
+    #[serde(default)]
+    pub daily_allowance_millicredits: Millicredits,
+    /// Offered when an account opens with a trial.
+    #[serde(default)]
+    pub trial: Option<Trial>,
+    /// The cap an account on this plan gets unless it sets its own.
+    #[serde(default)]
+    pub spending_cap_millicredits: Option<Millicredits>,
+    /// Unused monthly allowance carried into the next cycle; none by default.
+    #[serde(default)]
+    pub rollover: Option<Rollover>,
+    #[serde(default)]
+    pub alerts: AlertThresholds,
+}
+
+/// A trial: its own allowance for a number of days, after which the plan's
+/// allowances begin.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Trial {
+    pub allowance_millicredits: Millicredits,
+    pub days: u32,
+}
+
+/// Bounded rollover: what a new cycle carries over from the monthly
+/// allowance left at its end is `min(max, max(left, min))`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rollover {
+    pub max_millicredits: Millicredits,
+    #[serde(default)]
+    pub min_millicredits: Millicredits,
+}
+
+impl Rollover {
+    pub fn carried(&self, left: Millicredits) -> Millicredits {
+        left.max(self.min_millicredits).min(self.max_millicredits)
+    }
+}
+
+/// When to tell someone (issue 5's alerts read these).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertThresholds {
+    /// Alert when the available balance drops below each of these.
+    #[serde(default = "AlertThresholds::default_low_balance")]
+    pub low_balance_millicredits: Vec<Millicredits>,
+    /// Alert when usage in a cycle crosses each share of the allowance.
+    #[serde(default = "AlertThresholds::default_usage_percent")]
+    pub usage_percent: Vec<u8>,
+}
+
+impl AlertThresholds {
+    fn default_low_balance() -> Vec<Millicredits> {
+        vec![Millicredits::from_credits(100), Millicredits::from_credits(10)]
+    }
+
+    fn default_usage_percent() -> Vec<u8> {
+        vec![80]
+    }
+}
+
+impl Default for AlertThresholds {
+    fn default() -> Self {
+        AlertThresholds {
+            low_balance_millicredits: Self::default_low_balance(),
+            usage_percent: Self::default_usage_percent(),
+        }
+    }
+}
+
+/// A top-up pack: bought credits, optionally expiring some months after
+/// the purchase.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pack {
+    pub credits_millicredits: Millicredits,
+    #[serde(default)]
+    pub expires_after_months: Option<u32>,
+    #[serde(default)]
+    pub cost_basis: Option<CostBasis>,
+}
+
+/// The terms an account is on: a copy of the plan as it was published.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanTerms {
+    pub name: PlanName,
+    pub catalogue_version: u64,
+    pub plan: Plan,
+}
+
+impl PlanCatalogue {
+    pub fn terms(&self, name: &PlanName) -> Option<PlanTerms> {
+        self.plans.get(name).map(|plan| PlanTerms {
+            name: name.clone(),
+            catalogue_version: self.version,
+            plan: plan.clone(),
+        })
+    }
+
+    pub fn from_toml_str(text: &str) -> Result<PlanCatalogue, String> {
+        let catalogue: PlanCatalogue = toml::from_str(text).map_err(|e| e.to_string())?;
+        catalogue.validate()?;
+        Ok(catalogue)
+    }
+
+    /// Checks what serde cannot: amounts in range, trials and rollovers
+    /// that make sense.
+    pub fn validate(&self) -> Result<(), String> {
+        let amount = |what: String, a: Millicredits| {
+            if a.get() < 0 || a > Millicredits::MAX_INPUT {
+                Err(format!("{what}: must be between 0 and {}", Millicredits::MAX_INPUT.get()))
+            } else {
+                Ok(())
+            }
+        };
+        for (name, plan) in &self.plans {
+            amount(format!("plans.{name}.monthly_allowance_millicredits"), plan.monthly_allowance_millicredits)?;
+            amount(format!("plans.{name}.daily_allowance_millicredits"), plan.daily_allowance_millicredits)?;
+            if let Some(cap) = plan.spending_cap_millicredits {
+                amount(format!("plans.{name}.spending_cap_millicredits"), cap)?;
+            }
+            if let Some(trial) = &plan.trial {
+                amount(format!("plans.{name}.trial.allowance_millicredits"), trial.allowance_millicredits)?;
+                if !(1..=366).contains(&trial.days) {
+                    return Err(format!("plans.{name}.trial.days: must be 1 to 366"));
+                }
+            }
+            if let Some(rollover) = &plan.rollover {
+                amount(format!("plans.{name}.rollover.max_millicredits"), rollover.max_millicredits)?;
+                amount(format!("plans.{name}.rollover.min_millicredits"), rollover.min_millicredits)?;
+                if rollover.min_millicredits > rollover.max_millicredits {
+                    return Err(format!("plans.{name}.rollover: min must not exceed max"));
+                }
+            }
+            for level in &plan.alerts.low_balance_millicredits {
+                amount(format!("plans.{name}.alerts.low_balance_millicredits"), *level)?;
+            }
+            if plan.alerts.usage_percent.iter().any(|p| !(1..=100).contains(p)) {
+                return Err(format!("plans.{name}.alerts.usage_percent: each must be 1 to 100"));
+            }
+        }
+        for (name, pack) in &self.packs {
+            amount(format!("packs.{name}.credits_millicredits"), pack.credits_millicredits)?;
+            if !pack.credits_millicredits.is_positive() {
+                return Err(format!("packs.{name}.credits_millicredits: must be positive"));
+            }
+            if pack.expires_after_months.is_some_and(|m| !(1..=120).contains(&m)) {
+                return Err(format!("packs.{name}.expires_after_months: must be 1 to 120"));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rollover_is_bounded_both_ways() {
+        let r = Rollover {
+            max_millicredits: Millicredits::new(500),
+            min_millicredits: Millicredits::new(100),
+        };
+        assert_eq!(r.carried(Millicredits::new(0)), Millicredits::new(100));
+        assert_eq!(r.carried(Millicredits::new(300)), Millicredits::new(300));
+        assert_eq!(r.carried(Millicredits::new(900)), Millicredits::new(500));
+    }
+
+    #[test]
+    fn catalogues_parse_and_bad_ones_are_refused() {
+        let ok = PlanCatalogue::from_toml_str(
+            r#"
+            version = 2
+            [plans.pro]
+            monthly_allowance_millicredits = 2500000
+            spending_cap_millicredits = 2000000
+            trial = { allowance_millicredits = 100000, days = 7 }
+            [packs.small]
+            credits_millicredits = 100000
+            expires_after_months = 12
+            "#,
+        )
+        .unwrap();
+        let pro = ok.terms(&PlanName::parse("pro").unwrap()).unwrap();
+        assert_eq!(pro.catalogue_version, 2);
+        assert_eq!(pro.plan.alerts, AlertThresholds::default());
+
+        for bad in [
+            "version = 1\n[plans.x]\nmonthly_allowance_millicredits = -1",
+            "version = 1\n[plans.x]\ntrial = { allowance_millicredits = 1, days = 0 }",
+            "version = 1\n[plans.x]\nrollover = { max_millicredits = 1, min_millicredits = 2 }",
+            "version = 1\n[plans.x]\nalerts = { usage_percent = [0] }",
+            "version = 1\n[plans.x]\nsurprise = 1",
+            "version = 1\n[plans.Bad]\n",
+            "version = 1\n[packs.p]\ncredits_millicredits = 0",
+        ] {
+            assert!(PlanCatalogue::from_toml_str(bad).is_err(), "{bad}");
+        }
+    }
+}
