@@ -7,6 +7,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
     let files = [
         "account_service.proto",
+        "catalog_service.proto",
         "credits.proto",
         "metering_service.proto",
     ]

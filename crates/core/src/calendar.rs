@@ -197,9 +197,7 @@ pub fn next_midnight(zone: &TimeZoneName, after: Timestamp) -> Timestamp {
         .date()
         .tomorrow()
         .expect("dates stay within jiff's range");
-    let start = tomorrow
-        .to_zoned(tz)
-        .expect("every day has a first moment");
+    let start = tomorrow.to_zoned(tz).expect("every day has a first moment");
     Timestamp::from_millis(start.timestamp().as_millisecond())
 }
 
@@ -270,10 +268,7 @@ mod tests {
         let anchor = BillingAnchor::new(29, 12, 0).unwrap();
         let z = zone("UTC");
         let after = utc("2028-02-01T00:00:00Z");
-        assert_eq!(
-            next_anchor(&z, anchor, after),
-            utc("2028-02-29T12:00:00Z")
-        );
+        assert_eq!(next_anchor(&z, anchor, after), utc("2028-02-29T12:00:00Z"));
         assert_eq!(
             next_anchor(&z, anchor, utc("2027-02-01T00:00:00Z")),
             utc("2027-02-28T12:00:00Z")
@@ -328,6 +323,8 @@ mod tests {
         assert!(BillingAnchor::new(0, 0, 0).is_err());
         assert!(BillingAnchor::new(32, 0, 0).is_err());
         assert!(BillingAnchor::new(1, 24, 0).is_err());
-        assert!(serde_json::from_str::<BillingAnchor>(r#"{"day":40,"hour":0,"minute":0}"#).is_err());
+        assert!(
+            serde_json::from_str::<BillingAnchor>(r#"{"day":40,"hour":0,"minute":0}"#).is_err()
+        );
     }
 }

@@ -95,7 +95,11 @@ pub fn advance(account: &mut Account, now: Timestamp) -> Vec<Event> {
         }
         // What rolls over is measured before the old allowance expires.
         let cycle_due = next_cycle_at(account) == Some(due);
-        let carried = if cycle_due { rollover(account, due) } else { Millicredits::ZERO };
+        let carried = if cycle_due {
+            rollover(account, due)
+        } else {
+            Millicredits::ZERO
+        };
         time_events.extend(settle(account, due));
         if cycle_due {
             start_cycle(account, due, carried, &mut time_events);
@@ -621,7 +625,13 @@ fn decide_change_plan(
         if let Some(cycle) = account.cycle {
             let extra = new_monthly - old_monthly;
             if extra.is_positive() {
-                events.push(plan_grant("upgrade-monthly", BucketKind::Monthly, extra, now, cycle.end));
+                events.push(plan_grant(
+                    "upgrade-monthly",
+                    BucketKind::Monthly,
+                    extra,
+                    now,
+                    cycle.end,
+                ));
             }
             match account.day.filter(|day| day.end > now) {
                 Some(day) if (new_daily - old_daily).is_positive() => events.push(plan_grant(

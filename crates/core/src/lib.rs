@@ -30,14 +30,14 @@ pub use command::{Command, GrantCommand, OpenAccount, Outcome};
 pub use decide::{Context, Decision, advance, decide, execute, next_due, settle};
 pub use event::{Debit, Event};
 pub use ids::{
-    AccountId, ActionKey, GrantId, IdError, IdempotencyKey, MemberId, ModelName, PackName, PlanName,
-    ReservationId,
+    AccountId, ActionKey, GrantId, IdError, IdempotencyKey, MemberId, ModelName, PackName,
+    PlanName, ReservationId,
 };
+pub use plan::{AlertThresholds, Pack, Plan, PlanCatalogue, PlanTerms, Rollover, Trial};
 pub use pricing::{
     ActionPrice, BasePrice, Dimensions, ModelPrice, Multiplier, RateCard, RateOverrides, Rates,
     Rounding,
 };
-pub use plan::{AlertThresholds, Pack, Plan, PlanCatalogue, PlanTerms, Rollover, Trial};
 pub use rate_cards::RateCards;
 pub use rejection::Rejection;
 pub use reservation::{

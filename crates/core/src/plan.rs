@@ -85,7 +85,10 @@ pub struct AlertThresholds {
 
 impl AlertThresholds {
     fn default_low_balance() -> Vec<Millicredits> {
-        vec![Millicredits::from_credits(100), Millicredits::from_credits(10)]
+        vec![
+            Millicredits::from_credits(100),
+            Millicredits::from_credits(10),
+        ]
     }
 
     fn default_usage_percent() -> Vec<u8> {
@@ -142,44 +145,82 @@ impl PlanCatalogue {
     pub fn validate(&self) -> Result<(), String> {
         let amount = |what: String, a: Millicredits| {
             if a.get() < 0 || a > Millicredits::MAX_INPUT {
-                Err(format!("{what}: must be between 0 and {}", Millicredits::MAX_INPUT.get()))
+                Err(format!(
+                    "{what}: must be between 0 and {}",
+                    Millicredits::MAX_INPUT.get()
+                ))
             } else {
                 Ok(())
             }
         };
         for (name, plan) in &self.plans {
-            amount(format!("plans.{name}.monthly_allowance_millicredits"), plan.monthly_allowance_millicredits)?;
-            amount(format!("plans.{name}.daily_allowance_millicredits"), plan.daily_allowance_millicredits)?;
+            amount(
+                format!("plans.{name}.monthly_allowance_millicredits"),
+                plan.monthly_allowance_millicredits,
+            )?;
+            amount(
+                format!("plans.{name}.daily_allowance_millicredits"),
+                plan.daily_allowance_millicredits,
+            )?;
             if let Some(cap) = plan.spending_cap_millicredits {
                 amount(format!("plans.{name}.spending_cap_millicredits"), cap)?;
             }
             if let Some(trial) = &plan.trial {
-                amount(format!("plans.{name}.trial.allowance_millicredits"), trial.allowance_millicredits)?;
+                amount(
+                    format!("plans.{name}.trial.allowance_millicredits"),
+                    trial.allowance_millicredits,
+                )?;
                 if !(1..=366).contains(&trial.days) {
                     return Err(format!("plans.{name}.trial.days: must be 1 to 366"));
                 }
             }
             if let Some(rollover) = &plan.rollover {
-                amount(format!("plans.{name}.rollover.max_millicredits"), rollover.max_millicredits)?;
-                amount(format!("plans.{name}.rollover.min_millicredits"), rollover.min_millicredits)?;
+                amount(
+                    format!("plans.{name}.rollover.max_millicredits"),
+                    rollover.max_millicredits,
+                )?;
+                amount(
+                    format!("plans.{name}.rollover.min_millicredits"),
+                    rollover.min_millicredits,
+                )?;
                 if rollover.min_millicredits > rollover.max_millicredits {
                     return Err(format!("plans.{name}.rollover: min must not exceed max"));
                 }
             }
             for level in &plan.alerts.low_balance_millicredits {
-                amount(format!("plans.{name}.alerts.low_balance_millicredits"), *level)?;
+                amount(
+                    format!("plans.{name}.alerts.low_balance_millicredits"),
+                    *level,
+                )?;
             }
-            if plan.alerts.usage_percent.iter().any(|p| !(1..=100).contains(p)) {
-                return Err(format!("plans.{name}.alerts.usage_percent: each must be 1 to 100"));
+            if plan
+                .alerts
+                .usage_percent
+                .iter()
+                .any(|p| !(1..=100).contains(p))
+            {
+                return Err(format!(
+                    "plans.{name}.alerts.usage_percent: each must be 1 to 100"
+                ));
             }
         }
         for (name, pack) in &self.packs {
-            amount(format!("packs.{name}.credits_millicredits"), pack.credits_millicredits)?;
+            amount(
+                format!("packs.{name}.credits_millicredits"),
+                pack.credits_millicredits,
+            )?;
             if !pack.credits_millicredits.is_positive() {
-                return Err(format!("packs.{name}.credits_millicredits: must be positive"));
+                return Err(format!(
+                    "packs.{name}.credits_millicredits: must be positive"
+                ));
             }
-            if pack.expires_after_months.is_some_and(|m| !(1..=120).contains(&m)) {
-                return Err(format!("packs.{name}.expires_after_months: must be 1 to 120"));
+            if pack
+                .expires_after_months
+                .is_some_and(|m| !(1..=120).contains(&m))
+            {
+                return Err(format!(
+                    "packs.{name}.expires_after_months: must be 1 to 120"
+                ));
             }
         }
         Ok(())

@@ -20,7 +20,9 @@ pub enum Rejection {
     UnknownAction { action: ActionKey },
     /// New reservations and debits stop once usage in the cycle, plus what
     /// is held, would pass the cap. Commits of live holds still succeed.
-    #[error("spending cap reached: {used} used and {held} held of a {cap} cap, {needed} more asked")]
+    #[error(
+        "spending cap reached: {used} used and {held} held of a {cap} cap, {needed} more asked"
+    )]
     SpendingCapReached {
         cap: Millicredits,
         used: Millicredits,

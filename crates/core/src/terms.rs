@@ -27,9 +27,9 @@ pub struct AccountTerms {
 
 impl AccountTerms {
     pub fn monthly_allowance(&self) -> Millicredits {
-        self.plan
-            .as_ref()
-            .map_or(Millicredits::ZERO, |p| p.plan.monthly_allowance_millicredits)
+        self.plan.as_ref().map_or(Millicredits::ZERO, |p| {
+            p.plan.monthly_allowance_millicredits
+        })
     }
 
     pub fn daily_allowance(&self) -> Millicredits {

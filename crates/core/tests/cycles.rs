@@ -7,9 +7,9 @@ use jiff::tz::TimeZone;
 use proptest::prelude::*;
 use tally_core::calendar::local;
 use tally_core::{
-    Account, ActionKey, BillingAnchor, BucketKind, Command, Context, Event, MemberId,
-    Millicredits, OpenAccount, Plan, PlanCatalogue, PlanName, RateCards, Rollover, TimeZoneName,
-    Timestamp, advance, execute,
+    Account, ActionKey, BillingAnchor, BucketKind, Command, Context, Event, MemberId, Millicredits,
+    OpenAccount, Plan, PlanCatalogue, PlanName, RateCards, Rollover, TimeZoneName, Timestamp,
+    advance, execute,
 };
 
 const HOUR: i64 = 3_600_000;
@@ -119,7 +119,11 @@ fn anchors_between(setup: &Setup, from: Timestamp, to: Timestamp) -> Vec<Timesta
         if at > from {
             out.push(at);
         }
-        (year, month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
+        (year, month) = if month == 12 {
+            (year + 1, 1)
+        } else {
+            (year, month + 1)
+        };
     }
 }
 
@@ -149,22 +153,28 @@ fn setup_strategy() -> impl Strategy<Value = Setup> {
         (1u8..=31, 0u8..24, 0u8..60),
         // 2026-01-01 to 2030-12-31, so leap day 2028 is in range.
         1_767_225_600_000i64..1_924_992_000_000,
-        (0i64..50, 0i64..5_000, proptest::option::of((0i64..3_000, 0i64..500))),
+        (
+            0i64..50,
+            0i64..5_000,
+            proptest::option::of((0i64..3_000, 0i64..500)),
+        ),
     )
-        .prop_map(|(zone, (day, hour, minute), opened, (daily, monthly, rollover))| Setup {
-            zone: TimeZoneName::parse(ZONES[zone]).unwrap(),
-            anchor: BillingAnchor::new(day, hour, minute).unwrap(),
-            opened_at: Timestamp::from_millis(opened),
-            plan: Plan {
-                daily_allowance_millicredits: mc(daily),
-                monthly_allowance_millicredits: mc(monthly),
-                rollover: rollover.map(|(max, min)| Rollover {
-                    max_millicredits: mc(max.max(min)),
-                    min_millicredits: mc(min),
-                }),
-                ..Plan::default()
+        .prop_map(
+            |(zone, (day, hour, minute), opened, (daily, monthly, rollover))| Setup {
+                zone: TimeZoneName::parse(ZONES[zone]).unwrap(),
+                anchor: BillingAnchor::new(day, hour, minute).unwrap(),
+                opened_at: Timestamp::from_millis(opened),
+                plan: Plan {
+                    daily_allowance_millicredits: mc(daily),
+                    monthly_allowance_millicredits: mc(monthly),
+                    rollover: rollover.map(|(max, min)| Rollover {
+                        max_millicredits: mc(max.max(min)),
+                        min_millicredits: mc(min),
+                    }),
+                    ..Plan::default()
+                },
             },
-        })
+        )
 }
 
 proptest! {

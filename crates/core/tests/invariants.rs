@@ -4,7 +4,8 @@
 use proptest::prelude::*;
 use tally_core::{
     Account, ActionKey, ActionPrice, BucketKind, Command, Context, Event, GrantCommand, GrantId,
-    MemberId, Millicredits, PlanCatalogue, RateCard, RateCards, Rejection, ReservationId, Timestamp, advance, execute,
+    MemberId, Millicredits, PlanCatalogue, RateCard, RateCards, Rejection, ReservationId,
+    Timestamp, advance, execute,
 };
 
 #[derive(Clone, Debug)]
@@ -120,7 +121,8 @@ impl Run {
             grants: Vec::new(),
             next_id: 0,
         };
-        run.execute(Command::OpenAccount(Default::default())).expect("opens");
+        run.execute(Command::OpenAccount(Default::default()))
+            .expect("opens");
         run
     }
 

@@ -177,7 +177,10 @@ impl Ws {
 fn a_new_account_gets_its_allowance_and_renews_on_its_anchor() {
     let mut ws = Ws::on("basic", "2026-01-15T10:00:00Z");
     assert_eq!(ws.available(), mc(500));
-    assert_eq!(ws.account.terms.anchor, BillingAnchor::new(15, 10, 0).unwrap());
+    assert_eq!(
+        ws.account.terms.anchor,
+        BillingAnchor::new(15, 10, 0).unwrap()
+    );
     ws.debit(200).unwrap();
     ws.at("2026-02-15T09:59:59Z");
     assert_eq!(ws.available(), mc(300));
@@ -224,7 +227,10 @@ fn a_trial_ends_and_the_plan_begins() {
     assert_eq!(ws.by_kind(BucketKind::Trial), Millicredits::ZERO);
     assert_eq!(ws.available(), mc(500));
     // The anchor defaults to when the paid plan began.
-    assert_eq!(ws.account.terms.anchor, BillingAnchor::new(15, 8, 0).unwrap());
+    assert_eq!(
+        ws.account.terms.anchor,
+        BillingAnchor::new(15, 8, 0).unwrap()
+    );
     assert_eq!(ws.account.totals.expired, mc(60));
 }
 
@@ -306,10 +312,15 @@ fn the_cap_stops_new_work_but_not_work_in_flight() {
     // The task in flight finishes past the cap.
     ws.commit("long", 700).unwrap();
     assert_eq!(ws.account.used_in_cycle, mc(1_700));
-    assert!(matches!(ws.debit(1), Err(Rejection::SpendingCapReached { .. })));
+    assert!(matches!(
+        ws.debit(1),
+        Err(Rejection::SpendingCapReached { .. })
+    ));
     // Raising the cap lets work start again; a new cycle resets usage.
-    ws.run(Command::SetSpendingCap { cap: Some(mc(1_800)) })
-        .unwrap();
+    ws.run(Command::SetSpendingCap {
+        cap: Some(mc(1_800)),
+    })
+    .unwrap();
     ws.debit(100).unwrap();
     ws.at("2026-06-01T00:00:00Z");
     ws.debit(1_700).unwrap();
@@ -354,7 +365,10 @@ fn upgrades_apply_now_with_the_difference_and_downgrades_wait() {
     assert_eq!(ws.available(), mc(2_000));
     assert_eq!(ws.account.terms.plan.as_ref().unwrap().name.as_str(), "pro");
     ws.at("2026-03-15T00:00:00Z");
-    assert_eq!(ws.account.terms.plan.as_ref().unwrap().name.as_str(), "basic");
+    assert_eq!(
+        ws.account.terms.plan.as_ref().unwrap().name.as_str(),
+        "basic"
+    );
     assert_eq!(ws.available(), mc(500));
     assert_eq!(ws.account.terms.spending_cap, None);
     assert!(matches!(

@@ -445,7 +445,12 @@ impl<S: EventStore> Actor<S> {
 fn shows_balance(outcome: &Outcome) -> bool {
     matches!(
         outcome,
-        Outcome::Opened | Outcome::Granted { .. } | Outcome::Voided { .. }
+        Outcome::Opened
+            | Outcome::Granted { .. }
+            | Outcome::Voided { .. }
+            | Outcome::PlanChanged { .. }
+            | Outcome::SpendingCapSet
+            | Outcome::BillingAnchorSet
     )
 }
 

@@ -70,9 +70,13 @@ impl Catalog {
 /// What a publish did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Published {
-    New { version: u64 },
+    New {
+        version: u64,
+    },
     /// The same version with the same content was already published.
-    AlreadyPublished { version: u64 },
+    AlreadyPublished {
+        version: u64,
+    },
 }
 
 impl<S: EventStore> Engine<S> {
@@ -128,7 +132,10 @@ impl<S: EventStore> Engine<S> {
             card.version,
             |catalog| {
                 let current = catalog.rate_cards.current();
-                (current.version, catalog.rate_cards.version(card.version) == Some(&card))
+                (
+                    current.version,
+                    catalog.rate_cards.version(card.version) == Some(&card),
+                )
             },
             CatalogEvent::RateCardPublished { card: card.clone() },
         )
@@ -136,10 +143,7 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// Publishes a plan catalogue, on the same terms as a rate card.
-    pub async fn publish_plans(
-        &self,
-        catalogue: PlanCatalogue,
-    ) -> Result<Published, EngineError> {
+    pub async fn publish_plans(&self, catalogue: PlanCatalogue) -> Result<Published, EngineError> {
         catalogue
             .validate()
             .map_err(|reason| Rejection::InvalidField {

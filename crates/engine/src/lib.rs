@@ -150,7 +150,6 @@ impl<S: EventStore> Engine<S> {
         self.shared.clock.now()
     }
 
-
     pub fn mint_reservation_id() -> ReservationId {
         ReservationId::parse(format!("rsv_{}", uuid::Uuid::now_v7().simple()))
             .expect("a uuid is a valid id")
@@ -199,7 +198,11 @@ impl<S: EventStore> Engine<S> {
         answer.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
-    pub(crate) async fn send(&self, account: &AccountId, mut job: actor::Job) -> Result<(), EngineError> {
+    pub(crate) async fn send(
+        &self,
+        account: &AccountId,
+        mut job: actor::Job,
+    ) -> Result<(), EngineError> {
         // An actor may be letting its account go just as we send; its
         // mailbox is then closed and a fresh actor takes over.
         for _ in 0..3 {
@@ -241,7 +244,13 @@ impl<S: EventStore> Engine<S> {
     /// Stops every actor after it has answered what it already took in.
     /// New calls made after this start fresh actors.
     pub async fn shutdown(&self) {
-        for task in self.shared.background.lock().expect("background lock").drain(..) {
+        for task in self
+            .shared
+            .background
+            .lock()
+            .expect("background lock")
+            .drain(..)
+        {
             task.abort();
         }
         let handles: Vec<ActorHandle> = {

@@ -1,6 +1,6 @@
 //! Pricing without side effects: one action or a whole campaign.
 
-use tally_core::{AccountId, ActionKey, Millicredits, ModelName, Rejection};
+use tally_core::{AccountId, ActionKey, Dimensions, Millicredits, ModelName, Rejection};
 use tally_store::EventStore;
 
 use crate::{Engine, EngineError};
@@ -10,6 +10,8 @@ pub struct QuoteItem {
     pub action: ActionKey,
     pub model: Option<ModelName>,
     pub count: i64,
+    /// What one run of a metered action is expected to use.
+    pub dimensions: Option<Dimensions>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -25,11 +27,22 @@ pub struct Quote {
     pub total: Millicredits,
     pub available: Millicredits,
     pub rate_card_version: u64,
+    pub spending_cap: Option<Millicredits>,
+    pub used_this_cycle: Millicredits,
+    pub held: Millicredits,
 }
 
 impl Quote {
+    /// The account can pay for it all now.
     pub fn affordable(&self) -> bool {
         self.total <= self.available
+    }
+
+    /// Starting it all now stays within the spending cap, counting what is
+    /// held, as Reserve and Debit do.
+    pub fn within_cap(&self) -> bool {
+        self.spending_cap
+            .is_none_or(|cap| self.used_this_cycle + self.held + self.total <= cap)
     }
 }
 
@@ -47,7 +60,11 @@ impl<S: EventStore> Engine<S> {
         let mut lines = Vec::with_capacity(items.len());
         let mut total = 0i64;
         for item in items {
-            let unit_price = card.price(&item.action, item.model.as_ref())?;
+            let unit_price = card.price_of(
+                &item.action,
+                item.model.as_ref(),
+                &item.dimensions.unwrap_or_default(),
+            )?;
             let line_total = unit_price
                 .get()
                 .checked_mul(item.count)
@@ -61,14 +78,24 @@ impl<S: EventStore> Engine<S> {
                 total: Millicredits::new(line_total),
             });
         }
-        let available = self
-            .read(account, |state, now| state.available_at(now))
+        let (available, spending_cap, used_this_cycle, held) = self
+            .read(account, |state, now| {
+                (
+                    state.available_at(now),
+                    state.terms.spending_cap,
+                    state.used_in_cycle,
+                    state.held(),
+                )
+            })
             .await?;
         Ok(Quote {
             lines,
             total: Millicredits::new(total),
             available,
             rate_card_version: card.version,
+            spending_cap,
+            used_this_cycle,
+            held,
         })
     }
 }

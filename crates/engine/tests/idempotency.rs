@@ -9,7 +9,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use tally_core::{
     AccountId, ActionKey, BucketKind, Command, GrantCommand, IdempotencyKey, ManualClock, MemberId,
-    Millicredits, RateCard, Rejection, ReservationId, Timestamp,
+    Millicredits, Rejection, ReservationId, Timestamp,
 };
 use tally_engine::{Applied, Engine, EngineConfig, EngineError, Mutation, decode_event};
 use tally_store::EventStore;
@@ -59,12 +59,7 @@ impl Harness {
         let store = SqliteStore::open(dir.path().join("tally.sqlite"))
             .await
             .unwrap();
-        let engine = Engine::new(
-            store,
-            clock.clone(),
-            RateCard::default(),
-            EngineConfig::default(),
-        );
+        let engine = Engine::new(store, clock.clone(), EngineConfig::default());
         Harness { dir, clock, engine }
     }
 
@@ -96,6 +91,7 @@ fn command(request: &Request, reservations: &[ReservationId]) -> Command {
     match request {
         Request::Grant(amount) => Command::Grant(GrantCommand {
             grant_id: Engine::<SqliteStore>::mint_grant_id(),
+            pack: None,
             kind: BucketKind::TopUp,
             source: None,
             priority: None,
@@ -106,6 +102,7 @@ fn command(request: &Request, reservations: &[ReservationId]) -> Command {
             reference: String::new(),
         }),
         Request::Reserve(amount) => Command::Reserve {
+            dimensions: None,
             reservation_id: Engine::<SqliteStore>::mint_reservation_id(),
             member,
             action,
@@ -117,6 +114,7 @@ fn command(request: &Request, reservations: &[ReservationId]) -> Command {
             reservation,
             amount,
         } => Command::Commit {
+            dimensions: None,
             reservation_id: pick(*reservation),
             amount: Some(Millicredits::new(*amount)),
         },
@@ -124,6 +122,7 @@ fn command(request: &Request, reservations: &[ReservationId]) -> Command {
             reservation_id: pick(*reservation),
         },
         Request::Debit(amount) => Command::Debit {
+            dimensions: None,
             member,
             action,
             model: None,
@@ -142,7 +141,7 @@ async fn run(steps: Vec<Step>) {
             account: account.clone(),
             idempotency_key: IdempotencyKey::parse("open").unwrap(),
             fingerprint: b"open".to_vec(),
-            command: Command::OpenAccount,
+            command: Command::OpenAccount(Default::default()),
         })
         .await
         .unwrap();
@@ -273,7 +272,7 @@ async fn concurrent_retries_of_one_key_have_one_effect() {
     };
     harness
         .engine
-        .execute(mutation("open", Command::OpenAccount))
+        .execute(mutation("open", Command::OpenAccount(Default::default())))
         .await
         .unwrap();
     let before = harness.version(&account).await;

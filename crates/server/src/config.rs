@@ -54,10 +54,16 @@ pub struct Config {
     #[arg(long, global = true, env = "TALLY_DATABASE_URL")]
     pub database_url: Option<String>,
 
-    /// Rate card file (TOML). Without one every action is unknown and
-    /// callers give amounts themselves.
+    /// Rate card file (TOML). Published at start when its version is above
+    /// the store's; otherwise the store's newest card (published over gRPC
+    /// by CatalogService) stays current.
     #[arg(long, global = true, env = "TALLY_RATE_CARD")]
     pub rate_card: Option<PathBuf>,
+
+    /// Plan catalogue file (TOML), published at start on the same terms as
+    /// the rate card.
+    #[arg(long, global = true, env = "TALLY_PLANS")]
+    pub plans: Option<PathBuf>,
 
     /// How long a hold lives when Reserve names no TTL, in seconds.
     #[arg(

@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use tally_api::v1 as pb;
 use tally_core::{
-    AccountId, ActionKey, BalanceView, Bucket, BucketKind, CostBasis, Debit, Draw, GrantId,
-    GrantSource, IdError, IdempotencyKey, MemberId, Millicredits, ModelName, Reservation,
-    ReservationId, Timestamp,
+    AccountId, ActionKey, BalanceView, BillingAnchor, Bucket, BucketKind, CostBasis, Debit,
+    Dimensions, Draw, GrantId, GrantSource, IdError, IdempotencyKey, MemberId, Millicredits,
+    ModelName, PackName, PlanName, Reservation, ReservationId, TimeZoneName, Timestamp,
 };
 
 use crate::status::InvalidArgument;
@@ -81,6 +81,75 @@ impl Validator {
             return None;
         }
         self.id(field, value, ModelName::parse)
+    }
+
+    /// Empty means "no plan".
+    pub fn plan(&mut self, field: &str, value: &str) -> Option<PlanName> {
+        if value.is_empty() {
+            return None;
+        }
+        self.id(field, value, PlanName::parse)
+    }
+
+    /// Empty means "no pack".
+    pub fn pack(&mut self, field: &str, value: &str) -> Option<PackName> {
+        if value.is_empty() {
+            return None;
+        }
+        self.id(field, value, PackName::parse)
+    }
+
+    /// Empty means "the default" (UTC).
+    pub fn time_zone(&mut self, field: &str, value: &str) -> Option<TimeZoneName> {
+        if value.is_empty() {
+            return None;
+        }
+        TimeZoneName::parse(value)
+            .map_err(|e| self.violation(field, e.to_string()))
+            .ok()
+    }
+
+    pub fn billing_anchor(
+        &mut self,
+        field: &str,
+        value: Option<pb::BillingAnchor>,
+    ) -> Option<BillingAnchor> {
+        let value = value?;
+        let part = |v: i32| u8::try_from(v).unwrap_or(u8::MAX);
+        BillingAnchor::new(part(value.day), part(value.hour), part(value.minute))
+            .map_err(|e| self.violation(field, e.to_string()))
+            .ok()
+    }
+
+    /// Counts must not be negative; unset means none used.
+    pub fn dimensions(&mut self, field: &str, value: Option<pb::Dimensions>) -> Option<Dimensions> {
+        let value = value?;
+        let mut count = |name: &str, v: i64| {
+            u64::try_from(v)
+                .map_err(|_| self.violation(&format!("{field}.{name}"), "must not be negative"))
+                .unwrap_or(0)
+        };
+        Some(Dimensions {
+            input_tokens: count("input_tokens", value.input_tokens),
+            output_tokens: count("output_tokens", value.output_tokens),
+            context_tokens: count("context_tokens", value.context_tokens),
+            images: count("images", value.images),
+            tool_calls: count("tool_calls", value.tool_calls),
+        })
+    }
+
+    /// An amount or dimensions, never both.
+    pub fn amount_or_dimensions(
+        &mut self,
+        amount: Option<Millicredits>,
+        dimensions: &Option<Dimensions>,
+    ) {
+        if amount.is_some() && dimensions.is_some() {
+            self.violation(
+                "dimensions",
+                "give amount_millicredits or dimensions, not both",
+            );
+        }
     }
 
     /// An amount that must be more than zero (and at most the input cap).
@@ -234,6 +303,15 @@ fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
+fn rfc3339(at: Timestamp) -> String {
+    let t = timestamp(at);
+    prost_types::Timestamp {
+        seconds: t.seconds,
+        nanos: t.nanos,
+    }
+    .to_string()
+}
+
 pub fn timestamp(at: Timestamp) -> prost_types::Timestamp {
     let millis = at.as_millis();
     prost_types::Timestamp {
@@ -292,6 +370,17 @@ pub fn draws(draws: &[Draw]) -> Vec<pb::Draw> {
         .collect()
 }
 
+pub fn dimensions(d: &Dimensions) -> pb::Dimensions {
+    let count = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    pb::Dimensions {
+        input_tokens: count(d.input_tokens),
+        output_tokens: count(d.output_tokens),
+        context_tokens: count(d.context_tokens),
+        images: count(d.images),
+        tool_calls: count(d.tool_calls),
+    }
+}
+
 fn model(model: &Option<ModelName>) -> String {
     model.as_ref().map(ToString::to_string).unwrap_or_default()
 }
@@ -312,6 +401,7 @@ pub fn receipt(debit: &Debit) -> pb::Receipt {
         released_millicredits: debit.released().get(),
         late: debit.late,
         rate_card_version: version(debit.rate_card_version),
+        dimensions: debit.dimensions.as_ref().map(dimensions),
     }
 }
 
@@ -325,7 +415,12 @@ pub fn reservation(reservation: &Reservation) -> pb::Reservation {
         draws: draws(&reservation.draws),
         expires_at: Some(timestamp(reservation.expires_at)),
         rate_card_version: version(reservation.rate_card_version),
+        dimensions: reservation.dimensions.as_ref().map(dimensions),
     }
+}
+
+fn plan_name(terms: Option<&tally_core::PlanTerms>) -> String {
+    terms.map(|t| t.name.to_string()).unwrap_or_default()
 }
 
 pub fn version(v: u64) -> i64 {
@@ -347,11 +442,25 @@ pub fn balance(account: &AccountId, view: &BalanceView) -> pb::Balance {
         last_activity_at: view.last_event_at.map(timestamp),
         version: version(view.version),
         upcoming_millicredits: view.upcoming.get(),
+        plan: plan_name(view.terms.plan.as_ref()),
+        pending_plan: plan_name(view.pending_plan.as_ref()),
+        time_zone: view.terms.time_zone.to_string(),
+        billing_anchor: Some(pb::BillingAnchor {
+            day: i32::from(view.terms.anchor.day()),
+            hour: i32::from(view.terms.anchor.hour()),
+            minute: i32::from(view.terms.anchor.minute()),
+        }),
+        cycle_start: view.cycle.map(|c| timestamp(c.start)),
+        cycle_end: view.cycle.map(|c| timestamp(c.end)),
+        used_this_cycle_millicredits: view.used_in_cycle.get(),
+        monthly_allowance_millicredits: view.terms.monthly_allowance().get(),
+        daily_allowance_millicredits: view.terms.daily_allowance().get(),
+        spending_cap_millicredits: view.terms.spending_cap.map(Millicredits::get),
     }
 }
 
 /// The ledger kind of an event type, and back: one table for both ways.
-const LEDGER_KINDS: [(pb::LedgerEntryKind, &str); 10] = [
+const LEDGER_KINDS: [(pb::LedgerEntryKind, &str); 15] = [
     (pb::LedgerEntryKind::AccountOpened, "account_opened"),
     (pb::LedgerEntryKind::Grant, "credits_granted"),
     (pb::LedgerEntryKind::GrantVoided, "grant_voided"),
@@ -362,6 +471,11 @@ const LEDGER_KINDS: [(pb::LedgerEntryKind, &str); 10] = [
     (pb::LedgerEntryKind::Debit, "credits_debited"),
     (pb::LedgerEntryKind::OverageRepaid, "overage_repaid"),
     (pb::LedgerEntryKind::BucketExpired, "bucket_expired"),
+    (pb::LedgerEntryKind::CycleStarted, "cycle_started"),
+    (pb::LedgerEntryKind::DayStarted, "day_started"),
+    (pb::LedgerEntryKind::PlanChanged, "plan_changed"),
+    (pb::LedgerEntryKind::SpendingCapSet, "spending_cap_set"),
+    (pb::LedgerEntryKind::BillingAnchorSet, "billing_anchor_set"),
 ];
 
 impl Validator {
@@ -474,6 +588,36 @@ pub fn ledger_entry(entry: &tally_engine::LedgerEntry) -> pb::LedgerEntry {
         } => {
             out.amount_millicredits = amount.get();
             out.grant_id = grant_id.to_string();
+        }
+        Event::CycleStarted { end, .. } | Event::DayStarted { end, .. } => {
+            out.note = format!("until {}", rfc3339(*end));
+        }
+        Event::PlanChanged {
+            terms,
+            effective_at,
+            ..
+        } => {
+            out.note = format!(
+                "plan {} (catalogue v{}) from {}",
+                terms.name,
+                terms.catalogue_version,
+                rfc3339(*effective_at)
+            );
+        }
+        Event::SpendingCapSet { cap, .. } => {
+            out.amount_millicredits = cap.map_or(0, Millicredits::get);
+            out.note = match cap {
+                Some(_) => "cap set".into(),
+                None => "cap removed".into(),
+            };
+        }
+        Event::BillingAnchorSet { anchor, .. } => {
+            out.note = format!(
+                "renews on day {} at {:02}:{:02}",
+                anchor.day(),
+                anchor.hour(),
+                anchor.minute()
+            );
         }
     }
     out

@@ -13,8 +13,9 @@ use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
 use tally_api::v1::account_service_server::AccountServiceServer;
+use tally_api::v1::catalog_service_server::CatalogServiceServer;
 use tally_api::v1::metering_service_server::MeteringServiceServer;
-use tally_core::{Clock, RateCard};
+use tally_core::{Clock, PlanCatalogue, RateCard};
 use tally_engine::{Engine, EngineConfig, EngineError};
 use tally_store::EventStore;
 use tally_store::postgres::{PostgresOptions, PostgresStore};
@@ -31,7 +32,7 @@ use tracing::{info, warn};
 pub use config::Config;
 pub use status::{ERROR_DOMAIN, InvalidArgument};
 
-use service::{AccountApi, Api, HoldTtl, MeteringApi};
+use service::{AccountApi, Api, CatalogApi, HoldTtl, MeteringApi};
 
 /// Why a handler failed: bad input, or whatever the engine said.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +41,16 @@ pub enum ServiceError {
     Invalid(InvalidArgument),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A read asked for a catalog version that was never published.
+    #[error("no {document} version {version} has been published")]
+    UnknownVersion {
+        document: &'static str,
+        version: u64,
+    },
+    /// A stored document could not be rendered back: a bug, not the
+    /// caller's fault.
+    #[error("{0}")]
+    Internal(String),
 }
 
 impl From<InvalidArgument> for ServiceError {
@@ -57,13 +68,76 @@ pub const EMBEDDED_STORE_FILE: &str = "tally.sqlite";
 
 /// Reads a rate card file (TOML).
 pub fn load_rate_card(path: &Path) -> anyhow::Result<RateCard> {
+    load_document(path, "rate card", RateCard::from_toml_str)
+}
+
+/// Reads a plan catalogue file (TOML).
+pub fn load_plans(path: &Path) -> anyhow::Result<PlanCatalogue> {
+    load_document(path, "plan catalogue", PlanCatalogue::from_toml_str)
+}
+
+fn load_document<T>(
+    path: &Path,
+    what: &str,
+    parse: fn(&str) -> Result<T, String>,
+) -> anyhow::Result<T> {
     let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading rate card {}", path.display()))?;
-    let card: RateCard =
-        toml::from_str(&text).with_context(|| format!("parsing rate card {}", path.display()))?;
-    card.validate()
-        .map_err(|e| anyhow::anyhow!("rate card {}: {e}", path.display()))?;
-    Ok(card)
+        .with_context(|| format!("reading {what} {}", path.display()))?;
+    parse(&text).map_err(|e| anyhow::anyhow!("{what} {}: {e}", path.display()))
+}
+
+/// The documents given on the command line, published once the store is
+/// open.
+struct Seeds {
+    rate_card: Option<RateCard>,
+    plans: Option<PlanCatalogue>,
+}
+
+/// Publishes the files' versions when they are newer than the store's. A
+/// file older than what was published over gRPC does not win, and a file
+/// whose version was published with other content is reported, not
+/// forced: the store is the truth every replica shares.
+async fn publish_seeds<S: EventStore>(engine: &Engine<S>, seeds: Seeds) -> anyhow::Result<()> {
+    engine.refresh_catalog().await?;
+    if let Some(card) = seeds.rate_card {
+        let version = card.version;
+        let current = engine.catalog().rate_cards.current().version;
+        if version < current {
+            warn!(
+                file = version,
+                published = current,
+                "the rate card file is older than the published one; keeping the published"
+            );
+        } else {
+            match engine.publish_rate_card(card).await {
+                Ok(published) => info!(?published, "rate card"),
+                Err(EngineError::Rejected(rejection)) => {
+                    warn!(%rejection, version, "the rate card file differs from the published version; publish it as a new version")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    if let Some(plans) = seeds.plans {
+        let version = plans.version;
+        let current = engine.catalog().plans.version;
+        if version < current {
+            warn!(
+                file = version,
+                published = current,
+                "the plan catalogue file is older than the published one; keeping the published"
+            );
+        } else {
+            match engine.publish_plans(plans).await {
+                Ok(published) => info!(?published, "plan catalogue"),
+                Err(EngineError::Rejected(rejection)) => {
+                    warn!(%rejection, version, "the plan catalogue file differs from the published version; publish it as a new version")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reflection knows tally.v1, health, and google.rpc's error details, so
@@ -150,15 +224,19 @@ async fn open_postgres(url: String) -> anyhow::Result<PostgresStore> {
 /// reports SERVING.
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<RunningServer> {
     config.validate().map_err(|e| anyhow::anyhow!(e))?;
-    let rate_card = match &config.rate_card {
-        Some(path) => load_rate_card(path)?,
-        None => RateCard::default(),
+    let seeds = Seeds {
+        rate_card: config
+            .rate_card
+            .as_deref()
+            .map(load_rate_card)
+            .transpose()?,
+        plans: config.plans.as_deref().map(load_plans).transpose()?,
     };
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     if let Some(url) = config.database_url.clone() {
-        return serve(listener, &config, clock, rate_card, open_postgres(url)).await;
+        return serve(listener, &config, clock, seeds, open_postgres(url)).await;
     }
     let store_path = config.data_dir.join(EMBEDDED_STORE_FILE);
     let open = async move {
@@ -168,7 +246,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         info!(path = %store_path.display(), "embedded store open");
         Ok(store)
     };
-    serve(listener, &config, clock, rate_card, open).await
+    serve(listener, &config, clock, seeds, open).await
 }
 
 /// Serves tally.v1 on `listener` over the store `open` yields. Until it
@@ -177,7 +255,7 @@ async fn serve<S: EventStore>(
     listener: TcpListener,
     config: &Config,
     clock: Arc<dyn Clock>,
-    rate_card: RateCard,
+    seeds: Seeds,
     open: impl Future<Output = anyhow::Result<S>> + Send + 'static,
 ) -> anyhow::Result<RunningServer> {
     let addr = listener.local_addr()?;
@@ -202,7 +280,8 @@ async fn serve<S: EventStore>(
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
         .add_service(AccountServiceServer::new(AccountApi(api.clone())))
-        .add_service(MeteringServiceServer::new(MeteringApi(api)))
+        .add_service(MeteringServiceServer::new(MeteringApi(api.clone())))
+        .add_service(CatalogServiceServer::new(CatalogApi(api)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_accepting_rx.await;
         });
@@ -219,7 +298,12 @@ async fn serve<S: EventStore>(
                         return Err(e);
                     }
                 };
-                let engine = Engine::new(store, clock, rate_card, EngineConfig::default());
+                let engine = Engine::new(store, clock, EngineConfig::default());
+                if let Err(e) = publish_seeds(&engine, seeds).await {
+                    serving.abort();
+                    return Err(e);
+                }
+                engine.start_background();
                 let _ = engine_cell.set(engine.clone());
                 set_health::<S>(&reporter, ServingStatus::Serving).await;
                 Some(engine)

@@ -64,6 +64,18 @@ impl From<super::ServiceError> for Status {
         match error {
             super::ServiceError::Invalid(invalid) => invalid.into(),
             super::ServiceError::Engine(e) => engine_status(e),
+            e @ super::ServiceError::UnknownVersion { document, version } => status(
+                Code::NotFound,
+                "UNKNOWN_VERSION",
+                e.to_string(),
+                &[
+                    ("document", document.into()),
+                    ("version", version.to_string()),
+                ],
+            ),
+            super::ServiceError::Internal(message) => {
+                status(Code::Internal, "INTERNAL", message, &[])
+            }
         }
     }
 }
@@ -108,6 +120,34 @@ fn rejection_status(rejection: Rejection, message: String) -> Status {
                 ("available_millicredits", available.get().to_string()),
                 ("needed_millicredits", needed.get().to_string()),
             ],
+        ),
+        Rejection::SpendingCapReached {
+            cap,
+            used,
+            held,
+            needed,
+        } => status(
+            Code::FailedPrecondition,
+            "SPENDING_CAP_REACHED",
+            message,
+            &[
+                ("spending_cap_millicredits", cap.get().to_string()),
+                ("used_this_cycle_millicredits", used.get().to_string()),
+                ("held_millicredits", held.get().to_string()),
+                ("needed_millicredits", needed.get().to_string()),
+            ],
+        ),
+        Rejection::UnknownPlan { plan } => status(
+            Code::NotFound,
+            "UNKNOWN_PLAN",
+            message,
+            &[("plan", plan.to_string())],
+        ),
+        Rejection::UnknownPack { pack } => status(
+            Code::NotFound,
+            "UNKNOWN_PACK",
+            message,
+            &[("pack", pack.to_string())],
         ),
         Rejection::UnknownAction { action } => status(
             Code::NotFound,

@@ -17,6 +17,8 @@ async fn sigterm_shuts_down_cleanly() {
         .open_account(pb::OpenAccountRequest {
             idempotency_key: "k".into(),
             account_id: "a".into(),
+
+            ..Default::default()
         })
         .await
         .unwrap();

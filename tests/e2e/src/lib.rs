@@ -8,9 +8,12 @@ use std::time::Duration;
 
 use tally_api::v1 as pb;
 pub use tally_api::v1::account_service_client::AccountServiceClient;
+pub use tally_api::v1::catalog_service_client::CatalogServiceClient;
 pub use tally_api::v1::metering_service_client::MeteringServiceClient;
 use tally_core::{ManualClock, Timestamp};
 use tally_server::{Config, RunningServer};
+use tally_store::conformance::Harness;
+use tally_store::postgres::{PostgresHarness, PostgresLocation};
 use tempfile::TempDir;
 use tonic::transport::Channel;
 use tonic_types::StatusExt;
@@ -35,24 +38,79 @@ price_millicredits = 1000
 models = { "premium" = 2000 }
 "#;
 
+/// Which store the server runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded SQLite file in the data dir.
+    Embedded,
+    /// A fresh database of its own on the test PostgreSQL server
+    /// (`TALLY_TEST_DATABASE_URL`), dropped with the server.
+    Postgres,
+}
+
+pub const BOTH_BACKENDS: [Backend; 2] = [Backend::Embedded, Backend::Postgres];
+
+/// What a test server starts with.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub backend: Backend,
+    /// Rate card TOML, written to the data dir and given as --rate-card.
+    pub rate_card: String,
+    /// Plan catalogue TOML, given as --plans.
+    pub plans: Option<String>,
+    /// Where the clock starts.
+    pub start: Timestamp,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            backend: Backend::Embedded,
+            rate_card: RATE_CARD.into(),
+            plans: None,
+            start: START,
+        }
+    }
+}
+
 pub struct TestServer {
     data: TempDir,
     clock: Arc<ManualClock>,
     running: Option<RunningServer>,
+    database_url: Option<String>,
+    // Declared last: the database is dropped after the server stops.
+    _database: Option<PostgresLocation>,
     pub addr: std::net::SocketAddr,
 }
 
 impl TestServer {
     pub async fn start() -> TestServer {
+        TestServer::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> TestServer {
         let data = TempDir::new().expect("temp dir");
-        std::fs::write(data.path().join("rate-card.toml"), RATE_CARD).expect("rate card");
-        let clock = Arc::new(ManualClock::new(START));
-        let running = launch(data.path(), clock.clone()).await;
+        std::fs::write(data.path().join("rate-card.toml"), &options.rate_card).expect("rate card");
+        if let Some(plans) = &options.plans {
+            std::fs::write(data.path().join("plans.toml"), plans).expect("plans");
+        }
+        let (database_url, database) = match options.backend {
+            Backend::Embedded => (None, None),
+            Backend::Postgres => {
+                let (store, location) = PostgresHarness::new().create().await;
+                drop(store);
+                (Some(database_url(&location.name)), Some(location))
+            }
+        };
+        let clock = Arc::new(ManualClock::new(options.start));
+        let running = launch(data.path(), database_url.clone(), clock.clone()).await;
         TestServer {
             addr: running.addr,
             data,
             clock,
             running: Some(running),
+            database_url,
+            _database: database,
         }
     }
 
@@ -60,7 +118,12 @@ impl TestServer {
     /// (a new port: clients must reconnect).
     pub async fn restart(&mut self) {
         self.stop().await;
-        let running = launch(self.data.path(), self.clock.clone()).await;
+        let running = launch(
+            self.data.path(),
+            self.database_url.clone(),
+            self.clock.clone(),
+        )
+        .await;
         self.addr = running.addr;
         self.running = Some(running);
     }
@@ -98,11 +161,33 @@ impl TestServer {
     pub async fn metering(&self) -> MeteringServiceClient<Channel> {
         MeteringServiceClient::new(self.channel().await)
     }
+
+    pub async fn catalog(&self) -> CatalogServiceClient<Channel> {
+        CatalogServiceClient::new(self.channel().await)
+    }
 }
 
-async fn launch(data_dir: &Path, clock: Arc<ManualClock>) -> RunningServer {
+/// The test server's URL with another database name.
+fn database_url(name: &str) -> String {
+    let admin = PostgresHarness::admin_url();
+    let (base, query) = match admin.split_once('?') {
+        Some((base, query)) => (base, format!("?{query}")),
+        None => (admin.as_str(), String::new()),
+    };
+    let server = base.rsplit_once('/').map_or(base, |(server, _db)| server);
+    format!("{server}/{name}{query}")
+}
+
+async fn launch(
+    data_dir: &Path,
+    database_url: Option<String>,
+    clock: Arc<ManualClock>,
+) -> RunningServer {
     let mut config = Config::for_tests(PathBuf::from(data_dir));
     config.rate_card = Some(data_dir.join("rate-card.toml"));
+    let plans = data_dir.join("plans.toml");
+    config.plans = plans.exists().then_some(plans);
+    config.database_url = database_url;
     let running = tally_server::start(config, clock)
         .await
         .expect("server starts");
@@ -171,6 +256,7 @@ pub async fn open(accounts: &mut AccountServiceClient<Channel>, account: &str) {
         .open_account(OpenAccountRequest {
             idempotency_key: format!("open-{account}"),
             account_id: account.into(),
+            ..Default::default()
         })
         .await
         .expect("account opens");

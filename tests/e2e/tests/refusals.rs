@@ -104,6 +104,7 @@ async fn bad_input_names_every_field_and_writes_nothing() {
 
     let commit = metering
         .commit(CommitRequest {
+            dimensions: None,
             idempotency_key: "c".into(),
             account_id: "strict".into(),
             reservation_id: String::new(),
@@ -129,6 +130,7 @@ async fn bad_input_names_every_field_and_writes_nothing() {
 
     let debit = metering
         .debit(DebitRequest {
+            dimensions: None,
             idempotency_key: "d".into(),
             account_id: "strict".into(),
             member_id: "m".into(),
@@ -199,6 +201,7 @@ async fn refusals_carry_typed_reasons() {
         .open_account(OpenAccountRequest {
             idempotency_key: "open-again".into(),
             account_id: "acct".into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -225,6 +228,7 @@ async fn refusals_carry_typed_reasons() {
 
     let missing = metering
         .commit(CommitRequest {
+            dimensions: None,
             idempotency_key: "c-missing".into(),
             account_id: "acct".into(),
             reservation_id: "rsv_missing".into(),
@@ -241,6 +245,7 @@ async fn refusals_carry_typed_reasons() {
         .into_inner();
     let id = held.reservation.unwrap().reservation_id;
     let commit = |key: &str| CommitRequest {
+        dimensions: None,
         idempotency_key: key.into(),
         account_id: "acct".into(),
         reservation_id: id.clone(),
@@ -372,6 +377,7 @@ async fn holds_expire_at_their_ttl_and_a_late_commit_is_still_recorded() {
     // The work happened: the commit is recorded, flagged late.
     let late = metering
         .commit(CommitRequest {
+            dimensions: None,
             idempotency_key: "c-late".into(),
             account_id: "slow".into(),
             reservation_id: short.reservation_id.clone(),

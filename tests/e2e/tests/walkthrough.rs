@@ -65,6 +65,7 @@ async fn grant_reserve_overcommit_overage_and_top_up_repayment() {
     // The task ran long: it costs more than the hold and the balance.
     let committed = metering
         .commit(CommitRequest {
+            dimensions: None,
             idempotency_key: "c-1".into(),
             account_id: "acme".into(),
             reservation_id: reservation.reservation_id.clone(),
@@ -156,12 +157,15 @@ async fn grant_reserve_overcommit_overage_and_top_up_repayment() {
         summary,
         vec![
             (1, LedgerEntryKind::AccountOpened as i32, 0, 0, 0),
-            (2, LedgerEntryKind::Grant as i32, 10_000, 0, 10_000),
-            (3, LedgerEntryKind::Hold as i32, 8_000, 10_000, 2_000),
-            (4, LedgerEntryKind::Debit as i32, 13_000, 2_000, 0),
-            (5, LedgerEntryKind::Grant as i32, 20_000, 0, 20_000),
+            // An account without a plan still has cycles: its usage and
+            // spending cap are counted per cycle.
+            (2, LedgerEntryKind::CycleStarted as i32, 0, 0, 0),
+            (3, LedgerEntryKind::Grant as i32, 10_000, 0, 10_000),
+            (4, LedgerEntryKind::Hold as i32, 8_000, 10_000, 2_000),
+            (5, LedgerEntryKind::Debit as i32, 13_000, 2_000, 0),
+            (6, LedgerEntryKind::Grant as i32, 20_000, 0, 20_000),
             (
-                6,
+                7,
                 LedgerEntryKind::OverageRepaid as i32,
                 3_000,
                 20_000,
@@ -170,16 +174,16 @@ async fn grant_reserve_overcommit_overage_and_top_up_repayment() {
         ],
         "refused reservations wrote nothing"
     );
-    assert_eq!(entries[1].grant_id, monthly_id);
-    assert_eq!(entries[2].reservation_id, reservation.reservation_id);
-    assert_eq!(entries[2].member_id, "alice");
+    assert_eq!(entries[2].grant_id, monthly_id);
+    assert_eq!(entries[3].reservation_id, reservation.reservation_id);
+    assert_eq!(entries[3].member_id, "alice");
     assert_eq!(
-        entries[3].receipt.as_ref().unwrap().overage_millicredits,
+        entries[4].receipt.as_ref().unwrap().overage_millicredits,
         3_000
     );
-    assert_eq!(entries[3].idempotency_key, "c-1");
+    assert_eq!(entries[4].idempotency_key, "c-1");
     assert_eq!(
-        draw(&entries[5].draws),
+        draw(&entries[6].draws),
         vec![(BucketKind::TopUp as i32, 3_000)]
     );
 }
@@ -210,6 +214,7 @@ async fn commit_below_the_hold_releases_the_rest_and_prices_come_from_the_rate_c
 
     let receipt = metering
         .commit(CommitRequest {
+            dimensions: None,
             idempotency_key: "c-1".into(),
             account_id: "shop".into(),
             reservation_id: reserved.reservation_id,
@@ -228,6 +233,7 @@ async fn commit_below_the_hold_releases_the_rest_and_prices_come_from_the_rate_c
     // A higher-cost model costs more; a free action costs nothing and is recorded.
     let premium = metering
         .debit(DebitRequest {
+            dimensions: None,
             idempotency_key: "d-1".into(),
             account_id: "shop".into(),
             member_id: "bob".into(),
@@ -261,11 +267,13 @@ async fn commit_below_the_hold_releases_the_rest_and_prices_come_from_the_rate_c
             account_id: "shop".into(),
             items: vec![
                 QuoteItem {
+                    dimensions: None,
                     action: "article.draft".into(),
                     model: String::new(),
                     count: 3,
                 },
                 QuoteItem {
+                    dimensions: None,
                     action: "x.engage".into(),
                     model: "premium".into(),
                     count: 0,

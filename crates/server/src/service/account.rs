@@ -2,7 +2,7 @@
 
 use tally_api::v1 as pb;
 use tally_api::v1::account_service_server::AccountService;
-use tally_core::{Command, GrantCommand, Outcome};
+use tally_core::{BucketKind, Command, GrantCommand, Millicredits, OpenAccount, Outcome};
 use tally_engine::{Engine, LedgerQuery};
 use tally_store::EventStore;
 use tonic::{Request, Response, Status};
@@ -28,13 +28,27 @@ impl<S: EventStore> AccountService for AccountApi<S> {
         let pb::OpenAccountRequest {
             idempotency_key,
             account_id,
+            plan,
+            time_zone,
+            billing_anchor,
+            trial,
+            spending_cap_millicredits,
         } = &request;
         let mut v = Validator::default();
         let key = v.idempotency_key("idempotency_key", idempotency_key);
         let account = v.account("account_id", account_id);
+        let open = OpenAccount {
+            plan: v.plan("plan", plan),
+            time_zone: v.time_zone("time_zone", time_zone),
+            anchor: v.billing_anchor("billing_anchor", *billing_anchor),
+            trial: *trial,
+            spending_cap: spending_cap_millicredits
+                .and_then(|cap| v.non_negative_amount("spending_cap_millicredits", cap)),
+        };
         let (Some(key), Some(account)) = (key, account) else {
             return Err(v.into_error().into());
         };
+        v.finish()?;
         let applied = self
             .0
             .mutate(
@@ -42,7 +56,7 @@ impl<S: EventStore> AccountService for AccountApi<S> {
                 &request,
                 account.clone(),
                 key,
-                Command::OpenAccount,
+                Command::OpenAccount(open),
             )
             .await?;
         Ok(Response::new(pb::OpenAccountResponse {
@@ -71,12 +85,30 @@ impl<S: EventStore> AccountService for AccountApi<S> {
             expires_at,
             cost_basis,
             reference,
+            pack,
         } = request.clone();
         let mut v = Validator::default();
         let key = v.idempotency_key("idempotency_key", &idempotency_key);
         let account = v.account("account_id", &account_id);
-        let kind = v.bucket_kind("kind", kind);
-        let amount = v.positive_amount("amount_millicredits", amount_millicredits);
+        let pack = v.pack("pack", &pack);
+        // A pack brings its own kind, amount and expiry.
+        let (kind, amount) = if pack.is_some() {
+            for (field, set) in [
+                ("kind", kind != 0),
+                ("amount_millicredits", amount_millicredits != 0),
+                ("expires_at", expires_at.is_some()),
+            ] {
+                if set {
+                    v.violation(field, "must be unset when a pack is given");
+                }
+            }
+            (Some(BucketKind::TopUp), Some(Millicredits::ZERO))
+        } else {
+            (
+                v.bucket_kind("kind", kind),
+                v.positive_amount("amount_millicredits", amount_millicredits),
+            )
+        };
         let source = v.grant_source("source", source);
         let effective_at = v.timestamp("effective_at", effective_at);
         let expires_at = v.timestamp("expires_at", expires_at);
@@ -90,6 +122,7 @@ impl<S: EventStore> AccountService for AccountApi<S> {
         let grant_id = Engine::<S>::mint_grant_id();
         let command = Command::Grant(GrantCommand {
             grant_id,
+            pack,
             kind,
             source,
             priority,
@@ -111,6 +144,9 @@ impl<S: EventStore> AccountService for AccountApi<S> {
             return Err(unexpected(&applied.reply.outcome));
         };
         let balance = applied.reply.balance.as_ref();
+        let amount = balance
+            .and_then(|b| b.buckets.iter().find(|bucket| &bucket.grant_id == grant_id))
+            .map_or(amount, |bucket| bucket.amount);
         Ok(Response::new(pb::GrantResponse {
             bucket: balance
                 .and_then(|b| b.buckets.iter().find(|bucket| &bucket.grant_id == grant_id))
@@ -165,6 +201,115 @@ impl<S: EventStore> AccountService for AccountApi<S> {
         };
         Ok(Response::new(pb::VoidGrantResponse {
             voided_millicredits: amount.get(),
+            balance: applied
+                .reply
+                .balance
+                .as_ref()
+                .map(|b| convert::balance(&account, b)),
+            consistency_token: applied.position.to_string(),
+        }))
+    }
+
+    async fn change_plan(
+        &self,
+        request: Request<pb::ChangePlanRequest>,
+    ) -> Result<Response<pb::ChangePlanResponse>, Status> {
+        let request = request.into_inner();
+        let mut v = Validator::default();
+        let key = v.idempotency_key("idempotency_key", &request.idempotency_key);
+        let account = v.account("account_id", &request.account_id);
+        let plan = v.plan("plan", &request.plan);
+        if request.plan.is_empty() {
+            v.violation("plan", "must be set");
+        }
+        let (Some(key), Some(account), Some(plan)) = (key, account, plan) else {
+            return Err(v.into_error().into());
+        };
+        let applied = self
+            .0
+            .mutate(
+                "ChangePlan",
+                &request,
+                account.clone(),
+                key,
+                Command::ChangePlan { plan },
+            )
+            .await?;
+        let Outcome::PlanChanged { effective_at } = &applied.reply.outcome else {
+            return Err(unexpected(&applied.reply.outcome));
+        };
+        Ok(Response::new(pb::ChangePlanResponse {
+            effective_at: Some(convert::timestamp(*effective_at)),
+            balance: applied
+                .reply
+                .balance
+                .as_ref()
+                .map(|b| convert::balance(&account, b)),
+            consistency_token: applied.position.to_string(),
+        }))
+    }
+
+    async fn set_spending_cap(
+        &self,
+        request: Request<pb::SetSpendingCapRequest>,
+    ) -> Result<Response<pb::SetSpendingCapResponse>, Status> {
+        let request = request.into_inner();
+        let mut v = Validator::default();
+        let key = v.idempotency_key("idempotency_key", &request.idempotency_key);
+        let account = v.account("account_id", &request.account_id);
+        let cap = request
+            .spending_cap_millicredits
+            .map(|cap| v.non_negative_amount("spending_cap_millicredits", cap));
+        let (Some(key), Some(account)) = (key, account) else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let applied = self
+            .0
+            .mutate(
+                "SetSpendingCap",
+                &request,
+                account.clone(),
+                key,
+                Command::SetSpendingCap { cap: cap.flatten() },
+            )
+            .await?;
+        Ok(Response::new(pb::SetSpendingCapResponse {
+            balance: applied
+                .reply
+                .balance
+                .as_ref()
+                .map(|b| convert::balance(&account, b)),
+            consistency_token: applied.position.to_string(),
+        }))
+    }
+
+    async fn set_billing_anchor(
+        &self,
+        request: Request<pb::SetBillingAnchorRequest>,
+    ) -> Result<Response<pb::SetBillingAnchorResponse>, Status> {
+        let request = request.into_inner();
+        let mut v = Validator::default();
+        let key = v.idempotency_key("idempotency_key", &request.idempotency_key);
+        let account = v.account("account_id", &request.account_id);
+        let anchor = v.billing_anchor("billing_anchor", request.billing_anchor);
+        if request.billing_anchor.is_none() {
+            v.violation("billing_anchor", "must be set");
+        }
+        let (Some(key), Some(account), Some(anchor)) = (key, account, anchor) else {
+            return Err(v.into_error().into());
+        };
+        let applied = self
+            .0
+            .mutate(
+                "SetBillingAnchor",
+                &request,
+                account.clone(),
+                key,
+                Command::SetBillingAnchor { anchor },
+            )
+            .await?;
+        Ok(Response::new(pb::SetBillingAnchorResponse {
             balance: applied
                 .reply
                 .balance

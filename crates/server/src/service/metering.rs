@@ -50,9 +50,11 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
                 action,
                 model,
                 count,
+                dimensions,
             } = item;
             let action = v.action(&format!("items[{i}].action"), &action);
             let model = v.model(&format!("items[{i}].model"), &model);
+            let dimensions = v.dimensions(&format!("items[{i}].dimensions"), dimensions);
             let count = match count {
                 0 => 1,
                 1..=MAX_QUOTE_COUNT => count,
@@ -69,6 +71,7 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
                     action,
                     model,
                     count,
+                    dimensions,
                 });
             }
         }
@@ -103,6 +106,10 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
             total_millicredits: quote.total.get(),
             available_millicredits: quote.available.get(),
             rate_card_version: convert::version(quote.rate_card_version),
+            spending_cap_millicredits: quote.spending_cap.map(|cap| cap.get()),
+            used_this_cycle_millicredits: quote.used_this_cycle.get(),
+            held_millicredits: quote.held.get(),
+            within_cap: quote.within_cap(),
         }))
     }
 
@@ -119,6 +126,7 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
             model,
             amount_millicredits,
             ttl,
+            dimensions,
         } = request.clone();
         let mut v = Validator::default();
         let key = v.idempotency_key("idempotency_key", &idempotency_key);
@@ -127,6 +135,8 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
         let action = v.action("action", &action);
         let model = v.model("model", &model);
         let amount = amount_millicredits.map(|a| v.positive_amount("amount_millicredits", a));
+        let dimensions = v.dimensions("dimensions", dimensions);
+        v.amount_or_dimensions(amount.flatten(), &dimensions);
         let ttl = v.ttl("ttl", ttl, self.0.hold_ttl.default, self.0.hold_ttl.max);
         let (Some(key), Some(account), Some(member), Some(action), Some(ttl_millis)) =
             (key, account, member, action, ttl)
@@ -140,6 +150,7 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
             action,
             model,
             amount: amount.flatten(),
+            dimensions,
             ttl_millis,
         };
         let applied = self
@@ -163,12 +174,15 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
             account_id,
             reservation_id,
             amount_millicredits,
+            dimensions,
         } = request.clone();
         let mut v = Validator::default();
         let key = v.idempotency_key("idempotency_key", &idempotency_key);
         let account = v.account("account_id", &account_id);
         let reservation_id = v.reservation("reservation_id", &reservation_id);
         let amount = amount_millicredits.map(|a| v.non_negative_amount("amount_millicredits", a));
+        let dimensions = v.dimensions("dimensions", dimensions);
+        v.amount_or_dimensions(amount.flatten(), &dimensions);
         let (Some(key), Some(account), Some(reservation_id)) = (key, account, reservation_id)
         else {
             return Err(v.into_error().into());
@@ -177,6 +191,7 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
         let command = Command::Commit {
             reservation_id,
             amount: amount.flatten(),
+            dimensions,
         };
         let applied = self
             .0
@@ -278,6 +293,7 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
             action,
             model,
             amount_millicredits,
+            dimensions,
         } = request.clone();
         let mut v = Validator::default();
         let key = v.idempotency_key("idempotency_key", &idempotency_key);
@@ -286,6 +302,8 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
         let action = v.action("action", &action);
         let model = v.model("model", &model);
         let amount = amount_millicredits.map(|a| v.positive_amount("amount_millicredits", a));
+        let dimensions = v.dimensions("dimensions", dimensions);
+        v.amount_or_dimensions(amount.flatten(), &dimensions);
         let (Some(key), Some(account), Some(member), Some(action)) = (key, account, member, action)
         else {
             return Err(v.into_error().into());
@@ -296,6 +314,7 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
             action,
             model,
             amount: amount.flatten(),
+            dimensions,
         };
         let applied = self
             .0

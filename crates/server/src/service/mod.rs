@@ -2,6 +2,7 @@
 //! and converts the answer; errors become statuses in `crate::status`.
 
 mod account;
+mod catalog;
 mod metering;
 
 use std::sync::{Arc, OnceLock};
@@ -16,6 +17,7 @@ use tonic::Status;
 use crate::ServiceError;
 
 pub use account::AccountApi;
+pub use catalog::CatalogApi;
 pub use metering::MeteringApi;
 
 /// What every handler shares: the engine, once the store is open.

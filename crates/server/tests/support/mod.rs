@@ -166,6 +166,8 @@ pub async fn open_funded_account(
         .open_account(pb::OpenAccountRequest {
             idempotency_key: "open".into(),
             account_id: account.into(),
+
+            ..Default::default()
         })
         .await
         .expect("account opens");
