@@ -14,6 +14,9 @@ use tracing::{debug, warn};
 use crate::codec::{self, StoredReply};
 use crate::{Applied, EngineError, Mutation, ReadFn, Shared};
 
+// Mutations are nearly every job: boxing them would cost an allocation per
+// request only to make the rare reads and sweeps smaller.
+#[allow(clippy::large_enum_variant)]
 pub(crate) enum Job {
     Mutate {
         mutation: Mutation,
