@@ -52,6 +52,7 @@ pub enum GrantSource {
 
 /// Money paid per credit, for finance. Never used in balance arithmetic.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CostBasis {
     pub currency_code: String,
     pub micros_per_credit: i64,

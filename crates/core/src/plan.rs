@@ -214,6 +214,19 @@ impl PlanCatalogue {
                     "packs.{name}.credits_millicredits: must be positive"
                 ));
             }
+            if let Some(basis) = &pack.cost_basis {
+                let code = &basis.currency_code;
+                if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_uppercase()) {
+                    return Err(format!(
+                        "packs.{name}.cost_basis.currency_code: must be an ISO 4217 code such as USD"
+                    ));
+                }
+                if basis.micros_per_credit < 0 {
+                    return Err(format!(
+                        "packs.{name}.cost_basis.micros_per_credit: must not be negative"
+                    ));
+                }
+            }
             if pack
                 .expires_after_months
                 .is_some_and(|m| !(1..=120).contains(&m))
@@ -269,6 +282,9 @@ mod tests {
             "version = 1\n[plans.x]\nsurprise = 1",
             "version = 1\n[plans.Bad]\n",
             "version = 1\n[packs.p]\ncredits_millicredits = 0",
+            "version = 1\n[packs.p]\ncredits_millicredits = 1\ncost_basis = { currency_code = \"usd\", micros_per_credit = 1 }",
+            "version = 1\n[packs.p]\ncredits_millicredits = 1\ncost_basis = { currency_code = \"USD\", micros_per_credit = -5 }",
+            "version = 1\n[packs.p]\ncredits_millicredits = 1\ncost_basis = { currency_code = \"USD\", micros_per_credit = 1, typo = 2 }",
         ] {
             assert!(PlanCatalogue::from_toml_str(bad).is_err(), "{bad}");
         }
