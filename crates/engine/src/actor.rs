@@ -286,7 +286,7 @@ impl<S: EventStore> Actor<S> {
         let ctx = Context {
             now,
             rate_cards: &catalog.rate_cards,
-            plans: &catalog.plans,
+            plans: catalog.plans(),
         };
 
         let mut events = Vec::new();

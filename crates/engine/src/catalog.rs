@@ -5,6 +5,7 @@
 //! Each replica keeps the catalog in memory and polls the stream's version
 //! to pick up what another replica published.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
@@ -37,17 +38,25 @@ impl CatalogEvent {
 #[derive(Clone, Debug, Default)]
 pub struct Catalog {
     pub rate_cards: RateCards,
-    /// The newest plan catalogue (version 0, empty, before any).
-    pub plans: PlanCatalogue,
-    /// Catalogue versions by number, for reads of older ones.
-    plan_history: Vec<PlanCatalogue>,
+    /// Every published plan catalogue, by version.
+    plan_catalogues: BTreeMap<u64, PlanCatalogue>,
     /// How much of the catalog stream this reflects.
     stream_version: u64,
 }
 
 impl Catalog {
+    /// The newest plan catalogue; the empty one (version 0) before any.
+    pub fn plans(&self) -> &PlanCatalogue {
+        static EMPTY: PlanCatalogue = PlanCatalogue {
+            version: 0,
+            plans: BTreeMap::new(),
+            packs: BTreeMap::new(),
+        };
+        self.plan_catalogues.values().next_back().unwrap_or(&EMPTY)
+    }
+
     pub fn plan_catalogue(&self, version: u64) -> Option<&PlanCatalogue> {
-        self.plan_history.iter().find(|c| c.version == version)
+        self.plan_catalogues.get(&version)
     }
 
     fn apply(&mut self, event: CatalogEvent) {
@@ -58,10 +67,7 @@ impl Catalog {
                 let _ = self.rate_cards.publish(card);
             }
             CatalogEvent::PlanCataloguePublished { catalogue } => {
-                if catalogue.version > self.plans.version {
-                    self.plans = catalogue.clone();
-                }
-                self.plan_history.push(catalogue);
+                self.plan_catalogues.insert(catalogue.version, catalogue);
             }
         }
     }
@@ -154,7 +160,7 @@ impl<S: EventStore> Engine<S> {
             catalogue.version,
             |catalog| {
                 (
-                    catalog.plans.version,
+                    catalog.plans().version,
                     catalog.plan_catalogue(catalogue.version) == Some(&catalogue),
                 )
             },

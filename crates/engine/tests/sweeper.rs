@@ -147,17 +147,17 @@ async fn two_replicas_sweep_each_boundary_once<H: Harness>(harness: H) {
             .count(),
         1
     );
+    let reference: Vec<Event> = events_of(a.store(), "lazy")
+        .await
+        .into_iter()
+        .take(opened.version as usize)
+        .chain(expected)
+        .filter(is_time_event)
+        .collect();
     for account in ["idle-1", "idle-2", "idle-3", "lazy"] {
         let written: Vec<Event> = events_of(a.store(), account)
             .await
             .into_iter()
-            .filter(is_time_event)
-            .collect();
-        let reference: Vec<Event> = events_of(a.store(), "lazy")
-            .await
-            .into_iter()
-            .take(opened.version as usize)
-            .chain(expected.clone())
             .filter(is_time_event)
             .collect();
         assert_eq!(written, reference, "{account}");

@@ -138,18 +138,19 @@ impl Validator {
         })
     }
 
-    /// An amount or dimensions, never both.
-    pub fn amount_or_dimensions(
+    /// A request's `dimensions`, which may not come with an amount.
+    pub fn dimensions_instead_of(
         &mut self,
         amount: Option<Millicredits>,
-        dimensions: &Option<Dimensions>,
-    ) {
-        if amount.is_some() && dimensions.is_some() {
+        value: Option<pb::Dimensions>,
+    ) -> Option<Dimensions> {
+        if amount.is_some() && value.is_some() {
             self.violation(
                 "dimensions",
                 "give amount_millicredits or dimensions, not both",
             );
         }
+        self.dimensions("dimensions", value)
     }
 
     /// An amount that must be more than zero (and at most the input cap).

@@ -120,7 +120,7 @@ async fn publish_seeds<S: EventStore>(engine: &Engine<S>, seeds: Seeds) -> anyho
     }
     if let Some(plans) = seeds.plans {
         let version = plans.version;
-        let current = engine.catalog().plans.version;
+        let current = engine.catalog().plans().version;
         if version < current {
             warn!(
                 file = version,

@@ -7,7 +7,7 @@ use tally_engine::{Engine, LedgerQuery};
 use tally_store::EventStore;
 use tonic::{Request, Response, Status};
 
-use super::{Api, unexpected};
+use super::{Api, balance_of, unexpected};
 use crate::ServiceError;
 use crate::convert::{self, Validator};
 
@@ -60,11 +60,7 @@ impl<S: EventStore> AccountService for AccountApi<S> {
             )
             .await?;
         Ok(Response::new(pb::OpenAccountResponse {
-            balance: applied
-                .reply
-                .balance
-                .as_ref()
-                .map(|b| convert::balance(&account, b)),
+            balance: balance_of(&applied, &account),
             consistency_token: applied.position.to_string(),
         }))
     }
@@ -201,11 +197,7 @@ impl<S: EventStore> AccountService for AccountApi<S> {
         };
         Ok(Response::new(pb::VoidGrantResponse {
             voided_millicredits: amount.get(),
-            balance: applied
-                .reply
-                .balance
-                .as_ref()
-                .map(|b| convert::balance(&account, b)),
+            balance: balance_of(&applied, &account),
             consistency_token: applied.position.to_string(),
         }))
     }
@@ -240,11 +232,7 @@ impl<S: EventStore> AccountService for AccountApi<S> {
         };
         Ok(Response::new(pb::ChangePlanResponse {
             effective_at: Some(convert::timestamp(*effective_at)),
-            balance: applied
-                .reply
-                .balance
-                .as_ref()
-                .map(|b| convert::balance(&account, b)),
+            balance: balance_of(&applied, &account),
             consistency_token: applied.position.to_string(),
         }))
     }
@@ -275,11 +263,7 @@ impl<S: EventStore> AccountService for AccountApi<S> {
             )
             .await?;
         Ok(Response::new(pb::SetSpendingCapResponse {
-            balance: applied
-                .reply
-                .balance
-                .as_ref()
-                .map(|b| convert::balance(&account, b)),
+            balance: balance_of(&applied, &account),
             consistency_token: applied.position.to_string(),
         }))
     }
@@ -310,11 +294,7 @@ impl<S: EventStore> AccountService for AccountApi<S> {
             )
             .await?;
         Ok(Response::new(pb::SetBillingAnchorResponse {
-            balance: applied
-                .reply
-                .balance
-                .as_ref()
-                .map(|b| convert::balance(&account, b)),
+            balance: balance_of(&applied, &account),
             consistency_token: applied.position.to_string(),
         }))
     }

@@ -125,7 +125,7 @@ impl<S: EventStore> CatalogService for CatalogApi<S> {
         let wanted = requested_version(request.into_inner().version)?;
         let catalog = self.0.engine()?.catalog();
         let catalogue = match wanted {
-            None => &catalog.plans,
+            None => catalog.plans(),
             Some(v) => catalog
                 .plan_catalogue(v)
                 .ok_or(ServiceError::UnknownVersion {

@@ -135,8 +135,7 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
         let action = v.action("action", &action);
         let model = v.model("model", &model);
         let amount = amount_millicredits.map(|a| v.positive_amount("amount_millicredits", a));
-        let dimensions = v.dimensions("dimensions", dimensions);
-        v.amount_or_dimensions(amount.flatten(), &dimensions);
+        let dimensions = v.dimensions_instead_of(amount.flatten(), dimensions);
         let ttl = v.ttl("ttl", ttl, self.0.hold_ttl.default, self.0.hold_ttl.max);
         let (Some(key), Some(account), Some(member), Some(action), Some(ttl_millis)) =
             (key, account, member, action, ttl)
@@ -181,8 +180,7 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
         let account = v.account("account_id", &account_id);
         let reservation_id = v.reservation("reservation_id", &reservation_id);
         let amount = amount_millicredits.map(|a| v.non_negative_amount("amount_millicredits", a));
-        let dimensions = v.dimensions("dimensions", dimensions);
-        v.amount_or_dimensions(amount.flatten(), &dimensions);
+        let dimensions = v.dimensions_instead_of(amount.flatten(), dimensions);
         let (Some(key), Some(account), Some(reservation_id)) = (key, account, reservation_id)
         else {
             return Err(v.into_error().into());
@@ -302,8 +300,7 @@ impl<S: EventStore> MeteringService for MeteringApi<S> {
         let action = v.action("action", &action);
         let model = v.model("model", &model);
         let amount = amount_millicredits.map(|a| v.positive_amount("amount_millicredits", a));
-        let dimensions = v.dimensions("dimensions", dimensions);
-        v.amount_or_dimensions(amount.flatten(), &dimensions);
+        let dimensions = v.dimensions_instead_of(amount.flatten(), dimensions);
         let (Some(key), Some(account), Some(member), Some(action)) = (key, account, member, action)
         else {
             return Err(v.into_error().into());

@@ -87,6 +87,15 @@ fn fingerprint(method: &str, request: &impl prost::Message) -> Vec<u8> {
 }
 
 /// An engine answer of the wrong shape: a bug, never the caller's fault.
+/// The balance a mutation's answer carries, on the wire.
+fn balance_of(applied: &Applied, account: &AccountId) -> Option<tally_api::v1::Balance> {
+    applied
+        .reply
+        .balance
+        .as_ref()
+        .map(|b| crate::convert::balance(account, b))
+}
+
 fn unexpected(outcome: &tally_core::Outcome) -> Status {
     Status::internal(format!("unexpected outcome {outcome:?}"))
 }
