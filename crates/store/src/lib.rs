@@ -15,6 +15,7 @@
 mod error;
 mod event;
 mod position;
+mod projection;
 mod store;
 
 pub mod postgres;
@@ -28,4 +29,8 @@ pub use event::{
     AppendRequest, AppendResult, IdempotencyRecord, NewEvent, RecordedEvent, Snapshot, Wakeup,
 };
 pub use position::{LogPosition, ParseLogPositionError};
+pub use projection::{
+    CommitOutcome, ProjectionCheckpoint, ProjectionCommit, ProjectionLock, ProjectionStore, SqlRow,
+    SqlStatement, SqlValue,
+};
 pub use store::EventStore;

@@ -10,7 +10,8 @@ use tally_store::postgres::{
     APP_ROLE, PostgresHarness, PostgresOptions, PostgresStore, SCHEMA_VERSION, SchemaStatus,
 };
 use tally_store::{
-    AppendRequest, EventStore, IdempotencyRecord, NewEvent, Snapshot, StoreError, Wakeup,
+    AppendRequest, EventStore, IdempotencyRecord, NewEvent, ProjectionCheckpoint, ProjectionStore,
+    Snapshot, StoreError, Wakeup,
 };
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
@@ -175,7 +176,7 @@ async fn a_database_from_a_newer_build_is_refused() {
 /// written before have none until an append or `set_wakeup` gives them one.
 #[tokio::test]
 async fn a_database_at_schema_2_migrates_with_its_data() {
-    assert_eq!(SCHEMA_VERSION, 3, "extend this test for the new migration");
+    assert_eq!(SCHEMA_VERSION, 4, "extend this test for the new migration");
     let harness = PostgresHarness::new();
     let (store, location) = harness.create_at_schema_version(2).await;
     assert_eq!(
@@ -204,10 +205,18 @@ async fn a_database_at_schema_2_migrates_with_its_data() {
     assert_eq!(log_before.len(), 3);
 
     let report = store.migrate().await.expect("migrate");
-    assert_eq!((report.from_version, report.to_version), (2, 3));
-    assert_eq!(report.applied, vec![3]);
+    assert_eq!((report.from_version, report.to_version), (2, 4));
+    assert_eq!(report.applied, vec![3, 4]);
     assert!(store.schema_status().await.expect("status").is_current());
-    assert_eq!(applied_versions(&admin).await, vec![1, 2, 3]);
+    assert_eq!(applied_versions(&admin).await, vec![1, 2, 3, 4]);
+    // Projections start empty and rebuild from the log that was there.
+    assert_eq!(
+        store
+            .projection_checkpoint("balances")
+            .await
+            .expect("checkpoint"),
+        ProjectionCheckpoint::default()
+    );
 
     assert_eq!(
         store.read_log(None, 100).await.expect("read_log"),

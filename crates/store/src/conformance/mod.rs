@@ -16,6 +16,7 @@ mod concurrency;
 mod idempotency;
 mod log;
 mod model;
+mod projection;
 mod restart;
 mod stream;
 mod wakeup;
@@ -27,6 +28,12 @@ pub use self::concurrency::{concurrent_appenders_win_each_version_once, tail_log
 pub use self::idempotency::idempotency_records_are_atomic_with_events;
 pub use self::log::{global_log_is_ordered_and_pages_without_gaps, read_log_after_checkpoint};
 pub use self::model::random_operations_match_model;
+pub use self::projection::{
+    failed_statement_writes_nothing, log_head_is_the_last_append,
+    projection_commit_writes_rows_with_checkpoint, projection_lock_has_one_holder,
+    projections_survive_restart, queries_read_one_snapshot, racing_commits_land_once,
+    reset_returns_to_the_start, stale_generation_writes_nothing,
+};
 pub use self::restart::{restart_keeps_everything, snapshots_overwrite_and_miss};
 pub use self::stream::{
     append_then_read_stream, invalid_append_writes_nothing, large_batch_is_atomic,
@@ -37,11 +44,14 @@ pub use self::wakeup::{
     failed_appends_leave_the_wakeup_alone, set_wakeup_only_at_the_current_version,
     stale_set_wakeup_loses_to_a_racing_append, wakeups_survive_restart,
 };
-use crate::{AppendRequest, EventStore, IdempotencyRecord, LogPosition, NewEvent, RecordedEvent};
+use crate::{
+    AppendRequest, EventStore, IdempotencyRecord, LogPosition, NewEvent, ProjectionStore,
+    RecordedEvent,
+};
 
 /// How the suite gets stores from a backend.
 pub trait Harness: Send + Sync + 'static {
-    type Store: EventStore;
+    type Store: EventStore + ProjectionStore;
     /// Names one store's durable storage (a file, a database) so the restart
     /// case can open it again. Dropping it may delete that storage.
     type Location: Send + Sync + 'static;
@@ -86,6 +96,15 @@ macro_rules! conformance_tests {
             stale_set_wakeup_loses_to_a_racing_append,
             wakeups_survive_restart,
             failed_appends_leave_the_wakeup_alone,
+            projection_commit_writes_rows_with_checkpoint,
+            stale_generation_writes_nothing,
+            failed_statement_writes_nothing,
+            racing_commits_land_once,
+            reset_returns_to_the_start,
+            queries_read_one_snapshot,
+            projection_lock_has_one_holder,
+            log_head_is_the_last_append,
+            projections_survive_restart,
         );
     };
 }

@@ -25,6 +25,7 @@ mod error;
 #[cfg(feature = "test-util")]
 mod harness;
 mod log;
+mod projection;
 mod schema;
 mod sql;
 

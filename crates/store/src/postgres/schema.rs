@@ -50,6 +50,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "wakeups",
         sql: include_str!("migrations/0003_wakeups.sql"),
     },
+    Migration {
+        version: 4,
+        name: "projections",
+        sql: include_str!("migrations/0004_projections.sql"),
+    },
 ];
 
 /// The schema version this build writes and understands.

@@ -20,6 +20,7 @@
 mod error;
 #[cfg(feature = "test-util")]
 mod harness;
+mod projection;
 mod schema;
 mod sql;
 
@@ -36,6 +37,7 @@ use tracing::Span;
 use self::error::store_error;
 #[cfg(feature = "test-util")]
 pub use self::harness::{SqliteHarness, SqliteLocation};
+pub(crate) use self::projection::LocalLock;
 pub use self::schema::SCHEMA_VERSION;
 use crate::{
     AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, RecordedEvent,
