@@ -17,6 +17,8 @@ use crate::{LogPosition, StoreError};
 
 /// A value bound to, or read from, a projection statement. Projections use
 /// only 64-bit integers and text, the types both backends store alike.
+/// A NULL is typed when bound (PostgreSQL needs to know) and reads back as
+/// `Int(None)` on every backend, whatever its column.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum SqlValue {
     Int(Option<i64>),

@@ -71,7 +71,12 @@ fn decode(row: &tokio_postgres::Row) -> Result<SqlRow, StoreError> {
                     ))));
                 }
             };
-            Ok(value)
+            // NULL reads back alike on every backend, whatever its column.
+            Ok(if value.is_null() {
+                SqlValue::Int(None)
+            } else {
+                value
+            })
         })
         .collect()
 }
