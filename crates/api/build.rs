@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "catalog_service.proto",
         "credits.proto",
         "metering_service.proto",
+        "reads.proto",
     ]
     .map(|name| proto_root.join("tally/v1").join(name));
     for file in &files {

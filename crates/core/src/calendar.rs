@@ -201,6 +201,37 @@ pub fn next_midnight(zone: &TimeZoneName, after: Timestamp) -> Timestamp {
     Timestamp::from_millis(start.timestamp().as_millisecond())
 }
 
+/// A local day: `YYYY-MM-DD`.
+pub type Day = jiff::civil::Date;
+
+/// Parses `YYYY-MM-DD`; `None` for anything else, or a date that does not
+/// exist.
+pub fn parse_day(text: &str) -> Option<Day> {
+    let valid = text.len() == 10
+        && text.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    valid.then(|| text.parse().ok()).flatten()
+}
+
+/// The local day `at` falls on.
+pub fn day_of(zone: &TimeZoneName, at: Timestamp) -> Day {
+    local(zone, at).date()
+}
+
+/// The first moment of a local day (a midnight a DST change skips starts
+/// at the first moment that exists).
+pub fn day_start(zone: &TimeZoneName, day: Day) -> Timestamp {
+    let start = day
+        .to_zoned(zone.zone())
+        .expect("every day has a first moment");
+    Timestamp::from_millis(start.timestamp().as_millisecond())
+}
+
 /// `at` plus `days` local days at the same local time: a 7-day trial opened
 /// at 10:00 ends at 10:00, across DST changes too.
 pub fn plus_days(zone: &TimeZoneName, at: Timestamp, days: u32) -> Timestamp {

@@ -212,6 +212,7 @@ impl<S: EventStore> Actor<S> {
                 next_wakeup_ms: wakeup,
             })
             .await?;
+        self.shared.announce_append(&self.account);
         self.state = Some(state);
         self.maybe_snapshot(version_before).await;
         Ok(due.len())
@@ -365,6 +366,7 @@ impl<S: EventStore> Actor<S> {
                 })
                 .await?;
             debug_assert_eq!(appended.last_version, version_before + stream_events);
+            self.shared.announce_append(&self.account);
             self.maybe_snapshot(version_before).await;
             appended.positions
         };

@@ -12,7 +12,6 @@ mod actor;
 mod catalog;
 mod codec;
 mod error;
-mod ledger;
 mod quote;
 mod sweeper;
 
@@ -26,13 +25,12 @@ use tally_core::{
     Timestamp,
 };
 use tally_store::{EventStore, LogPosition};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use catalog::{CATALOG_STREAM, Catalog, Published};
 pub use codec::{DecodedEvent, StoredReply, decode_event};
 pub use error::EngineError;
-pub use ledger::{LedgerEntry, LedgerPage, LedgerQuery};
 pub use quote::{Quote, QuoteItem, QuoteLine};
 pub use sweeper::SweepReport;
 
@@ -113,6 +111,10 @@ pub(crate) struct Shared<S> {
     background: Mutex<Vec<JoinHandle<()>>>,
     actors: Mutex<HashMap<AccountId, ActorHandle>>,
     next_actor: AtomicU64,
+    /// Every account this process appends to, as it happens: lets
+    /// watchers wake at once instead of polling (writes by other replicas
+    /// still need a poll).
+    appended: broadcast::Sender<AccountId>,
 }
 
 struct ActorHandle {
@@ -138,12 +140,19 @@ impl<S: EventStore> Engine<S> {
                 background: Mutex::new(Vec::new()),
                 actors: Mutex::new(HashMap::new()),
                 next_actor: AtomicU64::new(0),
+                appended: broadcast::channel(APPENDED_BACKLOG).0,
             }),
         }
     }
 
     pub fn store(&self) -> &S {
         &self.shared.store
+    }
+
+    /// The accounts this process appends to from now on. A receiver that
+    /// falls behind gets `Lagged` and should re-read what it follows.
+    pub fn appended(&self) -> broadcast::Receiver<AccountId> {
+        self.shared.appended.subscribe()
     }
 
     pub fn now(&self) -> Timestamp {
@@ -264,7 +273,16 @@ impl<S: EventStore> Engine<S> {
     }
 }
 
+/// Appends announced but not yet seen that a slow watcher may fall behind
+/// by before it is told it lagged.
+const APPENDED_BACKLOG: usize = 1_024;
+
 impl<S> Shared<S> {
+    pub(crate) fn announce_append(&self, account: &AccountId) {
+        // No receivers is the normal case; nothing to do then.
+        let _ = self.appended.send(account.clone());
+    }
+
     pub(crate) fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().expect("catalog lock").clone()
     }

@@ -175,6 +175,25 @@ fn ledger_entry(row: &SqlRow) -> Result<LedgerEntry, ProjectionError> {
     })
 }
 
+/// When each billing cycle the ledger holds began, newest first.
+pub async fn cycle_starts<P: ProjectionStore>(
+    store: &P,
+    account: &str,
+) -> Result<Vec<Timestamp>, ProjectionError> {
+    let rows = store
+        .query_projection(vec![SqlStatement::new(
+            "SELECT occurred_at_ms FROM ledger_entries \
+             WHERE account_id = $1 AND kind = $2 ORDER BY seq DESC",
+            vec![SqlValue::text(account), SqlValue::text("cycle_started")],
+        )])
+        .await?
+        .remove(0);
+    Ok(rows
+        .iter()
+        .filter_map(|row| row[0].as_int().map(Timestamp::from_millis))
+        .collect())
+}
+
 /// What usage totals are grouped by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UsageGrouping {

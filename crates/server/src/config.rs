@@ -21,12 +21,27 @@ pub struct Cli {
     pub config: Config,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Subcommand)]
+#[derive(Clone, Debug, PartialEq, Eq, Subcommand)]
 pub enum Command {
     /// Serve gRPC (the default).
     Serve,
     /// Apply the PostgreSQL schema migrations, then exit.
     Migrate,
+    /// Empty the projections and fold the whole log into them again, with
+    /// a progress bar. If a running tallyd holds a projection, it is reset
+    /// and that tallyd rebuilds it; this command follows its progress.
+    Rebuild {
+        /// Only this projection (balances, ledger or usage).
+        #[arg(long)]
+        projection: Option<String>,
+    },
+    /// Rebuild the projections into a scratch copy up to their live
+    /// checkpoints and compare every row; exits non-zero on any difference.
+    Verify {
+        /// Only this projection (balances, ledger or usage).
+        #[arg(long)]
+        projection: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, Args)]
@@ -93,6 +108,16 @@ pub struct Config {
     )]
     pub shutdown_grace_secs: u64,
 
+    /// AccountService (reads) reports NOT_SERVING while a projection lags
+    /// the log by more than this, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_MAX_PROJECTION_LAG_SECS",
+        default_value_t = 30
+    )]
+    pub max_projection_lag_secs: u64,
+
     /// Log format.
     #[arg(long, global = true, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -122,6 +147,10 @@ impl Config {
 
     pub fn default_hold_ttl(&self) -> Duration {
         Duration::from_secs(self.default_hold_ttl_secs)
+    }
+
+    pub fn max_projection_lag(&self) -> Duration {
+        Duration::from_secs(self.max_projection_lag_secs)
     }
 
     pub fn max_hold_ttl(&self) -> Duration {

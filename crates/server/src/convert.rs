@@ -496,7 +496,7 @@ impl Validator {
     }
 }
 
-pub fn ledger_entry(entry: &tally_engine::LedgerEntry) -> pb::LedgerEntry {
+pub fn ledger_entry(entry: &tally_projections::LedgerEntry) -> pb::LedgerEntry {
     use tally_core::Event;
     let kind = LEDGER_KINDS
         .iter()

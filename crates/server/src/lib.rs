@@ -4,6 +4,7 @@
 pub mod config;
 mod convert;
 mod drain;
+mod maintenance;
 mod service;
 mod status;
 
@@ -17,9 +18,10 @@ use tally_api::v1::catalog_service_server::CatalogServiceServer;
 use tally_api::v1::metering_service_server::MeteringServiceServer;
 use tally_core::{Clock, PlanCatalogue, RateCard};
 use tally_engine::{Engine, EngineConfig, EngineError};
-use tally_store::EventStore;
+use tally_projections::{ProjectionError, Projections, RunnerConfig};
 use tally_store::postgres::{PostgresOptions, PostgresStore};
 use tally_store::sqlite::SqliteStore;
+use tally_store::{EventStore, ProjectionStore};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -30,9 +32,16 @@ use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
 pub use config::Config;
+pub use maintenance::{rebuild_projections, verify_projections};
 pub use status::{ERROR_DOMAIN, InvalidArgument};
 
-use service::{AccountApi, Api, CatalogApi, HoldTtl, MeteringApi};
+use service::{AccountApi, Api, CatalogApi, HoldTtl, MeteringApi, Running};
+
+/// What tallyd needs of a store: the log, the projections' tables, and
+/// cheap handles to share between the engine and the projections.
+pub trait Store: EventStore + ProjectionStore + Clone {}
+
+impl<S: EventStore + ProjectionStore + Clone> Store for S {}
 
 /// Why a handler failed: bad input, or whatever the engine said.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +50,8 @@ pub enum ServiceError {
     Invalid(InvalidArgument),
     #[error(transparent)]
     Engine(#[from] EngineError),
+    #[error(transparent)]
+    Projection(#[from] ProjectionError),
     /// A read asked for a catalog version that was never published.
     #[error("no {document} version {version} has been published")]
     UnknownVersion {
@@ -97,7 +108,7 @@ struct Seeds {
 /// file older than what was published over gRPC does not win, and a file
 /// whose version was published with other content is reported, not
 /// forced: the store is the truth every replica shares.
-async fn publish_seeds<S: EventStore>(engine: &Engine<S>, seeds: Seeds) -> anyhow::Result<()> {
+async fn publish_seeds<S: Store>(engine: &Engine<S>, seeds: Seeds) -> anyhow::Result<()> {
     engine.refresh_catalog().await?;
     if let Some(card) = seeds.rate_card {
         let version = card.version;
@@ -251,7 +262,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
 
 /// Serves tally.v1 on `listener` over the store `open` yields. Until it
 /// does, health says NOT_SERVING and calls get UNAVAILABLE.
-async fn serve<S: EventStore>(
+async fn serve<S: Store>(
     listener: TcpListener,
     config: &Config,
     clock: Arc<dyn Clock>,
@@ -262,9 +273,9 @@ async fn serve<S: EventStore>(
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_health::<S>(&reporter, ServingStatus::NotServing).await;
 
-    let engine_cell: Arc<OnceLock<Engine<S>>> = Arc::new(OnceLock::new());
+    let running_cell: Arc<OnceLock<Running<S>>> = Arc::new(OnceLock::new());
     let api = Api::new(
-        engine_cell.clone(),
+        running_cell.clone(),
         HoldTtl {
             default: config.default_hold_ttl(),
             max: config.max_hold_ttl(),
@@ -287,8 +298,10 @@ async fn serve<S: EventStore>(
         });
 
     let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
+    let max_lag = config.max_projection_lag();
     let task = tokio::spawn(async move {
         let mut serving = tokio::spawn(server);
+        let mut readiness = None;
         let engine = tokio::select! {
             store = open => {
                 let store = match store {
@@ -298,15 +311,25 @@ async fn serve<S: EventStore>(
                         return Err(e);
                     }
                 };
-                let engine = Engine::new(store, clock, EngineConfig::default());
+                let engine = Engine::new(store.clone(), clock.clone(), EngineConfig::default());
                 if let Err(e) = publish_seeds(&engine, seeds).await {
                     serving.abort();
                     return Err(e);
                 }
                 engine.start_background();
-                let _ = engine_cell.set(engine.clone());
+                let projections = Projections::new(store, clock, RunnerConfig::default());
+                projections.start();
+                let _ = running_cell.set(Running {
+                    engine: engine.clone(),
+                    projections: projections.clone(),
+                });
                 set_health::<S>(&reporter, ServingStatus::Serving).await;
-                Some(engine)
+                readiness = Some(tokio::spawn(follow_projection_lag::<S>(
+                    reporter.clone(),
+                    projections.clone(),
+                    max_lag,
+                )));
+                Some((engine, projections))
             }
             _ = &mut shutdown_rx => None,
         };
@@ -339,8 +362,12 @@ async fn serve<S: EventStore>(
                 Ok(())
             }
         };
-        if let Some(engine) = engine {
+        if let Some(readiness) = readiness {
+            readiness.abort();
+        }
+        if let Some((engine, projections)) = engine {
             engine.shutdown().await;
+            projections.shutdown().await;
         }
         served.context("serving gRPC")
     });
@@ -352,7 +379,7 @@ async fn serve<S: EventStore>(
     })
 }
 
-async fn set_health<S: EventStore>(reporter: &HealthReporter, status: ServingStatus) {
+async fn set_health<S: Store>(reporter: &HealthReporter, status: ServingStatus) {
     reporter
         .set_service_status(
             <AccountServiceServer<AccountApi<S>> as NamedService>::NAME,
@@ -366,4 +393,42 @@ async fn set_health<S: EventStore>(reporter: &HealthReporter, status: ServingSta
         )
         .await;
     reporter.set_service_status("", status).await;
+}
+
+/// Reads come from the projections, so AccountService is only as ready as
+/// they are fresh: NOT_SERVING while any lags the log by more than
+/// `max_lag`. The log is shared, so lag is the same on every replica;
+/// metering (writes) is unaffected and stays SERVING, as does the whole
+/// server (service "").
+async fn follow_projection_lag<S: Store>(
+    reporter: HealthReporter,
+    projections: Projections<S>,
+    max_lag: std::time::Duration,
+) {
+    let mut fresh = true;
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let lagging: Vec<String> = projections
+            .lag()
+            .into_iter()
+            .filter(|(_, lag)| lag.age > max_lag)
+            .map(|(projection, lag)| format!("{projection} ({:?} behind)", lag.age))
+            .collect();
+        if lagging.is_empty() != fresh {
+            fresh = lagging.is_empty();
+            let status = if fresh {
+                info!("projections caught up: AccountService serving");
+                ServingStatus::Serving
+            } else {
+                warn!(lagging = ?lagging, "projections lag: AccountService not serving");
+                ServingStatus::NotServing
+            };
+            reporter
+                .set_service_status(
+                    <AccountServiceServer<AccountApi<S>> as NamedService>::NAME,
+                    status,
+                )
+                .await;
+        }
+    }
 }

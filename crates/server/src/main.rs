@@ -29,6 +29,21 @@ fn main() -> ExitCode {
     let result = match command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(run(config)),
         Command::Migrate => runtime.block_on(tally_server::migrate(&config)),
+        Command::Rebuild { projection } => runtime.block_on(tally_server::rebuild_projections(
+            &config,
+            projection.as_deref(),
+        )),
+        Command::Verify { projection } => {
+            match runtime.block_on(tally_server::verify_projections(
+                &config,
+                projection.as_deref(),
+            )) {
+                Ok(true) => Ok(()),
+                // Differences were printed; the exit code says so to scripts.
+                Ok(false) => return ExitCode::from(1),
+                Err(e) => Err(e),
+            }
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

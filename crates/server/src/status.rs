@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use tally_core::Rejection;
 use tally_engine::EngineError;
+use tally_projections::ProjectionError;
 use tally_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -64,6 +65,7 @@ impl From<super::ServiceError> for Status {
         match error {
             super::ServiceError::Invalid(invalid) => invalid.into(),
             super::ServiceError::Engine(e) => engine_status(e),
+            super::ServiceError::Projection(e) => projection_status(e),
             e @ super::ServiceError::UnknownVersion { document, version } => status(
                 Code::NotFound,
                 "UNKNOWN_VERSION",
@@ -80,6 +82,26 @@ impl From<super::ServiceError> for Status {
     }
 }
 
+fn projection_status(error: ProjectionError) -> Status {
+    let message = error.to_string();
+    match error {
+        ProjectionError::Store(store) => store_status(store, message),
+        ProjectionError::Corrupt(_) => status(Code::DataLoss, "DATA_CORRUPT", message, &[]),
+        ProjectionError::Busy(projection) => status(
+            Code::FailedPrecondition,
+            "PROJECTION_BUSY",
+            message,
+            &[("projection", projection.into())],
+        ),
+        ProjectionError::NotFresh { projection } => status(
+            Code::DeadlineExceeded,
+            "NOT_FRESH_ENOUGH",
+            message,
+            &[("projection", projection.into())],
+        ),
+    }
+}
+
 fn engine_status(error: EngineError) -> Status {
     let message = error.to_string();
     match error {
@@ -90,18 +112,7 @@ fn engine_status(error: EngineError) -> Status {
             message,
             &[("idempotency_key", key)],
         ),
-        EngineError::Store(store) => match store {
-            StoreError::Unavailable(_) => {
-                status(Code::Unavailable, "STORE_UNAVAILABLE", message, &[])
-            }
-            StoreError::VersionConflict { .. } | StoreError::DuplicateIdempotencyKey { .. } => {
-                status(Code::Aborted, "CONCURRENT_MODIFICATION", message, &[])
-            }
-            StoreError::InvalidAppend(_) | StoreError::Internal(_) => {
-                status(Code::Internal, "STORE_ERROR", message, &[])
-            }
-            StoreError::Corrupt(_) => status(Code::DataLoss, "DATA_CORRUPT", message, &[]),
-        },
+        EngineError::Store(store) => store_status(store, message),
         EngineError::Corrupt(_) => status(Code::DataLoss, "DATA_CORRUPT", message, &[]),
         EngineError::Contention { .. } => status(Code::Aborted, "CONTENTION", message, &[]),
         EngineError::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", message, &[]),
@@ -189,5 +200,18 @@ fn rejection_status(rejection: Rejection, message: String) -> Status {
             &[("grant_id", id.to_string())],
         ),
         Rejection::InvalidField { field, reason } => InvalidArgument::field(field, reason).into(),
+    }
+}
+
+fn store_status(store: StoreError, message: String) -> Status {
+    match store {
+        StoreError::Unavailable(_) => status(Code::Unavailable, "STORE_UNAVAILABLE", message, &[]),
+        StoreError::VersionConflict { .. } | StoreError::DuplicateIdempotencyKey { .. } => {
+            status(Code::Aborted, "CONCURRENT_MODIFICATION", message, &[])
+        }
+        StoreError::InvalidAppend(_) | StoreError::Internal(_) => {
+            status(Code::Internal, "STORE_ERROR", message, &[])
+        }
+        StoreError::Corrupt(_) => status(Code::DataLoss, "DATA_CORRUPT", message, &[]),
     }
 }

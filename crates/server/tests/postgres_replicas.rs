@@ -74,6 +74,9 @@ async fn two_replicas_never_hold_more_than_granted() {
         let balance = AccountServiceClient::new(channel)
             .get_balance(pb::GetBalanceRequest {
                 account_id: "shared".into(),
+                consistency: Some(pb::ReadConsistency {
+                    requirement: Some(pb::read_consistency::Requirement::FullyConsistent(true)),
+                }),
             })
             .await
             .unwrap()
@@ -116,6 +119,7 @@ async fn serving_waits_for_migration() {
     let refused = AccountServiceClient::new(channel)
         .get_balance(pb::GetBalanceRequest {
             account_id: "a".into(),
+            consistency: None,
         })
         .await
         .unwrap_err();

@@ -282,10 +282,19 @@ pub async fn grant(
         .into_inner()
 }
 
+/// Reads see every write acknowledged before them (the tests check
+/// what their writes did).
+pub fn fully_consistent() -> Option<tally_api::v1::ReadConsistency> {
+    Some(tally_api::v1::ReadConsistency {
+        requirement: Some(tally_api::v1::read_consistency::Requirement::FullyConsistent(true)),
+    })
+}
+
 pub async fn balance(accounts: &mut AccountServiceClient<Channel>, account: &str) -> Balance {
     accounts
         .get_balance(GetBalanceRequest {
             account_id: account.into(),
+            consistency: fully_consistent(),
         })
         .await
         .expect("balance")
@@ -302,6 +311,7 @@ pub async fn ledger(
         .list_ledger(ListLedgerRequest {
             account_id: account.into(),
             page_size: 1000,
+            consistency: fully_consistent(),
             ..Default::default()
         })
         .await

@@ -1207,6 +1207,7 @@ async fn campaigns(backend: Backend) {
         .list_ledger(ListLedgerRequest {
             account_id: ws.into(),
             kinds: vec![LedgerEntryKind::BucketExpired.into()],
+            consistency: fully_consistent(),
             ..Default::default()
         })
         .await
@@ -1348,6 +1349,7 @@ async fn storefront(backend: Backend) {
         .list_ledger(ListLedgerRequest {
             account_id: ws.into(),
             kinds: vec![LedgerEntryKind::Grant.into(), LedgerEntryKind::Debit.into()],
+            consistency: fully_consistent(),
             ..Default::default()
         })
         .await

@@ -183,6 +183,7 @@ async fn refusals_carry_typed_reasons() {
     let unknown = accounts
         .get_balance(GetBalanceRequest {
             account_id: "nobody".into(),
+            consistency: fully_consistent(),
         })
         .await
         .unwrap_err();

@@ -307,6 +307,7 @@ async fn commit_below_the_hold_releases_the_rest_and_prices_come_from_the_rate_c
             account_id: "shop".into(),
             member_id: "bob".into(),
             page_size: 1,
+            consistency: fully_consistent(),
             ..Default::default()
         })
         .await
@@ -320,6 +321,7 @@ async fn commit_below_the_hold_releases_the_rest_and_prices_come_from_the_rate_c
             member_id: "bob".into(),
             page_size: 1,
             page_token: bobs.next_page_token,
+            consistency: fully_consistent(),
             ..Default::default()
         })
         .await

@@ -1,25 +1,24 @@
 //! tally.v1.AccountService.
 
+use crate::Store;
 use tally_api::v1 as pb;
 use tally_api::v1::account_service_server::AccountService;
 use tally_core::{BucketKind, Command, GrantCommand, Millicredits, OpenAccount, Outcome};
-use tally_engine::{Engine, LedgerQuery};
-use tally_store::EventStore;
 use tonic::{Request, Response, Status};
 
+use tally_engine::Engine;
+
+use super::reads::WatchStream;
 use super::{Api, balance_of, unexpected};
-use crate::ServiceError;
 use crate::convert::{self, Validator};
 
 /// Longest free-text note (reference, reason).
 const NOTE_MAX_BYTES: usize = 256;
-const DEFAULT_PAGE_SIZE: usize = 100;
-const MAX_PAGE_SIZE: usize = 1_000;
 
-pub struct AccountApi<S: EventStore>(pub Api<S>);
+pub struct AccountApi<S: Store>(pub Api<S>);
 
 #[tonic::async_trait]
-impl<S: EventStore> AccountService for AccountApi<S> {
+impl<S: Store> AccountService for AccountApi<S> {
     async fn open_account(
         &self,
         request: Request<pb::OpenAccountRequest>,
@@ -303,103 +302,29 @@ impl<S: EventStore> AccountService for AccountApi<S> {
         &self,
         request: Request<pb::GetBalanceRequest>,
     ) -> Result<Response<pb::GetBalanceResponse>, Status> {
-        let pb::GetBalanceRequest { account_id } = request.into_inner();
-        let mut v = Validator::default();
-        let Some(account) = v.account("account_id", &account_id) else {
-            return Err(v.into_error().into());
-        };
-        let view = self
-            .0
-            .engine()?
-            .balance(&account)
-            .await
-            .map_err(ServiceError::from)?;
-        Ok(Response::new(pb::GetBalanceResponse {
-            balance: Some(convert::balance(&account, &view)),
-        }))
+        self.0.get_balance(request).await
     }
 
     async fn list_ledger(
         &self,
         request: Request<pb::ListLedgerRequest>,
     ) -> Result<Response<pb::ListLedgerResponse>, Status> {
-        let pb::ListLedgerRequest {
-            account_id,
-            page_size,
-            page_token,
-            member_id,
-            action,
-            kinds,
-            start_time,
-            end_time,
-        } = request.into_inner();
-        let mut v = Validator::default();
-        let account = v.account("account_id", &account_id);
-        let limit = match usize::try_from(page_size) {
-            Ok(0) => DEFAULT_PAGE_SIZE,
-            Ok(size) if size <= MAX_PAGE_SIZE => size,
-            _ => {
-                v.violation(
-                    "page_size",
-                    format!("must be between 0 and {MAX_PAGE_SIZE}"),
-                );
-                DEFAULT_PAGE_SIZE
-            }
-        };
-        let after_version = if page_token.is_empty() {
-            0
-        } else {
-            parse_page_token(&page_token).unwrap_or_else(|| {
-                v.violation("page_token", "is not a token this service issued");
-                0
-            })
-        };
-        let member = (!member_id.is_empty())
-            .then(|| v.member("member_id", &member_id))
-            .flatten();
-        let action = (!action.is_empty())
-            .then(|| v.action("action", &action))
-            .flatten();
-        let types = v.ledger_kinds("kinds", &kinds);
-        let start = v.timestamp("start_time", start_time);
-        let end = v.timestamp("end_time", end_time);
-        let Some(account) = account else {
-            return Err(v.into_error().into());
-        };
-        v.finish()?;
-        let page = self
-            .0
-            .engine()?
-            .ledger(
-                &account,
-                LedgerQuery {
-                    member,
-                    action,
-                    types,
-                    start,
-                    end,
-                    after_version,
-                    limit,
-                },
-            )
-            .await
-            .map_err(ServiceError::from)?;
-        Ok(Response::new(pb::ListLedgerResponse {
-            entries: page.entries.iter().map(convert::ledger_entry).collect(),
-            next_page_token: page
-                .next_after_version
-                .map(page_token_after)
-                .unwrap_or_default(),
-        }))
+        self.0.list_ledger(request).await
     }
-}
 
-/// Page tokens are opaque to callers; inside, the stream version to
-/// continue after.
-fn page_token_after(version: u64) -> String {
-    format!("v1.{version}")
-}
+    async fn get_usage(
+        &self,
+        request: Request<pb::GetUsageRequest>,
+    ) -> Result<Response<pb::GetUsageResponse>, Status> {
+        self.0.get_usage(request).await
+    }
 
-fn parse_page_token(token: &str) -> Option<u64> {
-    token.strip_prefix("v1.")?.parse().ok()
+    type WatchAccountStream = WatchStream;
+
+    async fn watch_account(
+        &self,
+        request: Request<pb::WatchAccountRequest>,
+    ) -> Result<Response<WatchStream>, Status> {
+        self.0.watch_account(request).await
+    }
 }

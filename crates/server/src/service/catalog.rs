@@ -1,12 +1,12 @@
 //! tally.v1.CatalogService: publishing and reading the rate card and the
 //! plan catalogue, as TOML documents in the same format as the files.
 
+use crate::Store;
 use serde::Serialize;
 use tally_api::v1 as pb;
 use tally_api::v1::catalog_service_server::CatalogService;
 use tally_core::{PlanCatalogue, RateCard};
 use tally_engine::Published;
-use tally_store::EventStore;
 use tonic::{Request, Response, Status};
 
 use super::Api;
@@ -16,7 +16,7 @@ use crate::convert::Validator;
 /// Catalog documents are small; this bounds what one request may parse.
 const MAX_DOCUMENT_BYTES: usize = 1 << 20;
 
-pub struct CatalogApi<S: EventStore>(pub Api<S>);
+pub struct CatalogApi<S: Store>(pub Api<S>);
 
 fn document<T>(field: &str, text: &str, parse: fn(&str) -> Result<T, String>) -> Result<T, Status> {
     let mut v = Validator::default();
@@ -55,7 +55,7 @@ fn requested_version(version: Option<i64>) -> Result<Option<u64>, Status> {
 }
 
 #[tonic::async_trait]
-impl<S: EventStore> CatalogService for CatalogApi<S> {
+impl<S: Store> CatalogService for CatalogApi<S> {
     async fn publish_rate_card(
         &self,
         request: Request<pb::PublishRateCardRequest>,

@@ -1,10 +1,10 @@
 //! tally.v1.MeteringService: the hot path.
 
+use crate::Store;
 use tally_api::v1 as pb;
 use tally_api::v1::metering_service_server::MeteringService;
 use tally_core::{Command, Outcome};
 use tally_engine::{Applied, Engine, QuoteItem};
-use tally_store::EventStore;
 use tonic::{Request, Response, Status};
 
 use super::{Api, unexpected};
@@ -14,7 +14,7 @@ use crate::convert::{self, Validator};
 const MAX_QUOTE_ITEMS: usize = 1_000;
 const MAX_QUOTE_COUNT: i64 = 1_000_000;
 
-pub struct MeteringApi<S: EventStore>(pub Api<S>);
+pub struct MeteringApi<S: Store>(pub Api<S>);
 
 fn receipt_of(applied: &Applied) -> Result<pb::Receipt, Status> {
     match &applied.reply.outcome {
@@ -33,7 +33,7 @@ fn reservation_of(applied: &Applied) -> Result<pb::Reservation, Status> {
 }
 
 #[tonic::async_trait]
-impl<S: EventStore> MeteringService for MeteringApi<S> {
+impl<S: Store> MeteringService for MeteringApi<S> {
     async fn quote(
         &self,
         request: Request<pb::QuoteRequest>,

@@ -4,6 +4,7 @@
 mod account;
 mod catalog;
 mod metering;
+mod reads;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -11,25 +12,32 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tally_core::{AccountId, Command, IdempotencyKey};
 use tally_engine::{Applied, Engine, Mutation};
-use tally_store::EventStore;
+use tally_projections::Projections;
 use tonic::Status;
 
-use crate::ServiceError;
+use crate::{ServiceError, Store};
 
 pub use account::AccountApi;
 pub use catalog::CatalogApi;
 pub use metering::MeteringApi;
 
-/// What every handler shares: the engine, once the store is open.
-pub struct Api<S: EventStore> {
-    engine: Arc<OnceLock<Engine<S>>>,
+/// What runs once the store is open: the engine (writes) and the
+/// projections (reads).
+pub struct Running<S: Store> {
+    pub engine: Engine<S>,
+    pub projections: Projections<S>,
+}
+
+/// What every handler shares.
+pub struct Api<S: Store> {
+    running: Arc<OnceLock<Running<S>>>,
     hold_ttl: HoldTtl,
 }
 
-impl<S: EventStore> Clone for Api<S> {
+impl<S: Store> Clone for Api<S> {
     fn clone(&self) -> Self {
         Api {
-            engine: self.engine.clone(),
+            running: self.running.clone(),
             hold_ttl: self.hold_ttl,
         }
     }
@@ -42,15 +50,23 @@ pub struct HoldTtl {
     pub max: Duration,
 }
 
-impl<S: EventStore> Api<S> {
-    pub fn new(engine: Arc<OnceLock<Engine<S>>>, hold_ttl: HoldTtl) -> Self {
-        Api { engine, hold_ttl }
+impl<S: Store> Api<S> {
+    pub fn new(running: Arc<OnceLock<Running<S>>>, hold_ttl: HoldTtl) -> Self {
+        Api { running, hold_ttl }
+    }
+
+    fn running(&self) -> Result<&Running<S>, Status> {
+        self.running
+            .get()
+            .ok_or_else(|| Status::unavailable("the store is not open yet"))
     }
 
     fn engine(&self) -> Result<&Engine<S>, Status> {
-        self.engine
-            .get()
-            .ok_or_else(|| Status::unavailable("the store is not open yet"))
+        Ok(&self.running()?.engine)
+    }
+
+    fn projections(&self) -> Result<&Projections<S>, Status> {
+        Ok(&self.running()?.projections)
     }
 
     /// Runs a mutation whose idempotency fingerprint is the whole request.

@@ -260,6 +260,9 @@ pub async fn kill_9_loses_no_acknowledged_debit(args: &[&str], rounds: usize) {
                 page_size: 1000,
                 page_token,
                 kinds: vec![pb::LedgerEntryKind::Debit.into()],
+                consistency: Some(pb::ReadConsistency {
+                    requirement: Some(pb::read_consistency::Requirement::FullyConsistent(true)),
+                }),
                 ..Default::default()
             })
             .await
@@ -281,6 +284,9 @@ pub async fn kill_9_loses_no_acknowledged_debit(args: &[&str], rounds: usize) {
     let balance = accounts
         .get_balance(pb::GetBalanceRequest {
             account_id: "a".into(),
+            consistency: Some(pb::ReadConsistency {
+                requirement: Some(pb::read_consistency::Requirement::FullyConsistent(true)),
+            }),
         })
         .await
         .unwrap()
