@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ActionKey, AlertThresholds, BillingAnchor, BucketKind, CostBasis, Debit, Dimensions, GrantId, GrantSource,
-    MemberId, Millicredits, ModelName, PackName, PlanName, Reservation, ReservationId,
+    ActionKey, AlertThresholds, BillingAnchor, BucketKind, CostBasis, Debit, Dimensions, GrantId,
+    GrantSource, MemberId, Millicredits, ModelName, PackName, PlanName, Reservation, ReservationId,
     TimeZoneName, Timestamp,
 };
 

@@ -6,10 +6,10 @@ use crate::alert::{Levels, raise};
 use crate::bucket::plan_draws;
 use crate::calendar::{next_anchor, next_midnight, plus_days, plus_months};
 use crate::{
-    Account, AccountTerms, ActionKey, BucketKind, Command, Debit, Dimensions, Event, GrantCommand,
-    GrantId, GrantSource, Millicredits, ModelName, OpenAccount, Outcome, PlanCatalogue, PlanName,
-    AlertThresholds, InvalidThresholds, RateCards, Rejection, Reservation, ReservationId,
-    Resolution, Timestamp,
+    Account, AccountTerms, ActionKey, AlertThresholds, BucketKind, Command, Debit, Dimensions,
+    Event, GrantCommand, GrantId, GrantSource, InvalidThresholds, Millicredits, ModelName,
+    OpenAccount, Outcome, PlanCatalogue, PlanName, RateCards, Rejection, Reservation,
+    ReservationId, Resolution, Timestamp,
 };
 
 /// What a decision may depend on besides the account.
@@ -498,9 +498,7 @@ fn valid_thresholds(thresholds: &AlertThresholds, ctx: &Context<'_>) -> Result<(
                 field: match field {
                     "low_balance_millicredits" => "thresholds.low_balance_millicredits",
                     "usage_percent" => "thresholds.usage_percent",
-                    "auto_top_up.below_millicredits" => {
-                        "thresholds.auto_top_up.below_millicredits"
-                    }
+                    "auto_top_up.below_millicredits" => "thresholds.auto_top_up.below_millicredits",
                     _ => "thresholds",
                 },
                 reason,

@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AccountTerms, ActionKey, Alert, AlertThresholds, BillingAnchor, BucketKind, CostBasis, Dimensions, Draw, GrantId,
-    GrantSource, MemberId, Millicredits, ModelName, PlanTerms, Reservation, ReservationId,
-    Timestamp,
+    AccountTerms, ActionKey, Alert, AlertThresholds, BillingAnchor, BucketKind, CostBasis,
+    Dimensions, Draw, GrantId, GrantSource, MemberId, Millicredits, ModelName, PlanTerms,
+    Reservation, ReservationId, Timestamp,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

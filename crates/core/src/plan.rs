@@ -109,10 +109,7 @@ pub const MAX_ALERT_LEVELS: usize = 16;
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum InvalidThresholds {
     #[error("{field}: {reason}")]
-    Field {
-        field: &'static str,
-        reason: String,
-    },
+    Field { field: &'static str, reason: String },
     #[error("auto_top_up.pack: unknown pack {0}")]
     UnknownPack(PackName),
 }
@@ -140,9 +137,8 @@ impl AlertThresholds {
                 reason: reason.to_owned(),
             })
         };
-        let level_ok = |level: &Millicredits| {
-            level.is_positive() && *level <= Millicredits::MAX_INPUT
-        };
+        let level_ok =
+            |level: &Millicredits| level.is_positive() && *level <= Millicredits::MAX_INPUT;
         const LEVEL: &str = "each must be more than zero and at most a billion credits";
         if !self.low_balance_millicredits.iter().all(level_ok) {
             return invalid("low_balance_millicredits", LEVEL);
@@ -362,11 +358,40 @@ mod tests {
         assert_eq!(pro.catalogue_version, 2);
         assert_eq!(pro.plan.alerts, AlertThresholds::default());
 
+        let with_alerts = PlanCatalogue::from_toml_str(
+            r#"
+            version = 1
+            [plans.pro.alerts]
+            low_balance_millicredits = [50000]
+            auto_top_up = { below_millicredits = 20000, pack = "small" }
+            [packs.small]
+            credits_millicredits = 100000
+            "#,
+        )
+        .unwrap();
+        let alerts = &with_alerts.plans[&PlanName::parse("pro").unwrap()].alerts;
+        assert_eq!(
+            alerts.low_balance_millicredits,
+            vec![Millicredits::new(50_000)]
+        );
+        assert_eq!(alerts.usage_percent, vec![80], "left out: the default");
+        assert_eq!(
+            alerts.auto_top_up,
+            Some(AutoTopUp {
+                below_millicredits: Millicredits::new(20_000),
+                pack: PackName::parse("small").unwrap(),
+            })
+        );
+
         for bad in [
             "version = 1\n[plans.x]\nmonthly_allowance_millicredits = -1",
             "version = 1\n[plans.x]\ntrial = { allowance_millicredits = 1, days = 0 }",
             "version = 1\n[plans.x]\nrollover = { max_millicredits = 1, min_millicredits = 2 }",
             "version = 1\n[plans.x]\nalerts = { usage_percent = [0] }",
+            "version = 1\n[plans.x]\nalerts = { low_balance_millicredits = [0] }",
+            "version = 1\n[plans.x]\nalerts = { low_balance_millicredits = [5, 5] }",
+            "version = 1\n[plans.x]\nalerts = { auto_top_up = { below_millicredits = 1, pack = \"nope\" } }",
+            "version = 1\n[plans.x]\nalerts = { auto_top_up = { below_millicredits = 0, pack = \"p\" } }\n[packs.p]\ncredits_millicredits = 1",
             "version = 1\n[plans.x]\nsurprise = 1",
             "version = 1\n[plans.Bad]\n",
             "version = 1\n[packs.p]\ncredits_millicredits = 0",
