@@ -126,11 +126,22 @@ impl AlertThresholds {
         vec![80]
     }
 
-    /// Checks the levels (each more than zero and at most
-    /// [`Millicredits::MAX_INPUT`], percents 1 to 100, no repeats, at most
-    /// [`MAX_ALERT_LEVELS`] of each) and that the auto-top-up pack is one
-    /// of `packs`.
+    /// Checks the levels (see [`AlertThresholds::validate_levels`]) and
+    /// that the auto-top-up pack is one of `packs`.
     pub fn validate(&self, packs: &BTreeMap<PackName, Pack>) -> Result<(), InvalidThresholds> {
+        self.validate_levels()?;
+        match &self.auto_top_up {
+            Some(auto) if !packs.contains_key(&auto.pack) => {
+                Err(InvalidThresholds::UnknownPack(auto.pack.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks what needs no catalogue: each level more than zero and at
+    /// most [`Millicredits::MAX_INPUT`], percents 1 to 100, no repeats, at
+    /// most [`MAX_ALERT_LEVELS`] of each.
+    pub fn validate_levels(&self) -> Result<(), InvalidThresholds> {
         let invalid = |field, reason: &str| {
             Err(InvalidThresholds::Field {
                 field,
@@ -158,13 +169,10 @@ impl AlertThresholds {
         if self.usage_percent.len() > MAX_ALERT_LEVELS {
             return invalid("usage_percent", "at most 16 percents");
         }
-        if let Some(auto) = &self.auto_top_up {
-            if !level_ok(&auto.below_millicredits) {
-                return invalid("auto_top_up.below_millicredits", LEVEL);
-            }
-            if !packs.contains_key(&auto.pack) {
-                return Err(InvalidThresholds::UnknownPack(auto.pack.clone()));
-            }
+        if let Some(auto) = &self.auto_top_up
+            && !level_ok(&auto.below_millicredits)
+        {
+            return invalid("auto_top_up.below_millicredits", LEVEL);
         }
         Ok(())
     }

@@ -454,6 +454,7 @@ fn shows_balance(outcome: &Outcome) -> bool {
             | Outcome::PlanChanged { .. }
             | Outcome::SpendingCapSet
             | Outcome::BillingAnchorSet
+            | Outcome::AlertThresholdsSet
     )
 }
 
