@@ -102,7 +102,7 @@ impl AlertKey {
 
 /// The numbers the alert rules compare, at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Levels {
+pub(crate) struct Levels {
     pub available: Millicredits,
     pub overage: Millicredits,
     pub used_in_cycle: Millicredits,

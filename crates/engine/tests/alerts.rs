@@ -100,7 +100,7 @@ async fn a_boundary_alerts_once_whoever_notices_it<H: Harness>(harness: H) {
         threshold: Millicredits::from_credits(100),
         available: Millicredits::from_credits(50),
     };
-    let boundary = vec![
+    let boundary = [
         (
             Event::BucketExpired {
                 at: expiry,
