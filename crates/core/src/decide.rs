@@ -61,7 +61,7 @@ pub fn execute(
     // below, rather than per boundary.
     decision
         .events
-        .extend(advance_boundaries(account, ctx.now, Alerts::Hold));
+        .extend(advance_boundaries(account, ctx.now, Alerts::LeftToCaller));
     decision.events.extend(raise(account, &before, ctx.now));
     Ok(decision)
 }
@@ -87,7 +87,7 @@ pub fn advance(account: &mut Account, now: Timestamp) -> Vec<Event> {
 enum Alerts {
     PerBoundary,
     /// The caller raises them once for its whole window.
-    Hold,
+    LeftToCaller,
 }
 
 fn advance_boundaries(account: &mut Account, now: Timestamp, alerts: Alerts) -> Vec<Event> {
