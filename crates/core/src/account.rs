@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::alert::rearm_after_grant;
 use crate::{
-    AccountTerms, Bucket, Debit, Draw, Event, GrantId, Millicredits, Period, PlanTerms,
+    AccountTerms, AlertKey, Bucket, Debit, Draw, Event, GrantId, Millicredits, Period, PlanTerms,
     Reservation, ReservationId, Resolution, ResolvedReservation, Timestamp,
 };
 
@@ -61,6 +62,11 @@ pub struct Account {
     /// What actions cost since the current cycle began (overage included):
     /// what the spending cap limits.
     pub used_in_cycle: Millicredits,
+    /// The alerts that fired and may not fire again until re-armed: by the
+    /// next cycle, or (level alerts) by a grant that lifts the balance back
+    /// to their level. See [`crate::Alert`].
+    #[serde(default)]
+    pub alerts_fired: BTreeSet<AlertKey>,
 }
 
 /// Everything a balance read shows.
@@ -171,6 +177,8 @@ impl Account {
                     end: *end,
                 });
                 self.used_in_cycle = Millicredits::ZERO;
+                // A new cycle re-arms every alert.
+                self.alerts_fired.clear();
             }
             Event::DayStarted { at, end } => {
                 self.day = Some(Period {
@@ -195,7 +203,12 @@ impl Account {
                 self.terms.cap_set_by_account = true;
             }
             Event::BillingAnchorSet { anchor, .. } => self.terms.anchor = *anchor,
+            Event::AlertThresholdsSet { thresholds, .. } => self.terms.alerts = thresholds.clone(),
+            Event::AlertRaised { alert, .. } => {
+                self.alerts_fired.insert(alert.key());
+            }
             Event::CreditsGranted {
+                at,
                 grant_id,
                 kind,
                 source,
@@ -226,6 +239,15 @@ impl Account {
                     voided: false,
                 });
                 self.totals.granted += *amount;
+                // Credits not effective yet still lift the balance the next
+                // drop is measured from.
+                let upcoming = if effective_at > at {
+                    *amount
+                } else {
+                    Millicredits::ZERO
+                };
+                let available = self.available_at(*at) + upcoming;
+                rearm_after_grant(&mut self.alerts_fired, available);
             }
             Event::GrantVoided {
                 grant_id, amount, ..

@@ -4,8 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ActionKey, BillingAnchor, BucketKind, CostBasis, Debit, Dimensions, GrantId, GrantSource,
-    MemberId, Millicredits, ModelName, PackName, PlanName, Reservation, ReservationId,
+    ActionKey, AlertThresholds, BillingAnchor, BucketKind, CostBasis, Debit, Dimensions, GrantId,
+    GrantSource, MemberId, Millicredits, ModelName, PackName, PlanName, Reservation, ReservationId,
     TimeZoneName, Timestamp,
 };
 
@@ -23,6 +23,10 @@ pub enum Command {
     },
     SetBillingAnchor {
         anchor: BillingAnchor,
+    },
+    /// `None` goes back to the plan's thresholds (or the defaults).
+    SetAlertThresholds {
+        thresholds: Option<AlertThresholds>,
     },
     Grant(GrantCommand),
     VoidGrant {
@@ -105,6 +109,7 @@ pub enum Outcome {
     },
     SpendingCapSet,
     BillingAnchorSet,
+    AlertThresholdsSet,
     Granted {
         grant_id: GrantId,
         overage_repaid: Millicredits,

@@ -2,12 +2,14 @@
 //! time and prices come in through [`Context`], ids are minted by the
 //! caller, and a refusal is a [`Rejection`] value that writes nothing.
 
+use crate::alert::{Levels, raise};
 use crate::bucket::plan_draws;
 use crate::calendar::{next_anchor, next_midnight, plus_days, plus_months};
 use crate::{
-    Account, AccountTerms, ActionKey, BucketKind, Command, Debit, Dimensions, Event, GrantCommand,
-    GrantId, GrantSource, Millicredits, ModelName, OpenAccount, Outcome, PlanCatalogue, PlanName,
-    RateCards, Rejection, Reservation, ReservationId, Resolution, Timestamp,
+    Account, AccountTerms, ActionKey, AlertThresholds, BucketKind, Command, Debit, Dimensions,
+    Event, GrantCommand, GrantId, GrantSource, InvalidThresholds, Millicredits, ModelName,
+    OpenAccount, Outcome, PlanCatalogue, PlanName, RateCards, Rejection, Reservation,
+    ReservationId, Resolution, Timestamp,
 };
 
 /// What a decision may depend on besides the account.
@@ -27,8 +29,9 @@ pub struct Decision {
 
 /// Decides `command` against `account`, applies the events to it, then
 /// settles what the change made due (credits returned to an expired or
-/// voided bucket, overage that new credits can pay). On a rejection the
-/// account is untouched.
+/// voided bucket, overage that new credits can pay), and last raises the
+/// alerts the whole command crossed. On a rejection the account is
+/// untouched.
 ///
 /// The account must already be advanced to `ctx.now` (see [`advance`]).
 pub fn execute(
@@ -37,10 +40,9 @@ pub fn execute(
     ctx: &Context<'_>,
 ) -> Result<Decision, Rejection> {
     let mut decision = decide(account, command, ctx)?;
+    let before = Levels::of(account, ctx.now);
     for event in &decision.events {
-        account
-            .apply(event)
-            .unwrap_or_else(|e| panic!("decide produced an event apply refuses: {e}"));
+        apply_decided(account, event);
     }
     let settled = settle(account, ctx.now);
     if let Outcome::Granted { overage_repaid, .. } = &mut decision.outcome {
@@ -54,25 +56,50 @@ pub fn execute(
     }
     decision.events.extend(settled);
     // A command can make time-driven work due at once: opening an account
-    // starts its first cycle, an upgrade can start a daily allowance.
-    decision.events.extend(advance(account, ctx.now));
+    // starts its first cycle, an upgrade can start a daily allowance. That
+    // work is part of the command's window, so its alerts are raised once,
+    // below, rather than per boundary.
+    decision
+        .events
+        .extend(advance_boundaries(account, ctx.now, Alerts::LeftToCaller));
+    decision.events.extend(raise(account, &before, ctx.now));
     Ok(decision)
 }
 
 /// Applies everything that time alone makes due up to `now`, each at its
 /// own boundary and in time order: holds expire at their expiry, what is
 /// left in a bucket expires at the bucket's expiry, and overage is paid when
-/// a granted bucket becomes effective. Returns the events it applied.
+/// a granted bucket becomes effective. After each boundary, the alerts it
+/// crossed are raised, stamped with the boundary. Returns the events it
+/// applied.
 ///
 /// Whether this runs on the next command or from a background sweep, the
 /// events are the same, because they depend only on the state and the
-/// boundaries, never on when they were noticed.
+/// boundaries, never on when they were noticed. That is why alerts are
+/// judged per boundary: a sweep that wakes at every boundary and a command
+/// that crosses many at once see the same windows.
 pub fn advance(account: &mut Account, now: Timestamp) -> Vec<Event> {
+    advance_boundaries(account, now, Alerts::PerBoundary)
+}
+
+/// Whether [`advance_boundaries`] raises alerts itself.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Alerts {
+    PerBoundary,
+    /// The caller raises them once for its whole window.
+    LeftToCaller,
+}
+
+fn advance_boundaries(account: &mut Account, now: Timestamp, alerts: Alerts) -> Vec<Event> {
     let mut events = Vec::new();
     let mut cursor = account
         .last_event_at
         .unwrap_or(Timestamp::from_millis(i64::MIN));
     while let Some(due) = next_boundary(account, cursor).filter(|due| *due <= now) {
+        // Measured when the last event happened: a bucket that expires at
+        // `due` is still in the balance then, and the drop it causes is
+        // this boundary's.
+        let before = Levels::of(account, account.last_event_at.unwrap_or(due));
         let mut time_events = Vec::new();
         let mut expiring: Vec<&Reservation> = account
             .reservations
@@ -109,6 +136,11 @@ pub fn advance(account: &mut Account, now: Timestamp) -> Vec<Event> {
         }
         // New allowances pay overage first.
         time_events.extend(settle(account, due));
+        // A boundary that changed nothing crossed nothing; skipping it also
+        // keeps a boundary noticed twice from being judged twice.
+        if alerts == Alerts::PerBoundary && !time_events.is_empty() {
+            time_events.extend(raise(account, &before, due));
+        }
         events.extend(time_events);
         cursor = due;
     }
@@ -323,6 +355,18 @@ pub fn decide(
             }],
             outcome: Outcome::BillingAnchorSet,
         }),
+        Command::SetAlertThresholds { thresholds } => {
+            if let Some(thresholds) = thresholds {
+                valid_thresholds(thresholds, ctx)?;
+            }
+            Ok(Decision {
+                events: vec![Event::AlertThresholdsSet {
+                    at: now,
+                    thresholds: thresholds.clone(),
+                }],
+                outcome: Outcome::AlertThresholdsSet,
+            })
+        }
         Command::Grant(grant) => decide_grant(account, grant, ctx),
         Command::VoidGrant { grant_id, reason } => {
             let bucket = account
@@ -369,6 +413,7 @@ pub fn decide(
                 expires_at: now.plus_millis(*ttl_millis),
                 rate_card_version: priced.rate_card_version,
                 dimensions: priced.dimensions,
+                capability: priced.capability,
             };
             Ok(Decision {
                 events: vec![Event::CreditsHeld {
@@ -435,10 +480,30 @@ pub fn decide(
                 late: false,
                 rate_card_version: priced.rate_card_version,
                 dimensions: priced.dimensions,
+                capability: priced.capability,
             };
             Ok(charged(now, debit))
         }
     }
+}
+
+/// Checks an account's own thresholds against the current catalogue,
+/// naming the request's fields.
+fn valid_thresholds(thresholds: &AlertThresholds, ctx: &Context<'_>) -> Result<(), Rejection> {
+    thresholds
+        .validate(&ctx.plans.packs)
+        .map_err(|invalid| match invalid {
+            InvalidThresholds::UnknownPack(pack) => Rejection::UnknownPack { pack },
+            InvalidThresholds::Field { field, reason } => Rejection::InvalidField {
+                field: match field {
+                    "low_balance_millicredits" => "thresholds.low_balance_millicredits",
+                    "usage_percent" => "thresholds.usage_percent",
+                    "auto_top_up.below_millicredits" => "thresholds.auto_top_up.below_millicredits",
+                    _ => "thresholds",
+                },
+                reason,
+            },
+        })
 }
 
 /// An amount and where it came from.
@@ -447,6 +512,8 @@ struct Priced {
     /// 0 when the caller gave the amount.
     rate_card_version: u64,
     dimensions: Option<Dimensions>,
+    /// The card action's capability, when the card priced it.
+    capability: Option<String>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -471,6 +538,7 @@ fn price_new(
             amount,
             rate_card_version: 0,
             dimensions: *dimensions,
+            capability: None,
         });
     }
     let card = ctx.rate_cards.current();
@@ -483,6 +551,7 @@ fn price_new(
         amount,
         rate_card_version: card.version,
         dimensions: *dimensions,
+        capability: card.capability_of(action).map(str::to_owned),
     })
 }
 
@@ -552,6 +621,7 @@ fn decide_open(open: &OpenAccount, ctx: &Context<'_>) -> Result<Decision, Reject
         anchor,
         spending_cap: open.spending_cap,
         cap_set_by_account: open.spending_cap.is_some(),
+        alerts: None,
     };
     if let Some(plan) = plan {
         terms.adopt(plan);
@@ -766,6 +836,7 @@ fn decide_commit(
         amount: actual,
         rate_card_version,
         dimensions,
+        capability,
     } = price_commit(ctx, reservation, amount, dimensions)?;
     let held = if late {
         Vec::new()
@@ -788,6 +859,7 @@ fn decide_commit(
         late,
         rate_card_version,
         dimensions,
+        capability,
     };
     Ok(charged(now, debit))
 }
@@ -805,26 +877,31 @@ fn price_commit(
             amount,
             rate_card_version: 0,
             dimensions: *dimensions,
+            capability: None,
         });
     }
     let card = ctx.rate_cards.for_version(reservation.rate_card_version);
     let (action, model) = (&reservation.action, reservation.model.as_ref());
+    let capability = card.capability_of(action).map(str::to_owned);
     match dimensions {
         Some(actual) => Ok(Priced {
             amount: card.price_of(action, model, actual)?,
             rate_card_version: card.version,
             dimensions: Some(*actual),
+            capability,
         }),
         // A hold the caller sized itself settles at the card's price.
         None if reservation.rate_card_version == 0 => Ok(Priced {
             amount: card.price_of(action, model, &Dimensions::default())?,
             rate_card_version: card.version,
             dimensions: None,
+            capability,
         }),
         None => Ok(Priced {
             amount: reservation.amount,
             rate_card_version: reservation.rate_card_version,
             dimensions: reservation.dimensions,
+            capability: reservation.capability.clone(),
         }),
     }
 }

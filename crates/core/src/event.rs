@@ -5,9 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    AccountTerms, ActionKey, BillingAnchor, BucketKind, CostBasis, Dimensions, Draw, GrantId,
-    GrantSource, MemberId, Millicredits, ModelName, PlanTerms, Reservation, ReservationId,
-    Timestamp,
+    AccountTerms, ActionKey, Alert, AlertThresholds, BillingAnchor, BucketKind, CostBasis,
+    Dimensions, Draw, GrantId, GrantSource, MemberId, Millicredits, ModelName, PlanTerms,
+    Reservation, ReservationId, Timestamp,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +109,17 @@ pub enum Event {
         grant_id: GrantId,
         amount: Millicredits,
     },
+    /// The account's own alert thresholds; `None` goes back to the plan's.
+    AlertThresholdsSet {
+        at: Timestamp,
+        thresholds: Option<AlertThresholds>,
+    },
+    /// A level was crossed by the events just before this one (see
+    /// [`Alert`] for the rules). `at` is when the crossing happened.
+    AlertRaised {
+        at: Timestamp,
+        alert: Alert,
+    },
 }
 
 /// The payload of [`Event::CreditsDebited`]: a receipt.
@@ -135,6 +146,10 @@ pub struct Debit {
     /// What the action was priced from, when it was metered.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<Dimensions>,
+    /// The product capability the rate card files the action under (e.g.
+    /// `writing`), when the price came from a card action that names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
 }
 
 impl Debit {
@@ -172,7 +187,9 @@ impl Event {
             | Event::HoldExpired { at, .. }
             | Event::CreditsDebited { at, .. }
             | Event::OverageRepaid { at, .. }
-            | Event::BucketExpired { at, .. } => *at,
+            | Event::BucketExpired { at, .. }
+            | Event::AlertThresholdsSet { at, .. }
+            | Event::AlertRaised { at, .. } => *at,
         }
     }
 
@@ -195,6 +212,8 @@ impl Event {
             Event::CreditsDebited { .. } => "credits_debited",
             Event::OverageRepaid { .. } => "overage_repaid",
             Event::BucketExpired { .. } => "bucket_expired",
+            Event::AlertThresholdsSet { .. } => "alert_thresholds_set",
+            Event::AlertRaised { .. } => "alert_raised",
         }
     }
 }

@@ -7,6 +7,7 @@
 //! decision is reproducible and property-testable.
 
 mod account;
+mod alert;
 mod amount;
 mod bucket;
 pub mod calendar;
@@ -23,6 +24,7 @@ mod terms;
 mod time;
 
 pub use account::{Account, BalanceView, CorruptEvent, Totals};
+pub use alert::{Alert, AlertKey};
 pub use amount::Millicredits;
 pub use bucket::{Bucket, BucketKind, CostBasis, Draw, GrantSource};
 pub use calendar::{BillingAnchor, CalendarError, TimeZoneName};
@@ -33,7 +35,10 @@ pub use ids::{
     AccountId, ActionKey, GrantId, IdError, IdempotencyKey, MemberId, ModelName, PackName,
     PlanName, ReservationId,
 };
-pub use plan::{AlertThresholds, Pack, Plan, PlanCatalogue, PlanTerms, Rollover, Trial};
+pub use plan::{
+    AlertThresholds, AutoTopUp, InvalidThresholds, MAX_ALERT_LEVELS, Pack, Plan, PlanCatalogue,
+    PlanTerms, Rollover, Trial,
+};
 pub use pricing::{
     ActionPrice, BasePrice, Dimensions, ModelPrice, Multiplier, RateCard, RateOverrides, Rates,
     Rounding,

@@ -9,6 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use thiserror::Error;
 
 use crate::{CostBasis, Millicredits, PackName, PlanName};
 
@@ -71,7 +72,9 @@ impl Rollover {
     }
 }
 
-/// When to tell someone (issue 5's alerts read these).
+/// When to tell someone: the levels whose crossing raises an alert (see
+/// `docs/alerts.md` and [`crate::Alert`]). A plan carries its own; an
+/// account may override them (`SetAlertThresholds`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AlertThresholds {
@@ -81,6 +84,34 @@ pub struct AlertThresholds {
     /// Alert when usage in a cycle crosses each share of the allowance.
     #[serde(default = "AlertThresholds::default_usage_percent")]
     pub usage_percent: Vec<u8>,
+    /// Ask the billing system to buy a pack when the available balance
+    /// drops below a level. None by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_top_up: Option<AutoTopUp>,
+}
+
+/// An automatic top-up: below `below_millicredits` available, an
+/// `AutoTopUpRequested` alert names `pack`; the billing system buys it and
+/// grants it (Tally itself never charges money).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AutoTopUp {
+    pub below_millicredits: Millicredits,
+    pub pack: PackName,
+}
+
+/// Most levels of each kind a set of thresholds may list: each is checked
+/// on every command, so the list stays short.
+pub const MAX_ALERT_LEVELS: usize = 16;
+
+/// Why a set of alert thresholds is refused. `field` is the path inside
+/// the thresholds, e.g. `auto_top_up.pack`.
+#[derive(Clone, Debug, PartialEq, Eq, Error)]
+pub enum InvalidThresholds {
+    #[error("{field}: {reason}")]
+    Field { field: &'static str, reason: String },
+    #[error("auto_top_up.pack: unknown pack {0}")]
+    UnknownPack(PackName),
 }
 
 impl AlertThresholds {
@@ -94,6 +125,79 @@ impl AlertThresholds {
     fn default_usage_percent() -> Vec<u8> {
         vec![80]
     }
+
+    /// Checks the levels (see [`AlertThresholds::validate_levels`]) and
+    /// that the auto-top-up pack is one of `packs`.
+    pub fn validate(&self, packs: &BTreeMap<PackName, Pack>) -> Result<(), InvalidThresholds> {
+        self.validate_levels()?;
+        match &self.auto_top_up {
+            Some(auto) if !packs.contains_key(&auto.pack) => {
+                Err(InvalidThresholds::UnknownPack(auto.pack.clone()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks what needs no catalogue: each level more than zero and at
+    /// most [`Millicredits::MAX_INPUT`], percents 1 to 100, no repeats, at
+    /// most [`MAX_ALERT_LEVELS`] of each.
+    pub fn validate_levels(&self) -> Result<(), InvalidThresholds> {
+        let invalid = |field, reason: &str| {
+            Err(InvalidThresholds::Field {
+                field,
+                reason: reason.to_owned(),
+            })
+        };
+        let level_ok =
+            |level: &Millicredits| level.is_positive() && *level <= Millicredits::MAX_INPUT;
+        const LEVEL: &str = "each must be more than zero and at most a billion credits";
+        if !self.low_balance_millicredits.iter().all(level_ok) {
+            return invalid("low_balance_millicredits", LEVEL);
+        }
+        if !self.usage_percent.iter().all(|p| (1..=100).contains(p)) {
+            return invalid("usage_percent", "each must be 1 to 100");
+        }
+        if has_repeats(&self.low_balance_millicredits) {
+            return invalid("low_balance_millicredits", "must not repeat a level");
+        }
+        if has_repeats(&self.usage_percent) {
+            return invalid("usage_percent", "must not repeat a percent");
+        }
+        if self.low_balance_millicredits.len() > MAX_ALERT_LEVELS {
+            return invalid("low_balance_millicredits", "at most 16 levels");
+        }
+        if self.usage_percent.len() > MAX_ALERT_LEVELS {
+            return invalid("usage_percent", "at most 16 percents");
+        }
+        if let Some(auto) = &self.auto_top_up
+            && !level_ok(&auto.below_millicredits)
+        {
+            return invalid("auto_top_up.below_millicredits", LEVEL);
+        }
+        Ok(())
+    }
+
+    /// The low-balance levels, highest first: the order their alerts are
+    /// raised in.
+    pub fn low_balance_descending(&self) -> Vec<Millicredits> {
+        let mut levels = self.low_balance_millicredits.clone();
+        levels.sort_unstable_by(|a, b| b.cmp(a));
+        levels.dedup();
+        levels
+    }
+
+    /// The usage percents, lowest first.
+    pub fn usage_percent_ascending(&self) -> Vec<u8> {
+        let mut percents = self.usage_percent.clone();
+        percents.sort_unstable();
+        percents.dedup();
+        percents
+    }
+}
+
+fn has_repeats<T: Ord>(values: &[T]) -> bool {
+    let mut seen = std::collections::BTreeSet::new();
+    !values.iter().all(|v| seen.insert(v))
 }
 
 impl Default for AlertThresholds {
@@ -101,6 +205,7 @@ impl Default for AlertThresholds {
         AlertThresholds {
             low_balance_millicredits: Self::default_low_balance(),
             usage_percent: Self::default_usage_percent(),
+            auto_top_up: None,
         }
     }
 }
@@ -187,22 +292,9 @@ impl PlanCatalogue {
                     return Err(format!("plans.{name}.rollover: min must not exceed max"));
                 }
             }
-            for level in &plan.alerts.low_balance_millicredits {
-                amount(
-                    format!("plans.{name}.alerts.low_balance_millicredits"),
-                    *level,
-                )?;
-            }
-            if plan
-                .alerts
-                .usage_percent
-                .iter()
-                .any(|p| !(1..=100).contains(p))
-            {
-                return Err(format!(
-                    "plans.{name}.alerts.usage_percent: each must be 1 to 100"
-                ));
-            }
+            plan.alerts
+                .validate(&self.packs)
+                .map_err(|e| format!("plans.{name}.alerts.{e}"))?;
         }
         for (name, pack) in &self.packs {
             amount(
@@ -274,11 +366,40 @@ mod tests {
         assert_eq!(pro.catalogue_version, 2);
         assert_eq!(pro.plan.alerts, AlertThresholds::default());
 
+        let with_alerts = PlanCatalogue::from_toml_str(
+            r#"
+            version = 1
+            [plans.pro.alerts]
+            low_balance_millicredits = [50000]
+            auto_top_up = { below_millicredits = 20000, pack = "small" }
+            [packs.small]
+            credits_millicredits = 100000
+            "#,
+        )
+        .unwrap();
+        let alerts = &with_alerts.plans[&PlanName::parse("pro").unwrap()].alerts;
+        assert_eq!(
+            alerts.low_balance_millicredits,
+            vec![Millicredits::new(50_000)]
+        );
+        assert_eq!(alerts.usage_percent, vec![80], "left out: the default");
+        assert_eq!(
+            alerts.auto_top_up,
+            Some(AutoTopUp {
+                below_millicredits: Millicredits::new(20_000),
+                pack: PackName::parse("small").unwrap(),
+            })
+        );
+
         for bad in [
             "version = 1\n[plans.x]\nmonthly_allowance_millicredits = -1",
             "version = 1\n[plans.x]\ntrial = { allowance_millicredits = 1, days = 0 }",
             "version = 1\n[plans.x]\nrollover = { max_millicredits = 1, min_millicredits = 2 }",
             "version = 1\n[plans.x]\nalerts = { usage_percent = [0] }",
+            "version = 1\n[plans.x]\nalerts = { low_balance_millicredits = [0] }",
+            "version = 1\n[plans.x]\nalerts = { low_balance_millicredits = [5, 5] }",
+            "version = 1\n[plans.x]\nalerts = { auto_top_up = { below_millicredits = 1, pack = \"nope\" } }",
+            "version = 1\n[plans.x]\nalerts = { auto_top_up = { below_millicredits = 0, pack = \"p\" } }\n[packs.p]\ncredits_millicredits = 1",
             "version = 1\n[plans.x]\nsurprise = 1",
             "version = 1\n[plans.Bad]\n",
             "version = 1\n[packs.p]\ncredits_millicredits = 0",

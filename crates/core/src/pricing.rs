@@ -30,6 +30,9 @@ const UNITS_PER_MILLICREDIT: i128 = 1_000_000;
 const MILLICREDITS_PER_CREDIT: i128 = 1_000;
 const UNITS_PER_CREDIT: i128 = UNITS_PER_MILLICREDIT * MILLICREDITS_PER_CREDIT;
 
+/// Longest capability name on a rate card action.
+pub const MAX_CAPABILITY_LEN: usize = 64;
+
 /// A versioned price book. Version 0 is the empty card: every action is
 /// unknown, so callers must give amounts themselves.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -350,6 +353,10 @@ pub struct ActionPrice {
     /// Prices for particular models, e.g. a higher-cost model. A model not
     /// listed pays the action's price.
     pub models: BTreeMap<ModelName, ModelPrice>,
+    /// The product capability the action belongs to (e.g. `writing`,
+    /// `images`), recorded on each receipt priced from this card so usage
+    /// can be grouped by it.
+    pub capability: Option<String>,
 }
 
 impl ActionPrice {
@@ -369,6 +376,7 @@ impl ActionPrice {
             max_millicredits: None,
             hold_millicredits: None,
             models: BTreeMap::new(),
+            capability: None,
         }
     }
 
@@ -436,6 +444,17 @@ impl ActionPrice {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(capability) = &self.capability {
+            let ok = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c);
+            if capability.is_empty()
+                || capability.len() > MAX_CAPABILITY_LEN
+                || !capability.chars().all(ok)
+            {
+                return Err(format!(
+                    "capability {capability:?}: 1 to {MAX_CAPABILITY_LEN} of a-z 0-9 . _ -"
+                ));
+            }
+        }
         match &self.base {
             BasePrice::Fixed(price) => check_amount("price_millicredits", *price)?,
             BasePrice::Metered(rates) => {
@@ -591,6 +610,11 @@ impl RateCard {
         self.action(action)?.hold_of(model)
     }
 
+    /// The capability the card files `action` under, if it names one.
+    pub fn capability_of(&self, action: &ActionKey) -> Option<&str> {
+        self.actions.get(action)?.capability.as_deref()
+    }
+
     /// Whether the price of `action` on `model` depends on dimensions;
     /// `None` for an unknown action.
     pub fn is_metered(&self, action: &ActionKey, model: Option<&ModelName>) -> Option<bool> {
@@ -635,6 +659,8 @@ struct ActionPriceRepr {
     hold_millicredits: Option<Millicredits>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     models: BTreeMap<ModelName, ModelEntry>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    capability: Option<String>,
 }
 
 impl TryFrom<ActionPriceRepr> for ActionPrice {
@@ -657,6 +683,7 @@ impl TryFrom<ActionPriceRepr> for ActionPrice {
             max_millicredits: repr.max_millicredits,
             hold_millicredits: repr.hold_millicredits,
             models: repr.models.into_iter().map(|(m, e)| (m, e.0)).collect(),
+            capability: repr.capability,
         })
     }
 }
@@ -679,6 +706,7 @@ impl From<ActionPrice> for ActionPriceRepr {
                 .into_iter()
                 .map(|(m, p)| (m, ModelEntry(p)))
                 .collect(),
+            capability: price.capability,
         }
     }
 }

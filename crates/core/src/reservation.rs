@@ -31,6 +31,10 @@ pub struct Reservation {
     /// The estimate the hold was priced from, when the caller gave one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dimensions: Option<Dimensions>,
+    /// The rate card's capability for the action, when the hold was priced
+    /// from a card action that names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
 }
 
 /// How a reservation ended.

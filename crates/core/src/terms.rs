@@ -2,10 +2,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{BillingAnchor, Millicredits, PlanTerms, TimeZoneName, Timestamp};
+use std::sync::LazyLock;
+
+use crate::{AlertThresholds, BillingAnchor, Millicredits, PlanTerms, TimeZoneName, Timestamp};
+
+static DEFAULT_THRESHOLDS: LazyLock<AlertThresholds> = LazyLock::new(AlertThresholds::default);
 
 /// Set when the account opens; changed only by events (`PlanChanged`,
-/// `SpendingCapSet`, `BillingAnchorSet`), so a replay sees the terms each
+/// `SpendingCapSet`, `BillingAnchorSet`, `AlertThresholdsSet`), so a replay sees the terms each
 /// decision was taken under.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountTerms {
@@ -23,6 +27,10 @@ pub struct AccountTerms {
     /// taking the new plan's default.
     #[serde(default)]
     pub cap_set_by_account: bool,
+    /// The account's own alert thresholds; `None` follows the plan's. Kept
+    /// across plan changes, like a cap the account chose.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alerts: Option<AlertThresholds>,
 }
 
 impl AccountTerms {
@@ -36,6 +44,15 @@ impl AccountTerms {
         self.plan
             .as_ref()
             .map_or(Millicredits::ZERO, |p| p.plan.daily_allowance_millicredits)
+    }
+
+    /// The thresholds alerts are raised at: the account's own, else its
+    /// plan's, else the defaults (below 100 and 10 credits, 80 % used).
+    pub fn alert_thresholds(&self) -> &AlertThresholds {
+        self.alerts
+            .as_ref()
+            .or_else(|| self.plan.as_ref().map(|p| &p.plan.alerts))
+            .unwrap_or(&DEFAULT_THRESHOLDS)
     }
 
     /// Moves to `plan`, taking its default cap unless the account set one.

@@ -4,8 +4,10 @@
 
 use proptest::prelude::*;
 use tally_core::{
-    ActionKey, ActionPrice, Dimensions, Millicredits, ModelName, ModelPrice, Multiplier, RateCard,
-    Rates, Rejection, Rounding,
+    Account, ActionKey, ActionPrice, BucketKind, Command, Context, Dimensions, Event, GrantCommand,
+    GrantId, MemberId, Millicredits, ModelName, ModelPrice, Multiplier, OpenAccount, Outcome,
+    PlanCatalogue, RateCard, RateCards, Rates, Rejection, ReservationId, Rounding, Timestamp,
+    execute,
 };
 
 const CARD: &str = r#"
@@ -13,6 +15,7 @@ version = 4
 
 [actions."article.draft"]
 price_millicredits = 2000
+capability = "writing"
 
 [actions."topic.research"]
 price_millicredits = 0
@@ -22,6 +25,7 @@ price_millicredits = 1000
 models = { "premium" = 2000, "turbo" = { multiplier = "1.5" } }
 
 [actions."content.generate"]
+capability = "content"
 rounding = "up_to_credit"
 min_millicredits = 1000
 max_millicredits = 50000
@@ -610,6 +614,128 @@ fn multipliers_parse_exactly_and_print_canonically() {
         assert_eq!(multiplier.to_string(), printed, "{text}");
     }
     assert_eq!(Multiplier::from_per_mille(0), None);
+}
+
+#[test]
+fn an_action_may_name_the_capability_it_belongs_to() {
+    let card = card();
+    assert_eq!(card.capability_of(&key("article.draft")), Some("writing"));
+    assert_eq!(
+        card.capability_of(&key("content.generate")),
+        Some("content")
+    );
+    assert_eq!(card.capability_of(&key("topic.research")), None);
+    assert_eq!(card.capability_of(&key("no.such")), None);
+    for bad in [
+        "\"\"",
+        "\"Writing\"",
+        "\"two words\"",
+        &format!("\"{}\"", "x".repeat(65)),
+    ] {
+        let error = invalid(&action_toml(&format!(
+            "price_millicredits = 1\ncapability = {bad}"
+        )));
+        assert!(error.contains("capability"), "{bad}: {error}");
+    }
+}
+
+/// Runs `command` on `account` at a fixed moment with the test card.
+fn run(account: &mut Account, command: Command) -> Outcome {
+    let cards = RateCards::new([card()]);
+    let plans = PlanCatalogue::default();
+    let ctx = Context {
+        now: Timestamp::from_millis(1_000_000),
+        rate_cards: &cards,
+        plans: &plans,
+    };
+    execute(account, &command, &ctx).expect("accepted").outcome
+}
+
+#[test]
+fn receipts_carry_the_capability_when_the_card_priced_them() {
+    let mut account = Account::default();
+    run(&mut account, Command::OpenAccount(OpenAccount::default()));
+    run(
+        &mut account,
+        Command::Grant(GrantCommand {
+            grant_id: GrantId::parse("g").unwrap(),
+            pack: None,
+            kind: BucketKind::Promotional,
+            source: None,
+            priority: None,
+            amount: mc(1_000_000),
+            effective_at: None,
+            expires_at: None,
+            cost_basis: None,
+            reference: String::new(),
+        }),
+    );
+    let debit = |amount: Option<i64>| Command::Debit {
+        member: MemberId::parse("m").unwrap(),
+        action: key("article.draft"),
+        model: None,
+        amount: amount.map(mc),
+        dimensions: None,
+    };
+    let capability_of = |outcome: Outcome| match outcome {
+        Outcome::Charged { debit } => debit.capability,
+        Outcome::Reserved { reservation } => reservation.capability,
+        other => panic!("unexpected {other:?}"),
+    };
+    assert_eq!(
+        capability_of(run(&mut account, debit(None))),
+        Some("writing".into())
+    );
+    assert_eq!(
+        capability_of(run(&mut account, debit(Some(5_000)))),
+        None,
+        "the caller priced it, not the card"
+    );
+    let reserve = |id: &str, amount: Option<i64>| Command::Reserve {
+        reservation_id: ReservationId::parse(id).unwrap(),
+        member: MemberId::parse("m").unwrap(),
+        action: key("content.generate"),
+        model: None,
+        amount: amount.map(mc),
+        dimensions: None,
+        ttl_millis: 60_000,
+    };
+    let commit = |id: &str, dimensions: Option<Dimensions>| Command::Commit {
+        reservation_id: ReservationId::parse(id).unwrap(),
+        amount: None,
+        dimensions,
+    };
+    assert_eq!(
+        capability_of(run(&mut account, reserve("r1", None))),
+        Some("content".into())
+    );
+    assert_eq!(
+        capability_of(run(&mut account, commit("r1", Some(tokens(1_000, 1_000))))),
+        Some("content".into())
+    );
+    // A hold the caller sized settles at the card's price: the card's.
+    assert_eq!(
+        capability_of(run(&mut account, reserve("r2", Some(9_000)))),
+        None
+    );
+    assert_eq!(
+        capability_of(run(&mut account, commit("r2", None))),
+        Some("content".into())
+    );
+    // The receipt in the log carries it, and it survives JSON.
+    let json = serde_json::to_string(&Event::CreditsDebited {
+        at: Timestamp::from_millis(1),
+        debit: match run(&mut account, debit(None)) {
+            Outcome::Charged { debit } => debit,
+            other => panic!("unexpected {other:?}"),
+        },
+    })
+    .unwrap();
+    assert!(json.contains(r#""capability":"writing""#), "{json}");
+    let back: Event = serde_json::from_str(&json).unwrap();
+    assert!(
+        matches!(back, Event::CreditsDebited { debit, .. } if debit.capability.as_deref() == Some("writing"))
+    );
 }
 
 #[test]

@@ -456,6 +456,7 @@ fn shows_balance(outcome: &Outcome) -> bool {
             | Outcome::PlanChanged { .. }
             | Outcome::SpendingCapSet
             | Outcome::BillingAnchorSet
+            | Outcome::AlertThresholdsSet
     )
 }
 

@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use tally_api::v1 as pb;
 use tally_core::{
-    AccountId, ActionKey, BalanceView, BillingAnchor, Bucket, BucketKind, CostBasis, Debit,
-    Dimensions, Draw, GrantId, GrantSource, IdError, IdempotencyKey, MemberId, Millicredits,
-    ModelName, PackName, PlanName, Reservation, ReservationId, TimeZoneName, Timestamp,
+    AccountId, ActionKey, Alert, AlertThresholds, AutoTopUp, BalanceView, BillingAnchor, Bucket,
+    BucketKind, CostBasis, Debit, Dimensions, Draw, GrantId, GrantSource, IdError, IdempotencyKey,
+    MemberId, Millicredits, ModelName, PackName, PlanName, Reservation, ReservationId,
+    TimeZoneName, Timestamp,
 };
 
 use crate::status::InvalidArgument;
@@ -403,6 +404,7 @@ pub fn receipt(debit: &Debit) -> pb::Receipt {
         late: debit.late,
         rate_card_version: version(debit.rate_card_version),
         dimensions: debit.dimensions.as_ref().map(dimensions),
+        capability: debit.capability.clone().unwrap_or_default(),
     }
 }
 
@@ -457,11 +459,220 @@ pub fn balance(account: &AccountId, view: &BalanceView) -> pb::Balance {
         monthly_allowance_millicredits: view.terms.monthly_allowance().get(),
         daily_allowance_millicredits: view.terms.daily_allowance().get(),
         spending_cap_millicredits: view.terms.spending_cap.map(Millicredits::get),
+        alert_thresholds: Some(alert_thresholds(view.terms.alert_thresholds())),
+    }
+}
+
+pub fn alert_thresholds(thresholds: &AlertThresholds) -> pb::AlertThresholds {
+    pb::AlertThresholds {
+        low_balance_millicredits: thresholds
+            .low_balance_millicredits
+            .iter()
+            .map(|level| level.get())
+            .collect(),
+        usage_percent: thresholds
+            .usage_percent
+            .iter()
+            .map(|p| i32::from(*p))
+            .collect(),
+        auto_top_up: thresholds.auto_top_up.as_ref().map(|auto| pb::AutoTopUp {
+            below_millicredits: auto.below_millicredits.get(),
+            pack: auto.pack.to_string(),
+        }),
+    }
+}
+
+/// An alert on the wire; `sequence` is its event's stream version.
+pub fn alert(alert: &Alert, raised_at: Timestamp, sequence: u64) -> pb::Alert {
+    let mut out = pb::Alert {
+        raised_at: Some(timestamp(raised_at)),
+        sequence: version(sequence),
+        ..Default::default()
+    };
+    match alert {
+        Alert::LowBalance {
+            threshold,
+            available,
+        } => {
+            out.kind = pb::AlertKind::LowBalance.into();
+            out.threshold_millicredits = threshold.get();
+            out.available_millicredits = available.get();
+        }
+        Alert::UsageThreshold {
+            percent,
+            used,
+            allowance,
+        } => {
+            out.kind = pb::AlertKind::UsageThreshold.into();
+            out.usage_percent = i32::from(*percent);
+            out.used_this_cycle_millicredits = used.get();
+            out.allowance_millicredits = allowance.get();
+        }
+        Alert::SpendingCapReached { cap, used_and_held } => {
+            out.kind = pb::AlertKind::SpendingCapReached.into();
+            out.spending_cap_millicredits = cap.get();
+            out.used_this_cycle_millicredits = used_and_held.get();
+        }
+        Alert::Depleted { overage } => {
+            out.kind = pb::AlertKind::Depleted.into();
+            out.overage_millicredits = overage.get();
+        }
+        Alert::AutoTopUpRequested {
+            pack,
+            below,
+            available,
+        } => {
+            out.kind = pb::AlertKind::AutoTopUpRequested.into();
+            out.pack = pack.to_string();
+            out.threshold_millicredits = below.get();
+            out.available_millicredits = available.get();
+        }
+    }
+    out
+}
+
+/// One line for the ledger's note.
+fn describe_alert(alert: &Alert) -> String {
+    match alert {
+        Alert::LowBalance {
+            threshold,
+            available,
+        } => format!("low balance: {available} available, below {threshold}"),
+        Alert::UsageThreshold {
+            percent,
+            used,
+            allowance,
+        } => format!("{percent}% of the allowance used: {used} of {allowance}"),
+        Alert::SpendingCapReached { cap, used_and_held } => {
+            format!("spending cap reached: {used_and_held} used and held of {cap}")
+        }
+        Alert::Depleted { overage } if overage.is_positive() => {
+            format!("depleted: {overage} overage")
+        }
+        Alert::Depleted { .. } => "depleted: nothing left to spend".into(),
+        Alert::AutoTopUpRequested {
+            pack,
+            below,
+            available,
+        } => {
+            format!("auto top-up requested: buy pack {pack} ({available} available, below {below})")
+        }
+    }
+}
+
+fn describe_thresholds(thresholds: &Option<AlertThresholds>) -> String {
+    let Some(t) = thresholds else {
+        return "alert thresholds: the plan's".into();
+    };
+    let levels: Vec<String> = t
+        .low_balance_millicredits
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    let percents: Vec<String> = t.usage_percent.iter().map(|p| format!("{p}%")).collect();
+    let mut note = format!(
+        "alert thresholds: low balance [{}], usage [{}]",
+        levels.join(", "),
+        percents.join(", ")
+    );
+    if let Some(auto) = &t.auto_top_up {
+        note.push_str(&format!(
+            ", auto top-up pack {} below {}",
+            auto.pack, auto.below_millicredits
+        ));
+    }
+    note
+}
+
+impl Validator {
+    /// The account's own thresholds. Whether an auto-top-up pack exists is
+    /// the engine's to say: the catalogue may change until it decides.
+    pub fn alert_thresholds(
+        &mut self,
+        field: &str,
+        value: pb::AlertThresholds,
+    ) -> Option<AlertThresholds> {
+        let pb::AlertThresholds {
+            low_balance_millicredits,
+            usage_percent,
+            auto_top_up,
+        } = value;
+        let mut valid = true;
+        let usage_percent = usage_percent
+            .into_iter()
+            .filter_map(|p| {
+                let percent = u8::try_from(p).ok();
+                if percent.is_none() {
+                    self.violation(&format!("{field}.usage_percent"), "each must be 1 to 100");
+                    valid = false;
+                }
+                percent
+            })
+            .collect();
+        let auto_top_up = match auto_top_up {
+            None => None,
+            Some(pb::AutoTopUp {
+                below_millicredits,
+                pack,
+            }) => {
+                let pack_field = format!("{field}.auto_top_up.pack");
+                if pack.is_empty() {
+                    self.violation(&pack_field, "must be set");
+                }
+                match self.pack(&pack_field, &pack) {
+                    Some(pack) => Some(AutoTopUp {
+                        below_millicredits: Millicredits::new(below_millicredits),
+                        pack,
+                    }),
+                    None => {
+                        valid = false;
+                        None
+                    }
+                }
+            }
+        };
+        let thresholds = AlertThresholds {
+            low_balance_millicredits: low_balance_millicredits
+                .into_iter()
+                .map(Millicredits::new)
+                .collect(),
+            usage_percent,
+            auto_top_up,
+        };
+        // Each part on its own, so every bad field is named at once.
+        let parts = [
+            AlertThresholds {
+                usage_percent: Vec::new(),
+                auto_top_up: None,
+                ..thresholds.clone()
+            },
+            AlertThresholds {
+                low_balance_millicredits: Vec::new(),
+                auto_top_up: None,
+                ..thresholds.clone()
+            },
+            AlertThresholds {
+                low_balance_millicredits: Vec::new(),
+                usage_percent: Vec::new(),
+                ..thresholds.clone()
+            },
+        ];
+        for part in parts {
+            if let Err(tally_core::InvalidThresholds::Field {
+                field: inner,
+                reason,
+            }) = part.validate_levels()
+            {
+                self.violation(&format!("{field}.{inner}"), reason);
+                valid = false;
+            }
+        }
+        valid.then_some(thresholds)
     }
 }
 
 /// The ledger kind of an event type, and back: one table for both ways.
-const LEDGER_KINDS: [(pb::LedgerEntryKind, &str); 15] = [
+const LEDGER_KINDS: [(pb::LedgerEntryKind, &str); 17] = [
     (pb::LedgerEntryKind::AccountOpened, "account_opened"),
     (pb::LedgerEntryKind::Grant, "credits_granted"),
     (pb::LedgerEntryKind::GrantVoided, "grant_voided"),
@@ -477,6 +688,11 @@ const LEDGER_KINDS: [(pb::LedgerEntryKind, &str); 15] = [
     (pb::LedgerEntryKind::PlanChanged, "plan_changed"),
     (pb::LedgerEntryKind::SpendingCapSet, "spending_cap_set"),
     (pb::LedgerEntryKind::BillingAnchorSet, "billing_anchor_set"),
+    (pb::LedgerEntryKind::Alert, "alert_raised"),
+    (
+        pb::LedgerEntryKind::AlertThresholdsSet,
+        "alert_thresholds_set",
+    ),
 ];
 
 impl Validator {
@@ -619,6 +835,13 @@ pub fn ledger_entry(entry: &tally_projections::LedgerEntry) -> pb::LedgerEntry {
                 anchor.hour(),
                 anchor.minute()
             );
+        }
+        Event::AlertThresholdsSet { thresholds, .. } => {
+            out.note = describe_thresholds(thresholds);
+        }
+        Event::AlertRaised { at, alert: raised } => {
+            out.note = describe_alert(raised);
+            out.alert = Some(alert(raised, *at, entry.version));
         }
     }
     out

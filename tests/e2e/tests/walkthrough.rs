@@ -162,10 +162,14 @@ async fn grant_reserve_overcommit_overage_and_top_up_repayment() {
             (2, LedgerEntryKind::CycleStarted as i32, 0, 0, 0),
             (3, LedgerEntryKind::Grant as i32, 10_000, 0, 10_000),
             (4, LedgerEntryKind::Hold as i32, 8_000, 10_000, 2_000),
-            (5, LedgerEntryKind::Debit as i32, 13_000, 2_000, 0),
-            (6, LedgerEntryKind::Grant as i32, 20_000, 0, 20_000),
+            // The hold took the balance below the default 10 credits.
+            (5, LedgerEntryKind::Alert as i32, 0, 2_000, 2_000),
+            (6, LedgerEntryKind::Debit as i32, 13_000, 2_000, 0),
+            // Nothing left, and overage began.
+            (7, LedgerEntryKind::Alert as i32, 0, 0, 0),
+            (8, LedgerEntryKind::Grant as i32, 20_000, 0, 20_000),
             (
-                7,
+                9,
                 LedgerEntryKind::OverageRepaid as i32,
                 3_000,
                 20_000,
@@ -177,13 +181,28 @@ async fn grant_reserve_overcommit_overage_and_top_up_repayment() {
     assert_eq!(entries[2].grant_id, monthly_id);
     assert_eq!(entries[3].reservation_id, reservation.reservation_id);
     assert_eq!(entries[3].member_id, "alice");
+    let low = entries[4].alert.as_ref().unwrap();
     assert_eq!(
-        entries[4].receipt.as_ref().unwrap().overage_millicredits,
+        (
+            low.kind,
+            low.threshold_millicredits,
+            low.available_millicredits
+        ),
+        (AlertKind::LowBalance as i32, 10_000, 2_000)
+    );
+    assert_eq!(entries[4].idempotency_key, "r-1");
+    assert_eq!(
+        entries[5].receipt.as_ref().unwrap().overage_millicredits,
         3_000
     );
-    assert_eq!(entries[4].idempotency_key, "c-1");
+    assert_eq!(entries[5].idempotency_key, "c-1");
+    let depleted = entries[6].alert.as_ref().unwrap();
     assert_eq!(
-        draw(&entries[6].draws),
+        (depleted.kind, depleted.overage_millicredits),
+        (AlertKind::Depleted as i32, 3_000)
+    );
+    assert_eq!(
+        draw(&entries[8].draws),
         vec![(BucketKind::TopUp as i32, 3_000)]
     );
 }

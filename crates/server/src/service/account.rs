@@ -267,6 +267,43 @@ impl<S: Store> AccountService for AccountApi<S> {
         }))
     }
 
+    async fn set_alert_thresholds(
+        &self,
+        request: Request<pb::SetAlertThresholdsRequest>,
+    ) -> Result<Response<pb::SetAlertThresholdsResponse>, Status> {
+        let request = request.into_inner();
+        let pb::SetAlertThresholdsRequest {
+            idempotency_key,
+            account_id,
+            thresholds,
+        } = request.clone();
+        let mut v = Validator::default();
+        let key = v.idempotency_key("idempotency_key", &idempotency_key);
+        let account = v.account("account_id", &account_id);
+        // Unset means "the plan's"; set but invalid is refused below.
+        let thresholds = thresholds.map(|t| v.alert_thresholds("thresholds", t));
+        let (Some(key), Some(account)) = (key, account) else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let applied = self
+            .0
+            .mutate(
+                "SetAlertThresholds",
+                &request,
+                account.clone(),
+                key,
+                Command::SetAlertThresholds {
+                    thresholds: thresholds.flatten(),
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::SetAlertThresholdsResponse {
+            balance: balance_of(&applied, &account),
+            consistency_token: applied.position.to_string(),
+        }))
+    }
+
     async fn set_billing_anchor(
         &self,
         request: Request<pb::SetBillingAnchorRequest>,
