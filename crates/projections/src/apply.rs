@@ -300,9 +300,13 @@ pub fn amount_of(event: &Event) -> Millicredits {
     }
 }
 
-/// The group an action's usage counts in when the rate card names none:
-/// the action key up to its first dot (`article` for `article.draft`).
+/// The group an action's usage counts in: the capability the rate card
+/// filed it under, else the action key up to its first dot (`article` for
+/// `article.draft`).
 pub fn capability_of(debit: &Debit) -> String {
+    if let Some(capability) = &debit.capability {
+        return capability.clone();
+    }
     let action = debit.action.as_str();
     action.split('.').next().unwrap_or(action).to_owned()
 }

@@ -229,6 +229,7 @@ async fn alerts(backend: Backend) {
             account_id: "acme".into(),
             kinds: vec![LedgerEntryKind::Alert.into()],
             page_size: 100,
+            consistency: fully_consistent(),
             ..Default::default()
         })
         .await

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tally_api::v1 as pb;
 use tally_core::calendar::{Day, day_of, day_start, parse_day};
-use tally_core::{Account, AccountId, Millicredits, Rejection, Timestamp, advance};
+use tally_core::{Account, AccountId, Event, Millicredits, Rejection, Timestamp, advance};
 use tally_engine::{EngineError, decode_event};
 use tally_projections::reads::{self, LedgerQuery, UsageGrouping, UsagePeriod, UsageQuery};
 use tally_projections::{Freshness, LedgerEntry, Projection};
@@ -59,8 +59,10 @@ impl Validator {
     }
 }
 
-/// When a read must have answered: the call's own deadline (the
-/// `grpc-timeout` header) or a default.
+/// How long a read may wait to be fresh: the call's own deadline (the
+/// `grpc-timeout` header) or a default, less a margin so that the caller
+/// hears DEADLINE_EXCEEDED from us, with the reason, rather than its own
+/// timer's CANCELLED.
 fn deadline_of<T>(request: &Request<T>) -> Instant {
     let timeout = request
         .metadata()
@@ -68,7 +70,8 @@ fn deadline_of<T>(request: &Request<T>) -> Instant {
         .and_then(|value| value.to_str().ok())
         .and_then(parse_grpc_timeout)
         .unwrap_or(DEFAULT_WAIT);
-    Instant::now() + timeout
+    let margin = (timeout / 10).min(Duration::from_millis(50));
+    Instant::now() + timeout - margin
 }
 
 /// `grpc-timeout`: up to 8 digits and a unit (H, M, S, m, u, n).
@@ -462,6 +465,7 @@ impl<S: Store> Api<S> {
                     sequence: i64::try_from(start.version).unwrap_or(i64::MAX),
                     balance: Some(convert::balance(&account, &start.balance_at(at))),
                     entry: None,
+                    alert: None,
                 }))
                 .await;
         }
@@ -594,6 +598,7 @@ async fn follow<S: EventStore>(
                     &step.state.balance_at(step.entry.event.at()),
                 )),
                 entry: Some(convert::ledger_entry(step.entry)),
+                alert: watch_alert(step.entry),
             });
             Ok(())
         })
@@ -626,6 +631,21 @@ async fn follow<S: EventStore>(
             _ = tokio::time::sleep(WATCH_POLL) => {}
             _ = tx.closed() => return,
         }
+    }
+}
+
+/// The alert an entry is, for watchers: alerts the log recorded, and each
+/// cycle start as a cycle reset.
+fn watch_alert(entry: &LedgerEntry) -> Option<pb::Alert> {
+    match &entry.event {
+        Event::AlertRaised { at, alert } => Some(convert::alert(alert, *at, entry.version)),
+        Event::CycleStarted { at, .. } => Some(pb::Alert {
+            kind: pb::AlertKind::CycleReset.into(),
+            raised_at: Some(convert::timestamp(*at)),
+            sequence: i64::try_from(entry.version).unwrap_or(i64::MAX),
+            ..Default::default()
+        }),
+        _ => None,
     }
 }
 
