@@ -37,3 +37,102 @@ async fn kill_9_loses_no_acknowledged_debit() {
     support::kill_9_loses_no_acknowledged_debit(&["--data-dir", data.path().to_str().unwrap()], 3)
         .await;
 }
+
+/// `tallyd verify` exits 0 when every projection matches a rebuild from the
+/// log and 1 when one does not; `tallyd rebuild` repairs it and reports
+/// its rate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_rebuild_as_an_operator_runs_them() {
+    use tally_api::v1::metering_service_client::MeteringServiceClient;
+    use tally_store::{ProjectionCommit, ProjectionStore, SqlStatement};
+
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let mut tallyd = Tallyd::spawn(&["--data-dir", dir]);
+    let channel = tallyd.connect().await;
+    support::open_funded_account(channel.clone(), "a", pb::BucketKind::TopUp, 1_000_000).await;
+    let mut metering = MeteringServiceClient::new(channel.clone());
+    let mut token = String::new();
+    for i in 0..25 {
+        token = metering
+            .debit(pb::DebitRequest {
+                idempotency_key: format!("d{i}"),
+                account_id: "a".into(),
+                member_id: "m".into(),
+                action: "agent.step".into(),
+                amount_millicredits: Some(700),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .consistency_token;
+    }
+    // Every projection past the last write before stopping.
+    let mut accounts = AccountServiceClient::new(channel);
+    let fresh = Some(pb::ReadConsistency {
+        requirement: Some(pb::read_consistency::Requirement::AtLeastAsFresh(token)),
+    });
+    accounts
+        .get_usage(pb::GetUsageRequest {
+            account_id: "a".into(),
+            group_by: pb::UsageGrouping::Member.into(),
+            consistency: fresh,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    tallyd.signal("TERM");
+    assert!(tallyd.wait_for_exit(Duration::from_secs(15)).success());
+
+    let verified = support::run_tallyd(&["verify", "--data-dir", dir]);
+    let out = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{out}");
+    for projection in ["balances", "ledger", "usage"] {
+        assert!(out.contains(&format!("{projection}: ok")), "{out}");
+    }
+
+    // A ledger row edited behind the projection's back.
+    {
+        let store = tally_store::sqlite::SqliteStore::open(data.path().join("tally.sqlite"))
+            .await
+            .unwrap();
+        let checkpoint = store.projection_checkpoint("ledger").await.unwrap();
+        store
+            .commit_projection(ProjectionCommit {
+                name: "ledger".into(),
+                expected_generation: checkpoint.generation,
+                position: checkpoint.position,
+                schema_version: checkpoint.schema_version,
+                updated_at_ms: 0,
+                statements: vec![SqlStatement::new(
+                    "UPDATE ledger_entries SET amount = amount + 1 WHERE seq = 5",
+                    vec![],
+                )],
+            })
+            .await
+            .unwrap();
+    }
+    let verified = support::run_tallyd(&["verify", "--data-dir", dir]);
+    let out = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(verified.status.code(), Some(1), "{out}");
+    assert!(out.contains("ledger: 1 differences"), "{out}");
+    assert!(out.contains("balances: ok"), "{out}");
+
+    let rebuilt = support::run_tallyd(&["rebuild", "--projection", "ledger", "--data-dir", dir]);
+    let out = String::from_utf8_lossy(&rebuilt.stdout);
+    assert!(rebuilt.status.success(), "{out}");
+    assert!(
+        out.contains("rebuilt ledger:") && out.contains("events/s"),
+        "{out}"
+    );
+    assert!(
+        support::run_tallyd(&["verify", "--data-dir", dir])
+            .status
+            .success()
+    );
+
+    let unknown = support::run_tallyd(&["rebuild", "--projection", "nope", "--data-dir", dir]);
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown projection"));
+}

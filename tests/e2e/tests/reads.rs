@@ -284,7 +284,7 @@ async fn usage(backend: Backend) {
     assert_eq!(groups(&second), vec![("bob".into(), 1_000, 1)]);
 
     // Runway at the pace of the last 7 days: 8 credits / 7 per day.
-    let runway = by_day.runway.clone().unwrap();
+    let runway = by_day.runway.unwrap();
     assert_eq!(runway.window_days, 7);
     assert_eq!(runway.pace_millicredits_per_day, 8_000 / 7);
     let now_ms = START.as_millis() + DAY.as_millis() as i64;
