@@ -463,6 +463,17 @@ async fn watch(backend: Backend) {
     assert_eq!(live.sequence, received.last().unwrap() + 1);
     assert_eq!(live.entry.unwrap().member_id, "carol");
 
+    // A sequence the account has not reached is refused, naming the field.
+    let ahead = accounts
+        .watch_account(WatchAccountRequest {
+            account_id: "acme".into(),
+            after_sequence: Some(1_000_000),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(ahead.code(), tonic::Code::InvalidArgument);
+    assert_eq!(violated_fields(&ahead), vec!["after_sequence"]);
+
     // An unknown account cannot be watched.
     let unknown = accounts
         .watch_account(WatchAccountRequest {

@@ -437,26 +437,28 @@ impl<S: Store> Api<S> {
         // Subscribed before the first read, so no append falls in between.
         let appended = engine.appended();
         let store = engine.store().clone();
-        let start = match after {
-            // From now: fold everything there is, answer with the balance.
-            None => {
-                let state =
-                    catch_up(&store, &account, Account::default(), None, |_| Ok(())).await?;
-                if !state.is_open() {
-                    return Err(unknown_account());
-                }
-                state
-            }
-            Some(after) => {
-                // Rebuilt from the start: a watcher resuming far back is rare,
-                // and the projection's state may be past `after`.
-                let state = fold_until(&store, &account, after).await?;
-                if !state.is_open() && after > 0 {
-                    return Err(unknown_account());
-                }
-                state
-            }
-        };
+        // The balances projection's state saves replaying the stream from
+        // its start, unless it is already past where the watch resumes.
+        let folded = reads::balance_state(&store, account.as_str())
+            .await
+            .map_err(ServiceError::from)?
+            .filter(|state| after.is_none_or(|after| state.version <= after))
+            .unwrap_or_default();
+        let start = catch_up(&store, &account, folded, after, |_| Ok(())).await?;
+        if !start.is_open() && after != Some(0) {
+            return Err(unknown_account());
+        }
+        if let Some(after) = after.filter(|after| *after > start.version) {
+            let mut v = Validator::default();
+            v.violation(
+                "after_sequence",
+                format!(
+                    "{after} is past the account's last entry, {}",
+                    start.version
+                ),
+            );
+            return Err(v.into_error().into());
+        }
         let (tx, rx) = mpsc::channel(64);
         if after.is_none() {
             let at = state_time(&start);
@@ -510,15 +512,6 @@ fn totals(group: &reads::UsageGroup) -> pb::UsageTotals {
 
 fn state_time(state: &Account) -> Timestamp {
     state.last_event_at.unwrap_or_default()
-}
-
-/// Folds the stream from version 1 up to `after`, silently.
-async fn fold_until<S: EventStore>(
-    store: &S,
-    account: &AccountId,
-    after: u64,
-) -> Result<Account, Status> {
-    catch_up(store, account, Account::default(), Some(after), |_| Ok(())).await
 }
 
 /// Reads the stream after `state`, up to `until` (or its end), folding
