@@ -11,6 +11,7 @@ use tally_core::{Account, Debit, Event, Millicredits, Timestamp};
 use tally_engine::decode_event;
 use tally_store::{LogPosition, ProjectionStore, RecordedEvent, SqlStatement, SqlValue};
 
+use crate::reads::UsageGroup;
 use crate::tables::{
     ADD_USAGE, DELETE_BUCKETS, INSERT_BUCKET, INSERT_LEDGER, UPSERT_BALANCE, UPSERT_STATE,
 };
@@ -67,12 +68,11 @@ pub(crate) fn accounts_in(events: &[RecordedEvent]) -> BTreeSet<String> {
 pub(crate) struct Fold {
     projection: Projection,
     states: HashMap<String, Account>,
-    /// Sorted, so the statements come out in the same order every time.
-    touched: BTreeSet<String>,
-    /// Each touched account's last event in the log.
-    positions: HashMap<String, LogPosition>,
+    /// Each touched account's last event in the log; sorted, so the
+    /// statements come out in the same order every time.
+    touched: BTreeMap<String, LogPosition>,
     statements: Vec<SqlStatement>,
-    usage: BTreeMap<UsageKey, UsageSums>,
+    usage: BTreeMap<UsageKey, UsageGroup>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -86,25 +86,12 @@ struct UsageKey {
     model: String,
 }
 
-#[derive(Clone, Copy, Debug, Default)]
-struct UsageSums {
-    charged: i64,
-    overage: i64,
-    actions: i64,
-    input_tokens: i64,
-    output_tokens: i64,
-    context_tokens: i64,
-    images: i64,
-    tool_calls: i64,
-}
-
 impl Fold {
     pub(crate) fn new(projection: Projection, states: HashMap<String, Account>) -> Self {
         Fold {
             projection,
             states,
-            touched: BTreeSet::new(),
-            positions: HashMap::new(),
+            touched: BTreeMap::new(),
             statements: Vec::new(),
             usage: BTreeMap::new(),
         }
@@ -161,8 +148,7 @@ impl Fold {
                 }
             }
         }
-        self.touched.insert(recorded.stream_id.clone());
-        self.positions
+        self.touched
             .insert(recorded.stream_id.clone(), recorded.position);
         Ok(())
     }
@@ -181,23 +167,22 @@ impl Fold {
                     SqlValue::text(key.capability),
                     SqlValue::text(key.member),
                     SqlValue::text(key.model),
-                    SqlValue::int(sums.charged),
-                    SqlValue::int(sums.overage),
-                    SqlValue::int(sums.actions),
-                    SqlValue::int(sums.input_tokens),
-                    SqlValue::int(sums.output_tokens),
-                    SqlValue::int(sums.context_tokens),
-                    SqlValue::int(sums.images),
-                    SqlValue::int(sums.tool_calls),
+                    SqlValue::int(sums.charged.get()),
+                    SqlValue::int(sums.overage.get()),
+                    int(sums.actions),
+                    int(sums.input_tokens),
+                    int(sums.output_tokens),
+                    int(sums.context_tokens),
+                    int(sums.images),
+                    int(sums.tool_calls),
                 ],
             ));
         }
-        for account in &self.touched {
+        for (account, position) in &self.touched {
             let state = &self.states[account];
             if self.projection == Projection::Balances {
-                let position = self.positions[account];
                 self.statements
-                    .extend(balance_rows(account, state, position)?);
+                    .extend(balance_rows(account, state, *position)?);
             }
             self.statements.push(SqlStatement::new(
                 UPSERT_STATE.as_str(),
@@ -213,25 +198,8 @@ impl Fold {
     }
 }
 
-impl UsageSums {
-    fn add(&mut self, other: &UsageSums) {
-        self.charged += other.charged;
-        self.overage += other.overage;
-        self.actions += other.actions;
-        self.input_tokens += other.input_tokens;
-        self.output_tokens += other.output_tokens;
-        self.context_tokens += other.context_tokens;
-        self.images += other.images;
-        self.tool_calls += other.tool_calls;
-    }
-}
-
-fn saturating(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
 fn int(value: u64) -> SqlValue {
-    SqlValue::int(saturating(value))
+    SqlValue::int(i64::try_from(value).unwrap_or(i64::MAX))
 }
 
 fn json(value: &impl Serialize) -> Result<String, ProjectionError> {
@@ -286,7 +254,7 @@ fn ledger_context(state: &Account, event: &Event) -> LedgerContext {
 
 /// How many milli-credits an entry moved: what the ledger's amount column
 /// shows.
-pub fn amount_of(event: &Event) -> Millicredits {
+pub(crate) fn amount_of(event: &Event) -> Millicredits {
     match event {
         Event::CreditsGranted { amount, .. }
         | Event::GrantVoided { amount, .. }
@@ -303,7 +271,7 @@ pub fn amount_of(event: &Event) -> Millicredits {
 /// The group an action's usage counts in: the capability the rate card
 /// filed it under, else the action key up to its first dot (`article` for
 /// `article.draft`).
-pub fn capability_of(debit: &Debit) -> String {
+pub(crate) fn capability_of(debit: &Debit) -> String {
     if let Some(capability) = &debit.capability {
         return capability.clone();
     }
@@ -311,7 +279,12 @@ pub fn capability_of(debit: &Debit) -> String {
     action.split('.').next().unwrap_or(action).to_owned()
 }
 
-fn usage_of(account: &str, state: &Account, at: Timestamp, debit: &Debit) -> (UsageKey, UsageSums) {
+fn usage_of(
+    account: &str,
+    state: &Account,
+    at: Timestamp,
+    debit: &Debit,
+) -> (UsageKey, UsageGroup) {
     // A trial has no cycle yet; its usage counts from the opening, as the
     // cap does.
     let cycle_start = state
@@ -336,15 +309,16 @@ fn usage_of(account: &str, state: &Account, at: Timestamp, debit: &Debit) -> (Us
             .map(ToString::to_string)
             .unwrap_or_default(),
     };
-    let sums = UsageSums {
-        charged: debit.charged.get(),
-        overage: debit.overage.get(),
+    let sums = UsageGroup {
+        key: String::new(),
+        charged: debit.charged,
+        overage: debit.overage,
         actions: 1,
-        input_tokens: saturating(dimensions.input_tokens),
-        output_tokens: saturating(dimensions.output_tokens),
-        context_tokens: saturating(dimensions.context_tokens),
-        images: saturating(dimensions.images),
-        tool_calls: saturating(dimensions.tool_calls),
+        input_tokens: dimensions.input_tokens,
+        output_tokens: dimensions.output_tokens,
+        context_tokens: dimensions.context_tokens,
+        images: dimensions.images,
+        tool_calls: dimensions.tool_calls,
     };
     (key, sums)
 }

@@ -25,7 +25,6 @@ pub mod runner;
 mod tables;
 pub mod verify;
 
-pub use apply::{amount_of, capability_of};
 pub use error::ProjectionError;
 pub use reads::{
     LedgerEntry, LedgerPage, LedgerQuery, Runway, UsageGroup, UsageGrouping, UsagePeriod,

@@ -4,6 +4,7 @@
 use tally_core::{Account, ActionKey, Event, MemberId, Millicredits, Timestamp};
 use tally_store::{ProjectionStore, SqlRow, SqlStatement, SqlValue};
 
+use crate::tables::{USAGE, USAGE_KEY_COLUMNS};
 use crate::{Projection, ProjectionError};
 
 /// The account as the balances projection last folded it; `None` for an
@@ -249,7 +250,7 @@ pub struct UsageGroup {
 }
 
 impl UsageGroup {
-    fn add(&mut self, other: &UsageGroup) {
+    pub(crate) fn add(&mut self, other: &UsageGroup) {
         self.charged += other.charged;
         self.overage += other.overage;
         self.actions += other.actions;
@@ -275,7 +276,7 @@ pub async fn usage<P: ProjectionStore>(
     query: &UsageQuery,
 ) -> Result<UsageReport, ProjectionError> {
     let column = query.group_by.column();
-    let (period, mut params) = match &query.period {
+    let (period, params) = match &query.period {
         UsagePeriod::Cycle { start } => (
             "cycle_start_ms = $2",
             vec![SqlValue::text(account), SqlValue::int(start.as_millis())],
@@ -289,24 +290,17 @@ pub async fn usage<P: ProjectionStore>(
             ],
         ),
     };
-    let sums = [
-        "charged",
-        "overage",
-        "actions",
-        "input_tokens",
-        "output_tokens",
-        "context_tokens",
-        "images",
-        "tool_calls",
-    ]
-    .map(|c| format!("CAST(SUM({c}) AS BIGINT)"))
-    .join(", ");
+    let sums = USAGE.columns[USAGE_KEY_COLUMNS..]
+        .iter()
+        .map(|c| format!("CAST(SUM({c}) AS BIGINT)"))
+        .collect::<Vec<_>>()
+        .join(", ");
     let sql = format!(
         "SELECT {column}, {sums} FROM usage_daily WHERE account_id = $1 AND {period} \
          GROUP BY {column} ORDER BY {column}"
     );
     let rows = store
-        .query_projection(vec![SqlStatement::new(sql, std::mem::take(&mut params))])
+        .query_projection(vec![SqlStatement::new(sql, params)])
         .await?
         .remove(0);
     let mut report = UsageReport::default();

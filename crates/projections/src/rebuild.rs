@@ -27,13 +27,6 @@ pub struct RebuildReport {
     pub elapsed: Duration,
 }
 
-impl RebuildReport {
-    pub fn events_per_second(&self) -> f64 {
-        // Display only: a rate, not an amount.
-        self.events as f64 / self.elapsed.as_secs_f64().max(1e-9)
-    }
-}
-
 /// Empties `projection` and folds the whole log into it again, calling
 /// `progress` after every batch. Refused with `Busy` while another process
 /// runs the projection: stop it, or use [`request_rebuild`] and let that
