@@ -1,0 +1,241 @@
+//! The instruments, built from the names in [`crate::names`]. Built from
+//! the global meter provider: before [`crate::init`] installs one (or
+//! when telemetry is off) they record nothing and cost next to nothing.
+
+use std::time::Duration;
+
+use opentelemetry::KeyValue;
+use opentelemetry::global;
+use opentelemetry::metrics::{AsyncInstrument, Counter, Histogram, Meter, ObservableGauge};
+
+use crate::names::{self, Instrument, attr};
+
+/// Seconds: from a fast SQLite append to a call that waited on a lock.
+const SECONDS_BUCKETS: &[f64] = &[
+    0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0,
+    2.5, 5.0, 10.0,
+];
+
+/// Events per append: group commit batches up to 512 commands.
+const BATCH_BUCKETS: &[f64] = &[
+    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0, 1024.0,
+];
+
+/// The synchronous instruments. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Metrics {
+    rpc_duration: Histogram<f64>,
+    granted: Counter<u64>,
+    reserved: Counter<u64>,
+    committed: Counter<u64>,
+    released: Counter<u64>,
+    expired: Counter<u64>,
+    overage: Counter<u64>,
+    refusals: Counter<u64>,
+    append_duration: Histogram<f64>,
+    append_batch_size: Histogram<u64>,
+}
+
+/// Why held credits went back to their buckets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReleaseReason {
+    Released,
+    /// A commit below its hold returned the rest.
+    Committed,
+    Expired,
+}
+
+impl ReleaseReason {
+    fn as_str(self) -> &'static str {
+        match self {
+            ReleaseReason::Released => "released",
+            ReleaseReason::Committed => "committed",
+            ReleaseReason::Expired => "expired",
+        }
+    }
+}
+
+/// How an append ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppendOutcome {
+    Ok,
+    /// Another writer moved the stream first; the batch is decided again.
+    Conflict,
+    Error,
+}
+
+impl AppendOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AppendOutcome::Ok => "ok",
+            AppendOutcome::Conflict => "conflict",
+            AppendOutcome::Error => "error",
+        }
+    }
+}
+
+impl Metrics {
+    /// The instruments of the global meter provider as it is now.
+    pub fn global() -> Self {
+        Metrics::new(&global::meter(names::SCOPE))
+    }
+
+    pub fn new(meter: &Meter) -> Self {
+        let counter = |i: Instrument| {
+            meter
+                .u64_counter(i.name)
+                .with_unit(i.unit)
+                .with_description(i.description)
+                .build()
+        };
+        Metrics {
+            rpc_duration: meter
+                .f64_histogram(names::RPC_SERVER_CALL_DURATION.name)
+                .with_unit(names::RPC_SERVER_CALL_DURATION.unit)
+                .with_description(names::RPC_SERVER_CALL_DURATION.description)
+                .with_boundaries(SECONDS_BUCKETS.to_vec())
+                .build(),
+            granted: counter(names::CREDITS_GRANTED),
+            reserved: counter(names::CREDITS_RESERVED),
+            committed: counter(names::CREDITS_COMMITTED),
+            released: counter(names::CREDITS_RELEASED),
+            expired: counter(names::CREDITS_EXPIRED),
+            overage: counter(names::CREDITS_OVERAGE),
+            refusals: counter(names::REFUSALS),
+            append_duration: meter
+                .f64_histogram(names::STORE_APPEND_DURATION.name)
+                .with_unit(names::STORE_APPEND_DURATION.unit)
+                .with_description(names::STORE_APPEND_DURATION.description)
+                .with_boundaries(SECONDS_BUCKETS.to_vec())
+                .build(),
+            append_batch_size: meter
+                .u64_histogram(names::STORE_APPEND_BATCH_SIZE.name)
+                .with_unit(names::STORE_APPEND_BATCH_SIZE.unit)
+                .with_description(names::STORE_APPEND_BATCH_SIZE.description)
+                .with_boundaries(BATCH_BUCKETS.to_vec())
+                .build(),
+        }
+    }
+
+    /// One finished gRPC call. `code` is the numeric gRPC status code.
+    pub fn rpc_served(&self, service: &str, method: &str, code: i64, elapsed: Duration) {
+        self.rpc_duration.record(
+            elapsed.as_secs_f64(),
+            &[
+                KeyValue::new(attr::RPC_SYSTEM, "grpc"),
+                KeyValue::new(attr::RPC_SERVICE, service.to_owned()),
+                KeyValue::new(attr::RPC_METHOD, method.to_owned()),
+                KeyValue::new(attr::RPC_GRPC_STATUS_CODE, code),
+            ],
+        );
+    }
+
+    pub fn granted(&self, millicredits: u64, bucket_kind: &'static str) {
+        self.granted.add(
+            millicredits,
+            &[KeyValue::new(attr::BUCKET_KIND, bucket_kind)],
+        );
+    }
+
+    pub fn reserved(&self, millicredits: u64, action: &str, capability: &str) {
+        self.reserved
+            .add(millicredits, &action_attributes(action, capability));
+    }
+
+    pub fn committed(&self, millicredits: u64, action: &str, capability: &str) {
+        self.committed
+            .add(millicredits, &action_attributes(action, capability));
+    }
+
+    pub fn overage(&self, millicredits: u64, action: &str, capability: &str) {
+        self.overage
+            .add(millicredits, &action_attributes(action, capability));
+    }
+
+    pub fn released(&self, millicredits: u64, action: &str, capability: &str, why: ReleaseReason) {
+        let [action, capability] = action_attributes(action, capability);
+        self.released.add(
+            millicredits,
+            &[
+                action,
+                capability,
+                KeyValue::new(attr::RELEASE_REASON, why.as_str()),
+            ],
+        );
+    }
+
+    pub fn expired(&self, millicredits: u64, bucket_kind: &'static str) {
+        self.expired.add(
+            millicredits,
+            &[KeyValue::new(attr::BUCKET_KIND, bucket_kind)],
+        );
+    }
+
+    /// A command refused with `reason` (the caller's `ErrorInfo.reason`).
+    pub fn refused(&self, reason: &'static str, command: &'static str) {
+        self.refusals.add(
+            1,
+            &[
+                KeyValue::new(attr::REASON, reason),
+                KeyValue::new(attr::COMMAND, command),
+            ],
+        );
+    }
+
+    /// One append to the log; `events` counts only for committed appends.
+    pub fn appended(
+        &self,
+        system: &'static str,
+        outcome: AppendOutcome,
+        elapsed: Duration,
+        events: usize,
+    ) {
+        let system = KeyValue::new(attr::DB_SYSTEM_NAME, system);
+        self.append_duration.record(
+            elapsed.as_secs_f64(),
+            &[
+                system.clone(),
+                KeyValue::new(attr::OUTCOME, outcome.as_str()),
+            ],
+        );
+        if outcome == AppendOutcome::Ok {
+            self.append_batch_size.record(events as u64, &[system]);
+        }
+    }
+}
+
+fn action_attributes(action: &str, capability: &str) -> [KeyValue; 2] {
+    [
+        KeyValue::new(attr::ACTION, action.to_owned()),
+        KeyValue::new(attr::CAPABILITY, capability.to_owned()),
+    ]
+}
+
+/// Registers an integer gauge read by `observe` at each collection. Keep
+/// the handle for as long as the gauge should report.
+pub fn observe_u64(
+    meter: &Meter,
+    instrument: Instrument,
+    observe: impl Fn(&dyn AsyncInstrument<u64>) + Send + Sync + 'static,
+) -> ObservableGauge<u64> {
+    meter
+        .u64_observable_gauge(instrument.name)
+        .with_unit(instrument.unit)
+        .with_description(instrument.description)
+        .with_callback(observe)
+        .build()
+}
+
+/// Registers a gauge of seconds read by `observe` at each collection.
+pub fn observe_f64(
+    meter: &Meter,
+    instrument: Instrument,
+    observe: impl Fn(&dyn AsyncInstrument<f64>) + Send + Sync + 'static,
+) -> ObservableGauge<f64> {
+    meter
+        .f64_observable_gauge(instrument.name)
+        .with_unit(instrument.unit)
+        .with_description(instrument.description)
+        .with_callback(observe)
+        .build()
+}

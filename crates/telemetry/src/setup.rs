@@ -1,0 +1,231 @@
+//! The pipeline: logs to stderr (text or JSON), and, when an OTLP endpoint
+//! is configured, traces and metrics exported over OTLP/gRPC.
+//!
+//! Everything else is OpenTelemetry's standard environment, read by the
+//! SDK and the exporter themselves: `OTEL_SERVICE_NAME`,
+//! `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER(_ARG)`,
+//! `OTEL_EXPORTER_OTLP_HEADERS`, `OTEL_EXPORTER_OTLP_TIMEOUT`,
+//! `OTEL_METRIC_EXPORT_INTERVAL`, `OTEL_BSP_*`.
+//!
+//! A dead endpoint costs nothing on the request path: spans are batched
+//! and metrics collected on the SDK's own threads, the exporter connects
+//! lazily, and [`Telemetry::shutdown`] gives up after its timeout.
+
+use std::io::IsTerminal;
+use std::time::Duration;
+
+use opentelemetry::global;
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use opentelemetry::KeyValue;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::names;
+
+/// What to set up.
+#[derive(Clone, Debug, Default)]
+pub struct TelemetryConfig {
+    /// The OTLP/gRPC endpoint for traces; `None` exports none.
+    pub traces_endpoint: Option<String>,
+    /// The OTLP/gRPC endpoint for metrics; `None` exports none.
+    pub metrics_endpoint: Option<String>,
+    /// How often metrics are exported; `None` leaves it to
+    /// `OTEL_METRIC_EXPORT_INTERVAL` (60 s by default).
+    pub metric_interval: Option<Duration>,
+    /// Logs as JSON lines instead of text.
+    pub json_logs: bool,
+    /// Which logs to write, in tracing's `EnvFilter` syntax.
+    pub log_filter: String,
+}
+
+impl TelemetryConfig {
+    /// The endpoints from the standard variables:
+    /// `OTEL_EXPORTER_OTLP_{TRACES,METRICS}_ENDPOINT`, else
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT`; a signal whose `OTEL_*_EXPORTER` is
+    /// `none`, or everything when `OTEL_SDK_DISABLED=true`, is off.
+    pub fn from_env(json_logs: bool, log_filter: impl Into<String>) -> Self {
+        let var = |name: &str| {
+            std::env::var(name)
+                .ok()
+                .map(|value| value.trim().to_owned())
+                .filter(|value| !value.is_empty())
+        };
+        let disabled = var("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+        let endpoint = |signal: &str| {
+            let exporter = var(&format!("OTEL_{signal}_EXPORTER"));
+            if disabled || exporter.is_some_and(|e| e.eq_ignore_ascii_case("none")) {
+                return None;
+            }
+            var(&format!("OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))
+                .or_else(|| var("OTEL_EXPORTER_OTLP_ENDPOINT"))
+        };
+        TelemetryConfig {
+            traces_endpoint: endpoint("TRACES"),
+            metrics_endpoint: endpoint("METRICS"),
+            metric_interval: None,
+            json_logs,
+            log_filter: log_filter.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TelemetryError {
+    #[error("the OTLP exporter: {0}")]
+    Exporter(#[from] opentelemetry_otlp::ExporterBuildError),
+    #[error("a tracing subscriber is already installed: {0}")]
+    Subscriber(#[from] tracing_subscriber::util::TryInitError),
+}
+
+/// The installed pipeline. Shut it down at exit so the last spans and
+/// metrics leave the process.
+#[derive(Debug)]
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+    meter_provider: Option<SdkMeterProvider>,
+}
+
+/// Installs the global tracing subscriber and, for each configured
+/// endpoint, the global OpenTelemetry provider. Call it inside the Tokio
+/// runtime the server runs on: the exporter's connection lives there.
+pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
+    let resource = resource();
+    let tracer_provider = match &config.traces_endpoint {
+        Some(endpoint) => {
+            let exporter = SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()?;
+            Some(
+                SdkTracerProvider::builder()
+                    .with_batch_exporter(exporter)
+                    .with_resource(resource.clone())
+                    .build(),
+            )
+        }
+        None => None,
+    };
+    let meter_provider = match &config.metrics_endpoint {
+        Some(endpoint) => {
+            let exporter = MetricExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .build()?;
+            let mut reader = PeriodicReader::builder(exporter);
+            if let Some(interval) = config.metric_interval {
+                reader = reader.with_interval(interval);
+            }
+            Some(
+                SdkMeterProvider::builder()
+                    .with_reader(reader.build())
+                    .with_resource(resource)
+                    .build(),
+            )
+        }
+        None => None,
+    };
+
+    let filter =
+        EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    let logs = if config.json_logs {
+        logs.json().boxed()
+    } else {
+        logs.boxed()
+    };
+    // Spans go to OpenTelemetry whatever the log filter says: Tally's own
+    // spans at INFO and above, none of its dependencies'.
+    let traces = tracer_provider.as_ref().map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer(names::SCOPE))
+            .with_filter(Targets::new().with_target("tally", Level::INFO))
+    });
+    tracing_subscriber::registry()
+        .with(logs.with_filter(filter))
+        .with(traces)
+        .try_init()?;
+
+    global::set_text_map_propagator(TraceContextPropagator::new());
+    if let Some(provider) = &tracer_provider {
+        global::set_tracer_provider(provider.clone());
+    }
+    if let Some(provider) = &meter_provider {
+        global::set_meter_provider(provider.clone());
+    }
+    Ok(Telemetry {
+        tracer_provider,
+        meter_provider,
+    })
+}
+
+/// `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` win; otherwise the
+/// service is `tallyd`, and each process gets an instance id so replicas'
+/// series stay apart.
+fn resource() -> Resource {
+    let detected = Resource::builder().build();
+    let mut builder = Resource::builder()
+        .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
+    let named = detected
+        .get(&"service.name".into())
+        .is_some_and(|name| !name.as_str().starts_with("unknown_service"));
+    if !named {
+        builder = builder.with_service_name("tallyd");
+    }
+    if detected.get(&"service.instance.id".into()).is_none() {
+        builder = builder.with_attribute(KeyValue::new(
+            "service.instance.id",
+            uuid::Uuid::now_v7().to_string(),
+        ));
+    }
+    builder.build()
+}
+
+impl Telemetry {
+    /// Whether anything is exported.
+    pub fn is_exporting(&self) -> bool {
+        self.tracer_provider.is_some() || self.meter_provider.is_some()
+    }
+
+    /// Exports what is buffered now. Blocks the calling thread: call it
+    /// from `spawn_blocking`.
+    pub fn flush(&self) {
+        if let Some(provider) = &self.tracer_provider {
+            let _ = provider.force_flush();
+        }
+        if let Some(provider) = &self.meter_provider {
+            let _ = provider.force_flush();
+        }
+    }
+
+    /// Flushes and stops the exporters, giving up after `timeout` so an
+    /// unreachable collector never holds the process.
+    pub async fn shutdown(self, timeout: Duration) {
+        if !self.is_exporting() {
+            return;
+        }
+        let stop = tokio::task::spawn_blocking(move || {
+            if let Some(provider) = &self.tracer_provider {
+                let _ = provider.shutdown_with_timeout(timeout);
+            }
+            if let Some(provider) = &self.meter_provider {
+                let _ = provider.shutdown_with_timeout(timeout);
+            }
+        });
+        if tokio::time::timeout(timeout, stop).await.is_err() {
+            tracing::warn!(
+                timeout_ms = timeout.as_millis() as u64,
+                "telemetry did not flush in time; exiting without it"
+            );
+        }
+    }
+}
