@@ -18,6 +18,16 @@ pub enum BucketKind {
 }
 
 impl BucketKind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            BucketKind::Daily => "daily",
+            BucketKind::Monthly => "monthly",
+            BucketKind::TopUp => "top_up",
+            BucketKind::Promotional => "promotional",
+            BucketKind::Trial => "trial",
+        }
+    }
+
     /// SPEC §1's default deduction order: daily, then monthly (and trial,
     /// which stands in for a plan allowance), then top-up, then promotional.
     /// Gaps leave room for custom priorities in between.

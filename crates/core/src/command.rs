@@ -68,6 +68,34 @@ pub enum Command {
     },
 }
 
+impl Command {
+    /// The command's name in traces and metrics.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::OpenAccount(_) => "open_account",
+            Command::ChangePlan { .. } => "change_plan",
+            Command::SetSpendingCap { .. } => "set_spending_cap",
+            Command::SetBillingAnchor { .. } => "set_billing_anchor",
+            Command::SetAlertThresholds { .. } => "set_alert_thresholds",
+            Command::Grant(_) => "grant",
+            Command::VoidGrant { .. } => "void_grant",
+            Command::Reserve { .. } => "reserve",
+            Command::Commit { .. } => "commit",
+            Command::Release { .. } => "release",
+            Command::Extend { .. } => "extend",
+            Command::Debit { .. } => "debit",
+        }
+    }
+
+    /// The action a reserve or debit meters.
+    pub fn action(&self) -> Option<&ActionKey> {
+        match self {
+            Command::Reserve { action, .. } | Command::Debit { action, .. } => Some(action),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct OpenAccount {
     pub plan: Option<PlanName>,

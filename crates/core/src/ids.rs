@@ -126,9 +126,32 @@ string_id!(
     IdempotencyKey, max = 128, allowed = "any printable character", free_form_char
 );
 
+impl ActionKey {
+    /// The capability an action counts under when the rate card names
+    /// none: its key up to the first dot (`article` for `article.draft`).
+    pub fn default_capability(&self) -> &str {
+        let key = self.as_str();
+        key.split('.').next().unwrap_or(key)
+    }
+
+    /// `named` (the rate card's capability) or else the default.
+    pub fn capability<'a>(&'a self, named: Option<&'a str>) -> &'a str {
+        named.unwrap_or_else(|| self.default_capability())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_action_without_a_named_capability_counts_under_its_prefix() {
+        let action = ActionKey::parse("article.draft").unwrap();
+        assert_eq!(action.capability(None), "article");
+        assert_eq!(action.capability(Some("writing")), "writing");
+        let bare = ActionKey::parse("chat").unwrap();
+        assert_eq!(bare.capability(None), "chat");
+    }
 
     #[test]
     fn account_ids_refuse_empty_long_and_odd_characters() {

@@ -51,3 +51,25 @@ pub enum Rejection {
     #[error("{field}: {reason}")]
     InvalidField { field: &'static str, reason: String },
 }
+
+impl Rejection {
+    /// The reason callers see in the error's `ErrorInfo` and operators in
+    /// metrics: stable, part of the API.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::UnknownAccount => "UNKNOWN_ACCOUNT",
+            Rejection::AccountExists => "ACCOUNT_EXISTS",
+            Rejection::InsufficientCredits { .. } => "INSUFFICIENT_CREDITS",
+            Rejection::UnknownAction { .. } => "UNKNOWN_ACTION",
+            Rejection::SpendingCapReached { .. } => "SPENDING_CAP_REACHED",
+            Rejection::UnknownPlan { .. } => "UNKNOWN_PLAN",
+            Rejection::UnknownPack { .. } => "UNKNOWN_PACK",
+            Rejection::ReservationNotFound { .. } => "RESERVATION_NOT_FOUND",
+            Rejection::ReservationExpired { .. } => "RESERVATION_EXPIRED",
+            Rejection::AlreadyResolved { .. } => "ALREADY_RESOLVED",
+            Rejection::GrantNotFound { .. } => "GRANT_NOT_FOUND",
+            Rejection::GrantAlreadyVoided { .. } => "GRANT_ALREADY_VOIDED",
+            Rejection::InvalidField { .. } => "INVALID_ARGUMENT",
+        }
+    }
+}

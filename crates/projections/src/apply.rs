@@ -272,11 +272,10 @@ pub(crate) fn amount_of(event: &Event) -> Millicredits {
 /// filed it under, else the action key up to its first dot (`article` for
 /// `article.draft`).
 pub(crate) fn capability_of(debit: &Debit) -> String {
-    if let Some(capability) = &debit.capability {
-        return capability.clone();
-    }
-    let action = debit.action.as_str();
-    action.split('.').next().unwrap_or(action).to_owned()
+    debit
+        .action
+        .capability(debit.capability.as_deref())
+        .to_owned()
 }
 
 fn usage_of(

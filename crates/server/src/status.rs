@@ -120,12 +120,14 @@ fn engine_status(error: EngineError) -> Status {
 }
 
 fn rejection_status(rejection: Rejection, message: String) -> Status {
+    // The reason is the domain's (also what metrics count refusals by).
+    let reason = rejection.reason();
     match rejection {
-        Rejection::UnknownAccount => status(Code::NotFound, "UNKNOWN_ACCOUNT", message, &[]),
-        Rejection::AccountExists => status(Code::AlreadyExists, "ACCOUNT_EXISTS", message, &[]),
+        Rejection::UnknownAccount => status(Code::NotFound, reason, message, &[]),
+        Rejection::AccountExists => status(Code::AlreadyExists, reason, message, &[]),
         Rejection::InsufficientCredits { available, needed } => status(
             Code::FailedPrecondition,
-            "INSUFFICIENT_CREDITS",
+            reason,
             message,
             &[
                 ("available_millicredits", available.get().to_string()),
@@ -139,7 +141,7 @@ fn rejection_status(rejection: Rejection, message: String) -> Status {
             needed,
         } => status(
             Code::FailedPrecondition,
-            "SPENDING_CAP_REACHED",
+            reason,
             message,
             &[
                 ("spending_cap_millicredits", cap.get().to_string()),
@@ -150,37 +152,37 @@ fn rejection_status(rejection: Rejection, message: String) -> Status {
         ),
         Rejection::UnknownPlan { plan } => status(
             Code::NotFound,
-            "UNKNOWN_PLAN",
+            reason,
             message,
             &[("plan", plan.to_string())],
         ),
         Rejection::UnknownPack { pack } => status(
             Code::NotFound,
-            "UNKNOWN_PACK",
+            reason,
             message,
             &[("pack", pack.to_string())],
         ),
         Rejection::UnknownAction { action } => status(
             Code::NotFound,
-            "UNKNOWN_ACTION",
+            reason,
             message,
             &[("action", action.to_string())],
         ),
         Rejection::ReservationNotFound { id } => status(
             Code::NotFound,
-            "RESERVATION_NOT_FOUND",
+            reason,
             message,
             &[("reservation_id", id.to_string())],
         ),
         Rejection::ReservationExpired { id } => status(
             Code::FailedPrecondition,
-            "RESERVATION_EXPIRED",
+            reason,
             message,
             &[("reservation_id", id.to_string())],
         ),
         Rejection::AlreadyResolved { id, resolution } => status(
             Code::FailedPrecondition,
-            "ALREADY_RESOLVED",
+            reason,
             message,
             &[
                 ("reservation_id", id.to_string()),
@@ -189,13 +191,13 @@ fn rejection_status(rejection: Rejection, message: String) -> Status {
         ),
         Rejection::GrantNotFound { id } => status(
             Code::NotFound,
-            "GRANT_NOT_FOUND",
+            reason,
             message,
             &[("grant_id", id.to_string())],
         ),
         Rejection::GrantAlreadyVoided { id } => status(
             Code::FailedPrecondition,
-            "GRANT_ALREADY_VOIDED",
+            reason,
             message,
             &[("grant_id", id.to_string())],
         ),

@@ -17,6 +17,7 @@ mod event;
 mod position;
 mod projection;
 mod store;
+mod traced;
 
 pub mod postgres;
 pub mod sqlite;
@@ -33,4 +34,5 @@ pub use projection::{
     CommitOutcome, ProjectionCheckpoint, ProjectionCommit, ProjectionLock, ProjectionStore, SqlRow,
     SqlStatement, SqlValue,
 };
-pub use store::EventStore;
+pub use store::{EventStore, PoolStatus};
+pub use traced::Traced;

@@ -28,6 +28,15 @@ use crate::{
 /// an append already handed to the backend: like a lost connection, the
 /// outcome is then unknown, which is what idempotency records are for.
 pub trait EventStore: Send + Sync + 'static {
+    /// The backend, as OpenTelemetry's `db.system.name` spells it
+    /// (`postgresql`, `sqlite`).
+    fn system_name(&self) -> &'static str;
+
+    /// The connection pool's state, for backends that have a pool.
+    fn pool_status(&self) -> Option<PoolStatus> {
+        None
+    }
+
     /// Appends `request.events` to `request.stream_id` at versions
     /// `expected_version + 1 ..= expected_version + events.len()`.
     ///
@@ -155,8 +164,29 @@ pub trait EventStore: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Vec<Wakeup>, StoreError>> + Send;
 }
 
+/// A connection pool's state, for metrics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// The most connections the pool opens.
+    pub max_size: usize,
+    /// Connections open now.
+    pub size: usize,
+    /// Open connections no one is using.
+    pub idle: usize,
+    /// Callers waiting for a connection.
+    pub waiting: usize,
+}
+
 /// Lets the engine, the projections and the server share one store.
 impl<S: EventStore> EventStore for Arc<S> {
+    fn system_name(&self) -> &'static str {
+        (**self).system_name()
+    }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        (**self).pool_status()
+    }
+
     fn append(
         &self,
         request: AppendRequest,

@@ -41,7 +41,7 @@ use self::error::{Failure, store_error};
 pub use self::harness::{PostgresHarness, PostgresLocation, TEST_DATABASE_URL_ENV};
 pub use self::schema::{MigrationReport, SCHEMA_VERSION, SchemaStatus};
 use crate::{
-    AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, RecordedEvent,
+    AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, PoolStatus, RecordedEvent,
     Snapshot, StoreError, Wakeup,
 };
 
@@ -186,6 +186,20 @@ impl fmt::Debug for PostgresStore {
 }
 
 impl EventStore for PostgresStore {
+    fn system_name(&self) -> &'static str {
+        "postgresql"
+    }
+
+    fn pool_status(&self) -> Option<PoolStatus> {
+        let status = self.pool.status();
+        Some(PoolStatus {
+            max_size: status.max_size,
+            size: status.size,
+            idle: status.available,
+            waiting: status.waiting,
+        })
+    }
+
     #[tracing::instrument(
         level = "debug",
         skip_all,

@@ -227,6 +227,10 @@ impl fmt::Debug for SqliteStore {
 }
 
 impl EventStore for SqliteStore {
+    fn system_name(&self) -> &'static str {
+        "sqlite"
+    }
+
     #[tracing::instrument(
         level = "debug",
         skip_all,
