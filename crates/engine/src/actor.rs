@@ -6,12 +6,15 @@ use std::sync::Arc;
 
 use tally_core::{Account, AccountId, Context, Outcome, advance, execute, next_due};
 use tally_store::{
-    AppendRequest, EventStore, IdempotencyRecord, LogPosition, Snapshot, StoreError,
+    AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, Snapshot, StoreError,
 };
+use tally_telemetry::AppendOutcome;
 use tokio::sync::{mpsc, oneshot};
-use tracing::{debug, warn};
+use tokio::time::Instant;
+use tracing::{Instrument, Span, debug, warn};
 
 use crate::codec::{self, StoredReply};
+use crate::observe::Observations;
 use crate::{Applied, EngineError, Mutation, ReadFn, Shared};
 
 // Mutations are nearly every job: boxing them would cost an allocation per
@@ -21,6 +24,9 @@ pub(crate) enum Job {
     Mutate {
         mutation: Mutation,
         reply: oneshot::Sender<Result<Applied, EngineError>>,
+        /// The caller's command span: the batch that decides it is traced
+        /// under it.
+        span: Span,
     },
     Read(ReadFn),
     /// Write whatever time has made due, for an account nobody is using.
@@ -97,11 +103,19 @@ impl<S: EventStore> Actor<S> {
     async fn process(&mut self, jobs: Vec<Job>) {
         let mut reads = Vec::new();
         let mut mutations = Vec::new();
+        let mut spans = Vec::new();
         let mut sweeps = Vec::new();
         for job in jobs {
             match job {
                 Job::Read(read) => reads.push(read),
-                Job::Mutate { mutation, reply } => mutations.push((mutation, reply)),
+                Job::Mutate {
+                    mutation,
+                    reply,
+                    span,
+                } => {
+                    mutations.push((mutation, reply));
+                    spans.push(span);
+                }
                 Job::Sweep(reply) => sweeps.push(reply),
             }
         }
@@ -122,11 +136,33 @@ impl<S: EventStore> Actor<S> {
         if mutations.is_empty() {
             return;
         }
+        // One batch, one append: traced under the first command, linked
+        // from the others it carries.
+        let batch = tracing::info_span!(
+            target: "tally::engine",
+            parent: &spans[0],
+            "batch",
+            otel.name = "engine batch",
+            tally.account_id = %self.account,
+            tally.batch.size = mutations.len(),
+        );
+        for span in &spans[1..] {
+            batch.follows_from(span);
+        }
         let max_attempts = self.shared.config.max_attempts;
         for attempt in 1..=max_attempts {
-            match self.try_mutations(&mutations).await {
+            match self
+                .try_mutations(&mutations)
+                .instrument(batch.clone())
+                .await
+            {
                 Ok(results) => {
-                    for ((_, reply), result) in mutations.into_iter().zip(results) {
+                    for ((mutation, reply), result) in mutations.into_iter().zip(results) {
+                        if let Err(EngineError::Rejected(rejection)) = &result {
+                            self.shared
+                                .metrics
+                                .refused(rejection.reason(), mutation.command.name());
+                        }
                         let _ = reply.send(result);
                     }
                     return;
@@ -188,6 +224,7 @@ impl<S: EventStore> Actor<S> {
         catch_up(store, &self.account, &mut state).await?;
         let version_before = state.version;
         let now = clock_now.max(state.last_event_at.unwrap_or_default());
+        let mut observed = Observations::before(&state);
         let due = advance(&mut state, now);
         let wakeup = next_due(&state).map(|at| at.as_millis());
         if due.is_empty() {
@@ -203,15 +240,18 @@ impl<S: EventStore> Actor<S> {
             .iter()
             .map(|event| codec::encode_event(event, None))
             .collect::<Result<Vec<_>, _>>()?;
-        store
-            .append(AppendRequest {
-                stream_id: self.account.as_str().to_owned(),
-                expected_version: version_before,
-                events,
-                idempotency: Vec::new(),
-                next_wakeup_ms: wakeup,
-            })
-            .await?;
+        self.append(AppendRequest {
+            stream_id: self.account.as_str().to_owned(),
+            expected_version: version_before,
+            events,
+            idempotency: Vec::new(),
+            next_wakeup_ms: wakeup,
+        })
+        .await?;
+        for event in &due {
+            observed.note(event, &state);
+        }
+        observed.record(&self.shared.metrics);
         self.shared.announce_append(&self.account);
         self.state = Some(state);
         self.maybe_snapshot(version_before).await;
@@ -290,9 +330,11 @@ impl<S: EventStore> Actor<S> {
             plans: catalog.plans(),
         };
 
+        let mut observed = Observations::before(state);
         let mut events = Vec::new();
         for event in advance(state, now) {
             events.push(codec::encode_event(&event, None)?);
+            observed.note(&event, state);
         }
         let ticked = !events.is_empty();
 
@@ -318,6 +360,7 @@ impl<S: EventStore> Actor<S> {
                     Ok(decision) => {
                         for event in &decision.events {
                             events.push(codec::encode_event(event, Some(key))?);
+                            observed.note(event, state);
                         }
                         let balance =
                             shows_balance(&decision.outcome).then(|| state.balance_at(now));
@@ -355,8 +398,6 @@ impl<S: EventStore> Actor<S> {
             let stream_events = events.len() as u64;
             let next_wakeup_ms = next_due(state).map(|at| at.as_millis());
             let appended = self
-                .shared
-                .store
                 .append(AppendRequest {
                     stream_id: self.account.as_str().to_owned(),
                     expected_version: version_before,
@@ -366,6 +407,7 @@ impl<S: EventStore> Actor<S> {
                 })
                 .await?;
             debug_assert_eq!(appended.last_version, version_before + stream_events);
+            observed.record(&self.shared.metrics);
             self.shared.announce_append(&self.account);
             self.maybe_snapshot(version_before).await;
             appended.positions
@@ -400,6 +442,25 @@ impl<S: EventStore> Actor<S> {
             results.push(result);
         }
         Ok(results)
+    }
+
+    /// Appends, timing the append and counting what group commit batched.
+    async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
+        let events = request.events.len();
+        let started = Instant::now();
+        let appended = self.shared.store.append(request).await;
+        let outcome = match &appended {
+            Ok(_) => AppendOutcome::Ok,
+            Err(StoreError::VersionConflict { .. }) => AppendOutcome::Conflict,
+            Err(_) => AppendOutcome::Error,
+        };
+        self.shared.metrics.appended(
+            self.shared.store.system_name(),
+            outcome,
+            started.elapsed(),
+            events,
+        );
+        appended
     }
 
     async fn position_of(&self, version: u64) -> Result<LogPosition, EngineError> {

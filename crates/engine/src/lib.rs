@@ -12,6 +12,7 @@ mod actor;
 mod catalog;
 mod codec;
 mod error;
+mod observe;
 mod quote;
 mod sweeper;
 
@@ -25,6 +26,7 @@ use tally_core::{
     Timestamp,
 };
 use tally_store::{EventStore, LogPosition};
+use tally_telemetry::Metrics;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -115,6 +117,7 @@ pub(crate) struct Shared<S> {
     /// watchers wake at once instead of polling (writes by other replicas
     /// still need a poll).
     appended: broadcast::Sender<AccountId>,
+    pub(crate) metrics: Metrics,
 }
 
 struct ActorHandle {
@@ -141,6 +144,7 @@ impl<S: EventStore> Engine<S> {
                 actors: Mutex::new(HashMap::new()),
                 next_actor: AtomicU64::new(0),
                 appended: broadcast::channel(APPENDED_BACKLOG).0,
+                metrics: Metrics::global(),
             }),
         }
     }
@@ -172,13 +176,36 @@ impl<S: EventStore> Engine<S> {
     /// Runs a mutation: decided in order with the account's other commands,
     /// answered once its events are durably appended. A retry with the same
     /// idempotency key and fingerprint gets the first answer back.
-    #[tracing::instrument(skip_all, fields(account = %mutation.account, key = %mutation.idempotency_key))]
+    #[tracing::instrument(
+        name = "command",
+        skip_all,
+        fields(
+            otel.name = %format_args!("command {}", mutation.command.name()),
+            tally.account_id = %mutation.account,
+            tally.command = mutation.command.name(),
+            tally.action = mutation.command.action().map(|action| action.as_str()),
+            tally.idempotency_key = %mutation.idempotency_key,
+            tally.outcome = tracing::field::Empty,
+        )
+    )]
     pub async fn execute(&self, mutation: Mutation) -> Result<Applied, EngineError> {
         let (reply, answer) = oneshot::channel();
         let account = mutation.account.clone();
-        self.send(&account, actor::Job::Mutate { mutation, reply })
-            .await?;
-        answer.await.map_err(|_| EngineError::ShuttingDown)?
+        let job = actor::Job::Mutate {
+            mutation,
+            reply,
+            span: tracing::Span::current(),
+        };
+        self.send(&account, job).await?;
+        let applied = answer.await.map_err(|_| EngineError::ShuttingDown)?;
+        let outcome = match &applied {
+            Ok(applied) if applied.replayed => "replayed",
+            Ok(_) => "ok",
+            Err(EngineError::Rejected(rejection)) => rejection.reason(),
+            Err(_) => "error",
+        };
+        tracing::Span::current().record("tally.outcome", outcome);
+        applied
     }
 
     /// The balance now, with holds and buckets expired up to now.

@@ -28,7 +28,7 @@ pub mod verify;
 pub use error::ProjectionError;
 pub use reads::{
     LedgerEntry, LedgerPage, LedgerQuery, Runway, UsageGroup, UsageGrouping, UsagePeriod,
-    UsageQuery, UsageReport, runway,
+    UsageQuery, UsageReport, open_reservations, runway,
 };
 pub use runner::{Freshness, Lag, Projections, RunnerConfig};
 

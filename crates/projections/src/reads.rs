@@ -35,6 +35,24 @@ pub async fn balance_state<P: ProjectionStore>(
         .transpose()
 }
 
+/// Reservations open across all accounts, as of each account's last
+/// event (a hold past its TTL counts until the sweeper writes its expiry).
+pub async fn open_reservations<P: ProjectionStore>(store: &P) -> Result<u64, ProjectionError> {
+    let rows = store
+        .query_projection(vec![SqlStatement::new(
+            // PostgreSQL sums bigints into numeric: cast back.
+            "SELECT CAST(coalesce(sum(open_reservations), 0) AS bigint) FROM account_balances",
+            vec![],
+        )])
+        .await?
+        .remove(0);
+    let open = rows
+        .first()
+        .and_then(|row| row[0].as_int())
+        .ok_or_else(|| ProjectionError::Corrupt("the open reservations sum is NULL".into()))?;
+    Ok(u64::try_from(open).unwrap_or(0))
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct LedgerQuery {
     pub member: Option<MemberId>,

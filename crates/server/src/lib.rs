@@ -4,6 +4,7 @@
 pub mod config;
 mod convert;
 mod drain;
+mod gauges;
 mod maintenance;
 mod service;
 mod status;
@@ -21,7 +22,8 @@ use tally_engine::{Engine, EngineConfig, EngineError};
 use tally_projections::{ProjectionError, Projections, RunnerConfig};
 use tally_store::postgres::{PostgresOptions, PostgresStore};
 use tally_store::sqlite::SqliteStore;
-use tally_store::{EventStore, ProjectionStore};
+use tally_store::{EventStore, ProjectionStore, Traced};
+use tally_telemetry::{GrpcTelemetryLayer, Metrics};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -246,8 +248,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
+    // Store calls made for a traced request get spans of their own.
     if let Some(url) = config.database_url.clone() {
-        return serve(listener, &config, clock, seeds, open_postgres(url)).await;
+        let open = async move { open_postgres(url).await.map(Traced::new) };
+        return serve(listener, &config, clock, seeds, open).await;
     }
     let store_path = config.data_dir.join(EMBEDDED_STORE_FILE);
     let open = async move {
@@ -255,7 +259,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
             .await
             .with_context(|| format!("opening the embedded store {}", store_path.display()))?;
         info!(path = %store_path.display(), "embedded store open");
-        Ok(store)
+        Ok(Traced::new(store))
     };
     serve(listener, &config, clock, seeds, open).await
 }
@@ -287,6 +291,7 @@ async fn serve<S: Store>(
     let in_flight = Arc::new(drain::InFlight::default());
     let server = tonic::transport::Server::builder()
         .layer(drain::TrackInFlight(in_flight.clone()))
+        .layer(GrpcTelemetryLayer::new(Metrics::global()))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -302,6 +307,7 @@ async fn serve<S: Store>(
     let task = tokio::spawn(async move {
         let mut serving = tokio::spawn(server);
         let mut readiness = None;
+        let mut gauges = None;
         let engine = tokio::select! {
             store = open => {
                 let store = match store {
@@ -317,8 +323,9 @@ async fn serve<S: Store>(
                     return Err(e);
                 }
                 engine.start_background();
-                let projections = Projections::new(store, clock, RunnerConfig::default());
+                let projections = Projections::new(store.clone(), clock, RunnerConfig::default());
                 projections.start();
+                gauges = Some(gauges::register(projections.clone(), store));
                 let _ = running_cell.set(Running {
                     engine: engine.clone(),
                     projections: projections.clone(),
@@ -365,6 +372,7 @@ async fn serve<S: Store>(
         if let Some(readiness) = readiness {
             readiness.abort();
         }
+        drop(gauges);
         if let Some((engine, projections)) = engine {
             engine.shutdown().await;
             projections.shutdown().await;

@@ -1,6 +1,5 @@
 //! tallyd: parse the configuration, set up logging, serve until a signal.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +8,8 @@ use clap::Parser;
 use tally_core::SystemClock;
 use tally_server::Config;
 use tally_server::config::{Cli, Command, LogFormat};
+use tally_telemetry::TelemetryConfig;
 use tracing::{error, info, warn};
-use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
     let Cli { command, config } = Cli::parse();
@@ -18,7 +17,6 @@ fn main() -> ExitCode {
         eprintln!("tallyd: invalid configuration: {e}");
         return ExitCode::from(2);
     }
-    init_logging(&config);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(e) => {
@@ -26,6 +24,28 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let telemetry_config =
+        TelemetryConfig::from_env(config.log_format == LogFormat::Json, config.log.clone());
+    // The exporters' connections live on the runtime.
+    let telemetry = match runtime.block_on(async { tally_telemetry::init(&telemetry_config) }) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("tallyd: cannot set up telemetry: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    info!(
+        traces_endpoint = telemetry_config
+            .traces_endpoint
+            .as_deref()
+            .map(redact_userinfo),
+        metrics_endpoint = telemetry_config
+            .metrics_endpoint
+            .as_deref()
+            .map(redact_userinfo),
+        "telemetry"
+    );
+    let mut differences = false;
     let result = match command.unwrap_or(Command::Serve) {
         Command::Serve => runtime.block_on(run(config)),
         Command::Migrate => runtime.block_on(tally_server::migrate(&config)),
@@ -40,29 +60,38 @@ fn main() -> ExitCode {
             )) {
                 Ok(true) => Ok(()),
                 // Differences were printed; the exit code says so to scripts.
-                Ok(false) => return ExitCode::from(1),
+                Ok(false) => {
+                    differences = true;
+                    Ok(())
+                }
                 Err(e) => Err(e),
             }
         }
     };
+    if let Err(e) = &result {
+        error!(error = format!("{e:#}"), "tallyd failed");
+    }
+    // The last spans and metrics, unless the collector is unreachable.
+    runtime.block_on(telemetry.shutdown(TELEMETRY_FLUSH));
     match result {
+        Ok(()) if differences => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            error!(error = format!("{e:#}"), "tallyd failed");
-            ExitCode::FAILURE
-        }
+        Err(_) => ExitCode::FAILURE,
     }
 }
 
-fn init_logging(config: &Config) {
-    let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    match config.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
+/// The most exiting waits for telemetry to leave.
+const TELEMETRY_FLUSH: Duration = Duration::from_secs(5);
+
+/// An endpoint as it may be logged: `https://user:key@host` loses the
+/// credentials.
+fn redact_userinfo(endpoint: &str) -> String {
+    match endpoint.split_once("://") {
+        Some((scheme, rest)) => match rest.split_once('@') {
+            Some((_, host)) => format!("{scheme}://***@{host}"),
+            None => endpoint.to_owned(),
+        },
+        None => endpoint.to_owned(),
     }
 }
 

@@ -123,7 +123,9 @@ impl<S: EventStore> EventStore for Traced<S> {
         at_ms: Option<i64>,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send {
         let span = self.span("set_wakeup", Some(stream_id));
-        self.0.set_wakeup(stream_id, version, at_ms).instrument(span)
+        self.0
+            .set_wakeup(stream_id, version, at_ms)
+            .instrument(span)
     }
 
     fn due_wakeups(

@@ -55,7 +55,10 @@ fn prometheus_names_follow_the_collector_translation() {
         names::CREDITS_COMMITTED.prometheus_name(),
         "tally_credits_committed_total"
     );
-    assert_eq!(names::PROJECTION_LAG.prometheus_name(), "tally_projection_lag_seconds");
+    assert_eq!(
+        names::PROJECTION_LAG.prometheus_name(),
+        "tally_projection_lag_seconds"
+    );
     assert_eq!(
         names::PROJECTION_LAG_EVENTS.prometheus_name(),
         "tally_projection_lag_events"

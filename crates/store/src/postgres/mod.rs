@@ -41,8 +41,8 @@ use self::error::{Failure, store_error};
 pub use self::harness::{PostgresHarness, PostgresLocation, TEST_DATABASE_URL_ENV};
 pub use self::schema::{MigrationReport, SCHEMA_VERSION, SchemaStatus};
 use crate::{
-    AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, PoolStatus, RecordedEvent,
-    Snapshot, StoreError, Wakeup,
+    AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, PoolStatus,
+    RecordedEvent, Snapshot, StoreError, Wakeup,
 };
 
 /// The role the migrations create and grant the service's privileges to.

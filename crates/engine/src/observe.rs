@@ -1,0 +1,167 @@
+//! What the credit counters learn from the events a batch writes. Noted
+//! while the batch is decided, recorded only once its append commits, so
+//! a lost race or a failed append counts nothing.
+
+use std::collections::HashMap;
+
+use tally_core::{Account, Event, GrantId, Millicredits, ReservationId};
+use tally_telemetry::{Metrics, ReleaseReason};
+
+#[derive(Debug)]
+enum Measurement {
+    Granted(u64, &'static str),
+    Expired(u64, &'static str),
+    Reserved(u64, Metered),
+    Committed(u64, Metered),
+    Overage(u64, Metered),
+    Released(u64, Metered, ReleaseReason),
+}
+
+/// The action and capability a charge counts under.
+#[derive(Clone, Debug)]
+struct Metered {
+    action: String,
+    capability: String,
+}
+
+pub(crate) struct Observations {
+    /// The kind of every bucket the batch may touch: those of the account
+    /// before it, and those it grants. An expired bucket leaves the state,
+    /// so its kind must be known beforehand.
+    kinds: HashMap<GrantId, &'static str>,
+    measurements: Vec<Measurement>,
+}
+
+impl Observations {
+    pub(crate) fn before(state: &Account) -> Self {
+        Observations {
+            kinds: state
+                .buckets
+                .iter()
+                .map(|bucket| (bucket.grant_id.clone(), bucket.kind.as_str()))
+                .collect(),
+            measurements: Vec::new(),
+        }
+    }
+
+    /// Notes `event`, already applied to `state`.
+    pub(crate) fn note(&mut self, event: &Event, state: &Account) {
+        let measurement = match event {
+            Event::CreditsGranted {
+                grant_id,
+                kind,
+                amount,
+                ..
+            } => {
+                self.kinds.insert(grant_id.clone(), kind.as_str());
+                Measurement::Granted(count(*amount), kind.as_str())
+            }
+            Event::BucketExpired {
+                grant_id, amount, ..
+            } => Measurement::Expired(
+                count(*amount),
+                self.kinds.get(grant_id).copied().unwrap_or("unknown"),
+            ),
+            Event::CreditsHeld { reservation, .. } => Measurement::Reserved(
+                count(reservation.amount),
+                Metered {
+                    action: reservation.action.to_string(),
+                    capability: reservation
+                        .action
+                        .capability(reservation.capability.as_deref())
+                        .to_owned(),
+                },
+            ),
+            Event::CreditsDebited { debit, .. } => {
+                let metered = Metered {
+                    action: debit.action.to_string(),
+                    capability: debit
+                        .action
+                        .capability(debit.capability.as_deref())
+                        .to_owned(),
+                };
+                if debit.overage.is_positive() {
+                    self.measurements
+                        .push(Measurement::Overage(count(debit.overage), metered.clone()));
+                }
+                let returned = debit.released();
+                if returned.is_positive() {
+                    self.measurements.push(Measurement::Released(
+                        count(returned),
+                        metered.clone(),
+                        ReleaseReason::Committed,
+                    ));
+                }
+                Measurement::Committed(count(debit.charged), metered)
+            }
+            Event::HoldReleased {
+                reservation_id,
+                amount,
+                ..
+            } => Measurement::Released(
+                count(*amount),
+                metered_hold(state, reservation_id),
+                ReleaseReason::Released,
+            ),
+            Event::HoldExpired {
+                reservation_id,
+                amount,
+                ..
+            } => Measurement::Released(
+                count(*amount),
+                metered_hold(state, reservation_id),
+                ReleaseReason::Expired,
+            ),
+            _ => return,
+        };
+        self.measurements.push(measurement);
+    }
+
+    /// The append committed: count what it wrote.
+    pub(crate) fn record(self, metrics: &Metrics) {
+        for measurement in self.measurements {
+            match measurement {
+                Measurement::Granted(amount, kind) => metrics.granted(amount, kind),
+                Measurement::Expired(amount, kind) => metrics.expired(amount, kind),
+                Measurement::Reserved(amount, m) => {
+                    metrics.reserved(amount, &m.action, &m.capability)
+                }
+                Measurement::Committed(amount, m) => {
+                    metrics.committed(amount, &m.action, &m.capability)
+                }
+                Measurement::Overage(amount, m) => {
+                    metrics.overage(amount, &m.action, &m.capability)
+                }
+                Measurement::Released(amount, m, why) => {
+                    metrics.released(amount, &m.action, &m.capability, why)
+                }
+            }
+        }
+    }
+}
+
+/// A resolved hold's action, from the account's memory of it.
+fn metered_hold(state: &Account, id: &ReservationId) -> Metered {
+    let reservation = state
+        .resolved
+        .get(id)
+        .map(|resolved| &resolved.reservation)
+        .or_else(|| state.reservations.get(id));
+    match reservation {
+        Some(reservation) => Metered {
+            action: reservation.action.to_string(),
+            capability: reservation
+                .action
+                .capability(reservation.capability.as_deref())
+                .to_owned(),
+        },
+        None => Metered {
+            action: "unknown".into(),
+            capability: "unknown".into(),
+        },
+    }
+}
+
+fn count(amount: Millicredits) -> u64 {
+    u64::try_from(amount.get()).unwrap_or(0)
+}
