@@ -133,7 +133,14 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         None => None,
     };
 
-    let filter = EnvFilter::try_new(&config.log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    // The SDK logs its own doings at INFO; only its warnings and errors
+    // (an unreachable collector) are worth a line, unless asked for.
+    let log_filter = if config.log_filter.contains("opentelemetry") {
+        config.log_filter.clone()
+    } else {
+        format!("{},opentelemetry=warn", config.log_filter)
+    };
+    let filter = EnvFilter::try_new(&log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
