@@ -30,6 +30,43 @@ async fn sigterm_shuts_down_cleanly() {
     );
 }
 
+/// A collector that takes connections and never answers (the worst kind
+/// of dead endpoint) holds up neither the calls nor the shutdown: spans
+/// and metrics leave on the SDK's threads, and exiting gives up on them
+/// after its cap.
+#[tokio::test]
+async fn an_unresponsive_collector_holds_up_neither_calls_nor_shutdown() {
+    // Bound but never accepted: connections hang after the handshake.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", black_hole.local_addr().unwrap());
+    let data = tempfile::tempdir().unwrap();
+    let mut tallyd = Tallyd::spawn_with_env(
+        &["--data-dir", data.path().to_str().unwrap()],
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "100"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "50"),
+        ],
+    );
+    let mut accounts = AccountServiceClient::new(tallyd.connect().await);
+    for n in 0..20 {
+        accounts
+            .open_account(pb::OpenAccountRequest {
+                idempotency_key: format!("k-{n}"),
+                account_id: format!("a-{n}"),
+                ..Default::default()
+            })
+            .await
+            .expect("calls are answered while the collector hangs");
+    }
+    tallyd.signal("TERM");
+    // Nothing in flight, so the drain is immediate; the rest is the
+    // telemetry flush, capped at 5 s.
+    let status = tallyd.wait_for_exit(Duration::from_secs(30));
+    assert!(status.success(), "exits 0 without its telemetry, got {status:?}");
+    drop(black_hole);
+}
+
 /// SPEC §4 invariant 5 on the embedded store.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_debit() {

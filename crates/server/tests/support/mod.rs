@@ -18,9 +18,15 @@ impl Tallyd {
     /// Starts tallyd on an ephemeral port with `args` and reads the port
     /// from its log.
     pub fn spawn(args: &[&str]) -> Tallyd {
+        Tallyd::spawn_with_env(args, &[])
+    }
+
+    /// [`Tallyd::spawn`] with environment variables set.
+    pub fn spawn_with_env(args: &[&str], env: &[(&str, &str)]) -> Tallyd {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tallyd"))
             .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(args)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
