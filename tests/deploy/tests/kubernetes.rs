@@ -142,6 +142,21 @@ fn assert_references_exist(
     }
 }
 
+/// Every workload's pod spec: Deployments, Jobs and CronJobs.
+fn pod_specs(objects: &BTreeMap<(String, String), Value>) -> Vec<(String, &Value)> {
+    objects
+        .iter()
+        .filter_map(|((kind, name), object)| {
+            let spec = match kind.as_str() {
+                "Deployment" | "Job" => &object["spec"]["template"]["spec"],
+                "CronJob" => &object["spec"]["jobTemplate"]["spec"]["template"]["spec"],
+                _ => return None,
+            };
+            Some((format!("{kind} {name}"), spec))
+        })
+        .collect()
+}
+
 fn env_value<'a>(container: &'a Value, name: &str) -> Option<&'a Value> {
     container["env"]
         .as_array()?
@@ -154,6 +169,7 @@ fn every_object_is_named_and_typed() {
     let objects = objects();
     for kind in [
         "Deployment",
+        "CronJob",
         "Service",
         "ConfigMap",
         "Secret",
@@ -308,6 +324,30 @@ fn the_migration_job_runs_tallyd_migrate_from_the_same_image() {
 }
 
 #[test]
+fn every_workload_runs_the_same_tallyd_image() {
+    let objects = objects();
+    let images: std::collections::BTreeSet<&str> = pod_specs(&objects)
+        .into_iter()
+        .flat_map(|(_, pod)| containers(pod).iter().map(|c| str_at(c, "/image")))
+        .collect();
+    assert_eq!(images.len(), 1, "one image: {images:?}");
+}
+
+#[test]
+fn the_verify_cronjob_runs_tallyd_verify() {
+    let objects = objects();
+    let cronjob = only(&objects, "CronJob");
+    let pod = &cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"];
+    assert_eq!(containers(pod)[0]["args"], serde_json::json!(["verify"]));
+    assert_eq!(cronjob["spec"]["concurrencyPolicy"], "Forbid");
+    // verify writes a scratch SQLite copy under /tmp; the root is read-only.
+    let mounts = containers(pod)[0]["volumeMounts"]
+        .as_array()
+        .expect("volume mounts");
+    assert!(mounts.iter().any(|m| m["mountPath"] == "/tmp"));
+}
+
+#[test]
 fn the_pdb_and_hpa_target_the_deployment() {
     let objects = objects();
     let deployment = only(&objects, "Deployment");
@@ -334,8 +374,10 @@ fn the_pdb_and_hpa_target_the_deployment() {
 #[test]
 fn pods_run_as_non_root() {
     let objects = objects();
-    for kind in ["Deployment", "Job"] {
-        assert_non_root(kind, &only(&objects, kind)["spec"]["template"]["spec"]);
+    let workloads = pod_specs(&objects);
+    assert!(workloads.len() >= 2);
+    for (what, pod) in workloads {
+        assert_non_root(&what, pod);
     }
 }
 
