@@ -62,7 +62,7 @@ fn bind_mounts(service: &Value) -> Vec<(std::path::PathBuf, String)> {
 /// Where a path inside the container comes from in the repository.
 fn mounted_from(service: &Value, inside: &str) -> std::path::PathBuf {
     for (source, target) in bind_mounts(service) {
-        if let Some(rest) = Path::new(inside).strip_prefix(&target).ok() {
+        if let Ok(rest) = Path::new(inside).strip_prefix(&target) {
             return if rest.as_os_str().is_empty() {
                 source
             } else {
