@@ -429,3 +429,23 @@ fn the_manifests_match_the_kubernetes_schemas() {
         .count();
     assert_eq!(passed, expected_objects, "every object validated:\n{text}");
 }
+
+/// `kubectl apply -f deploy/kubernetes/` (not recursive) must never
+/// overwrite the real Secret with the example's placeholder passwords.
+#[test]
+fn applying_the_folder_leaves_secrets_alone() {
+    let dir = deploy_dir().join("kubernetes");
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            for object in yaml(&path) {
+                assert_ne!(
+                    object["kind"],
+                    "Secret",
+                    "{} holds a Secret: keep examples in a subfolder",
+                    path.display()
+                );
+            }
+        }
+    }
+}
