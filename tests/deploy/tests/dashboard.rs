@@ -319,3 +319,20 @@ fn every_alert_has_a_runbook_in_operations_md() {
         }
     }
 }
+
+/// The Prometheus column of docs/metrics.md is what the collector's
+/// exporter makes of each instrument (dots to underscores, `_seconds` for
+/// a unit of seconds, `_total` for counters), so the names the dashboard
+/// and alerts are checked against are the names Prometheus will have.
+#[test]
+fn the_documented_prometheus_names_follow_the_exporters_rules() {
+    let catalogue = Catalogue::load();
+    for metric in catalogue.metrics.values() {
+        assert_eq!(
+            metric.prometheus_name,
+            tally_deploy::metrics::translated_name(&metric.otel_name, metric.kind, &metric.unit),
+            "{}",
+            metric.otel_name
+        );
+    }
+}
