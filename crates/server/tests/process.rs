@@ -63,7 +63,10 @@ async fn an_unresponsive_collector_holds_up_neither_calls_nor_shutdown() {
     // Nothing in flight, so the drain is immediate; the rest is the
     // telemetry flush, capped at 5 s.
     let status = tallyd.wait_for_exit(Duration::from_secs(30));
-    assert!(status.success(), "exits 0 without its telemetry, got {status:?}");
+    assert!(
+        status.success(),
+        "exits 0 without its telemetry, got {status:?}"
+    );
     drop(black_hole);
 }
 

@@ -16,6 +16,11 @@ fn promtool(args: &[&str]) -> Option<(bool, String)> {
     {
         Ok(output) => output,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let required = std::env::var("TALLY_REQUIRE_DEPLOY_VALIDATORS").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "promtool is not installed and TALLY_REQUIRE_DEPLOY_VALIDATORS=1 (apt-get install prometheus)"
+            );
             eprintln!(
                 "SKIPPED: promtool is not installed, so `promtool {}` did not run \
                  (apt-get install prometheus)",

@@ -39,6 +39,9 @@ struct Received {
 
 type Attributes = Vec<(String, String)>;
 
+/// Attributes as a test writes them.
+type Attrs = Vec<(&'static str, &'static str)>;
+
 #[derive(Clone, Debug, PartialEq)]
 enum Point {
     Number(f64),
@@ -434,7 +437,8 @@ async fn traced_calls_and_credit_metrics_reach_the_collector() {
         attributes.push(extra);
         attributes
     };
-    let expected: Vec<(&str, Vec<(&str, &str)>, f64)> = vec![
+    // (metric, attributes, milli-credits or count)
+    let expected: Vec<(&str, Attrs, f64)> = vec![
         (
             "tally.credits.granted",
             vec![("tally.bucket.kind", "monthly")],
