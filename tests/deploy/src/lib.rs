@@ -87,3 +87,40 @@ pub fn str_at<'a>(value: &'a Value, pointer: &str) -> &'a str {
         .and_then(Value::as_str)
         .unwrap_or_else(|| panic!("no string at {pointer} in {value}"))
 }
+
+/// Runs an external validator and returns (success, stdout + stderr), or
+/// `None` when it is not installed: then the check says SKIPPED, unless
+/// `TALLY_REQUIRE_DEPLOY_VALIDATORS=1` (as in CI), when it fails.
+pub fn run_validator(
+    program: &str,
+    args: &[&str],
+    dir: &Path,
+    install: &str,
+) -> Option<(bool, String)> {
+    let output = match std::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+    {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let required = std::env::var("TALLY_REQUIRE_DEPLOY_VALIDATORS").is_ok_and(|v| v == "1");
+            assert!(
+                !required,
+                "{program} is not installed and TALLY_REQUIRE_DEPLOY_VALIDATORS=1 ({install})"
+            );
+            eprintln!(
+                "SKIPPED: {program} is not installed, so `{program} {}` did not run ({install})",
+                args.join(" ")
+            );
+            return None;
+        }
+        Err(e) => panic!("running {program}: {e}"),
+    };
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Some((output.status.success(), text))
+}

@@ -3,10 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::process::Command;
 
 use serde_json::Value;
-use tally_deploy::{deploy_dir, files_with_suffix, str_at, yaml};
+use tally_deploy::{deploy_dir, files_with_suffix, run_validator, str_at, yaml};
 
 /// The Kubernetes version the manifests are validated against: the first
 /// with the preStop `sleep` action on by default.
@@ -388,35 +387,17 @@ fn pods_run_as_non_root() {
 fn the_manifests_match_the_kubernetes_schemas() {
     let files = manifest_files();
     let expected_objects: usize = files.iter().map(|f| yaml(f).len()).sum();
-    let output = match Command::new("kubernetes-validate")
-        .args(["--strict", "--kubernetes-version", KUBERNETES_VERSION])
-        .args(&files)
-        .output()
-    {
-        Ok(output) => output,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let required = std::env::var("TALLY_REQUIRE_DEPLOY_VALIDATORS").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "kubernetes-validate is not installed and TALLY_REQUIRE_DEPLOY_VALIDATORS=1 (pip install kubernetes-validate)"
-            );
-            eprintln!(
-                "SKIPPED: kubernetes-validate is not installed, so the manifests were not checked \
-                 against the Kubernetes schemas (pip install kubernetes-validate)"
-            );
-            return;
-        }
-        Err(e) => panic!("running kubernetes-validate: {e}"),
+    let mut args = vec!["--strict", "--kubernetes-version", KUBERNETES_VERSION];
+    args.extend(files.iter().map(|f| f.to_str().expect("a UTF-8 path")));
+    let Some((ok, text)) = run_validator(
+        "kubernetes-validate",
+        &args,
+        &deploy_dir(),
+        "pip install kubernetes-validate",
+    ) else {
+        return;
     };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    assert!(
-        output.status.success(),
-        "kubernetes-validate failed:\n{text}"
-    );
+    assert!(ok, "kubernetes-validate failed:\n{text}");
     // An unknown kind is only a warning with exit code 0: refuse it too.
     let complaints: Vec<&str> = text
         .lines()

@@ -4,38 +4,15 @@
 //! passes. Without promtool this says so and passes: the names in the
 //! rules are checked either way by `dashboard.rs`.
 
-use std::process::Command;
-
-use tally_deploy::deploy_dir;
+use tally_deploy::{deploy_dir, run_validator};
 
 fn promtool(args: &[&str]) -> Option<(bool, String)> {
-    let output = match Command::new("promtool")
-        .args(args)
-        .current_dir(deploy_dir().join("prometheus"))
-        .output()
-    {
-        Ok(output) => output,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let required = std::env::var("TALLY_REQUIRE_DEPLOY_VALIDATORS").is_ok_and(|v| v == "1");
-            assert!(
-                !required,
-                "promtool is not installed and TALLY_REQUIRE_DEPLOY_VALIDATORS=1 (apt-get install prometheus)"
-            );
-            eprintln!(
-                "SKIPPED: promtool is not installed, so `promtool {}` did not run \
-                 (apt-get install prometheus)",
-                args.join(" ")
-            );
-            return None;
-        }
-        Err(e) => panic!("running promtool: {e}"),
-    };
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    Some((output.status.success(), text))
+    run_validator(
+        "promtool",
+        args,
+        &deploy_dir().join("prometheus"),
+        "apt-get install prometheus",
+    )
 }
 
 #[test]

@@ -206,6 +206,17 @@ fn traced<T>(message: T, trace_id: &str, parent: &str) -> tonic::Request<T> {
     request
 }
 
+fn assert_attributes(span: &Span, expected: &[(&str, &str)]) {
+    for (key, value) in expected {
+        assert_eq!(
+            text(&span.attributes, key).as_deref(),
+            Some(*value),
+            "{key} of span {}",
+            span.name
+        );
+    }
+}
+
 fn child_of<'a>(spans: &'a [Span], parent: &Span, name: &str) -> &'a Span {
     spans
         .iter()
@@ -349,42 +360,33 @@ async fn traced_calls_and_credit_metrics_reach_the_collector() {
         "continues the caller's span"
     );
     assert_eq!(rpc.kind, SpanKind::Server as i32);
-    assert_eq!(text(&rpc.attributes, "rpc.system").as_deref(), Some("grpc"));
-    assert_eq!(
-        text(&rpc.attributes, "rpc.service").as_deref(),
-        Some("tally.v1.MeteringService")
-    );
-    assert_eq!(
-        text(&rpc.attributes, "rpc.method").as_deref(),
-        Some("Reserve")
-    );
-    assert_eq!(
-        text(&rpc.attributes, "rpc.grpc.status_code").as_deref(),
-        Some("0")
+    assert_attributes(
+        rpc,
+        &[
+            ("rpc.system", "grpc"),
+            ("rpc.service", "tally.v1.MeteringService"),
+            ("rpc.method", "Reserve"),
+            ("rpc.grpc.status_code", "0"),
+        ],
     );
     let command = child_of(&spans, rpc, "command reserve");
-    assert_eq!(
-        text(&command.attributes, "tally.account_id").as_deref(),
-        Some("otel")
-    );
-    assert_eq!(
-        text(&command.attributes, "tally.action").as_deref(),
-        Some("article.draft")
-    );
-    assert_eq!(
-        text(&command.attributes, "tally.outcome").as_deref(),
-        Some("ok")
+    assert_attributes(
+        command,
+        &[
+            ("tally.account_id", "otel"),
+            ("tally.action", "article.draft"),
+            ("tally.outcome", "ok"),
+        ],
     );
     let batch = child_of(&spans, command, "engine batch");
     let append = child_of(&spans, batch, "sqlite append");
     assert_eq!(append.kind, SpanKind::Client as i32);
-    assert_eq!(
-        text(&append.attributes, "db.system.name").as_deref(),
-        Some("sqlite")
-    );
-    assert_eq!(
-        text(&append.attributes, "db.operation.name").as_deref(),
-        Some("append")
+    assert_attributes(
+        append,
+        &[
+            ("db.system.name", "sqlite"),
+            ("db.operation.name", "append"),
+        ],
     );
     let commit = spans
         .iter()
@@ -403,19 +405,16 @@ async fn traced_calls_and_credit_metrics_reach_the_collector() {
         .iter()
         .find(|s| s.name == "tally.v1.MeteringService/Reserve")
         .unwrap();
-    assert_eq!(
-        text(&refused_rpc.attributes, "rpc.grpc.status_code").as_deref(),
-        Some("9")
-    );
+    assert_attributes(refused_rpc, &[("rpc.grpc.status_code", "9")]);
     assert_ne!(
         refused_rpc.status.as_ref().map(|s| s.code),
         Some(2),
         "a refusal does not mark the span as an error"
     );
     let refused_command = child_of(&refused_spans, refused_rpc, "command reserve");
-    assert_eq!(
-        text(&refused_command.attributes, "tally.outcome").as_deref(),
-        Some("INSUFFICIENT_CREDITS")
+    assert_attributes(
+        refused_command,
+        &[("tally.outcome", "INSUFFICIENT_CREDITS")],
     );
     assert!(
         !received
