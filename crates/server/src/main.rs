@@ -45,8 +45,11 @@ fn main() -> ExitCode {
             .map(redact_userinfo),
         "telemetry"
     );
+    let command = command.unwrap_or(Command::Serve);
+    // Like diff: 1 means differences found, 2 that verify could not tell.
+    let verifying = matches!(command, Command::Verify { .. });
     let mut differences = false;
-    let result = match command.unwrap_or(Command::Serve) {
+    let result = match command {
         Command::Serve => runtime.block_on(run(config)),
         Command::Migrate => runtime.block_on(tally_server::migrate(&config)),
         Command::Rebuild { projection } => runtime.block_on(tally_server::rebuild_projections(
@@ -76,6 +79,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) if differences => ExitCode::from(1),
         Ok(()) => ExitCode::SUCCESS,
+        Err(_) if verifying => ExitCode::from(2),
         Err(_) => ExitCode::FAILURE,
     }
 }

@@ -79,7 +79,7 @@ async fn kill_9_loses_no_acknowledged_debit() {
 }
 
 /// `tallyd verify` exits 0 when every projection matches a rebuild from the
-/// log and 1 when one does not; `tallyd rebuild` repairs it and reports
+/// log, 1 when one does not and 2 when it cannot tell; `tallyd rebuild` repairs it and reports
 /// its rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_and_rebuild_as_an_operator_runs_them() {
@@ -171,6 +171,14 @@ async fn verify_and_rebuild_as_an_operator_runs_them() {
             .status
             .success()
     );
+
+    // Could not tell (the database is unreachable): 2, not 1.
+    let unreachable = support::run_tallyd(&[
+        "verify",
+        "--database-url",
+        "postgres://tally@127.0.0.1:1/nowhere",
+    ]);
+    assert_eq!(unreachable.status.code(), Some(2));
 
     let unknown = support::run_tallyd(&["rebuild", "--projection", "nope", "--data-dir", dir]);
     assert!(!unknown.status.success());
