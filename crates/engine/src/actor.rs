@@ -224,7 +224,7 @@ impl<S: EventStore> Actor<S> {
         catch_up(store, &self.account, &mut state).await?;
         let version_before = state.version;
         let now = clock_now.max(state.last_event_at.unwrap_or_default());
-        let mut observed = Observations::before(&state);
+        let mut observed = Observations::before(&state, now);
         let due = advance(&mut state, now);
         let wakeup = next_due(&state).map(|at| at.as_millis());
         if due.is_empty() {
@@ -330,7 +330,7 @@ impl<S: EventStore> Actor<S> {
             plans: catalog.plans(),
         };
 
-        let mut observed = Observations::before(state);
+        let mut observed = Observations::before(state, now);
         let mut events = Vec::new();
         for event in advance(state, now) {
             events.push(codec::encode_event(&event, None)?);

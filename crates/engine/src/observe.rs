@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use tally_core::{Account, Event, GrantId, Millicredits, ReservationId};
+use tally_core::{Account, Event, GrantId, Millicredits, ReservationId, Timestamp};
 use tally_telemetry::{Metrics, ReleaseReason};
 
 #[derive(Debug)]
@@ -25,19 +25,21 @@ struct Metered {
 }
 
 pub(crate) struct Observations {
-    /// The kind of every bucket the batch may touch: those of the account
-    /// before it, and those it grants. An expired bucket leaves the state,
-    /// so its kind must be known beforehand.
+    /// The kind of every bucket the batch may expire: those already past
+    /// their expiry at `now` (usually none: no allocation), and those it
+    /// grants. An expired bucket leaves the state, so its kind must be
+    /// known beforehand.
     kinds: HashMap<GrantId, &'static str>,
     measurements: Vec<Measurement>,
 }
 
 impl Observations {
-    pub(crate) fn before(state: &Account) -> Self {
+    pub(crate) fn before(state: &Account, now: Timestamp) -> Self {
         Observations {
             kinds: state
                 .buckets
                 .iter()
+                .filter(|bucket| bucket.expires_at.is_some_and(|at| at <= now))
                 .map(|bucket| (bucket.grant_id.clone(), bucket.kind.as_str()))
                 .collect(),
             measurements: Vec::new(),

@@ -174,9 +174,9 @@ impl Config {
     }
 }
 
-/// Hides the password of a `postgres://user:password@host/db` URL or of a
-/// `key=value` connection string.
-fn redact_password(url: &str) -> String {
+/// Hides the password of a `scheme://user:password@host/…` URL (a
+/// database's or a collector's) or of a `key=value` connection string.
+pub fn redact_password(url: &str) -> String {
     if let Some((scheme, rest)) = url.split_once("://") {
         if let Some((credentials, host)) = rest.rsplit_once('@')
             && let Some((user, _password)) = credentials.split_once(':')

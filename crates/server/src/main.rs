@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::Parser;
 use tally_core::SystemClock;
 use tally_server::Config;
-use tally_server::config::{Cli, Command, LogFormat};
+use tally_server::config::{Cli, Command, LogFormat, redact_password};
 use tally_telemetry::TelemetryConfig;
 use tracing::{error, info, warn};
 
@@ -38,11 +38,11 @@ fn main() -> ExitCode {
         traces_endpoint = telemetry_config
             .traces_endpoint
             .as_deref()
-            .map(redact_userinfo),
+            .map(redact_password),
         metrics_endpoint = telemetry_config
             .metrics_endpoint
             .as_deref()
-            .map(redact_userinfo),
+            .map(redact_password),
         "telemetry"
     );
     let command = command.unwrap_or(Command::Serve);
@@ -86,18 +86,6 @@ fn main() -> ExitCode {
 
 /// The most exiting waits for telemetry to leave.
 const TELEMETRY_FLUSH: Duration = Duration::from_secs(5);
-
-/// An endpoint as it may be logged: `https://user:key@host` loses the
-/// credentials.
-fn redact_userinfo(endpoint: &str) -> String {
-    match endpoint.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((_, host)) => format!("{scheme}://***@{host}"),
-            None => endpoint.to_owned(),
-        },
-        None => endpoint.to_owned(),
-    }
-}
 
 async fn run(config: Config) -> anyhow::Result<()> {
     info!(config = ?config.redacted(), "effective configuration");

@@ -19,10 +19,6 @@ impl<S> Traced<S> {
     pub fn new(store: S) -> Self {
         Traced(store)
     }
-
-    pub fn inner(&self) -> &S {
-        &self.0
-    }
 }
 
 impl<S: EventStore> Traced<S> {

@@ -68,14 +68,13 @@ where
     }
 
     fn call(&mut self, request: Request<RequestBody>) -> Self::Future {
-        let Some((service, method)) = rpc_of(request.uri().path()) else {
+        let rpc = rpc_of(request.uri().path());
+        let Some((service, method)) =
+            rpc.filter(|(service, _)| !service.starts_with("grpc.health."))
+        else {
             let response = self.inner.call(request);
             return Box::pin(async move { Ok(response.await?.map(ObservedBody::untraced)) });
         };
-        if service.starts_with("grpc.health.") {
-            let response = self.inner.call(request);
-            return Box::pin(async move { Ok(response.await?.map(ObservedBody::untraced)) });
-        }
         let span = tracing::info_span!(
             target: "tally::rpc",
             "rpc",

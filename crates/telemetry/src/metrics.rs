@@ -88,13 +88,16 @@ impl Metrics {
                 .with_description(i.description)
                 .build()
         };
-        Metrics {
-            rpc_duration: meter
-                .f64_histogram(names::RPC_SERVER_CALL_DURATION.name)
-                .with_unit(names::RPC_SERVER_CALL_DURATION.unit)
-                .with_description(names::RPC_SERVER_CALL_DURATION.description)
+        let seconds = |i: Instrument| {
+            meter
+                .f64_histogram(i.name)
+                .with_unit(i.unit)
+                .with_description(i.description)
                 .with_boundaries(SECONDS_BUCKETS.to_vec())
-                .build(),
+                .build()
+        };
+        Metrics {
+            rpc_duration: seconds(names::RPC_SERVER_CALL_DURATION),
             granted: counter(names::CREDITS_GRANTED),
             reserved: counter(names::CREDITS_RESERVED),
             committed: counter(names::CREDITS_COMMITTED),
@@ -102,12 +105,7 @@ impl Metrics {
             expired: counter(names::CREDITS_EXPIRED),
             overage: counter(names::CREDITS_OVERAGE),
             refusals: counter(names::REFUSALS),
-            append_duration: meter
-                .f64_histogram(names::STORE_APPEND_DURATION.name)
-                .with_unit(names::STORE_APPEND_DURATION.unit)
-                .with_description(names::STORE_APPEND_DURATION.description)
-                .with_boundaries(SECONDS_BUCKETS.to_vec())
-                .build(),
+            append_duration: seconds(names::STORE_APPEND_DURATION),
             append_batch_size: meter
                 .u64_histogram(names::STORE_APPEND_BATCH_SIZE.name)
                 .with_unit(names::STORE_APPEND_BATCH_SIZE.unit)

@@ -333,10 +333,7 @@ async fn traced_calls_and_credit_metrics_reach_the_collector() {
         .await
         .unwrap();
 
-    let flushing = telemetry.clone();
-    tokio::task::spawn_blocking(move || flushing.flush())
-        .await
-        .unwrap();
+    flush(&telemetry).await;
 
     // The trace: caller → RPC (server) → command → batch → store (client).
     let trace = hex(trace_id);
@@ -516,6 +513,49 @@ async fn traced_calls_and_credit_metrics_reach_the_collector() {
             .is_empty()
     );
 
+    // Time runs out: the hold left open expires (a 300 s TTL), then what
+    // is left of a promotion (10,000 granted, 4,000 of it repaying the
+    // overage) expires an hour in.
+    accounts
+        .grant(GrantRequest {
+            idempotency_key: "g-promo".into(),
+            account_id: "otel".into(),
+            kind: BucketKind::Promotional.into(),
+            amount_millicredits: 10_000,
+            expires_at: Some(prost_types::Timestamp {
+                seconds: START.as_millis() / 1_000 + 3_600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    server.advance(Duration::from_secs(7_200));
+    let expired: Vec<(&str, Attrs, f64)> = vec![
+        (
+            "tally.credits.granted",
+            vec![("tally.bucket.kind", "promotional")],
+            10_000.0,
+        ),
+        (
+            "tally.credits.expired",
+            vec![("tally.bucket.kind", "promotional")],
+            6_000.0,
+        ),
+        (
+            "tally.credits.released",
+            with(("tally.release.reason", "expired")),
+            1_000.0,
+        ),
+        ("tally.reservations.open", vec![], 0.0),
+    ];
+    for (name, attributes, value) in &expired {
+        eventually(name, || {
+            received.point(name, attributes) == Some(Point::Number(*value))
+        })
+        .await;
+    }
+
     // Every projection reports its lag.
     for projection in ["balances", "ledger", "usage"] {
         for name in ["tally.projection.lag", "tally.projection.lag.events"] {
@@ -549,10 +589,7 @@ async fn traced_calls_and_credit_metrics_reach_the_collector() {
         ))
         .await
         .unwrap();
-    let flushing = telemetry.clone();
-    tokio::task::spawn_blocking(move || flushing.flush())
-        .await
-        .unwrap();
+    flush(&telemetry).await;
     eventually("the PostgreSQL append span", || {
         received
             .spans_of(&hex(pg_trace))
@@ -592,6 +629,14 @@ async fn traced_calls_and_credit_metrics_reach_the_collector() {
         Ok(telemetry) => telemetry.shutdown(Duration::from_secs(5)).await,
         Err(_) => panic!("the flush task still holds the telemetry"),
     }
+}
+
+/// Exports what is buffered now (the SDK blocks: off the runtime).
+async fn flush(telemetry: &Arc<tally_telemetry::Telemetry>) {
+    let telemetry = telemetry.clone();
+    tokio::task::spawn_blocking(move || telemetry.flush())
+        .await
+        .unwrap();
 }
 
 fn hex(text: &str) -> Vec<u8> {
