@@ -245,6 +245,7 @@ impl<S: EventStore> Actor<S> {
             expected_version: version_before,
             events,
             idempotency: Vec::new(),
+            holds: Vec::new(),
             next_wakeup_ms: wakeup,
         })
         .await?;
@@ -403,6 +404,7 @@ impl<S: EventStore> Actor<S> {
                     expected_version: version_before,
                     events,
                     idempotency: records,
+                    holds: Vec::new(),
                     next_wakeup_ms,
                 })
                 .await?;

@@ -205,6 +205,7 @@ impl<S: EventStore> Engine<S> {
                         recorded_at_ms: self.now().as_millis(),
                     }],
                     idempotency: Vec::new(),
+                    holds: Vec::new(),
                     next_wakeup_ms: None,
                 })
                 .await;

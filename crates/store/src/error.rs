@@ -4,7 +4,7 @@
 /// and decide again", a duplicate key means "someone already did this",
 /// `Unavailable` means "retry later", and `Corrupt`/`Internal` mean "page
 /// someone". Backends map their native errors into these in one place.
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("stream {stream_id:?} is at version {actual}, not the expected {expected}")]
     VersionConflict {

@@ -38,6 +38,18 @@ pub struct IdempotencyRecord {
     pub response: Vec<u8>,
 }
 
+/// A hold (reservation) that has ended, remembered in the store rather than
+/// in the account's state, so that state does not grow with traffic while a
+/// second commit of the same hold still gets a precise answer. Opaque to the
+/// store, like events; keyed by `(stream_id, hold_id)` and overwritten by a
+/// later record for the same hold (an expired hold that a late commit
+/// settles).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldRecord {
+    pub hold_id: String,
+    pub payload: Vec<u8>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppendRequest {
     pub stream_id: String,
@@ -50,6 +62,8 @@ pub struct AppendRequest {
     /// Written in the same transaction as `events`; unique per
     /// `(stream_id, key)`.
     pub idempotency: Vec<IdempotencyRecord>,
+    /// Holds that ended, written (or overwritten) in the same transaction.
+    pub holds: Vec<HoldRecord>,
     /// The stream's wakeup once these events are in (see [`Wakeup`]):
     /// `Some(at_ms)` replaces it, `None` clears it. Written in the same
     /// transaction, so the wakeup always belongs to the version the caller
@@ -143,6 +157,7 @@ mod tests {
                 events
             ],
             idempotency: vec![],
+            holds: vec![],
             next_wakeup_ms: None,
         }
     }

@@ -27,7 +27,8 @@ pub mod conformance;
 
 pub use error::StoreError;
 pub use event::{
-    AppendRequest, AppendResult, IdempotencyRecord, NewEvent, RecordedEvent, Snapshot, Wakeup,
+    AppendRequest, AppendResult, HoldRecord, IdempotencyRecord, NewEvent, RecordedEvent, Snapshot,
+    Wakeup,
 };
 pub use position::{LogPosition, ParseLogPositionError};
 pub use projection::{

@@ -2,8 +2,8 @@ use std::future::Future;
 use std::sync::Arc;
 
 use crate::{
-    AppendRequest, AppendResult, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot,
-    StoreError, Wakeup,
+    AppendRequest, AppendResult, HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent,
+    Snapshot, StoreError, Wakeup,
 };
 
 /// An append-only store of event streams and the global log they form.
@@ -63,6 +63,27 @@ pub trait EventStore: Send + Sync + 'static {
         request: AppendRequest,
     ) -> impl Future<Output = Result<AppendResult, StoreError>> + Send;
 
+    /// Appends to several streams at once: group commit across accounts,
+    /// one transaction (one fsync) for all of them where the backend can.
+    ///
+    /// - Each request is judged exactly as [`append`](Self::append) judges
+    ///   it and gets its own result, in request order: one stream's version
+    ///   conflict or duplicate key fails that request only, never the
+    ///   others, and writes nothing of it.
+    /// - Every request that succeeds is durable when this returns, with
+    ///   everything `append` promises (atomic per request, wakeup, holds).
+    /// - A request naming a stream that an earlier request in the batch
+    ///   names is refused with [`StoreError::InvalidAppend`]: a stream's
+    ///   batches are decided one after another, so they never share one
+    ///   call.
+    /// - A failure of the whole transaction (the database unreachable) is
+    ///   every request's result; the outcome of each is then unknown, as
+    ///   with `append`.
+    fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> impl Future<Output = Vec<Result<AppendResult, StoreError>>> + Send;
+
     /// Events of one stream with `version >= from_version`, ascending by
     /// version, at most `limit` (0 returns nothing). `from_version` 0 reads
     /// from the start, like 1. An unknown stream is empty, not an error,
@@ -104,6 +125,16 @@ pub trait EventStore: Send + Sync + 'static {
         stream_id: &str,
         keys: &[String],
     ) -> impl Future<Output = Result<Vec<IdempotencyRecord>, StoreError>> + Send;
+
+    /// The [`HoldRecord`]s of this stream whose id is among `hold_ids`, in
+    /// any order and each at most once, as last written by an append; absent
+    /// ids are simply missing. One index lookup per id, whatever the
+    /// stream's history.
+    fn find_holds(
+        &self,
+        stream_id: &str,
+        hold_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<HoldRecord>, StoreError>> + Send;
 
     /// Stores `snapshot` as the stream's snapshot, replacing any previous one.
     ///
@@ -194,6 +225,13 @@ impl<S: EventStore> EventStore for Arc<S> {
         (**self).append(request)
     }
 
+    fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> impl Future<Output = Vec<Result<AppendResult, StoreError>>> + Send {
+        (**self).append_batch(requests)
+    }
+
     fn read_stream(
         &self,
         stream_id: &str,
@@ -224,6 +262,14 @@ impl<S: EventStore> EventStore for Arc<S> {
         keys: &[String],
     ) -> impl Future<Output = Result<Vec<IdempotencyRecord>, StoreError>> + Send {
         (**self).find_idempotency(stream_id, keys)
+    }
+
+    fn find_holds(
+        &self,
+        stream_id: &str,
+        hold_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<HoldRecord>, StoreError>> + Send {
+        (**self).find_holds(stream_id, hold_ids)
     }
 
     fn save_snapshot(

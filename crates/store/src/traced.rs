@@ -7,7 +7,7 @@
 use tracing::{Instrument, Span};
 
 use crate::{
-    AppendRequest, AppendResult, CommitOutcome, EventStore, IdempotencyRecord, LogPosition,
+    AppendRequest, AppendResult, CommitOutcome, EventStore, HoldRecord, IdempotencyRecord, LogPosition,
     PoolStatus, ProjectionCheckpoint, ProjectionCommit, ProjectionLock, ProjectionStore,
     RecordedEvent, Snapshot, SqlRow, SqlStatement, StoreError, Wakeup,
 };
@@ -57,6 +57,15 @@ impl<S: EventStore> EventStore for Traced<S> {
         self.0.append(request).instrument(span)
     }
 
+    fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> impl Future<Output = Vec<Result<AppendResult, StoreError>>> + Send {
+        // Several accounts: the span names none of them.
+        let span = self.span("append_batch", None);
+        self.0.append_batch(requests).instrument(span)
+    }
+
     fn read_stream(
         &self,
         stream_id: &str,
@@ -93,6 +102,15 @@ impl<S: EventStore> EventStore for Traced<S> {
     ) -> impl Future<Output = Result<Vec<IdempotencyRecord>, StoreError>> + Send {
         let span = self.span("find_idempotency", Some(stream_id));
         self.0.find_idempotency(stream_id, keys).instrument(span)
+    }
+
+    fn find_holds(
+        &self,
+        stream_id: &str,
+        hold_ids: &[String],
+    ) -> impl Future<Output = Result<Vec<HoldRecord>, StoreError>> + Send {
+        let span = self.span("find_holds", Some(stream_id));
+        self.0.find_holds(stream_id, hold_ids).instrument(span)
     }
 
     fn save_snapshot(

@@ -29,6 +29,7 @@ fn append(stream_id: &str, expected_version: u64, tag: &str, count: usize) -> Ap
             })
             .collect(),
         idempotency: Vec::new(),
+        holds: Vec::new(),
         next_wakeup_ms: None,
     }
 }

@@ -23,6 +23,7 @@ fn append(stream_id: &str, expected_version: u64, count: usize) -> AppendRequest
             fingerprint: vec![1],
             response: vec![2],
         }],
+        holds: Vec::new(),
         next_wakeup_ms: None,
     }
 }

@@ -105,6 +105,7 @@ fn child_appends_until_killed() {
                     expected_version: version,
                     events,
                     idempotency: Vec::new(),
+                    holds: Vec::new(),
                     next_wakeup_ms: None,
                 })
                 .await

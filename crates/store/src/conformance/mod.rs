@@ -12,6 +12,7 @@
 //! of the contract documented on [`EventStore`]; if a case and the contract
 //! disagree, fix one of them, never the backend alone.
 
+mod batch;
 mod concurrency;
 mod idempotency;
 mod log;
@@ -24,6 +25,10 @@ mod wakeup;
 use std::future::Future;
 use std::time::Duration;
 
+pub use self::batch::{
+    append_batch_judges_each_stream_alone, racing_batches_win_each_version_once,
+    resolved_holds_are_kept_per_stream,
+};
 pub use self::concurrency::{concurrent_appenders_win_each_version_once, tail_log_while_appending};
 pub use self::idempotency::idempotency_records_are_atomic_with_events;
 pub use self::log::{global_log_is_ordered_and_pages_without_gaps, read_log_after_checkpoint};
@@ -105,6 +110,9 @@ macro_rules! conformance_tests {
             projection_lock_has_one_holder,
             log_head_is_the_last_append,
             projections_survive_restart,
+            append_batch_judges_each_stream_alone,
+            racing_batches_win_each_version_once,
+            resolved_holds_are_kept_per_stream,
         );
     };
 }
@@ -179,6 +187,7 @@ fn request(stream_id: &str, expected_version: u64, events: Vec<NewEvent>) -> App
         expected_version,
         events,
         idempotency: Vec::new(),
+        holds: Vec::new(),
         next_wakeup_ms: None,
     }
 }

@@ -62,6 +62,7 @@ pub async fn random_operations_match_model<H: Harness>(harness: &H) {
                     expected_version,
                     events,
                     idempotency,
+                    holds: Vec::new(),
                     next_wakeup_ms,
                 };
                 let result = store.append(request.clone()).await;

@@ -5,7 +5,7 @@ use std::io;
 use deadpool_postgres::{PoolError, TimeoutType};
 use tokio_postgres::error::SqlState;
 
-use crate::{IdempotencyRecord, StoreError};
+use crate::StoreError;
 
 /// Anything the PostgreSQL backend can fail with, before it is classified.
 #[derive(Debug)]
@@ -32,32 +32,15 @@ impl From<PoolError> for Failure {
     }
 }
 
-/// What the failing statement was doing, so that a constraint violation or a
-/// serialization failure can be reported as the domain error it means.
-#[derive(Clone, Copy, Debug)]
-pub(super) enum During<'a> {
-    Other,
-    Append {
-        stream_id: &'a str,
-        expected: u64,
-        records: &'a [IdempotencyRecord],
-    },
-}
-
-/// [`classify`] outside an append.
-pub(super) fn store_error(failure: impl Into<Failure>) -> StoreError {
-    classify(failure.into(), During::Other)
-}
-
-/// Classifies by what the caller can do about it: decide again (a conflict),
-/// answer from the first attempt (a duplicate key), retry later
+/// Classifies by what the caller can do about it: retry later
 /// (`Unavailable`), stop trusting the data (`Corrupt`) or report a bug
-/// (`Internal`).
-///
-/// During an append, the conflict's `actual` and the duplicate's `key` are
-/// the best this function can know without another query; the append
-/// re-reads the stream's version after rolling back.
-pub(super) fn classify(failure: Failure, during: During<'_>) -> StoreError {
+/// (`Internal`). An append's conflicts and duplicate keys are told apart by
+/// the append itself (`append.rs`), which knows which stream failed.
+pub(super) fn store_error(failure: impl Into<Failure>) -> StoreError {
+    classify(failure.into())
+}
+
+fn classify(failure: Failure) -> StoreError {
     let err = match failure {
         Failure::Decode(message) => return StoreError::Corrupt(message),
         Failure::Setup(message) => return StoreError::Internal(message),
@@ -82,67 +65,19 @@ pub(super) fn classify(failure: Failure, during: During<'_>) -> StoreError {
     };
     let message = format!("postgres: {db}");
     let code = db.code();
-    match (code, during) {
-        (
-            c,
-            During::Append {
-                stream_id,
-                expected,
-                ..
-            },
-        ) if *c == SqlState::UNIQUE_VIOLATION && db.constraint() == Some("events_pkey") => {
-            // Another append committed version `expected + 1` (at least)
-            // after this one checked the version.
-            StoreError::VersionConflict {
-                stream_id: stream_id.to_owned(),
-                expected,
-                actual: expected + 1,
-            }
-        }
-        (
-            c,
-            During::Append {
-                stream_id, records, ..
-            },
-        ) if *c == SqlState::UNIQUE_VIOLATION && db.constraint() == Some("idempotency_pkey") => {
-            // The append inserts records with ON CONFLICT DO NOTHING and
-            // names the exact key itself; this is the backstop.
-            StoreError::DuplicateIdempotencyKey {
-                stream_id: stream_id.to_owned(),
-                key: records.first().map(|r| r.key.clone()).unwrap_or_default(),
-            }
-        }
-        (
-            c,
-            During::Append {
-                stream_id,
-                expected,
-                ..
-            },
-        ) if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
-            // Nothing was written; deciding again at the current version is
-            // the right response, which is what a conflict asks for.
-            StoreError::VersionConflict {
-                stream_id: stream_id.to_owned(),
-                expected,
-                actual: expected,
-            }
-        }
-        (c, _)
-            if *c == SqlState::T_R_SERIALIZATION_FAILURE
-                || *c == SqlState::T_R_DEADLOCK_DETECTED =>
-        {
+    match code {
+        c if *c == SqlState::T_R_SERIALIZATION_FAILURE || *c == SqlState::T_R_DEADLOCK_DETECTED => {
             StoreError::Unavailable(message)
         }
-        (c, _) if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
+        c if *c == SqlState::DATA_CORRUPTED || *c == SqlState::INDEX_CORRUPTED => {
             StoreError::Corrupt(message)
         }
-        (c, _) if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::UNDEFINED_COLUMN => {
+        c if *c == SqlState::UNDEFINED_TABLE || *c == SqlState::UNDEFINED_COLUMN => {
             StoreError::Unavailable(format!(
                 "{message} (is the database migrated to this build's schema? run the migration)"
             ))
         }
-        (c, _) if is_transient(c) => StoreError::Unavailable(message),
+        c if is_transient(c) => StoreError::Unavailable(message),
         // Includes the append-only trigger firing and missing privileges:
         // a bug or a misconfiguration, which retrying will not fix.
         _ => StoreError::Internal(message),

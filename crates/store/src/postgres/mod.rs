@@ -6,10 +6,12 @@
 //!
 //! - Connecting does not migrate: [`PostgresStore::migrate`] is its own step
 //!   and [`PostgresStore::schema_status`] tells whether it has been done.
-//! - An append is one transaction: version check, one `INSERT` for all its
-//!   events, one for all its idempotency records. Concurrency control is
-//!   PostgreSQL's (the primary key on `(stream_id, version)`), so any number
-//!   of `tallyd` replicas can share the database.
+//! - An append is one statement, hence one round trip and one transaction,
+//!   for any number of streams (group commit across accounts): each
+//!   stream's version check, events, idempotency records, resolved holds
+//!   and wakeup (`append.rs`). Concurrency control is PostgreSQL's (the
+//!   primary key on `(stream_id, version)`), so any number of `tallyd`
+//!   replicas can share the database.
 //! - The global log is ordered by `(tx, position)` and read behind a
 //!   snapshot fence, so a reader never skips an event although transactions
 //!   commit out of position order: see `log.rs`.
@@ -21,6 +23,7 @@
 //!
 //! Connections are plain TCP or Unix sockets: TLS is not supported yet.
 
+mod append;
 mod error;
 #[cfg(feature = "test-util")]
 mod harness;
@@ -41,7 +44,7 @@ use self::error::{Failure, store_error};
 pub use self::harness::{PostgresHarness, PostgresLocation, TEST_DATABASE_URL_ENV};
 pub use self::schema::{MigrationReport, SCHEMA_VERSION, SchemaStatus};
 use crate::{
-    AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, PoolStatus,
+    AppendRequest, AppendResult, EventStore, HoldRecord, IdempotencyRecord, LogPosition, PoolStatus,
     RecordedEvent, Snapshot, StoreError, Wakeup,
 };
 
@@ -207,8 +210,19 @@ impl EventStore for PostgresStore {
     )]
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         request.validate()?;
-        let mut client = self.client().await?;
-        sql::append(&mut client, &request).await
+        let client = self.client().await?;
+        append::append(&client, &request).await
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(streams = requests.len()))]
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendResult, StoreError>> {
+        match self.client().await {
+            Ok(client) => append::append_batch(&client, &requests).await,
+            Err(err) => requests.iter().map(|_| Err(err.clone())).collect(),
+        }
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
@@ -245,6 +259,16 @@ impl EventStore for PostgresStore {
     ) -> Result<Vec<IdempotencyRecord>, StoreError> {
         let client = self.client().await?;
         sql::find_idempotency(&client, stream_id, keys).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, hold_ids), fields(holds = hold_ids.len()))]
+    async fn find_holds(
+        &self,
+        stream_id: &str,
+        hold_ids: &[String],
+    ) -> Result<Vec<HoldRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::find_holds(&client, stream_id, hold_ids).await
     }
 
     #[tracing::instrument(level = "debug", skip(self, snapshot), fields(version = snapshot.version))]

@@ -24,8 +24,10 @@ const ENSURE_CHECKPOINT: &str = "
 const LOCK_CHECKPOINT: &str =
     "SELECT generation FROM projection_checkpoints WHERE name = $1 FOR UPDATE";
 
+/// `events.tx`, not `tx`: a bare `tx` in `ORDER BY` names the output column
+/// (the `::bigint` cast), which no index serves, and the whole log is sorted.
 const LOG_HEAD: &str =
-    "SELECT tx::text::bigint, position FROM events ORDER BY tx DESC, position DESC LIMIT 1";
+    "SELECT tx::text::bigint, position FROM events ORDER BY events.tx DESC, events.position DESC LIMIT 1";
 
 /// High bits of every projection's advisory lock key ("tp"), so they stay
 /// clear of the migration lock and of other applications' keys.

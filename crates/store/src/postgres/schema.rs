@@ -55,6 +55,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "projections",
         sql: include_str!("migrations/0004_projections.sql"),
     },
+    Migration {
+        version: 5,
+        name: "resolved_holds",
+        sql: include_str!("migrations/0005_resolved_holds.sql"),
+    },
 ];
 
 /// The schema version this build writes and understands.

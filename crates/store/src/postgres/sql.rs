@@ -1,18 +1,13 @@
 //! The statements, over one pooled connection. `mod.rs` decides which
 //! connection; `log.rs` has the global log and its fence.
 
-use std::collections::HashSet;
-
 use deadpool_postgres::{Client, GenericClient};
 use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
 
-use super::error::{During, Failure, classify, store_error};
-use crate::{
-    AppendRequest, AppendResult, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot,
-    StoreError, Wakeup,
-};
+use super::error::{Failure, store_error};
+use crate::{HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot, StoreError, Wakeup};
 
 /// The columns `recorded_event` reads, in its order. xid8 has no Rust type in
 /// tokio-postgres; as text it converts losslessly to bigint (a full
@@ -21,39 +16,7 @@ use crate::{
 pub(super) const EVENT_COLUMNS: &str =
     "stream_id, version, position, tx::text::bigint, event_type, payload, recorded_at_ms";
 
-const STREAM_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1";
-
-/// All events in one statement. `WITH ORDINALITY` + `ORDER BY` insert them in
-/// request order, so identity values (positions) follow versions; the append
-/// checks that they did before committing.
-const INSERT_EVENTS: &str = "
-    INSERT INTO events (stream_id, version, event_type, payload, recorded_at_ms)
-    SELECT $1, $2::bigint + e.n, e.event_type, e.payload, e.recorded_at_ms
-    FROM unnest($3::text[], $4::bytea[], $5::bigint[])
-        WITH ORDINALITY AS e(event_type, payload, recorded_at_ms, n)
-    ORDER BY e.n
-    RETURNING version, position, tx::text::bigint";
-
-/// All records in one statement. `DO NOTHING` instead of failing, so the
-/// keys missing from `RETURNING` say exactly which records were duplicates
-/// (of a stored record, or of an earlier one in the same request).
-const INSERT_IDEMPOTENCY: &str = "
-    INSERT INTO idempotency (stream_id, key, fingerprint, response)
-    SELECT $1, r.key, r.fingerprint, r.response
-    FROM unnest($2::text[], $3::bytea[], $4::bytea[])
-        WITH ORDINALITY AS r(key, fingerprint, response, n)
-    ORDER BY r.n
-    ON CONFLICT (stream_id, key) DO NOTHING
-    RETURNING key";
-
-/// Unconditional: the append holds the primary key entry of its new last
-/// version, so its wakeup is the newest the stream can have until it
-/// commits. A `NULL` `at_ms` keeps the row, and the row lock this takes is
-/// what a concurrent `SET_WAKEUP` waits on and then loses to.
-const WRITE_WAKEUP: &str = "
-    INSERT INTO wakeups (stream_id, version, at_ms) VALUES ($1, $2, $3)
-    ON CONFLICT (stream_id)
-    DO UPDATE SET version = excluded.version, at_ms = excluded.at_ms";
+pub(super) const STREAM_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1";
 
 /// Writes only if the stream's last event is at `$2`, in one statement so it
 /// needs no transaction. The version check reads the statement's snapshot,
@@ -76,198 +39,6 @@ const SET_WAKEUP: &str = "
 const DUE_WAKEUPS: &str = "
     SELECT stream_id, at_ms, version FROM wakeups
     WHERE at_ms <= $1 ORDER BY at_ms, stream_id LIMIT $2";
-
-/// Why a write attempt failed: `Raced` errors come from losing to a
-/// concurrent writer, and their conflict's `actual` is only a lower bound.
-enum AppendError {
-    Refused(StoreError),
-    Raced(StoreError),
-}
-
-impl From<StoreError> for AppendError {
-    fn from(err: StoreError) -> Self {
-        Self::Refused(err)
-    }
-}
-
-/// One transaction: check the version, insert the events, insert the
-/// records, commit. The caller has validated the request.
-///
-/// `SELECT MAX(version)` makes the ordinary conflict cheap and exact; the
-/// primary key on `(stream_id, version)` is what actually guarantees that
-/// two appends at the same version cannot both commit. The version is read
-/// before the first insert assigns this transaction its id, so when this
-/// append builds on version `v`, the transaction that wrote `v` had its id
-/// assigned (and committed) first: within a stream, a higher version always
-/// has a higher `tx`, hence a higher position.
-pub(super) async fn append(
-    client: &mut Client,
-    request: &AppendRequest,
-) -> Result<AppendResult, StoreError> {
-    match write_append(client, request).await {
-        Ok(result) => Ok(result),
-        Err(AppendError::Refused(err)) => Err(err),
-        Err(AppendError::Raced(StoreError::VersionConflict {
-            stream_id,
-            expected,
-            actual,
-        })) => {
-            // The transaction has been rolled back (dropping it queued the
-            // ROLLBACK ahead of this query): read what the winner committed.
-            let actual = stream_version(&*client, &stream_id).await.unwrap_or(actual);
-            Err(StoreError::VersionConflict {
-                stream_id,
-                expected,
-                actual,
-            })
-        }
-        Err(AppendError::Raced(err)) => Err(err),
-    }
-}
-
-async fn write_append(
-    client: &mut Client,
-    request: &AppendRequest,
-) -> Result<AppendResult, AppendError> {
-    let AppendRequest {
-        stream_id,
-        expected_version,
-        events,
-        idempotency,
-        next_wakeup_ms,
-    } = request;
-    let expected_version = *expected_version;
-    let last_version = expected_version + events.len() as u64;
-    let during = During::Append {
-        stream_id,
-        expected: expected_version,
-        records: idempotency,
-    };
-    let raced = |err: tokio_postgres::Error| AppendError::Raced(classify(err.into(), during));
-
-    // Dropping `tx` on an early return rolls back: nothing is written.
-    let tx = client.transaction().await.map_err(store_error)?;
-    let statement = tx
-        .prepare_cached(STREAM_VERSION)
-        .await
-        .map_err(store_error)?;
-    let row = tx
-        .query_one(&statement, &[stream_id])
-        .await
-        .map_err(store_error)?;
-    let actual = get_u64(&row, 0)?;
-    if actual != expected_version {
-        return Err(AppendError::Refused(StoreError::VersionConflict {
-            stream_id: stream_id.clone(),
-            expected: expected_version,
-            actual,
-        }));
-    }
-
-    let event_types: Vec<&str> = events.iter().map(|e| e.event_type.as_str()).collect();
-    let payloads: Vec<&[u8]> = events.iter().map(|e| e.payload.as_slice()).collect();
-    let recorded_at: Vec<i64> = events.iter().map(|e| e.recorded_at_ms).collect();
-    let statement = tx
-        .prepare_cached(INSERT_EVENTS)
-        .await
-        .map_err(store_error)?;
-    let rows = tx
-        .query(
-            &statement,
-            &[
-                stream_id,
-                &to_sql_int(expected_version),
-                &event_types,
-                &payloads,
-                &recorded_at,
-            ],
-        )
-        .await
-        .map_err(raced)?;
-    let positions = positions_in_version_order(stream_id, expected_version, events.len(), &rows)?;
-
-    if !idempotency.is_empty() {
-        let keys: Vec<&str> = idempotency.iter().map(|r| r.key.as_str()).collect();
-        let fingerprints: Vec<&[u8]> = idempotency
-            .iter()
-            .map(|r| r.fingerprint.as_slice())
-            .collect();
-        let responses: Vec<&[u8]> = idempotency.iter().map(|r| r.response.as_slice()).collect();
-        let statement = tx
-            .prepare_cached(INSERT_IDEMPOTENCY)
-            .await
-            .map_err(store_error)?;
-        let rows = tx
-            .query(&statement, &[stream_id, &keys, &fingerprints, &responses])
-            .await
-            .map_err(raced)?;
-        let inserted = rows
-            .iter()
-            .map(|row| get::<String>(row, 0))
-            .collect::<Result<HashSet<_>, _>>()?;
-        let mut seen = HashSet::new();
-        if let Some(duplicate) = idempotency
-            .iter()
-            .find(|r| !inserted.contains(&r.key) || !seen.insert(r.key.as_str()))
-        {
-            return Err(AppendError::Refused(StoreError::DuplicateIdempotencyKey {
-                stream_id: stream_id.clone(),
-                key: duplicate.key.clone(),
-            }));
-        }
-    }
-
-    // Last, so the row lock that concurrent set_wakeup calls wait on is
-    // held only until the commit that follows.
-    let statement = tx.prepare_cached(WRITE_WAKEUP).await.map_err(store_error)?;
-    tx.execute(
-        &statement,
-        &[stream_id, &to_sql_int(last_version), next_wakeup_ms],
-    )
-    .await
-    .map_err(raced)?;
-
-    // A lost connection here leaves the outcome unknown: Unavailable, and
-    // the idempotency records tell a retry what happened.
-    tx.commit().await.map_err(raced)?;
-    Ok(AppendResult {
-        first_version: expected_version + 1,
-        last_version,
-        positions,
-    })
-}
-
-/// The positions `INSERT … RETURNING` handed out, by version, after checking
-/// what the contract promises about them.
-fn positions_in_version_order(
-    stream_id: &str,
-    expected_version: u64,
-    count: usize,
-    rows: &[Row],
-) -> Result<Vec<LogPosition>, StoreError> {
-    let mut inserted = rows
-        .iter()
-        .map(|row| {
-            Ok((
-                get_u64(row, 0)?,
-                LogPosition::new(get_u64(row, 2)?, get_u64(row, 1)?),
-            ))
-        })
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    inserted.sort_unstable_by_key(|(version, _)| *version);
-    let versions_ok = inserted.len() == count
-        && inserted
-            .iter()
-            .zip(expected_version + 1..)
-            .all(|((version, _), want)| *version == want);
-    let positions_ok = inserted.windows(2).all(|w| w[0].1 < w[1].1);
-    if !versions_ok || !positions_ok {
-        return Err(StoreError::Internal(format!(
-            "append to {stream_id:?} inserted {inserted:?}, not {count} events in version and position order"
-        )));
-    }
-    Ok(inserted.into_iter().map(|(_, position)| position).collect())
-}
 
 pub(super) async fn read_stream(
     client: &Client,
@@ -336,11 +107,14 @@ pub(super) async fn find_idempotency(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
+    // One primary-key lookup per key, whatever the plan cache decides:
+    // `key = ANY($2)` with a generic plan scans the stream's keys instead.
     // A repeated key still matches its row once.
     let statement = client
         .prepare_cached(
-            "SELECT key, fingerprint, response FROM idempotency
-             WHERE stream_id = $1 AND key = ANY($2::text[])",
+            "SELECT i.key, i.fingerprint, i.response
+             FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS k) AS wanted(key)
+             JOIN idempotency i ON i.stream_id = $1 AND i.key = wanted.key",
         )
         .await
         .map_err(store_error)?;
@@ -354,6 +128,36 @@ pub(super) async fn find_idempotency(
                 key: get(row, 0)?,
                 fingerprint: get(row, 1)?,
                 response: get(row, 2)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn find_holds(
+    client: &Client,
+    stream_id: &str,
+    hold_ids: &[String],
+) -> Result<Vec<HoldRecord>, StoreError> {
+    if hold_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = client
+        .prepare_cached(
+            "SELECT h.hold_id, h.payload
+             FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS k) AS wanted(hold_id)
+             JOIN resolved_holds h ON h.stream_id = $1 AND h.hold_id = wanted.hold_id",
+        )
+        .await
+        .map_err(store_error)?;
+    client
+        .query(&statement, &[&stream_id, &hold_ids])
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(|row| {
+            Ok(HoldRecord {
+                hold_id: get(row, 0)?,
+                payload: get(row, 1)?,
             })
         })
         .collect()

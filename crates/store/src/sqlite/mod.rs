@@ -40,7 +40,7 @@ pub use self::harness::{SqliteHarness, SqliteLocation};
 pub(crate) use self::projection::LocalLock;
 pub use self::schema::SCHEMA_VERSION;
 use crate::{
-    AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, RecordedEvent,
+    AppendRequest, AppendResult, EventStore, HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent,
     Snapshot, StoreError, Wakeup,
 };
 
@@ -237,7 +237,25 @@ impl EventStore for SqliteStore {
         fields(stream_id = %request.stream_id, expected_version = request.expected_version, events = request.events.len())
     )]
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
-        self.write(move |conn| sql::append(conn, request)).await
+        let mut results = self
+            .write(move |conn| Ok(sql::append_batch(conn, vec![request])))
+            .await?;
+        results.pop().expect("one result per request")
+    }
+
+    #[tracing::instrument(level = "debug", skip_all, fields(streams = requests.len()))]
+    async fn append_batch(
+        &self,
+        requests: Vec<AppendRequest>,
+    ) -> Vec<Result<AppendResult, StoreError>> {
+        let count = requests.len();
+        match self
+            .write(move |conn| Ok(sql::append_batch(conn, requests)))
+            .await
+        {
+            Ok(results) => results,
+            Err(err) => (0..count).map(|_| Err(err.clone())).collect(),
+        }
     }
 
     #[tracing::instrument(level = "debug", skip(self))]
@@ -278,6 +296,18 @@ impl EventStore for SqliteStore {
         let stream_id = stream_id.to_owned();
         let keys = keys.to_vec();
         self.read(move |conn| sql::find_idempotency(conn, &stream_id, &keys))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, hold_ids), fields(holds = hold_ids.len()))]
+    async fn find_holds(
+        &self,
+        stream_id: &str,
+        hold_ids: &[String],
+    ) -> Result<Vec<HoldRecord>, StoreError> {
+        let stream_id = stream_id.to_owned();
+        let hold_ids = hold_ids.to_vec();
+        self.read(move |conn| sql::find_holds(conn, &stream_id, &hold_ids))
             .await
     }
 

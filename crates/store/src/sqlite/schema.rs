@@ -195,6 +195,18 @@ const MIGRATIONS: &[&str] = &[
 
     CREATE INDEX usage_daily_by_cycle ON usage_daily (account_id, cycle_start_ms);
     "#,
+    // 4: resolved holds, kept out of the account's state so it does not grow
+    // with traffic. The same table as PostgreSQL's migration 5.
+    r#"
+    -- Not append-only: an expired hold that a late commit settles is
+    -- overwritten as committed.
+    CREATE TABLE resolved_holds (
+        stream_id TEXT NOT NULL,
+        hold_id   TEXT NOT NULL,
+        payload   BLOB NOT NULL,
+        PRIMARY KEY (stream_id, hold_id)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this build writes and understands.
@@ -258,7 +270,7 @@ mod tests {
     /// and its streams then take wakeups.
     #[tokio::test]
     async fn a_file_at_schema_1_migrates_with_its_data() {
-        assert_eq!(SCHEMA_VERSION, 3, "extend this test for the new migration");
+        assert_eq!(SCHEMA_VERSION, 4, "extend this test for the new migration");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tally.sqlite");
         {
@@ -280,6 +292,7 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
         assert_eq!(store.stream_version("old").await.unwrap(), 2);
         assert_eq!(store.read_log(None, 10).await.unwrap().len(), 2);
+        assert_eq!(store.find_holds("old", &["h".into()]).await.unwrap(), Vec::new());
         assert_eq!(store.due_wakeups(i64::MAX, 10).await.unwrap(), Vec::new());
         assert!(!store.set_wakeup("old", 1, Some(5)).await.unwrap());
         assert!(store.set_wakeup("old", 2, Some(5)).await.unwrap());

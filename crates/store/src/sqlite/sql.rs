@@ -1,14 +1,14 @@
 //! The statements, as blocking functions over one connection. The async
 //! plumbing in `mod.rs` decides which connection and which thread.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 
-use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehavior, params};
 
 use super::error::{is_unique_violation, store_error};
 use crate::{
-    AppendRequest, AppendResult, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot,
-    StoreError, Wakeup,
+    AppendRequest, AppendResult, HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent,
+    Snapshot, StoreError, Wakeup,
 };
 
 // Both read the columns in the order `recorded_event` expects.
@@ -37,27 +37,59 @@ const SET_WAKEUP: &str = "INSERT INTO wakeups (stream_id, version, at_ms)
 const DUE_WAKEUPS: &str = "SELECT stream_id, at_ms, version FROM wakeups
     WHERE at_ms <= ?1 ORDER BY at_ms, stream_id LIMIT ?2";
 
-pub(super) fn append(
+/// Appends to several streams in one `BEGIN IMMEDIATE` transaction, one
+/// fsync for all: each request in a savepoint of its own, so one that fails
+/// (a conflict, a duplicate key) is rolled back alone and the others commit.
+pub(super) fn append_batch(
     conn: &mut Connection,
-    request: AppendRequest,
-) -> Result<AppendResult, StoreError> {
+    requests: Vec<AppendRequest>,
+) -> Vec<Result<AppendResult, StoreError>> {
+    // IMMEDIATE takes the write lock before reading any version, so no other
+    // process can append between a check and its inserts.
+    let mut tx = match conn.transaction_with_behavior(TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(err) => {
+            let err = store_error(err);
+            return requests.iter().map(|_| Err(err.clone())).collect();
+        }
+    };
+    let mut streams = HashSet::new();
+    let mut results = Vec::with_capacity(requests.len());
+    for request in requests {
+        let result = if streams.insert(request.stream_id.clone()) {
+            append_one(&mut tx, request)
+        } else {
+            Err(StoreError::InvalidAppend(format!(
+                "stream {:?} appears twice in one batch",
+                request.stream_id
+            )))
+        };
+        results.push(result);
+    }
+    if let Err(err) = tx.commit() {
+        let err = store_error(err);
+        return results.iter().map(|_| Err(err.clone())).collect();
+    }
+    results
+}
+
+/// One request inside the batch's transaction, in a savepoint: all of it is
+/// written, or none.
+fn append_one(tx: &mut Transaction<'_>, request: AppendRequest) -> Result<AppendResult, StoreError> {
     request.validate()?;
     let AppendRequest {
         stream_id,
         expected_version,
         events,
         idempotency,
+        holds,
         next_wakeup_ms,
     } = request;
     let last_version = expected_version + events.len() as u64;
+    // Dropping the savepoint on an early return rolls it back.
+    let savepoint = tx.savepoint().map_err(store_error)?;
 
-    // IMMEDIATE takes the write lock before reading the version, so no other
-    // process can append between the check and the inserts.
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(store_error)?;
-
-    let actual = current_version(&tx, &stream_id)?;
+    let actual = current_version(&savepoint, &stream_id)?;
     if actual != expected_version {
         return Err(StoreError::VersionConflict {
             stream_id,
@@ -68,7 +100,7 @@ pub(super) fn append(
 
     let mut positions = Vec::with_capacity(events.len());
     {
-        let mut insert = tx
+        let mut insert = savepoint
             .prepare_cached(
                 "INSERT INTO events (stream_id, version, event_type, payload, recorded_at_ms)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -84,13 +116,13 @@ pub(super) fn append(
                     event.recorded_at_ms
                 ])
                 .map_err(store_error)?;
-            let seq = u64::try_from(tx.last_insert_rowid())
+            let seq = u64::try_from(savepoint.last_insert_rowid())
                 .map_err(|_| StoreError::Corrupt("negative rowid in events".into()))?;
             positions.push(LogPosition::new(0, seq));
         }
     }
     {
-        let mut insert = tx
+        let mut insert = savepoint
             .prepare_cached(
                 "INSERT INTO idempotency (stream_id, key, fingerprint, response)
                  VALUES (?1, ?2, ?3, ?4)",
@@ -116,12 +148,25 @@ pub(super) fn append(
                 })?;
         }
     }
-    tx.prepare_cached(WRITE_WAKEUP)
+    {
+        let mut upsert = savepoint
+            .prepare_cached(
+                "INSERT INTO resolved_holds (stream_id, hold_id, payload) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (stream_id, hold_id) DO UPDATE SET payload = excluded.payload",
+            )
+            .map_err(store_error)?;
+        for hold in &holds {
+            upsert
+                .execute(params![stream_id, hold.hold_id, hold.payload])
+                .map_err(store_error)?;
+        }
+    }
+    savepoint
+        .prepare_cached(WRITE_WAKEUP)
         .map_err(store_error)?
         .execute(params![stream_id, to_sql_int(last_version), next_wakeup_ms])
         .map_err(store_error)?;
-    // An early return above drops `tx`, which rolls back: nothing is written.
-    tx.commit().map_err(store_error)?;
+    savepoint.commit().map_err(store_error)?;
 
     Ok(AppendResult {
         first_version: expected_version + 1,
@@ -229,6 +274,37 @@ pub(super) fn find_idempotency(
     }
     tx.finish().map_err(store_error)?;
     Ok(records)
+}
+
+pub(super) fn find_holds(
+    conn: &mut Connection,
+    stream_id: &str,
+    hold_ids: &[String],
+) -> Result<Vec<HoldRecord>, StoreError> {
+    let hold_ids: BTreeSet<&String> = hold_ids.iter().collect();
+    let tx = conn.transaction().map_err(store_error)?;
+    let mut holds = Vec::new();
+    {
+        let mut select = tx
+            .prepare_cached(
+                "SELECT payload FROM resolved_holds WHERE stream_id = ?1 AND hold_id = ?2",
+            )
+            .map_err(store_error)?;
+        for hold_id in hold_ids {
+            let found = select
+                .query_row(params![stream_id, hold_id], |row| {
+                    Ok(HoldRecord {
+                        hold_id: hold_id.clone(),
+                        payload: row.get(0)?,
+                    })
+                })
+                .optional()
+                .map_err(store_error)?;
+            holds.extend(found);
+        }
+    }
+    tx.finish().map_err(store_error)?;
+    Ok(holds)
 }
 
 pub(super) fn save_snapshot(
