@@ -45,9 +45,15 @@ pub struct Account {
     /// buckets are dropped: nothing can refer to them again.
     pub buckets: Vec<Bucket>,
     pub reservations: BTreeMap<ReservationId, Reservation>,
+    /// Holds that ended, as far as this copy of the account knows them: the
+    /// ones applied since the caller last drained them, and the ones it
+    /// looked up because a command names them. Never part of a snapshot:
+    /// the engine keeps resolved holds in the store (looked up on a miss),
+    /// so the account's size does not grow with its history. Read at the
+    /// decision through [`Account::resolved_hold`], which applies the
+    /// retention.
+    #[serde(default, skip_serializing)]
     pub resolved: BTreeMap<ReservationId, ResolvedReservation>,
-    /// `resolved` ordered by when to forget each one.
-    forget_queue: BTreeSet<(Timestamp, ReservationId)>,
     pub overage: Millicredits,
     pub totals: Totals,
     pub terms: AccountTerms,
@@ -318,7 +324,6 @@ impl Account {
         self.last_event_at = Some(self.last_event_at.map_or(at, |last| last.max(at)));
         self.buckets
             .retain(|b| b.remaining.is_positive() || b.held.is_positive());
-        self.forget_resolved(at);
         Ok(())
     }
 
@@ -333,18 +338,16 @@ impl Account {
         self.used_in_cycle += debit.charged;
         if let Some(id) = &debit.reservation_id {
             let reservation = match self.reservations.remove(id) {
-                Some(open) => open,
-                None if debit.late => match self.resolved.remove(id) {
-                    Some(expired) => {
-                        self.forget_queue
-                            .remove(&(expired.forget_after(), id.clone()));
-                        expired.reservation
-                    }
-                    None => return Err(format!("late commit of unknown reservation {id}")),
-                },
+                Some(open) => Some(open),
+                // The expired hold is known where the commit was decided;
+                // a fold that does not have it (a projection, a replay)
+                // needs nothing of it: the debit carries every number.
+                None if debit.late => self.resolved.remove(id).map(|expired| expired.reservation),
                 None => return Err(format!("no open reservation {id}")),
             };
-            self.remember(reservation, Resolution::Committed, at);
+            if let Some(reservation) = reservation {
+                self.remember(reservation, Resolution::Committed, at);
+            }
         }
         Ok(())
     }
@@ -378,20 +381,16 @@ impl Account {
             resolution,
             resolved_at: at,
         };
-        self.forget_queue
-            .insert((resolved.forget_after(), resolved.reservation.id.clone()));
         self.resolved
             .insert(resolved.reservation.id.clone(), resolved);
     }
 
-    fn forget_resolved(&mut self, now: Timestamp) {
-        while let Some(first) = self.forget_queue.first() {
-            if first.0 > now {
-                break;
-            }
-            let (_, id) = self.forget_queue.pop_first().expect("first exists");
-            self.resolved.remove(&id);
-        }
+    /// A hold that ended, if this account knows it and it is still within
+    /// its retention at `now` (see [`ResolvedReservation::forget_after`]).
+    pub fn resolved_hold(&self, id: &ReservationId, now: Timestamp) -> Option<&ResolvedReservation> {
+        self.resolved
+            .get(id)
+            .filter(|resolved| resolved.forget_after() > now)
     }
 }
 

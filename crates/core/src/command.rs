@@ -87,6 +87,24 @@ impl Command {
         }
     }
 
+    /// The hold a commit, release or extend names.
+    pub fn reservation_id(&self) -> Option<&ReservationId> {
+        match self {
+            Command::Commit { reservation_id, .. }
+            | Command::Release { reservation_id }
+            | Command::Extend { reservation_id, .. } => Some(reservation_id),
+            Command::OpenAccount(_)
+            | Command::ChangePlan { .. }
+            | Command::SetSpendingCap { .. }
+            | Command::SetBillingAnchor { .. }
+            | Command::SetAlertThresholds { .. }
+            | Command::Grant(_)
+            | Command::VoidGrant { .. }
+            | Command::Reserve { .. }
+            | Command::Debit { .. } => None,
+        }
+    }
+
     /// The action a reserve or debit meters.
     pub fn action(&self) -> Option<&ActionKey> {
         match self {

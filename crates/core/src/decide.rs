@@ -429,7 +429,7 @@ pub fn decide(
             dimensions,
         } => decide_commit(account, reservation_id, *amount, dimensions, ctx),
         Command::Release { reservation_id } => {
-            let reservation = open_reservation(account, reservation_id)?;
+            let reservation = open_reservation(account, reservation_id, now)?;
             Ok(Decision {
                 events: vec![Event::HoldReleased {
                     at: now,
@@ -446,7 +446,7 @@ pub fn decide(
             reservation_id,
             ttl_millis,
         } => {
-            let mut reservation = open_reservation(account, reservation_id)?.clone();
+            let mut reservation = open_reservation(account, reservation_id, now)?.clone();
             // Extending never shortens a hold: release it to end it early.
             reservation.expires_at = reservation.expires_at.max(now.plus_millis(*ttl_millis));
             Ok(Decision {
@@ -815,7 +815,7 @@ fn decide_commit(
     let now = ctx.now;
     let (reservation, late) = match account.reservations.get(reservation_id) {
         Some(open) => (open, false),
-        None => match account.resolved.get(reservation_id) {
+        None => match account.resolved_hold(reservation_id, now) {
             Some(resolved) if resolved.resolution == Resolution::Expired => {
                 (&resolved.reservation, true)
             }
@@ -919,11 +919,12 @@ fn charged(now: Timestamp, debit: Debit) -> Decision {
 fn open_reservation<'a>(
     account: &'a Account,
     id: &ReservationId,
+    now: Timestamp,
 ) -> Result<&'a Reservation, Rejection> {
     if let Some(open) = account.reservations.get(id) {
         return Ok(open);
     }
-    Err(match account.resolved.get(id) {
+    Err(match account.resolved_hold(id, now) {
         Some(resolved) if resolved.resolution == Resolution::Expired => {
             Rejection::ReservationExpired { id: id.clone() }
         }

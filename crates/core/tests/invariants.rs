@@ -238,8 +238,7 @@ impl Run {
                     advance(&mut probe, self.now);
                     let was_open = probe.reservations.contains_key(&id);
                     let was_expired = probe
-                        .resolved
-                        .get(&id)
+                        .resolved_hold(&id, self.now)
                         .is_some_and(|r| r.resolution == tally_core::Resolution::Expired);
                     let result = self.execute(Command::Commit {
                         reservation_id: id,

@@ -17,21 +17,23 @@ use crate::codec::{self, StoredReply};
 use crate::observe::Observations;
 use crate::{Applied, EngineError, Mutation, ReadFn, Shared};
 
-// Mutations are nearly every job: boxing them would cost an allocation per
-// request only to make the rare reads and sweeps smaller.
-#[allow(clippy::large_enum_variant)]
 pub(crate) enum Job {
-    Mutate {
-        mutation: Mutation,
-        reply: oneshot::Sender<Result<Applied, EngineError>>,
-        /// The caller's command span: the batch that decides it is traced
-        /// under it.
-        span: Span,
-    },
+    /// Boxed: a mailbox allocates its slots in blocks whatever is queued,
+    /// and every active account has one, so a small job keeps an account's
+    /// memory small; the allocation per request is cheap beside the rest.
+    Mutate(Box<MutateJob>),
     Read(ReadFn),
     /// Write whatever time has made due, for an account nobody is using.
     /// Answers with the number of events written.
     Sweep(oneshot::Sender<Result<usize, EngineError>>),
+}
+
+pub(crate) struct MutateJob {
+    pub(crate) mutation: Mutation,
+    pub(crate) reply: oneshot::Sender<Result<Applied, EngineError>>,
+    /// The caller's command span: the batch that decides it is traced
+    /// under it.
+    pub(crate) span: Span,
 }
 
 pub(crate) async fn run<S: EventStore>(
@@ -40,17 +42,18 @@ pub(crate) async fn run<S: EventStore>(
     id: u64,
     mut inbox: mpsc::Receiver<Job>,
 ) {
+    let state = shared.cached_state(&account);
     let mut actor = Actor {
         shared: shared.clone(),
         account,
-        state: None,
+        state,
     };
     loop {
         let first = match tokio::time::timeout(shared.config.idle_timeout, inbox.recv()).await {
             Ok(Some(job)) => job,
             Ok(None) => break,
             Err(_idle) => {
-                if shared.retire_if_idle(&actor.account, id, &mut inbox) {
+                if shared.retire_if_idle(&actor.account, id, &mut inbox, &mut actor.state) {
                     // Jobs sent in the instant before the mailbox closed are
                     // still answered.
                     let mut late = Vec::new();
@@ -58,7 +61,7 @@ pub(crate) async fn run<S: EventStore>(
                         late.push(job);
                     }
                     if !late.is_empty() {
-                        actor.process(late).await;
+                        Box::pin(actor.process(late)).await;
                     }
                     break;
                 }
@@ -72,7 +75,9 @@ pub(crate) async fn run<S: EventStore>(
                 Err(_) => break,
             }
         }
-        actor.process(batch).await;
+        // Boxed so that an idle actor's task is small: the future of a
+        // batch in progress is large and only exists while it runs.
+        Box::pin(actor.process(batch)).await;
     }
     debug!(account = %actor.account, "actor stopped");
 }
@@ -96,6 +101,9 @@ enum Settled {
     Replayed(StoredReply),
     /// A retry of a key decided earlier in this very batch.
     SameAs(usize),
+    /// The domain said no; answered so unless the key turns out to have
+    /// an answer already.
+    Refused(EngineError),
     Failed(EngineError),
 }
 
@@ -108,11 +116,12 @@ impl<S: EventStore> Actor<S> {
         for job in jobs {
             match job {
                 Job::Read(read) => reads.push(read),
-                Job::Mutate {
-                    mutation,
-                    reply,
-                    span,
-                } => {
+                Job::Mutate(job) => {
+                    let MutateJob {
+                        mutation,
+                        reply,
+                        span,
+                    } = *job;
                     mutations.push((mutation, reply));
                     spans.push(span);
                 }
@@ -152,7 +161,9 @@ impl<S: EventStore> Actor<S> {
         let max_attempts = self.shared.config.max_attempts;
         for attempt in 1..=max_attempts {
             match self
-                .try_mutations(&mutations)
+                // The first attempt trusts the store's unique key to catch
+                // a retried key; after a lost race, look them all up first.
+                .try_mutations(&mutations, attempt > 1)
                 .instrument(batch.clone())
                 .await
             {
@@ -240,15 +251,21 @@ impl<S: EventStore> Actor<S> {
             .iter()
             .map(|event| codec::encode_event(event, None))
             .collect::<Result<Vec<_>, _>>()?;
+        let holds = state
+            .resolved
+            .values()
+            .map(codec::encode_hold)
+            .collect::<Result<Vec<_>, _>>()?;
         self.append(AppendRequest {
             stream_id: self.account.as_str().to_owned(),
             expected_version: version_before,
             events,
             idempotency: Vec::new(),
-            holds: Vec::new(),
+            holds,
             next_wakeup_ms: wakeup,
         })
         .await?;
+        state.resolved.clear();
         for event in &due {
             observed.note(event, &state);
         }
@@ -302,22 +319,28 @@ impl<S: EventStore> Actor<S> {
     /// Decides every mutation in order and appends all their events in one
     /// transaction. An `Err` means nothing was written and the state must
     /// be reloaded; per-mutation refusals are in the `Ok` results.
+    ///
+    /// Idempotency keys are not looked up first unless `look_up_keys`: a
+    /// fresh key (nearly every request) costs no read, and a retried one
+    /// makes the append fail on the store's unique key, which sends the
+    /// batch round again with the lookup. A refusal is the exception: it
+    /// writes nothing, so before answering one the actor checks whether the
+    /// key already has an answer to replay.
     async fn try_mutations(
         &mut self,
         mutations: &[(Mutation, oneshot::Sender<Result<Applied, EngineError>>)],
+        look_up_keys: bool,
     ) -> Result<Vec<Result<Applied, EngineError>>, EngineError> {
-        let keys: Vec<String> = mutations
-            .iter()
-            .map(|(m, _)| m.idempotency_key.as_str().to_owned())
-            .collect();
-        let known: HashMap<String, IdempotencyRecord> = self
-            .shared
-            .store
-            .find_idempotency(self.account.as_str(), &keys)
-            .await?
-            .into_iter()
-            .map(|record| (record.key.clone(), record))
-            .collect();
+        let mut known: HashMap<String, IdempotencyRecord> = if look_up_keys {
+            let keys: Vec<String> = mutations
+                .iter()
+                .map(|(m, _)| m.idempotency_key.as_str().to_owned())
+                .collect();
+            self.find_records(&keys).await?
+        } else {
+            HashMap::new()
+        };
+        self.load_named_holds(mutations).await?;
 
         let catalog = self.shared.catalog();
         let clock_now = self.shared.clock.now();
@@ -345,11 +368,7 @@ impl<S: EventStore> Actor<S> {
         for (index, (mutation, _)) in mutations.iter().enumerate() {
             let key = mutation.idempotency_key.as_str();
             let outcome = if let Some(record) = known.get(key) {
-                if record.fingerprint == mutation.fingerprint {
-                    Settled::Replayed(codec::decode_reply(&record.response)?)
-                } else {
-                    Settled::Failed(key_reused(key))
-                }
+                replay(record, mutation)?
             } else if let Some((fingerprint, first)) = decided_here.get(key) {
                 if *fingerprint == mutation.fingerprint.as_slice() {
                     Settled::SameAs(*first)
@@ -382,10 +401,38 @@ impl<S: EventStore> Actor<S> {
                             last_event: events.len() - 1,
                         }
                     }
-                    Err(rejection) => Settled::Failed(rejection.into()),
+                    Err(rejection) => Settled::Refused(rejection.into()),
                 }
             };
             settled.push(outcome);
+        }
+        let holds = state
+            .resolved
+            .values()
+            .map(codec::encode_hold)
+            .collect::<Result<Vec<_>, _>>()?;
+        let next_wakeup_ms = next_due(state).map(|at| at.as_millis());
+
+        // A refusal may be the retry of a request that succeeded before:
+        // then its first answer stands. Refusals leave the state as it was,
+        // so finding one changes nothing else in the batch.
+        if !look_up_keys {
+            let refused: Vec<String> = mutations
+                .iter()
+                .zip(&settled)
+                .filter(|(_, outcome)| matches!(outcome, Settled::Refused(_)))
+                .map(|((m, _), _)| m.idempotency_key.as_str().to_owned())
+                .collect();
+            if !refused.is_empty() {
+                known = self.find_records(&refused).await?;
+                for ((mutation, _), outcome) in mutations.iter().zip(settled.iter_mut()) {
+                    if matches!(outcome, Settled::Refused(_))
+                        && let Some(record) = known.get(mutation.idempotency_key.as_str())
+                    {
+                        *outcome = replay(record, mutation)?;
+                    }
+                }
+            }
         }
 
         let positions = if records.is_empty() {
@@ -397,18 +444,21 @@ impl<S: EventStore> Actor<S> {
             Vec::new()
         } else {
             let stream_events = events.len() as u64;
-            let next_wakeup_ms = next_due(state).map(|at| at.as_millis());
             let appended = self
                 .append(AppendRequest {
                     stream_id: self.account.as_str().to_owned(),
                     expected_version: version_before,
                     events,
                     idempotency: records,
-                    holds: Vec::new(),
+                    holds,
                     next_wakeup_ms,
                 })
                 .await?;
             debug_assert_eq!(appended.last_version, version_before + stream_events);
+            if let Some(state) = self.state.as_mut() {
+                // Written: the store answers for them from now on.
+                state.resolved.clear();
+            }
             observed.record(&self.shared.metrics);
             self.shared.announce_append(&self.account);
             self.maybe_snapshot(version_before).await;
@@ -439,18 +489,66 @@ impl<S: EventStore> Actor<S> {
                     }),
                     Err(e) => Err(duplicate(e)),
                 },
-                Settled::Failed(e) => Err(e),
+                Settled::Failed(e) | Settled::Refused(e) => Err(e),
             };
             results.push(result);
         }
         Ok(results)
     }
 
+    /// The stored idempotency records among `keys`, by key.
+    async fn find_records(
+        &self,
+        keys: &[String],
+    ) -> Result<HashMap<String, IdempotencyRecord>, EngineError> {
+        Ok(self
+            .shared
+            .store
+            .find_idempotency(self.account.as_str(), keys)
+            .await?
+            .into_iter()
+            .map(|record| (record.key.clone(), record))
+            .collect())
+    }
+
+    /// Brings into the state the resolved holds that the batch's commands
+    /// name and the state does not hold open: a second commit, a late
+    /// commit of an expired hold, a release of a committed one. They live
+    /// in the store, so a lookup happens only for such commands.
+    async fn load_named_holds(
+        &mut self,
+        mutations: &[(Mutation, oneshot::Sender<Result<Applied, EngineError>>)],
+    ) -> Result<(), EngineError> {
+        let state = self.loaded_state().await?;
+        let mut missing: Vec<String> = mutations
+            .iter()
+            .filter_map(|(m, _)| m.command.reservation_id())
+            .filter(|id| !state.reservations.contains_key(*id) && !state.resolved.contains_key(*id))
+            .map(ToString::to_string)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort();
+        missing.dedup();
+        let found = self
+            .shared
+            .store
+            .find_holds(self.account.as_str(), &missing)
+            .await?;
+        let state = self.loaded_state().await?;
+        for record in &found {
+            let hold = codec::decode_hold(record)?;
+            state.resolved.insert(hold.reservation.id.clone(), hold);
+        }
+        Ok(())
+    }
+
     /// Appends, timing the append and counting what group commit batched.
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         let events = request.events.len();
         let started = Instant::now();
-        let appended = self.shared.store.append(request).await;
+        let appended = self.shared.append(request, Span::current()).await;
         let outcome = match &appended {
             Ok(_) => AppendOutcome::Ok,
             Err(StoreError::VersionConflict { .. }) => AppendOutcome::Conflict,
@@ -521,6 +619,16 @@ fn shows_balance(outcome: &Outcome) -> bool {
             | Outcome::BillingAnchorSet
             | Outcome::AlertThresholdsSet
     )
+}
+
+/// A key already in the store: its first answer, or a refusal if the
+/// request is not the one that used it.
+fn replay(record: &IdempotencyRecord, mutation: &Mutation) -> Result<Settled, EngineError> {
+    Ok(if record.fingerprint == mutation.fingerprint {
+        Settled::Replayed(codec::decode_reply(&record.response)?)
+    } else {
+        Settled::Failed(key_reused(mutation.idempotency_key.as_str()))
+    })
 }
 
 fn key_reused(key: &str) -> EngineError {

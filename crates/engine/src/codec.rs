@@ -2,8 +2,8 @@
 //! log with nothing but a SQL client.
 
 use serde::{Deserialize, Serialize};
-use tally_core::{Account, BalanceView, Event, Millicredits, Outcome};
-use tally_store::{NewEvent, RecordedEvent};
+use tally_core::{Account, BalanceView, Event, Millicredits, Outcome, ResolvedReservation};
+use tally_store::{HoldRecord, NewEvent, RecordedEvent};
 
 use crate::EngineError;
 
@@ -103,4 +103,20 @@ pub(crate) fn encode_snapshot(account: &Account) -> Result<Vec<u8>, EngineError>
 pub(crate) fn decode_snapshot(bytes: &[u8]) -> Option<Account> {
     let payload: SnapshotPayload<'static> = serde_json::from_slice(bytes).ok()?;
     (payload.format == SNAPSHOT_FORMAT).then(|| payload.account.into_owned())
+}
+
+/// A resolved hold as the store keeps it (`resolved_holds`), in JSON like
+/// events, so it can be read with nothing but a SQL client.
+pub(crate) fn encode_hold(hold: &ResolvedReservation) -> Result<HoldRecord, EngineError> {
+    Ok(HoldRecord {
+        hold_id: hold.reservation.id.to_string(),
+        payload: serde_json::to_vec(hold)
+            .map_err(|e| EngineError::Corrupt(format!("cannot encode hold: {e}")))?,
+    })
+}
+
+pub(crate) fn decode_hold(record: &HoldRecord) -> Result<ResolvedReservation, EngineError> {
+    serde_json::from_slice(&record.payload).map_err(|e| {
+        EngineError::Corrupt(format!("stored hold {} does not decode: {e}", record.hold_id))
+    })
 }

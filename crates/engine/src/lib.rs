@@ -15,17 +15,19 @@ mod error;
 mod observe;
 mod quote;
 mod sweeper;
+mod writer;
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tally_core::{
     Account, AccountId, BalanceView, Clock, Command, GrantId, IdempotencyKey, ReservationId,
     Timestamp,
 };
-use tally_store::{EventStore, LogPosition};
+use tally_store::{AppendRequest, AppendResult, EventStore, LogPosition, StoreError};
 use tally_telemetry::Metrics;
 use tokio::sync::{broadcast, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -41,7 +43,8 @@ pub use sweeper::SweepReport;
 pub struct EngineConfig {
     /// Most commands decided and appended in one transaction.
     pub max_batch: usize,
-    /// An actor with nothing to do for this long lets its account go.
+    /// An actor with nothing to do for this long stops, leaving its
+    /// account's state in the cache (see `max_cached_accounts`).
     pub idle_timeout: Duration,
     /// Save a snapshot each time the stream passes a multiple of this.
     pub snapshot_every: u64,
@@ -54,18 +57,30 @@ pub struct EngineConfig {
     pub sweep_every: Duration,
     /// Accounts the sweep wakes per round.
     pub sweep_batch: usize,
+    /// Group-commit transactions in flight at once, each carrying the
+    /// appends of many accounts. 1 suits a store that serialises writers
+    /// (SQLite); a few let PostgreSQL overlap commits.
+    pub commit_concurrency: usize,
+    /// Most accounts whose appends share one transaction.
+    pub commit_max_streams: usize,
+    /// Accounts whose state stays in memory while idle, least recently
+    /// used evicted first.
+    pub max_cached_accounts: usize,
 }
 
 impl Default for EngineConfig {
     fn default() -> Self {
         EngineConfig {
             max_batch: 512,
-            idle_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(5),
             snapshot_every: 1_000,
             max_attempts: 16,
             mailbox: 4_096,
             sweep_every: Duration::from_secs(1),
             sweep_batch: 256,
+            commit_concurrency: 4,
+            commit_max_streams: 256,
+            max_cached_accounts: 100_000,
         }
     }
 }
@@ -118,6 +133,12 @@ pub(crate) struct Shared<S> {
     /// still need a poll).
     appended: broadcast::Sender<AccountId>,
     pub(crate) metrics: Metrics,
+    /// Idle accounts' states, least recently used evicted first. An actor
+    /// takes its account's state out while it runs and puts it back when
+    /// it retires; a miss reloads from the snapshot and the stream.
+    cache: Mutex<lru::LruCache<AccountId, Account>>,
+    /// The group-commit writer, started by the first append.
+    writer: OnceLock<mpsc::Sender<writer::PendingAppend>>,
 }
 
 struct ActorHandle {
@@ -138,13 +159,17 @@ impl<S: EventStore> Engine<S> {
             shared: Arc::new(Shared {
                 store,
                 clock,
-                config,
                 catalog: RwLock::new(Arc::new(Catalog::default())),
                 background: Mutex::new(Vec::new()),
                 actors: Mutex::new(HashMap::new()),
                 next_actor: AtomicU64::new(0),
                 appended: broadcast::channel(APPENDED_BACKLOG).0,
                 metrics: Metrics::global(),
+                writer: OnceLock::new(),
+                cache: Mutex::new(lru::LruCache::new(
+                    NonZeroUsize::new(config.max_cached_accounts).unwrap_or(NonZeroUsize::MIN),
+                )),
+                config,
             }),
         }
     }
@@ -191,11 +216,11 @@ impl<S: EventStore> Engine<S> {
     pub async fn execute(&self, mutation: Mutation) -> Result<Applied, EngineError> {
         let (reply, answer) = oneshot::channel();
         let account = mutation.account.clone();
-        let job = actor::Job::Mutate {
+        let job = actor::Job::Mutate(Box::new(actor::MutateJob {
             mutation,
             reply,
             span: tracing::Span::current(),
-        };
+        }));
         self.send(&account, job).await?;
         let applied = answer.await.map_err(|_| EngineError::ShuttingDown)?;
         let outcome = match &applied {
@@ -304,6 +329,29 @@ impl<S: EventStore> Engine<S> {
 /// by before it is told it lagged.
 const APPENDED_BACKLOG: usize = 1_024;
 
+impl<S: EventStore> Shared<S> {
+    /// Appends through the group-commit writer: in one transaction with
+    /// whatever other accounts are appending at the same moment.
+    pub(crate) async fn append(
+        self: &Arc<Self>,
+        request: AppendRequest,
+        span: tracing::Span,
+    ) -> Result<AppendResult, StoreError> {
+        let stopped = || StoreError::Unavailable("the engine's writer has stopped".into());
+        let writer = self.writer.get_or_init(|| writer::start(self));
+        let (reply, answer) = oneshot::channel();
+        writer
+            .send(writer::PendingAppend {
+                request,
+                span,
+                reply,
+            })
+            .await
+            .map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
 impl<S> Shared<S> {
     pub(crate) fn announce_append(&self, account: &AccountId) {
         // No receivers is the normal case; nothing to do then.
@@ -323,12 +371,18 @@ impl<S> Shared<S> {
     }
 
     /// Under the registry lock, so no sender can pick up the mailbox while
-    /// the actor decides to go: lets the account go if nothing is queued.
+    /// the actor decides to go: lets the account go if nothing is queued,
+    /// and leaves its state in the cache for the next actor.
+    ///
+    /// A job sent in the instant before the mailbox closed is still in it
+    /// afterwards; the state then stays with the retiring actor, which
+    /// answers the job, and is not cached (the next actor reloads).
     pub(crate) fn retire_if_idle(
         &self,
         account: &AccountId,
         id: u64,
         inbox: &mut mpsc::Receiver<actor::Job>,
+        state: &mut Option<Account>,
     ) -> bool {
         let mut actors = self.actors.lock().expect("actors lock");
         if !inbox.is_empty() {
@@ -338,6 +392,20 @@ impl<S> Shared<S> {
             actors.remove(account);
         }
         inbox.close();
+        if inbox.is_empty()
+            && let Some(state) = state.take()
+        {
+            self.cache
+                .lock()
+                .expect("cache lock")
+                .put(account.clone(), state);
+        }
         true
+    }
+
+    /// The cached state of an account an actor is starting for: taken out,
+    /// so only that actor has it.
+    pub(crate) fn cached_state(&self, account: &AccountId) -> Option<Account> {
+        self.cache.lock().expect("cache lock").pop(account)
     }
 }

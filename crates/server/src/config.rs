@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use tally_engine::EngineConfig;
+use tally_store::postgres::PostgresOptions;
 
 /// The command line: a subcommand (serve by default) and the settings.
 #[derive(Clone, Debug, Parser)]
@@ -118,6 +120,51 @@ pub struct Config {
     )]
     pub max_projection_lag_secs: u64,
 
+    /// Most connections to PostgreSQL at once.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_PG_MAX_CONNECTIONS",
+        default_value_t = 16
+    )]
+    pub pg_max_connections: usize,
+
+    /// Longest wait to open a PostgreSQL connection, in seconds (unless the
+    /// URL sets connect_timeout).
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_PG_CONNECT_TIMEOUT_SECS",
+        default_value_t = 5
+    )]
+    pub pg_connect_timeout_secs: u64,
+
+    /// Longest wait for a free pooled connection, in seconds.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_PG_ACQUIRE_TIMEOUT_SECS",
+        default_value_t = 5
+    )]
+    pub pg_acquire_timeout_secs: u64,
+
+    /// Group-commit transactions in flight at once, each carrying the
+    /// appends of many accounts. Default: 4 on PostgreSQL, 1 on the
+    /// embedded store (SQLite has one writer).
+    #[arg(long, global = true, env = "TALLY_COMMIT_CONCURRENCY")]
+    pub commit_concurrency: Option<usize>,
+
+    /// Accounts kept in memory, least recently used evicted first; an
+    /// evicted account is reloaded from its snapshot and the tail of its
+    /// stream when next used.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_MAX_CACHED_ACCOUNTS",
+        default_value_t = 100_000
+    )]
+    pub max_cached_accounts: usize,
+
     /// Log format.
     #[arg(long, global = true, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -142,6 +189,18 @@ impl Config {
         if self.max_hold_ttl_secs < self.default_hold_ttl_secs {
             return Err("max-hold-ttl-secs must be at least default-hold-ttl-secs".into());
         }
+        if self.pg_max_connections == 0 {
+            return Err("pg-max-connections must be at least 1".into());
+        }
+        if self.pg_connect_timeout_secs == 0 || self.pg_acquire_timeout_secs == 0 {
+            return Err("pg-connect-timeout-secs and pg-acquire-timeout-secs must be more than zero".into());
+        }
+        if self.commit_concurrency == Some(0) {
+            return Err("commit-concurrency must be at least 1".into());
+        }
+        if self.max_cached_accounts == 0 {
+            return Err("max-cached-accounts must be at least 1".into());
+        }
         Ok(())
     }
 
@@ -155,6 +214,28 @@ impl Config {
 
     pub fn max_hold_ttl(&self) -> Duration {
         Duration::from_secs(self.max_hold_ttl_secs)
+    }
+
+    /// The PostgreSQL pool's settings.
+    pub fn postgres_options(&self) -> PostgresOptions {
+        PostgresOptions {
+            max_connections: self.pg_max_connections,
+            connect_timeout: Duration::from_secs(self.pg_connect_timeout_secs),
+            acquire_timeout: Duration::from_secs(self.pg_acquire_timeout_secs),
+            ..PostgresOptions::default()
+        }
+    }
+
+    /// The engine's settings for a store whose `db.system.name` is
+    /// `system` (`sqlite` serialises writers, so one transaction at a time
+    /// batches best there).
+    pub fn engine_config(&self, system: &str) -> EngineConfig {
+        let default_concurrency = if system == "sqlite" { 1 } else { 4 };
+        EngineConfig {
+            commit_concurrency: self.commit_concurrency.unwrap_or(default_concurrency),
+            max_cached_accounts: self.max_cached_accounts,
+            ..EngineConfig::default()
+        }
     }
 
     /// The configuration as it may be logged: the database password

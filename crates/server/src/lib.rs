@@ -18,7 +18,7 @@ use tally_api::v1::account_service_server::AccountServiceServer;
 use tally_api::v1::catalog_service_server::CatalogServiceServer;
 use tally_api::v1::metering_service_server::MeteringServiceServer;
 use tally_core::{Clock, PlanCatalogue, RateCard};
-use tally_engine::{Engine, EngineConfig, EngineError};
+use tally_engine::{Engine, EngineError};
 use tally_projections::{ProjectionError, Projections, RunnerConfig};
 use tally_store::postgres::{PostgresOptions, PostgresStore};
 use tally_store::sqlite::SqliteStore;
@@ -193,7 +193,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
     let Some(url) = &config.database_url else {
         anyhow::bail!("migrate needs --database-url (the embedded store migrates itself on open)");
     };
-    let store = PostgresStore::connect(url, PostgresOptions::default())
+    let store = PostgresStore::connect(url, config.postgres_options())
         .await
         .context("connecting to PostgreSQL")?;
     let report = store.migrate().await.context("migrating")?;
@@ -211,9 +211,9 @@ const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Connects to PostgreSQL and waits until the schema is at this build's
 /// version: unreachable databases are retried, unmigrated ones waited for.
-async fn open_postgres(url: String) -> anyhow::Result<PostgresStore> {
+async fn open_postgres(url: String, options: PostgresOptions) -> anyhow::Result<PostgresStore> {
     loop {
-        match PostgresStore::connect(&url, PostgresOptions::default()).await {
+        match PostgresStore::connect(&url, options.clone()).await {
             Ok(store) => loop {
                 match store.schema_status().await {
                     Ok(status) if status.is_current() => {
@@ -250,7 +250,8 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         .with_context(|| format!("binding {}", config.listen))?;
     // Store calls made for a traced request get spans of their own.
     if let Some(url) = config.database_url.clone() {
-        let open = async move { open_postgres(url).await.map(Traced::new) };
+        let options = config.postgres_options();
+        let open = async move { open_postgres(url, options).await.map(Traced::new) };
         return serve(listener, &config, clock, seeds, open).await;
     }
     let store_path = config.data_dir.join(EMBEDDED_STORE_FILE);
@@ -303,6 +304,7 @@ async fn serve<S: Store>(
         });
 
     let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
+    let settings = config.clone();
     let max_lag = config.max_projection_lag();
     let task = tokio::spawn(async move {
         let mut serving = tokio::spawn(server);
@@ -317,7 +319,7 @@ async fn serve<S: Store>(
                         return Err(e);
                     }
                 };
-                let engine = Engine::new(store.clone(), clock.clone(), EngineConfig::default());
+                let engine = Engine::new(store.clone(), clock.clone(), settings.engine_config(store.system_name()));
                 if let Err(e) = publish_seeds(&engine, seeds).await {
                     serving.abort();
                     return Err(e);

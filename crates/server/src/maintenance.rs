@@ -10,7 +10,7 @@ use tally_projections::rebuild::{Progress, rebuild, request_rebuild};
 use tally_projections::verify::verify;
 use tally_projections::{Projection, ProjectionError};
 use tally_store::LogPosition;
-use tally_store::postgres::{PostgresOptions, PostgresStore};
+use tally_store::postgres::PostgresStore;
 use tally_store::sqlite::SqliteStore;
 
 use crate::{Config, EMBEDDED_STORE_FILE, Store};
@@ -38,7 +38,7 @@ async fn with_store<T>(
 ) -> anyhow::Result<T> {
     match &config.database_url {
         Some(url) => {
-            let store = PostgresStore::connect(url, PostgresOptions::default())
+            let store = PostgresStore::connect(url, config.postgres_options())
                 .await
                 .context("connecting to PostgreSQL")?;
             let status = store.schema_status().await?;

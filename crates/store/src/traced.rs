@@ -61,8 +61,13 @@ impl<S: EventStore> EventStore for Traced<S> {
         &self,
         requests: Vec<AppendRequest>,
     ) -> impl Future<Output = Vec<Result<AppendResult, StoreError>>> + Send {
-        // Several accounts: the span names none of them.
-        let span = self.span("append_batch", None);
+        // The same operation as a single append (it is one, of several
+        // streams); it names the account only when there is one.
+        let stream = match requests.as_slice() {
+            [only] => Some(only.stream_id.as_str()),
+            _ => None,
+        };
+        let span = self.span("append", stream);
         self.0.append_batch(requests).instrument(span)
     }
 

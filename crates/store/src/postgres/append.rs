@@ -37,7 +37,7 @@ use crate::{AppendRequest, AppendResult, LogPosition, StoreError};
 ///   Holds may be overwritten (an expired hold settled late); wakeups are
 ///   overwritten unconditionally, and the row lock that takes is what a
 ///   concurrent `set_wakeup` waits on and then loses to.
-const APPEND: &str = "
+pub(super) const APPEND: &str = "
 WITH guard AS MATERIALIZED (
     SELECT g.stream_id
     FROM unnest($1::text[], $2::bigint[]) AS g(stream_id, expected)

@@ -55,7 +55,7 @@ use crate::{LogPosition, RecordedEvent, StoreError};
 /// `settled`: the row's transaction is below the fence. The payload of a
 /// held-back row is not sent: only its existence matters. Read through the
 /// `(tx, position)` index from the cursor, stopping after `$3` rows.
-const READ_LOG: &str = "
+pub(super) const READ_LOG: &str = "
     SELECT e.stream_id, e.version, e.position, e.tx::text::bigint, e.event_type,
            CASE WHEN e.tx < f.xmin THEN e.payload END,
            e.recorded_at_ms,

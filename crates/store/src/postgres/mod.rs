@@ -48,6 +48,34 @@ use crate::{
     RecordedEvent, Snapshot, StoreError, Wakeup,
 };
 
+/// The statements an append or a command's lookups run, with example
+/// arguments as SQL literals: `(name, statement, arguments)`. For tests
+/// that check their plans stay index lookups however large the tables.
+#[cfg(feature = "test-util")]
+pub fn hot_path_statements() -> Vec<(&'static str, &'static str, &'static str)> {
+    vec![
+        (
+            "append",
+            append::APPEND,
+            "ARRAY['acct-7'], ARRAY[1000::bigint], ARRAY['acct-7'], ARRAY[1001::bigint], \
+             ARRAY['t'], ARRAY['\\x00'::bytea], ARRAY[0::bigint], ARRAY['acct-7'], ARRAY['new-key'], \
+             ARRAY['\\x00'::bytea], ARRAY['\\x00'::bytea], ARRAY['acct-7'], ARRAY['h'], \
+             ARRAY['\\x00'::bytea], ARRAY['acct-7'], ARRAY[1001::bigint], ARRAY[NULL::bigint]",
+        ),
+        ("stream_version", sql::STREAM_VERSION, "'acct-0'"),
+        ("read_stream", sql::READ_STREAM, "'acct-0', 990, 1000"),
+        (
+            "find_idempotency",
+            sql::FIND_IDEMPOTENCY,
+            "'acct-0', ARRAY['key-17', 'key-99999', 'missing']",
+        ),
+        ("find_holds", sql::FIND_HOLDS, "'acct-0', ARRAY['h-1', 'missing']"),
+        ("load_snapshot", sql::LOAD_SNAPSHOT, "'acct-0'"),
+        ("log_head", projection::LOG_HEAD, ""),
+        ("read_log", log::READ_LOG, "'0', 0, 100"),
+    ]
+}
+
 /// The role the migrations create and grant the service's privileges to.
 pub const APP_ROLE: &str = "tally_app";
 

@@ -9,12 +9,29 @@ use tokio_postgres::types::FromSql;
 use super::error::{Failure, store_error};
 use crate::{HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot, StoreError, Wakeup};
 
-/// The columns `recorded_event` reads, in its order. xid8 has no Rust type in
-/// tokio-postgres; as text it converts losslessly to bigint (a full
-/// transaction id stays below 2^63 until the epoch counter wraps 2^31
-/// times).
-pub(super) const EVENT_COLUMNS: &str =
-    "stream_id, version, position, tx::text::bigint, event_type, payload, recorded_at_ms";
+/// A stream's events from a version on: its primary key, in order, in the
+/// columns `recorded_event` reads. xid8 has no Rust type in tokio-postgres;
+/// as text it converts losslessly to bigint (a full transaction id stays
+/// below 2^63 until the epoch counter wraps 2^31 times).
+pub(super) const READ_STREAM: &str =
+    "SELECT stream_id, version, position, tx::text::bigint, event_type, payload, recorded_at_ms
+     FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3";
+
+/// One primary-key lookup per key, whatever the plan cache decides: with
+/// `key = ANY($2)`, a cached generic plan scanned every key of the stream.
+/// A repeated key still matches its row once.
+pub(super) const FIND_IDEMPOTENCY: &str = "
+    SELECT i.key, i.fingerprint, i.response
+    FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS k) AS wanted(key)
+    JOIN idempotency i ON i.stream_id = $1 AND i.key = wanted.key";
+
+/// Like [`FIND_IDEMPOTENCY`], by primary key.
+pub(super) const FIND_HOLDS: &str = "
+    SELECT h.hold_id, h.payload
+    FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS k) AS wanted(hold_id)
+    JOIN resolved_holds h ON h.stream_id = $1 AND h.hold_id = wanted.hold_id";
+
+pub(super) const LOAD_SNAPSHOT: &str = "SELECT version, payload FROM snapshots WHERE stream_id = $1";
 
 pub(super) const STREAM_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1";
 
@@ -51,10 +68,7 @@ pub(super) async fn read_stream(
         return Ok(Vec::new());
     }
     let statement = client
-        .prepare_cached(&format!(
-            "SELECT {EVENT_COLUMNS} FROM events
-             WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3"
-        ))
+        .prepare_cached(READ_STREAM)
         .await
         .map_err(store_error)?;
     let rows = client
@@ -107,15 +121,8 @@ pub(super) async fn find_idempotency(
     if keys.is_empty() {
         return Ok(Vec::new());
     }
-    // One primary-key lookup per key, whatever the plan cache decides:
-    // `key = ANY($2)` with a generic plan scans the stream's keys instead.
-    // A repeated key still matches its row once.
     let statement = client
-        .prepare_cached(
-            "SELECT i.key, i.fingerprint, i.response
-             FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS k) AS wanted(key)
-             JOIN idempotency i ON i.stream_id = $1 AND i.key = wanted.key",
-        )
+        .prepare_cached(FIND_IDEMPOTENCY)
         .await
         .map_err(store_error)?;
     client
@@ -142,11 +149,7 @@ pub(super) async fn find_holds(
         return Ok(Vec::new());
     }
     let statement = client
-        .prepare_cached(
-            "SELECT h.hold_id, h.payload
-             FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS k) AS wanted(hold_id)
-             JOIN resolved_holds h ON h.stream_id = $1 AND h.hold_id = wanted.hold_id",
-        )
+        .prepare_cached(FIND_HOLDS)
         .await
         .map_err(store_error)?;
     client
@@ -197,7 +200,7 @@ pub(super) async fn load_snapshot(
     stream_id: &str,
 ) -> Result<Option<Snapshot>, StoreError> {
     let statement = client
-        .prepare_cached("SELECT version, payload FROM snapshots WHERE stream_id = $1")
+        .prepare_cached(LOAD_SNAPSHOT)
         .await
         .map_err(store_error)?;
     client
@@ -267,7 +270,7 @@ pub(super) async fn due_wakeups(
         .collect()
 }
 
-/// Reads a row selected with [`EVENT_COLUMNS`].
+/// Reads a row selected like [`READ_STREAM`].
 pub(super) fn recorded_event(row: &Row) -> Result<RecordedEvent, StoreError> {
     Ok(RecordedEvent {
         stream_id: get(row, 0)?,

@@ -1,0 +1,90 @@
+//! Group commit across accounts: every actor hands its append to one
+//! writer, which puts whatever has queued up, from any number of accounts,
+//! into one store transaction (`EventStore::append_batch`).
+//!
+//! An actor already batches its own account's commands; this batches the
+//! accounts. A thousand quiet accounts each appending one debit cost one
+//! commit (one fsync), not a thousand. Each stream keeps its own version
+//! check, and one stream's conflict fails only that stream's append.
+//!
+//! The writer takes a permit before it gathers, so while `concurrency`
+//! transactions are in flight the queue fills and the next transaction
+//! carries more: batches grow with load instead of commits queueing up.
+
+use std::sync::{Arc, Weak};
+
+use tally_store::{AppendRequest, AppendResult, EventStore, StoreError};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+use tracing::{Instrument, Span};
+
+use crate::Shared;
+
+/// One actor's append, waiting for its transaction.
+pub(crate) struct PendingAppend {
+    pub(crate) request: AppendRequest,
+    /// The batch span of the actor that asked: the transaction is traced
+    /// under the first append it carries.
+    pub(crate) span: Span,
+    pub(crate) reply: oneshot::Sender<Result<AppendResult, StoreError>>,
+}
+
+/// Appends queued beyond what the transactions in flight carry. Actors
+/// wait for their append, so at most one per active account is queued.
+const QUEUE: usize = 65_536;
+
+/// Starts the writer for `shared`. It holds the engine weakly, and stops
+/// once the engine is dropped (every sender gone).
+pub(crate) fn start<S: EventStore>(shared: &Arc<Shared<S>>) -> mpsc::Sender<PendingAppend> {
+    let (sender, queue) = mpsc::channel(QUEUE);
+    tokio::spawn(run(Arc::downgrade(shared), queue));
+    sender
+}
+
+async fn run<S: EventStore>(shared: Weak<Shared<S>>, mut queue: mpsc::Receiver<PendingAppend>) {
+    let (concurrency, max_streams) = match shared.upgrade() {
+        Some(shared) => (
+            shared.config.commit_concurrency.max(1),
+            shared.config.commit_max_streams.max(1),
+        ),
+        None => return,
+    };
+    let permits = Arc::new(Semaphore::new(concurrency));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = queue.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < max_streams {
+            match queue.try_recv() {
+                Ok(pending) => batch.push(pending),
+                Err(_) => break,
+            }
+        }
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            commit(&shared.store, batch).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn commit<S: EventStore>(store: &S, batch: Vec<PendingAppend>) {
+    let span = batch[0].span.clone();
+    let mut requests = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len());
+    for pending in batch {
+        requests.push(pending.request);
+        replies.push(pending.reply);
+    }
+    let results = store.append_batch(requests).instrument(span).await;
+    for (reply, result) in replies.into_iter().zip(results) {
+        // An actor that stopped waiting learns nothing; its callers' keys
+        // tell their retries what happened.
+        let _ = reply.send(result);
+    }
+}
