@@ -1,0 +1,152 @@
+//! Fresh PostgreSQL databases for one run, created and dropped through the
+//! admin URL, so a run never touches data it did not make.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use anyhow::Context;
+use tokio_postgres::NoTls;
+
+/// A database this process created. Dropped with `drop_now` at the end of
+/// a run; if a run fails first, `Drop` still removes it (on a thread of its
+/// own, since `Drop` cannot await).
+pub struct Database {
+    admin_url: String,
+    pub name: String,
+    pub url: String,
+    dropped: bool,
+}
+
+impl Database {
+    /// Creates `tally_bench_<pid>_<n>_<tag>`.
+    pub async fn create(admin_url: &str, tag: &str) -> anyhow::Result<Database> {
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let name = format!(
+            "tally_bench_{}_{}_{tag}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let admin = connect(admin_url).await?;
+        admin
+            .batch_execute(&format!("CREATE DATABASE \"{name}\""))
+            .await
+            .with_context(|| format!("creating database {name}"))?;
+        let url = with_database(admin_url, &name)?;
+        Ok(Database {
+            admin_url: admin_url.to_owned(),
+            name,
+            url,
+            dropped: false,
+        })
+    }
+
+    /// Drops the database, closing whatever sessions are still in it.
+    pub async fn drop_now(mut self) -> anyhow::Result<()> {
+        self.dropped = true;
+        drop_database(&self.admin_url, &self.name).await
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        if self.dropped {
+            return;
+        }
+        let admin_url = self.admin_url.clone();
+        let name = self.name.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(drop_database(&admin_url, &name))
+        });
+        if let Ok(Err(e)) = cleanup.join() {
+            eprintln!("tally-bench: could not drop database {}: {e:#}", self.name);
+        }
+    }
+}
+
+async fn drop_database(admin_url: &str, name: &str) -> anyhow::Result<()> {
+    let admin = connect(admin_url).await?;
+    admin
+        .batch_execute(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))
+        .await
+        .with_context(|| format!("dropping database {name}"))
+}
+
+/// Connects and drives the connection on a task of its own.
+pub async fn connect(url: &str) -> anyhow::Result<tokio_postgres::Client> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))?;
+    tokio::spawn(async move {
+        // The connection ends when the client is dropped; an error here
+        // shows up on the client's next query too.
+        let _ = connection.await;
+    });
+    Ok(client)
+}
+
+/// The server's version string, for the report.
+pub async fn server_version(url: &str) -> anyhow::Result<String> {
+    let client = connect(url).await?;
+    let row = client.query_one("SHOW server_version", &[]).await?;
+    Ok(row.get(0))
+}
+
+/// `admin_url` with its database replaced by `name`. Accepts URLs with or
+/// without a database path and with query parameters.
+pub fn with_database(admin_url: &str, name: &str) -> anyhow::Result<String> {
+    let (scheme, rest) = admin_url.split_once("://").with_context(|| {
+        format!(
+            "{} is not a postgres:// URL (key=value strings are not supported here)",
+            redact(admin_url)
+        )
+    })?;
+    let (rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, format!("?{query}")),
+        None => (rest, String::new()),
+    };
+    let authority = rest
+        .split_once('/')
+        .map_or(rest, |(authority, _db)| authority);
+    Ok(format!("{scheme}://{authority}/{name}{query}"))
+}
+
+/// The URL with its password hidden, for messages.
+pub fn redact(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((credentials, host)) = rest.rsplit_once('@')
+        && let Some((user, _password)) = credentials.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_urls() {
+        assert_eq!(
+            with_database("postgres://postgres@127.0.0.1:5432/postgres", "x").unwrap(),
+            "postgres://postgres@127.0.0.1:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h:5432", "x").unwrap(),
+            "postgres://u:p@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgresql://h/db?sslmode=disable", "x").unwrap(),
+            "postgresql://h/x?sslmode=disable"
+        );
+        assert!(with_database("host=localhost", "x").is_err());
+    }
+
+    #[test]
+    fn passwords_are_hidden() {
+        assert_eq!(redact("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

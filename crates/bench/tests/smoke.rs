@@ -1,0 +1,262 @@
+//! CI smoke test of tally-bench: the real binary drives a real tallyd for a
+//! couple of seconds per scenario, on the embedded store and on PostgreSQL,
+//! and must finish with exact balances. No timing is asserted: CI machines
+//! are shared and slow; the figures belong in docs/benchmarks.md.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+const BENCH: &str = env!("CARGO_BIN_EXE_tally-bench");
+
+fn admin_url() -> String {
+    std::env::var("TALLY_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// tallyd of the same build profile: `target/<profile>/tallyd`, beside the
+/// folder of this test's executable (`target/<profile>/deps/`). `cargo test
+/// --workspace` builds it already (tally-server has integration tests);
+/// `cargo test -p tally-bench` may not, so it is built here when missing.
+fn tallyd() -> &'static Path {
+    static TALLYD: OnceLock<PathBuf> = OnceLock::new();
+    TALLYD.get_or_init(|| {
+        if let Ok(path) = std::env::var("TALLY_BENCH_TALLYD") {
+            return PathBuf::from(path);
+        }
+        let exe = std::env::current_exe().expect("the test's own path");
+        let profile_dir = exe
+            .parent()
+            .and_then(Path::parent)
+            .expect("the test runs from target/<profile>/deps");
+        let tallyd = profile_dir.join(format!("tallyd{}", std::env::consts::EXE_SUFFIX));
+        if !tallyd.exists() {
+            build_tallyd(profile_dir);
+        }
+        assert!(
+            tallyd.exists(),
+            "no tallyd at {} even after building it; set TALLY_BENCH_TALLYD",
+            tallyd.display()
+        );
+        tallyd
+    })
+}
+
+fn build_tallyd(profile_dir: &Path) {
+    let mut command = Command::new(env!("CARGO"));
+    command.args(["build", "-p", "tally-server", "--bin", "tallyd"]);
+    if profile_dir
+        .file_name()
+        .is_some_and(|name| name == "release")
+    {
+        command.arg("--release");
+    }
+    // The target dir this test was built in, whatever CARGO_TARGET_DIR says.
+    if let Some(target_dir) = profile_dir.parent() {
+        command.env("CARGO_TARGET_DIR", target_dir);
+    }
+    let status = command
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .status()
+        .expect("running cargo build for tallyd");
+    assert!(status.success(), "cargo build -p tally-server failed");
+}
+
+/// Runs `tally-bench <args>` for a short time and returns its JSON report.
+fn bench(name: &str, args: &[&str]) -> Value {
+    let json = tempfile::Builder::new()
+        .prefix(&format!("tally-bench-{name}-"))
+        .suffix(".json")
+        .tempfile()
+        .expect("temp file");
+    let output = Command::new(BENCH)
+        .args(args)
+        .args(["--duration", "2s", "--warmup", "500ms"])
+        .args(["--callers", "8", "--connections", "2"])
+        .arg("--tallyd")
+        .arg(tallyd())
+        .arg("--database-url")
+        .arg(admin_url())
+        .arg("--json")
+        .arg(json.path())
+        .output()
+        .expect("running tally-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "tally-bench {args:?} failed ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    assert!(
+        stdout.contains("balances: PASS"),
+        "no PASS line from tally-bench {args:?}:\n{stdout}\n{stderr}"
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(json.path()).expect("JSON report"))
+            .expect("valid JSON");
+    assert_eq!(report["balances_exact"], true, "{name}: {report:#}");
+    assert_eq!(report["check"]["exact"], true, "{name}: {report:#}");
+    let ops = report["tally"]["ops"].as_u64().expect("tally.ops");
+    assert!(ops > 0, "{name}: Tally made no operation: {report:#}");
+    assert_eq!(
+        report["tally"]["errors"],
+        serde_json::json!({}),
+        "{name}: Tally answered with errors: {report:#}"
+    );
+    report
+}
+
+fn scenarios(store: &str) {
+    let hot = bench(
+        &format!("{store}-hot"),
+        &[
+            "hot",
+            "--store",
+            store,
+            "--history",
+            "500",
+            "--baseline",
+            "none",
+        ],
+    );
+    assert!(hot["history"]["operations"].as_u64().unwrap() > 0);
+    bench(
+        &format!("{store}-spread"),
+        &[
+            "spread",
+            "--store",
+            store,
+            "--accounts",
+            "100",
+            "--baseline",
+            "none",
+        ],
+    );
+    bench(
+        &format!("{store}-reserve-commit"),
+        &[
+            "reserve-commit",
+            "--store",
+            store,
+            "--history",
+            "200",
+            "--history-on-hot",
+            "--baseline",
+            "none",
+        ],
+    );
+    // Open loop, so the scheduled path runs too.
+    let mixed = bench(
+        &format!("{store}-mixed"),
+        &[
+            "mixed",
+            "--store",
+            store,
+            "--accounts",
+            "20",
+            "--rate",
+            "100",
+            "--baseline",
+            "none",
+        ],
+    );
+    assert_eq!(mixed["mode"], "open");
+    assert!(mixed["tally"]["by_kind"].as_object().unwrap().len() >= 4);
+}
+
+#[test]
+fn every_scenario_on_the_embedded_store() {
+    scenarios("sqlite");
+}
+
+#[test]
+fn every_scenario_on_postgres() {
+    scenarios("postgres");
+}
+
+/// Baselines run in the same invocation and every Tally figure gets a ratio
+/// to each; the plot is written; the databases are gone afterwards.
+#[test]
+fn baselines_ratios_and_plot() {
+    let plot = tempfile::Builder::new()
+        .suffix(".svg")
+        .tempfile()
+        .expect("temp file");
+    let plot_path = plot.path().to_str().expect("utf-8 path");
+    let report = bench(
+        "baselines",
+        &["hot", "--baseline", "naive,echo", "--plot", plot_path],
+    );
+    for baseline in ["naive", "echo"] {
+        assert!(report[baseline]["ops"].as_u64().unwrap() > 0, "{report:#}");
+        assert!(
+            report["ratios"][baseline]["ops_per_sec"].as_f64().unwrap() > 0.0,
+            "{report:#}"
+        );
+    }
+    assert_eq!(report["naive_check"]["exact"], true, "{report:#}");
+    let svg = std::fs::read_to_string(plot.path()).expect("plot written");
+    assert_eq!(svg.matches("<polyline").count(), 3, "{svg}");
+
+    let pid = report["pid"].as_u64().unwrap();
+    assert_eq!(count_databases(pid), 0, "tally-bench left databases behind");
+}
+
+fn count_databases(pid: u64) -> i64 {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&admin_url(), tokio_postgres::NoTls)
+            .await
+            .expect("PostgreSQL");
+        tokio::spawn(connection);
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_database WHERE datname LIKE $1",
+                &[&format!("tally_bench_{pid}_%")],
+            )
+            .await
+            .unwrap()
+            .get(0)
+    })
+}
+
+#[test]
+fn the_report_scenario_says_it_is_not_available_yet() {
+    let output = Command::new(BENCH)
+        .args(["report", "--duration", "1s"])
+        .output()
+        .expect("running tally-bench");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("not available yet"), "{stderr}");
+}
+
+#[test]
+fn memory_per_cached_account() {
+    let json = tempfile::NamedTempFile::new().expect("temp file");
+    let output = Command::new(BENCH)
+        .args(["memory", "--steps", "200,400", "--callers", "8"])
+        .arg("--tallyd")
+        .arg(tallyd())
+        .arg("--json")
+        .arg(json.path())
+        .output()
+        .expect("running tally-bench");
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(json.path()).unwrap()).unwrap();
+    let steps = report["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert!(steps[1]["rss_bytes"].as_u64().unwrap() > 0);
+}
