@@ -387,7 +387,11 @@ impl Account {
 
     /// A hold that ended, if this account knows it and it is still within
     /// its retention at `now` (see [`ResolvedReservation::forget_after`]).
-    pub fn resolved_hold(&self, id: &ReservationId, now: Timestamp) -> Option<&ResolvedReservation> {
+    pub fn resolved_hold(
+        &self,
+        id: &ReservationId,
+        now: Timestamp,
+    ) -> Option<&ResolvedReservation> {
         self.resolved
             .get(id)
             .filter(|resolved| resolved.forget_after() > now)

@@ -117,6 +117,9 @@ pub(crate) fn encode_hold(hold: &ResolvedReservation) -> Result<HoldRecord, Engi
 
 pub(crate) fn decode_hold(record: &HoldRecord) -> Result<ResolvedReservation, EngineError> {
     serde_json::from_slice(&record.payload).map_err(|e| {
-        EngineError::Corrupt(format!("stored hold {} does not decode: {e}", record.hold_id))
+        EngineError::Corrupt(format!(
+            "stored hold {} does not decode: {e}",
+            record.hold_id
+        ))
     })
 }

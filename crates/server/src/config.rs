@@ -193,7 +193,9 @@ impl Config {
             return Err("pg-max-connections must be at least 1".into());
         }
         if self.pg_connect_timeout_secs == 0 || self.pg_acquire_timeout_secs == 0 {
-            return Err("pg-connect-timeout-secs and pg-acquire-timeout-secs must be more than zero".into());
+            return Err(
+                "pg-connect-timeout-secs and pg-acquire-timeout-secs must be more than zero".into(),
+            );
         }
         if self.commit_concurrency == Some(0) {
             return Err("commit-concurrency must be at least 1".into());

@@ -11,6 +11,12 @@ use tally_server::config::{Cli, Command, LogFormat, redact_password};
 use tally_telemetry::TelemetryConfig;
 use tracing::{error, info, warn};
 
+/// Every request allocates and frees many small buffers on two worker
+/// threads; glibc's allocator spent about a fifth of tallyd's CPU on it
+/// under load (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let Cli { command, config } = Cli::parse();
     if let Err(e) = config.validate() {

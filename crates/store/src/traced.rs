@@ -7,9 +7,9 @@
 use tracing::{Instrument, Span};
 
 use crate::{
-    AppendRequest, AppendResult, CommitOutcome, EventStore, HoldRecord, IdempotencyRecord, LogPosition,
-    PoolStatus, ProjectionCheckpoint, ProjectionCommit, ProjectionLock, ProjectionStore,
-    RecordedEvent, Snapshot, SqlRow, SqlStatement, StoreError, Wakeup,
+    AppendRequest, AppendResult, CommitOutcome, EventStore, HoldRecord, IdempotencyRecord,
+    LogPosition, PoolStatus, ProjectionCheckpoint, ProjectionCommit, ProjectionLock,
+    ProjectionStore, RecordedEvent, Snapshot, SqlRow, SqlStatement, StoreError, Wakeup,
 };
 
 #[derive(Clone, Debug)]

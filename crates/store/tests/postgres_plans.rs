@@ -13,7 +13,13 @@ const STREAMS: i64 = 1_000;
 
 /// Tables whose size grows with history: reading any of them whole is what
 /// makes a store slow down as it ages.
-const GROWING: [&str; 5] = ["events", "idempotency", "resolved_holds", "snapshots", "wakeups"];
+const GROWING: [&str; 5] = [
+    "events",
+    "idempotency",
+    "resolved_holds",
+    "snapshots",
+    "wakeups",
+];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hot_path_plans_are_index_lookups_at_a_million_events() {

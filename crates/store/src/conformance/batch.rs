@@ -47,7 +47,13 @@ pub async fn append_batch_judges_each_stream_alone<H: Harness>(harness: &H) {
 
     let results = store
         .append_batch(vec![
-            good_new, stale, stored_key, repeated_key, invalid, good_next, twice,
+            good_new,
+            stale,
+            stored_key,
+            repeated_key,
+            invalid,
+            good_next,
+            twice,
         ])
         .await;
     assert_eq!(results.len(), 7, "one result per request");
@@ -182,7 +188,11 @@ pub async fn racing_batches_win_each_version_once<H: Harness>(harness: &H) {
         let wins = won.get(&stream_id).copied().unwrap_or(0);
         assert!(wins > 0, "{stream_id}: nobody won");
         let recorded = read_whole_stream(&*store, &stream_id).await;
-        assert_eq!(recorded.len() as u64, wins * 2, "{stream_id}: two events a win");
+        assert_eq!(
+            recorded.len() as u64,
+            wins * 2,
+            "{stream_id}: two events a win"
+        );
         assert!(
             recorded
                 .iter()
@@ -225,7 +235,13 @@ pub async fn resolved_holds_are_kept_per_stream<H: Harness>(harness: &H) {
         vec![hold("h1", "expired"), hold("h2", "released")],
         "each present hold once, absent ones missing"
     );
-    assert!(store.find_holds("holds-a", &[]).await.expect("none").is_empty());
+    assert!(
+        store
+            .find_holds("holds-a", &[])
+            .await
+            .expect("none")
+            .is_empty()
+    );
     assert!(
         store
             .find_holds("holds-b", &keys(&["h1"]))

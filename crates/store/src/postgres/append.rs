@@ -475,9 +475,7 @@ pub(super) async fn append(
             expected,
             actual,
         }) if actual == expected => {
-            let actual = stream_version(client, &stream_id)
-                .await
-                .unwrap_or(actual);
+            let actual = stream_version(client, &stream_id).await.unwrap_or(actual);
             Err(StoreError::VersionConflict {
                 stream_id,
                 expected,

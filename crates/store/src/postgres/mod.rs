@@ -44,8 +44,8 @@ use self::error::{Failure, store_error};
 pub use self::harness::{PostgresHarness, PostgresLocation, TEST_DATABASE_URL_ENV};
 pub use self::schema::{MigrationReport, SCHEMA_VERSION, SchemaStatus};
 use crate::{
-    AppendRequest, AppendResult, EventStore, HoldRecord, IdempotencyRecord, LogPosition, PoolStatus,
-    RecordedEvent, Snapshot, StoreError, Wakeup,
+    AppendRequest, AppendResult, EventStore, HoldRecord, IdempotencyRecord, LogPosition,
+    PoolStatus, RecordedEvent, Snapshot, StoreError, Wakeup,
 };
 
 /// The statements an append or a command's lookups run, with example
@@ -69,7 +69,11 @@ pub fn hot_path_statements() -> Vec<(&'static str, &'static str, &'static str)> 
             sql::FIND_IDEMPOTENCY,
             "'acct-0', ARRAY['key-17', 'key-99999', 'missing']",
         ),
-        ("find_holds", sql::FIND_HOLDS, "'acct-0', ARRAY['h-1', 'missing']"),
+        (
+            "find_holds",
+            sql::FIND_HOLDS,
+            "'acct-0', ARRAY['h-1', 'missing']",
+        ),
         ("load_snapshot", sql::LOAD_SNAPSHOT, "'acct-0'"),
         ("log_head", projection::LOG_HEAD, ""),
         ("read_log", log::READ_LOG, "'0', 0, 100"),

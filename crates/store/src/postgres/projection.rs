@@ -26,8 +26,7 @@ const LOCK_CHECKPOINT: &str =
 
 /// `events.tx`, not `tx`: a bare `tx` in `ORDER BY` names the output column
 /// (the `::bigint` cast), which no index serves, and the whole log is sorted.
-pub(super) const LOG_HEAD: &str =
-    "SELECT tx::text::bigint, position FROM events ORDER BY events.tx DESC, events.position DESC LIMIT 1";
+pub(super) const LOG_HEAD: &str = "SELECT tx::text::bigint, position FROM events ORDER BY events.tx DESC, events.position DESC LIMIT 1";
 
 /// High bits of every projection's advisory lock key ("tp"), so they stay
 /// clear of the migration lock and of other applications' keys.

@@ -7,7 +7,9 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::FromSql;
 
 use super::error::{Failure, store_error};
-use crate::{HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot, StoreError, Wakeup};
+use crate::{
+    HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot, StoreError, Wakeup,
+};
 
 /// A stream's events from a version on: its primary key, in order, in the
 /// columns `recorded_event` reads. xid8 has no Rust type in tokio-postgres;
@@ -31,9 +33,11 @@ pub(super) const FIND_HOLDS: &str = "
     FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS k) AS wanted(hold_id)
     JOIN resolved_holds h ON h.stream_id = $1 AND h.hold_id = wanted.hold_id";
 
-pub(super) const LOAD_SNAPSHOT: &str = "SELECT version, payload FROM snapshots WHERE stream_id = $1";
+pub(super) const LOAD_SNAPSHOT: &str =
+    "SELECT version, payload FROM snapshots WHERE stream_id = $1";
 
-pub(super) const STREAM_VERSION: &str = "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1";
+pub(super) const STREAM_VERSION: &str =
+    "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1";
 
 /// Writes only if the stream's last event is at `$2`, in one statement so it
 /// needs no transaction. The version check reads the statement's snapshot,

@@ -40,8 +40,8 @@ pub use self::harness::{SqliteHarness, SqliteLocation};
 pub(crate) use self::projection::LocalLock;
 pub use self::schema::SCHEMA_VERSION;
 use crate::{
-    AppendRequest, AppendResult, EventStore, HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent,
-    Snapshot, StoreError, Wakeup,
+    AppendRequest, AppendResult, EventStore, HoldRecord, IdempotencyRecord, LogPosition,
+    RecordedEvent, Snapshot, StoreError, Wakeup,
 };
 
 /// Tuning for [`SqliteStore::open_with`].

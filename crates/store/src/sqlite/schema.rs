@@ -292,7 +292,10 @@ mod tests {
         assert_eq!(version, SCHEMA_VERSION);
         assert_eq!(store.stream_version("old").await.unwrap(), 2);
         assert_eq!(store.read_log(None, 10).await.unwrap().len(), 2);
-        assert_eq!(store.find_holds("old", &["h".into()]).await.unwrap(), Vec::new());
+        assert_eq!(
+            store.find_holds("old", &["h".into()]).await.unwrap(),
+            Vec::new()
+        );
         assert_eq!(store.due_wakeups(i64::MAX, 10).await.unwrap(), Vec::new());
         assert!(!store.set_wakeup("old", 1, Some(5)).await.unwrap());
         assert!(store.set_wakeup("old", 2, Some(5)).await.unwrap());

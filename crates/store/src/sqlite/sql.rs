@@ -75,7 +75,10 @@ pub(super) fn append_batch(
 
 /// One request inside the batch's transaction, in a savepoint: all of it is
 /// written, or none.
-fn append_one(tx: &mut Transaction<'_>, request: AppendRequest) -> Result<AppendResult, StoreError> {
+fn append_one(
+    tx: &mut Transaction<'_>,
+    request: AppendRequest,
+) -> Result<AppendResult, StoreError> {
     request.validate()?;
     let AppendRequest {
         stream_id,
