@@ -265,10 +265,11 @@ impl<S: EventStore> Actor<S> {
             next_wakeup_ms: wakeup,
         })
         .await?;
-        state.resolved.clear();
         for event in &due {
             observed.note(event, &state);
         }
+        // Written: the store answers for them from now on.
+        state.resolved.clear();
         observed.record(&self.shared.metrics);
         self.shared.announce_append(&self.account);
         self.state = Some(state);

@@ -81,7 +81,14 @@ async fn commit<S: EventStore>(store: &S, batch: Vec<PendingAppend>) {
         requests.push(pending.request);
         replies.push(pending.reply);
     }
-    let results = store.append_batch(requests).instrument(span).await;
+    // The store opens its client span when the call is made, so the call
+    // is made inside the batch span (entered only for that, never across
+    // an await), and the future runs inside it.
+    let append = {
+        let _entered = span.enter();
+        store.append_batch(requests)
+    };
+    let results = append.instrument(span).await;
     for (reply, result) in replies.into_iter().zip(results) {
         // An actor that stopped waiting learns nothing; its callers' keys
         // tell their retries what happened.
