@@ -262,7 +262,10 @@ where
     // And each agrees with the aggregate the engine decides on.
     for account in ACCOUNTS {
         let events = events_of(&store, account).await;
-        let expected = Account::replay(&events).unwrap();
+        let mut expected = Account::replay(&events).unwrap();
+        // Holds that ended are never part of a stored state (the engine
+        // keeps them in the store): only the fold in memory has them.
+        expected.resolved.clear();
         let folded = reads::balance_state(&store, account)
             .await
             .unwrap()
