@@ -88,7 +88,14 @@ async fn commit<S: EventStore>(store: &S, batch: Vec<PendingAppend>) {
         let _entered = span.enter();
         store.append_batch(requests)
     };
+    let started = std::time::Instant::now();
     let results = append.instrument(span).await;
+    // How batches form under load, for whoever tunes commit concurrency.
+    tracing::debug!(
+        streams = replies.len(),
+        elapsed_us = started.elapsed().as_micros() as u64,
+        "writer committed"
+    );
     for (reply, result) in replies.into_iter().zip(results) {
         // An actor that stopped waiting learns nothing; its callers' keys
         // tell their retries what happened.

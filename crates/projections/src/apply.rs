@@ -178,13 +178,22 @@ impl Fold {
                 ],
             ));
         }
+        // Grouped by statement, so that a backend can run each group as one
+        // set-based statement: every account's bucket rows are deleted
+        // before any is inserted, and no group touches a row twice.
+        let mut balances = Vec::new();
+        let mut deletes = Vec::new();
+        let mut buckets = Vec::new();
+        let mut states = Vec::new();
         for (account, position) in &self.touched {
             let state = &self.states[account];
             if self.projection == Projection::Balances {
-                self.statements
-                    .extend(balance_rows(account, state, *position)?);
+                let rows = balance_rows(account, state, *position)?;
+                balances.push(rows.balance);
+                deletes.push(rows.delete_buckets);
+                buckets.extend(rows.buckets);
             }
-            self.statements.push(SqlStatement::new(
+            states.push(SqlStatement::new(
                 UPSERT_STATE.as_str(),
                 vec![
                     SqlValue::text(account.as_str()),
@@ -194,6 +203,10 @@ impl Fold {
                 ],
             ));
         }
+        self.statements.extend(balances);
+        self.statements.extend(deletes);
+        self.statements.extend(buckets);
+        self.statements.extend(states);
         Ok(self.statements)
     }
 }
@@ -322,12 +335,19 @@ fn usage_of(
     (key, sums)
 }
 
+/// What the balances projection writes for one account.
+struct BalanceRows {
+    balance: SqlStatement,
+    delete_buckets: SqlStatement,
+    buckets: Vec<SqlStatement>,
+}
+
 /// The balance row and bucket rows of an account, as of its last event.
 fn balance_rows(
     account: &str,
     state: &Account,
     position: LogPosition,
-) -> Result<Vec<SqlStatement>, ProjectionError> {
+) -> Result<BalanceRows, ProjectionError> {
     let at = state
         .last_event_at
         .or(state.opened_at)
@@ -335,38 +355,36 @@ fn balance_rows(
     let view = state.balance_at(at);
     let plan =
         |p: &Option<tally_core::PlanTerms>| SqlValue::Text(p.as_ref().map(|p| p.name.to_string()));
-    let mut statements = vec![
-        SqlStatement::new(
-            UPSERT_BALANCE.as_str(),
-            vec![
-                SqlValue::text(account),
-                int(state.version),
-                int(position.tx),
-                int(position.seq),
-                millis(state.opened_at),
-                plan(&view.terms.plan),
-                plan(&view.pending_plan),
-                SqlValue::text(view.terms.time_zone.as_str()),
-                SqlValue::int(view.available.get()),
-                SqlValue::int(view.upcoming.get()),
-                SqlValue::int(view.held.get()),
-                SqlValue::int(view.overage.get()),
-                SqlValue::int(view.totals.granted.get()),
-                SqlValue::int(view.totals.consumed.get()),
-                SqlValue::int(view.totals.expired.get()),
-                SqlValue::int(view.totals.voided.get()),
-                int(view.open_reservations as u64),
-                SqlValue::int(view.used_in_cycle.get()),
-                millis(view.cycle.map(|c| c.start)),
-                millis(view.cycle.map(|c| c.end)),
-                SqlValue::Int(view.terms.spending_cap.map(Millicredits::get)),
-                millis(view.last_event_at),
-            ],
-        ),
-        SqlStatement::new(DELETE_BUCKETS, vec![SqlValue::text(account)]),
-    ];
+    let balance = SqlStatement::new(
+        UPSERT_BALANCE.as_str(),
+        vec![
+            SqlValue::text(account),
+            int(state.version),
+            int(position.tx),
+            int(position.seq),
+            millis(state.opened_at),
+            plan(&view.terms.plan),
+            plan(&view.pending_plan),
+            SqlValue::text(view.terms.time_zone.as_str()),
+            SqlValue::int(view.available.get()),
+            SqlValue::int(view.upcoming.get()),
+            SqlValue::int(view.held.get()),
+            SqlValue::int(view.overage.get()),
+            SqlValue::int(view.totals.granted.get()),
+            SqlValue::int(view.totals.consumed.get()),
+            SqlValue::int(view.totals.expired.get()),
+            SqlValue::int(view.totals.voided.get()),
+            int(view.open_reservations as u64),
+            SqlValue::int(view.used_in_cycle.get()),
+            millis(view.cycle.map(|c| c.start)),
+            millis(view.cycle.map(|c| c.end)),
+            SqlValue::Int(view.terms.spending_cap.map(Millicredits::get)),
+            millis(view.last_event_at),
+        ],
+    );
+    let mut buckets = Vec::with_capacity(view.buckets.len());
     for bucket in &view.buckets {
-        statements.push(SqlStatement::new(
+        buckets.push(SqlStatement::new(
             INSERT_BUCKET.as_str(),
             vec![
                 SqlValue::text(account),
@@ -383,5 +401,9 @@ fn balance_rows(
             ],
         ));
     }
-    Ok(statements)
+    Ok(BalanceRows {
+        balance,
+        delete_buckets: SqlStatement::new(DELETE_BUCKETS, vec![SqlValue::text(account)]),
+        buckets,
+    })
 }

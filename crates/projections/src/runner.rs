@@ -37,6 +37,14 @@ pub struct RunnerConfig {
     pub standby_poll: Duration,
     /// How often each process measures every projection's lag.
     pub lag_every: Duration,
+    /// After a batch that caught up with the log, how long a runner lets
+    /// new events gather before its next commit, unless a read waiting on
+    /// it asks sooner. Under load every commit then carries many events:
+    /// fewer transactions (on SQLite, fewer turns of the one write lock
+    /// that appends also need) and one state row per account per batch
+    /// instead of one per handful of events. It is also how stale a read
+    /// that asks for no freshness can be, beyond the commit itself.
+    pub commit_interval: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -47,6 +55,7 @@ impl Default for RunnerConfig {
             idle_max: Duration::from_millis(200),
             standby_poll: Duration::from_secs(2),
             lag_every: Duration::from_secs(1),
+            commit_interval: Duration::from_millis(20),
         }
     }
 }
@@ -327,6 +336,13 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>, projection: 
                     tracing::debug!(%projection, events, %position, "projection advanced");
                     idle = config.idle_min;
                     inner.committed.notify_waiters();
+                    if events < config.batch {
+                        let _ = tokio::time::timeout(
+                            config.commit_interval,
+                            inner.pokes[&projection].notified(),
+                        )
+                        .await;
+                    }
                 }
                 Ok(Step::Moved | Step::Reset) => inner.committed.notify_waiters(),
                 Ok(Step::Idle) => {

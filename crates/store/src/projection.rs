@@ -99,7 +99,10 @@ pub struct ProjectionCommit {
     pub position: Option<LogPosition>,
     pub schema_version: u32,
     pub updated_at_ms: i64,
-    /// Run in order, in the same transaction as the checkpoint.
+    /// Run in order, in the same transaction as the checkpoint. A backend
+    /// may run consecutive statements with the same text as one set-based
+    /// statement (PostgreSQL does), so such a run must never touch one row
+    /// twice: an upsert would meet its own row.
     pub statements: Vec<SqlStatement>,
 }
 

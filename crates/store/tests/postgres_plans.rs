@@ -1,8 +1,9 @@
 //! The hot path's statements stay index lookups on a store with a long
 //! history: their plans are checked with EXPLAIN on a database holding a
 //! million events and a million idempotency keys, half of them on one
-//! stream, both with the plan PostgreSQL makes for the arguments and with
-//! the generic plan it caches for a prepared statement.
+//! stream, and 100k accounts' bucket rows, both with the plan PostgreSQL
+//! makes for the arguments and with the generic plan it caches for a
+//! prepared statement.
 
 use tally_store::conformance::Harness;
 use tally_store::postgres::{PostgresHarness, hot_path_statements};
@@ -13,12 +14,13 @@ const STREAMS: i64 = 1_000;
 
 /// Tables whose size grows with history: reading any of them whole is what
 /// makes a store slow down as it ages.
-const GROWING: [&str; 5] = [
+const GROWING: [&str; 6] = [
     "events",
     "idempotency",
     "resolved_holds",
     "snapshots",
     "wakeups",
+    "account_buckets",
 ];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,6 +46,10 @@ async fn hot_path_plans_are_index_lookups_at_a_million_events() {
              SELECT 'acct-' || g, 1000, '\\x00' FROM generate_series(0, {STREAMS} - 1) AS g;
              INSERT INTO wakeups (stream_id, version, at_ms)
              SELECT 'acct-' || g, 1000, NULL FROM generate_series(0, {STREAMS} - 1) AS g;
+             INSERT INTO account_buckets (account_id, grant_id, kind, source, priority, amount,
+                 remaining, held, effective_at_ms, expires_at_ms, reference)
+             SELECT 'acct-' || (g / 2), 'g-' || (g % 2), 'plan', 'plan', 0, 1, 1, 0, 0, NULL, ''
+             FROM generate_series(0, 199999) AS g;
              ANALYZE;",
             last = EVENTS - 1
         ))

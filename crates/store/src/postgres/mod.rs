@@ -24,6 +24,7 @@
 //! Connections are plain TCP or Unix sockets: TLS is not supported yet.
 
 mod append;
+mod coalesce;
 mod error;
 #[cfg(feature = "test-util")]
 mod harness;
@@ -52,8 +53,18 @@ use crate::{
 /// arguments as SQL literals: `(name, statement, arguments)`. For tests
 /// that check their plans stay index lookups however large the tables.
 #[cfg(feature = "test-util")]
-pub fn hot_path_statements() -> Vec<(&'static str, &'static str, &'static str)> {
-    vec![
+pub fn hot_path_statements() -> Vec<(&'static str, String, &'static str)> {
+    // A projection batch's run of bucket deletes, as the commit runs it.
+    let delete = |account: &str| {
+        crate::SqlStatement::new(
+            "DELETE FROM account_buckets WHERE account_id = $1",
+            vec![crate::SqlValue::text(account)],
+        )
+    };
+    let [delete_buckets] = &coalesce::coalesce(&[delete("a"), delete("b")])[..] else {
+        unreachable!("a run of deletes is one statement")
+    };
+    let statements: Vec<(&'static str, &'static str, &'static str)> = vec![
         (
             "append",
             append::APPEND,
@@ -77,7 +88,16 @@ pub fn hot_path_statements() -> Vec<(&'static str, &'static str, &'static str)> 
         ("load_snapshot", sql::LOAD_SNAPSHOT, "'acct-0'"),
         ("log_head", projection::LOG_HEAD, ""),
         ("read_log", log::READ_LOG, "'0', 0, 100"),
-    ]
+    ];
+    statements
+        .into_iter()
+        .map(|(name, sql, arguments)| (name, sql.to_owned(), arguments))
+        .chain([(
+            "projection: delete buckets",
+            delete_buckets.sql.clone(),
+            "ARRAY['acct-7', 'acct-8']",
+        )])
+        .collect()
 }
 
 /// The role the migrations create and grant the service's privileges to.

@@ -7,6 +7,7 @@ use tokio_postgres::IsolationLevel;
 use tokio_postgres::types::{ToSql, Type};
 
 use super::PostgresStore;
+use super::coalesce::{Param, coalesce};
 use super::error::{Failure, store_error};
 use crate::projection::{LockHolder, checkpoint_of, checkpoint_params, checkpoint_sql};
 use crate::{
@@ -137,7 +138,8 @@ async fn commit(
         checkpoint_sql::UPSERT,
         checkpoint_params(&commit, generation),
     );
-    let statements: Vec<&SqlStatement> = commit.statements.iter().chain([&checkpoint]).collect();
+    let mut statements = coalesce(&commit.statements);
+    statements.extend(coalesce(std::slice::from_ref(&checkpoint)));
     let mut prepared = Vec::with_capacity(statements.len());
     for statement in &statements {
         prepared.push(
@@ -148,8 +150,10 @@ async fn commit(
     }
     // Pipelined: sent in order on the one connection, so they run in order,
     // without a round trip each.
-    let bound: Vec<Vec<&(dyn ToSql + Sync)>> =
-        statements.iter().map(|s| params(&s.params)).collect();
+    let bound: Vec<Vec<&(dyn ToSql + Sync)>> = statements
+        .iter()
+        .map(|s| s.params.iter().map(Param::as_sql).collect())
+        .collect();
     try_join_all(
         prepared
             .iter()
