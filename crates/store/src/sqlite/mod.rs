@@ -5,12 +5,17 @@
 //! behaviour that differs from the PostgreSQL backend is a bug in one of the
 //! two.
 //!
-//! SQLite allows one writer at a time, and rusqlite blocks, so:
+//! SQLite allows one writer at a time per file, and rusqlite blocks, so:
 //! - appends, snapshot and wakeup writes go through one writer connection,
 //!   taken in turn through an async mutex (waiting writers park as tasks,
 //!   not as blocking threads) and run on `spawn_blocking`;
-//! - reads use a small pool of separate connections, which in WAL mode read
-//!   a committed snapshot without waiting for the writer;
+//! - the projections live in a second file beside the first
+//!   (`<file>-projections`), with a writer connection of its own, so their
+//!   commits and the appends write at the same time instead of taking
+//!   turns with one lock; the file is disposable, rebuilt from the log;
+//! - reads use a small pool of separate connections, with the projections
+//!   file attached, which in WAL mode read a committed snapshot without
+//!   waiting for either writer;
 //! - every append is a `BEGIN IMMEDIATE` transaction, which also serialises
 //!   writers in other processes that open the same file.
 //!
@@ -75,6 +80,8 @@ struct Inner {
     path: PathBuf,
     options: SqliteOptions,
     writer: Arc<Mutex<Connection>>,
+    /// The projections file's writer.
+    projection_writer: Arc<Mutex<Connection>>,
     /// Bounds the reads in flight; waiting happens here, asynchronously,
     /// rather than on a blocking thread.
     reader_permits: Arc<Semaphore>,
@@ -113,6 +120,10 @@ impl SqliteStore {
         let mut writer = Connection::open(&path).map_err(store_error)?;
         schema::configure(&writer, options.busy_timeout)?;
         schema::migrate(&mut writer)?;
+        let mut projection_writer =
+            Connection::open(projections_path(&path)).map_err(store_error)?;
+        schema::configure(&projection_writer, options.busy_timeout)?;
+        schema::migrate_projections(&mut projection_writer)?;
         // Opening one reader now surfaces a problem at startup rather than
         // at the first read.
         let reader = open_reader(&path, options.busy_timeout)?;
@@ -122,6 +133,7 @@ impl SqliteStore {
                 reader_permits: Arc::new(Semaphore::new(options.readers)),
                 idle_readers: std::sync::Mutex::new(vec![reader]),
                 writer: Arc::new(Mutex::new(writer)),
+                projection_writer: Arc::new(Mutex::new(projection_writer)),
                 options,
                 path,
             }),
@@ -138,7 +150,22 @@ impl SqliteStore {
         &self,
         op: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let mut conn = Arc::clone(&self.inner.writer).lock_owned().await;
+        Self::write_with(&self.inner.writer, op).await
+    }
+
+    /// Runs `op` on the projections file's writer.
+    async fn write_projections<T: Send + 'static>(
+        &self,
+        op: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        Self::write_with(&self.inner.projection_writer, op).await
+    }
+
+    async fn write_with<T: Send + 'static>(
+        writer: &Arc<Mutex<Connection>>,
+        op: impl FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let mut conn = Arc::clone(writer).lock_owned().await;
         let span = Span::current();
         tokio::task::spawn_blocking(move || span.in_scope(|| op(&mut conn)))
             .await
@@ -193,6 +220,13 @@ impl Inner {
     }
 }
 
+/// The projections file of the event file at `path`.
+fn projections_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push("-projections");
+    path.with_file_name(name)
+}
+
 fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreError> {
     // Read-write at the file level because WAL readers update the shared
     // memory index; `query_only` is what keeps this connection from writing.
@@ -202,6 +236,13 @@ fn open_reader(path: &Path, busy_timeout: Duration) -> Result<Connection, StoreE
     )
     .map_err(store_error)?;
     schema::configure(&conn, busy_timeout)?;
+    // Unqualified names find the projections' tables here: the event file
+    // has none since migration 5.
+    conn.execute(
+        "ATTACH DATABASE ?1 AS projections",
+        [projections_path(path).to_string_lossy()],
+    )
+    .map_err(store_error)?;
     conn.pragma_update(None, "query_only", true)
         .map_err(store_error)?;
     Ok(conn)
@@ -364,17 +405,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(writer_sync, 2, "writer synchronous=FULL");
+        let projection_writer_sync: i64 = store
+            .write_projections(|conn| {
+                conn.query_row("PRAGMA synchronous", [], |r| r.get(0))
+                    .map_err(store_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            projection_writer_sync, 2,
+            "projections writer synchronous=FULL"
+        );
 
-        let (reader_sync, write_attempt) = store
+        let (reader_sync, write_attempt, projection_write_attempt) = store
             .read(|conn| {
                 let sync: i64 = conn
                     .query_row("PRAGMA synchronous", [], |r| r.get(0))
                     .map_err(store_error)?;
-                Ok((sync, conn.execute("DELETE FROM snapshots", [])))
+                Ok((
+                    sync,
+                    conn.execute("DELETE FROM snapshots", []),
+                    conn.execute("DELETE FROM account_balances", []),
+                ))
             })
             .await
             .unwrap();
         assert_eq!(reader_sync, 2, "reader synchronous=FULL");
         assert!(write_attempt.is_err(), "a reader connection wrote");
+        assert!(
+            projection_write_attempt.is_err(),
+            "a reader connection wrote to the projections file"
+        );
     }
 }

@@ -1,5 +1,5 @@
 //! The projection side of the SQLite backend: checkpointed batches through
-//! the writer connection, snapshot reads through a reader.
+//! the projections file's writer, snapshot reads through a reader.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -161,7 +161,8 @@ impl ProjectionStore for SqliteStore {
         &self,
         request: ProjectionCommit,
     ) -> Result<CommitOutcome, StoreError> {
-        self.write(move |conn| commit(conn, request)).await
+        self.write_projections(move |conn| commit(conn, request))
+            .await
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(queries = queries.len()))]

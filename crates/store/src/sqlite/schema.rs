@@ -12,67 +12,9 @@ use rusqlite::{Connection, TransactionBehavior};
 use super::error::store_error;
 use crate::StoreError;
 
-/// `MIGRATIONS[i]` takes a file from `user_version` `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[
-    // 1: events, idempotency records and snapshots, all keyed by stream id so
-    // a distributed backend can shard them by account.
-    r#"
-    CREATE TABLE events (
-        -- AUTOINCREMENT: a rowid is never reused, even after the last row
-        -- is gone, so a position handed out once is never handed out again.
-        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
-        stream_id      TEXT    NOT NULL,
-        version        INTEGER NOT NULL CHECK (version >= 1),
-        event_type     TEXT    NOT NULL,
-        payload        BLOB    NOT NULL,
-        recorded_at_ms INTEGER NOT NULL,
-        UNIQUE (stream_id, version)
-    );
-
-    CREATE TABLE idempotency (
-        stream_id   TEXT NOT NULL,
-        key         TEXT NOT NULL,
-        fingerprint BLOB NOT NULL,
-        response    BLOB NOT NULL,
-        PRIMARY KEY (stream_id, key)
-    ) WITHOUT ROWID;
-
-    -- Not append-only: a snapshot is a cache and is overwritten.
-    CREATE TABLE snapshots (
-        stream_id TEXT    NOT NULL PRIMARY KEY,
-        version   INTEGER NOT NULL CHECK (version >= 0),
-        payload   BLOB    NOT NULL
-    ) WITHOUT ROWID;
-
-    -- The log is the source of truth for balances: make editing it
-    -- impossible through SQL, not merely absent from the code.
-    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
-    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
-    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
-    CREATE TRIGGER idempotency_no_update BEFORE UPDATE ON idempotency
-    BEGIN SELECT RAISE(ABORT, 'idempotency records are append-only'); END;
-    CREATE TRIGGER idempotency_no_delete BEFORE DELETE ON idempotency
-    BEGIN SELECT RAISE(ABORT, 'idempotency records are append-only'); END;
-    "#,
-    // 2: wakeups, so a scheduler finds streams with time-due work without
-    // loading them.
-    r#"
-    -- One row per stream that has had an append since this migration or a
-    -- wakeup set; not append-only. A row whose at_ms is NULL is a cleared
-    -- wakeup that still records its version, which is what lets set_wakeup
-    -- tell that an append overtook it.
-    CREATE TABLE wakeups (
-        stream_id TEXT    NOT NULL PRIMARY KEY,
-        version   INTEGER NOT NULL CHECK (version >= 1),
-        at_ms     INTEGER
-    ) WITHOUT ROWID;
-
-    -- The scheduler's query, in its order; cleared rows are not due.
-    CREATE INDEX wakeups_due ON wakeups (at_ms, stream_id) WHERE at_ms IS NOT NULL;
-    "#,
-    // 3: projections (tally-projections' read models).
-    r#"
+/// The projections' tables: migration 3 of the event file until 5 moved
+/// them to the projections file, where they are migration 1.
+const PROJECTION_TABLES: &str = r#"
     -- Projections: read models materialised from the global log by
     -- tally-projections. Unlike events they are disposable: `tallyd rebuild`
     -- empties and refills them from the log, so they may be updated and
@@ -194,7 +136,70 @@ const MIGRATIONS: &[&str] = &[
     );
 
     CREATE INDEX usage_daily_by_cycle ON usage_daily (account_id, cycle_start_ms);
+    "#;
+
+/// `MIGRATIONS[i]` takes a file from `user_version` `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[
+    // 1: events, idempotency records and snapshots, all keyed by stream id so
+    // a distributed backend can shard them by account.
+    r#"
+    CREATE TABLE events (
+        -- AUTOINCREMENT: a rowid is never reused, even after the last row
+        -- is gone, so a position handed out once is never handed out again.
+        seq            INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream_id      TEXT    NOT NULL,
+        version        INTEGER NOT NULL CHECK (version >= 1),
+        event_type     TEXT    NOT NULL,
+        payload        BLOB    NOT NULL,
+        recorded_at_ms INTEGER NOT NULL,
+        UNIQUE (stream_id, version)
+    );
+
+    CREATE TABLE idempotency (
+        stream_id   TEXT NOT NULL,
+        key         TEXT NOT NULL,
+        fingerprint BLOB NOT NULL,
+        response    BLOB NOT NULL,
+        PRIMARY KEY (stream_id, key)
+    ) WITHOUT ROWID;
+
+    -- Not append-only: a snapshot is a cache and is overwritten.
+    CREATE TABLE snapshots (
+        stream_id TEXT    NOT NULL PRIMARY KEY,
+        version   INTEGER NOT NULL CHECK (version >= 0),
+        payload   BLOB    NOT NULL
+    ) WITHOUT ROWID;
+
+    -- The log is the source of truth for balances: make editing it
+    -- impossible through SQL, not merely absent from the code.
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+    BEGIN SELECT RAISE(ABORT, 'events are append-only'); END;
+    CREATE TRIGGER idempotency_no_update BEFORE UPDATE ON idempotency
+    BEGIN SELECT RAISE(ABORT, 'idempotency records are append-only'); END;
+    CREATE TRIGGER idempotency_no_delete BEFORE DELETE ON idempotency
+    BEGIN SELECT RAISE(ABORT, 'idempotency records are append-only'); END;
     "#,
+    // 2: wakeups, so a scheduler finds streams with time-due work without
+    // loading them.
+    r#"
+    -- One row per stream that has had an append since this migration or a
+    -- wakeup set; not append-only. A row whose at_ms is NULL is a cleared
+    -- wakeup that still records its version, which is what lets set_wakeup
+    -- tell that an append overtook it.
+    CREATE TABLE wakeups (
+        stream_id TEXT    NOT NULL PRIMARY KEY,
+        version   INTEGER NOT NULL CHECK (version >= 1),
+        at_ms     INTEGER
+    ) WITHOUT ROWID;
+
+    -- The scheduler's query, in its order; cleared rows are not due.
+    CREATE INDEX wakeups_due ON wakeups (at_ms, stream_id) WHERE at_ms IS NOT NULL;
+    "#,
+    // 3: projections (tally-projections' read models); moved to their own
+    // file by 5.
+    PROJECTION_TABLES,
     // 4: resolved holds, kept out of the account's state so it does not grow
     // with traffic. The same table as PostgreSQL's migration 5.
     r#"
@@ -207,7 +212,22 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (stream_id, hold_id)
     ) WITHOUT ROWID;
     "#,
+    // 5: the projections move to a file of their own (see
+    // `PROJECTION_MIGRATIONS`), so that their commits stop taking turns with
+    // appends for this file's one write lock. They are disposable: the new
+    // file starts empty and the runners rebuild it from the log.
+    r#"
+    DROP TABLE projection_checkpoints;
+    DROP TABLE projection_account_states;
+    DROP TABLE account_balances;
+    DROP TABLE account_buckets;
+    DROP TABLE ledger_entries;
+    DROP TABLE usage_daily;
+    "#,
 ];
+
+/// The projections file's migrations, counted by its own `user_version`.
+const PROJECTION_MIGRATIONS: &[&str] = &[PROJECTION_TABLES];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -223,12 +243,27 @@ pub(super) fn configure(conn: &Connection, busy_timeout: Duration) -> Result<(),
         .map_err(store_error)?;
     // Room for the projections' statements beside the event store's own.
     conn.set_prepared_statement_cache_capacity(96);
+    // Statement journals (every savepoint of an append, every upsert of a
+    // projection batch) and sorts in memory: as files they cost an open, a
+    // write and a close each, a few thousand times a second under load.
+    conn.pragma_update(None, "temp_store", "MEMORY")
+        .map_err(store_error)?;
     Ok(())
 }
 
-/// Puts the file in WAL mode, so readers never wait for the writer, and
-/// applies pending migrations.
+/// Puts the event file in WAL mode, so readers never wait for the writer,
+/// and applies pending migrations.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_file(conn, MIGRATIONS, "database")
+}
+
+/// The same for the projections file.
+pub(super) fn migrate_projections(conn: &mut Connection) -> Result<(), StoreError> {
+    migrate_file(conn, PROJECTION_MIGRATIONS, "projections file")
+}
+
+fn migrate_file(conn: &mut Connection, migrations: &[&str], what: &str) -> Result<(), StoreError> {
+    let latest = migrations.len() as u32;
     let mode: String = conn
         .pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))
         .map_err(store_error)?;
@@ -247,13 +282,13 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let current: u32 = tx
         .pragma_query_value(None, "user_version", |row| row.get(0))
         .map_err(store_error)?;
-    if current > SCHEMA_VERSION {
+    if current > latest {
         return Err(StoreError::Unavailable(format!(
-            "database schema version {current} is newer than this build supports \
-             ({SCHEMA_VERSION}); upgrade tallyd"
+            "{what} schema version {current} is newer than this build supports \
+             ({latest}); upgrade tallyd"
         )));
     }
-    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+    for (index, migration) in migrations.iter().enumerate().skip(current as usize) {
         tx.execute_batch(migration).map_err(store_error)?;
         tx.pragma_update(None, "user_version", index as u32 + 1)
             .map_err(store_error)?;
@@ -264,13 +299,13 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{EventStore, Wakeup};
+    use crate::{EventStore, ProjectionStore, Wakeup};
 
     /// A file a build of schema 1 wrote to opens with its data, migrated,
     /// and its streams then take wakeups.
     #[tokio::test]
     async fn a_file_at_schema_1_migrates_with_its_data() {
-        assert_eq!(SCHEMA_VERSION, 4, "extend this test for the new migration");
+        assert_eq!(SCHEMA_VERSION, 5, "extend this test for the new migration");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tally.sqlite");
         {
@@ -290,6 +325,31 @@ mod tests {
             .pragma_query_value(None, "user_version", |row| row.get(0))
             .unwrap();
         assert_eq!(version, SCHEMA_VERSION);
+        let tables_in = |file: &std::path::Path| -> Vec<String> {
+            let conn = Connection::open(file).unwrap();
+            let mut statement = conn
+                .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")
+                .unwrap();
+            statement
+                .query_map([], |row| row.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let projections_file = dir.path().join("tally.sqlite-projections");
+        assert!(
+            !tables_in(&path).contains(&"account_balances".to_owned()),
+            "migration 5 moves the projections out of the event file"
+        );
+        assert!(tables_in(&projections_file).contains(&"account_balances".to_owned()));
+        assert_eq!(
+            store
+                .projection_checkpoint("balances")
+                .await
+                .unwrap()
+                .position,
+            None
+        );
         assert_eq!(store.stream_version("old").await.unwrap(), 2);
         assert_eq!(store.read_log(None, 10).await.unwrap().len(), 2);
         assert_eq!(
