@@ -124,6 +124,7 @@ impl SqliteStore {
             Connection::open(projections_path(&path)).map_err(store_error)?;
         schema::configure(&projection_writer, options.busy_timeout)?;
         schema::migrate_projections(&mut projection_writer)?;
+        schema::forget_projections_ahead_of_log(&writer, &mut projection_writer)?;
         // Opening one reader now surfaces a problem at startup rather than
         // at the first read.
         let reader = open_reader(&path, options.busy_timeout)?;

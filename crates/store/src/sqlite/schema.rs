@@ -262,6 +262,50 @@ pub(super) fn migrate_projections(conn: &mut Connection) -> Result<(), StoreErro
     migrate_file(conn, PROJECTION_MIGRATIONS, "projections file")
 }
 
+/// Empties the projections if any of them claims events the log does not
+/// have: the event file was restored from a backup older than the
+/// projections file beside it. Positions are rowids, which the log would
+/// hand out again, so such a projection would skip the new events as
+/// applied. Emptied, they are rebuilt from the log.
+pub(super) fn forget_projections_ahead_of_log(
+    events: &Connection,
+    projections: &mut Connection,
+) -> Result<(), StoreError> {
+    let head: i64 = events
+        .query_row("SELECT COALESCE(MAX(seq), 0) FROM events", [], |row| {
+            row.get(0)
+        })
+        .map_err(store_error)?;
+    let ahead: i64 = projections
+        .query_row(
+            "SELECT COUNT(*) FROM projection_checkpoints WHERE seq > ?1",
+            [head],
+            |row| row.get(0),
+        )
+        .map_err(store_error)?;
+    if ahead == 0 {
+        return Ok(());
+    }
+    tracing::warn!(
+        log_head = head,
+        "the projections file is ahead of the log (was the event file restored?); \
+         emptying it to rebuild from the log"
+    );
+    let tx = projections
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(store_error)?;
+    tx.execute_batch(
+        "DELETE FROM projection_checkpoints;
+         DELETE FROM projection_account_states;
+         DELETE FROM account_balances;
+         DELETE FROM account_buckets;
+         DELETE FROM ledger_entries;
+         DELETE FROM usage_daily;",
+    )
+    .map_err(store_error)?;
+    tx.commit().map_err(store_error)
+}
+
 fn migrate_file(conn: &mut Connection, migrations: &[&str], what: &str) -> Result<(), StoreError> {
     let latest = migrations.len() as u32;
     let mode: String = conn
@@ -300,6 +344,64 @@ fn migrate_file(conn: &mut Connection, migrations: &[&str], what: &str) -> Resul
 mod tests {
     use super::*;
     use crate::{EventStore, ProjectionStore, Wakeup};
+
+    /// An event file restored from a backup older than the projections file
+    /// beside it: the projections are emptied rather than skip the events
+    /// the log will number as they did.
+    #[tokio::test]
+    async fn projections_ahead_of_a_restored_log_are_emptied() {
+        use crate::{AppendRequest, LogPosition, NewEvent, ProjectionCommit};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.sqlite");
+        let append = |version: u64| AppendRequest {
+            stream_id: "acct".into(),
+            expected_version: version,
+            events: vec![NewEvent {
+                event_type: "e".into(),
+                payload: vec![1],
+                recorded_at_ms: 1,
+            }],
+            idempotency: Vec::new(),
+            holds: Vec::new(),
+            next_wakeup_ms: None,
+        };
+        {
+            let store = crate::sqlite::SqliteStore::open(&path).await.unwrap();
+            store.append(append(0)).await.unwrap();
+        }
+        let backup = dir.path().join("backup.sqlite");
+        std::fs::copy(&path, &backup).unwrap();
+        {
+            let store = crate::sqlite::SqliteStore::open(&path).await.unwrap();
+            store.append(append(1)).await.unwrap();
+            let last = store.append(append(2)).await.unwrap().positions[0];
+            assert_eq!(last, LogPosition::new(0, 3));
+            store
+                .commit_projection(ProjectionCommit {
+                    name: "balances".into(),
+                    expected_generation: 0,
+                    position: Some(last),
+                    schema_version: 1,
+                    updated_at_ms: 1,
+                    statements: Vec::new(),
+                })
+                .await
+                .unwrap();
+        }
+        std::fs::copy(&backup, &path).unwrap();
+
+        let store = crate::sqlite::SqliteStore::open(&path).await.unwrap();
+        assert_eq!(store.stream_version("acct").await.unwrap(), 1);
+        assert_eq!(
+            store
+                .projection_checkpoint("balances")
+                .await
+                .unwrap()
+                .position,
+            None,
+            "a checkpoint past the restored log's head was kept"
+        );
+    }
 
     /// A file a build of schema 1 wrote to opens with its data, migrated,
     /// and its streams then take wakeups.
