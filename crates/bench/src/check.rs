@@ -108,6 +108,31 @@ async fn read_balance(
     }
 }
 
+/// Waits until a fully consistent read of `account_id` succeeds: the
+/// projections have applied everything written before the call. After a
+/// large pre-fill they lag; measuring while they catch up would measure
+/// the catching up. Gives up after `limit`.
+pub async fn wait_for_projections(
+    channel: &Channel,
+    account_id: &str,
+    limit: Duration,
+) -> anyhow::Result<Duration> {
+    let started = std::time::Instant::now();
+    let mut client = AccountServiceClient::new(channel.clone());
+    loop {
+        match read_balance(&mut client, account_id).await {
+            Ok(_) => return Ok(started.elapsed()),
+            // read_balance already paused between its attempts.
+            Err(_) if started.elapsed() < limit => {}
+            Err(status) => anyhow::bail!(
+                "the projections did not catch up within {limit:?}: {:?} {}",
+                status.code(),
+                status.message()
+            ),
+        }
+    }
+}
+
 /// Reads every account fully consistently and compares it with `settled`.
 /// `accounts` lists every account the run opened, charged or not.
 pub async fn check_tally(

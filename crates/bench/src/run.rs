@@ -27,6 +27,9 @@ const SETUP_CONCURRENCY: usize = 64;
 /// each may wait on the projections, and tallyd's store pool is shared with
 /// the projections those reads wait for.
 const CHECK_CONCURRENCY: usize = 8;
+/// Longest wait, after a `--history` pre-fill, for the projections to apply
+/// it before the measured run starts.
+const PROJECTIONS_CATCH_UP_LIMIT: Duration = Duration::from_secs(900);
 
 /// What the Tally phase produced.
 struct TallyPhase {
@@ -235,6 +238,16 @@ async fn tally_phase(
         let (figures, history_settled) =
             prefill(args, names, &channels, &measured, history_accounts).await?;
         settled.absorb(history_settled);
+        let caught_up = check::wait_for_projections(
+            &channels[0],
+            &all[all.len() - 1],
+            PROJECTIONS_CATCH_UP_LIMIT,
+        )
+        .await?;
+        println!(
+            "history: the projections caught up {:.1}s after the pre-fill",
+            caught_up.as_secs_f64()
+        );
         Some(figures)
     } else {
         None
