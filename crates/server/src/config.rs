@@ -165,6 +165,18 @@ pub struct Config {
     )]
     pub max_cached_accounts: usize,
 
+    /// How long a caught-up projection lets new events gather before its
+    /// next commit, in milliseconds (a read that asks for freshness does
+    /// not wait for it). Longer: fewer, larger projection transactions;
+    /// shorter: reads that ask for no freshness are staler by less.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_PROJECTION_COMMIT_INTERVAL_MS",
+        default_value_t = 20
+    )]
+    pub projection_commit_interval_ms: u64,
+
     /// Log format.
     #[arg(long, global = true, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -212,6 +224,10 @@ impl Config {
 
     pub fn max_projection_lag(&self) -> Duration {
         Duration::from_secs(self.max_projection_lag_secs)
+    }
+
+    pub fn projection_commit_interval(&self) -> Duration {
+        Duration::from_millis(self.projection_commit_interval_ms)
     }
 
     pub fn max_hold_ttl(&self) -> Duration {
@@ -279,7 +295,21 @@ pub fn redact_password(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::redact_password;
+    use super::{Cli, redact_password};
+    use clap::Parser;
+    use std::time::Duration;
+
+    #[test]
+    fn the_projection_commit_interval_is_a_flag_in_milliseconds() {
+        let default = Cli::parse_from(["tallyd"]).config;
+        assert_eq!(
+            default.projection_commit_interval(),
+            Duration::from_millis(20)
+        );
+        let set =
+            Cli::parse_from(["tallyd", "serve", "--projection-commit-interval-ms", "250"]).config;
+        assert_eq!(set.projection_commit_interval(), Duration::from_millis(250));
+    }
 
     #[test]
     fn passwords_never_reach_the_log() {

@@ -339,7 +339,14 @@ async fn serve<S: Store>(
                     return Err(e);
                 }
                 engine.start_background();
-                let projections = Projections::new(store.clone(), clock, RunnerConfig::default());
+                let projections = Projections::new(
+                    store.clone(),
+                    clock,
+                    RunnerConfig {
+                        commit_interval: settings.projection_commit_interval(),
+                        ..RunnerConfig::default()
+                    },
+                );
                 projections.start();
                 gauges = Some(gauges::register(projections.clone(), store));
                 let _ = running_cell.set(Running {
