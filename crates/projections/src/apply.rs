@@ -1,19 +1,22 @@
-//! Folding a batch of log events into one projection's statements.
+//! Folding a batch of log events into the projections' statements.
 //!
 //! The fold is pure: the events, the folded account states they continue
 //! from, and nothing else (no clock, no catalog), so replaying the same log
-//! writes the same rows, live or in a rebuild.
+//! writes the same rows, live or in a rebuild. Each event is decoded and
+//! applied to its account once, whatever the number of projections fed;
+//! each projection then writes only what the event changed: a ledger entry,
+//! a usage sum, the account's balance row and the bucket rows that differ.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Serialize;
-use tally_core::{Account, Debit, Event, Millicredits, Timestamp};
+use tally_core::{Account, Bucket, Debit, Event, Millicredits, Timestamp};
 use tally_engine::decode_event;
 use tally_store::{LogPosition, ProjectionStore, RecordedEvent, SqlStatement, SqlValue};
 
 use crate::reads::UsageGroup;
 use crate::tables::{
-    ADD_USAGE, DELETE_BUCKETS, INSERT_BUCKET, INSERT_LEDGER, UPSERT_BALANCE, UPSERT_STATE,
+    ADD_USAGE, DELETE_BUCKET, INSERT_LEDGER, UPSERT_BALANCE, UPSERT_BUCKET, UPSERT_STATE,
 };
 use crate::{Projection, ProjectionError, is_account_stream};
 
@@ -21,18 +24,19 @@ use crate::{Projection, ProjectionError, is_account_stream};
 /// is far above; this keeps statements reusable in the statement caches).
 const STATES_PER_QUERY: usize = 64;
 
-/// The folded states of `accounts` as `projection` last committed them;
-/// accounts it has never seen are missing.
+/// The folded states of `accounts` as last saved under `name` (the shared
+/// fold's, or a projection catching up alone); accounts never saved are
+/// missing.
 pub(crate) async fn load_states<P: ProjectionStore>(
     store: &P,
-    projection: Projection,
+    name: &str,
     accounts: &BTreeSet<String>,
 ) -> Result<HashMap<String, Account>, ProjectionError> {
     let accounts: Vec<&String> = accounts.iter().collect();
     let mut states = HashMap::with_capacity(accounts.len());
     for chunk in accounts.chunks(STATES_PER_QUERY) {
         let placeholders: Vec<String> = (2..chunk.len() + 2).map(|i| format!("${i}")).collect();
-        let mut params = vec![SqlValue::text(projection.name())];
+        let mut params = vec![SqlValue::text(name)];
         params.extend(chunk.iter().map(|a| SqlValue::text(a.as_str())));
         let query = SqlStatement::new(
             format!(
@@ -46,9 +50,8 @@ pub(crate) async fn load_states<P: ProjectionStore>(
             let (Some(account), Some(state)) = (row[0].as_text(), row[1].as_text()) else {
                 return Err(ProjectionError::Corrupt("a state row has NULLs".into()));
             };
-            let state: Account = serde_json::from_str(state).map_err(|e| {
-                ProjectionError::Corrupt(format!("{projection} state of {account}: {e}"))
-            })?;
+            let state: Account = serde_json::from_str(state)
+                .map_err(|e| ProjectionError::Corrupt(format!("folded state of {account}: {e}")))?;
             states.insert(account.to_owned(), state);
         }
     }
@@ -64,14 +67,42 @@ pub(crate) fn accounts_in(events: &[RecordedEvent]) -> BTreeSet<String> {
         .collect()
 }
 
-/// One batch's fold for one projection.
-pub(crate) struct Fold {
-    projection: Projection,
-    states: HashMap<String, Account>,
-    /// Each touched account's last event in the log; sorted, so the
-    /// statements come out in the same order every time.
-    touched: BTreeMap<String, LogPosition>,
-    statements: Vec<SqlStatement>,
+/// The statements that save the folded states of `accounts` under `name`.
+pub(crate) fn state_rows<'a>(
+    states: &HashMap<String, Account>,
+    accounts: impl IntoIterator<Item = &'a String>,
+    name: &str,
+) -> Result<Vec<SqlStatement>, ProjectionError> {
+    accounts
+        .into_iter()
+        .filter_map(|account| states.get(account).map(|state| (account, state)))
+        .map(|(account, state)| {
+            Ok(SqlStatement::new(
+                UPSERT_STATE.as_str(),
+                vec![
+                    SqlValue::text(account.as_str()),
+                    SqlValue::text(name),
+                    int(state.version),
+                    SqlValue::text(json(state)?),
+                ],
+            ))
+        })
+        .collect()
+}
+
+/// One batch's fold: the states advance in place, and each projection that
+/// has not yet applied an event writes its rows for it.
+pub(crate) struct Fold<'a> {
+    states: &'a mut HashMap<String, Account>,
+    /// The projections fed, and the last position each has applied: an
+    /// event at or before it is folded into the state but writes no rows.
+    applied: Vec<(Projection, Option<LogPosition>)>,
+    /// Accounts whose state this batch changed.
+    pub(crate) changed: BTreeSet<String>,
+    /// Accounts the balances projection rewrites: their last event, and the
+    /// bucket rows as the table holds them before this batch.
+    balances: BTreeMap<String, (LogPosition, BTreeMap<String, Vec<SqlValue>>)>,
+    ledger: Vec<SqlStatement>,
     usage: BTreeMap<UsageKey, UsageGroup>,
 }
 
@@ -86,78 +117,97 @@ struct UsageKey {
     model: String,
 }
 
-impl Fold {
-    pub(crate) fn new(projection: Projection, states: HashMap<String, Account>) -> Self {
+impl<'a> Fold<'a> {
+    pub(crate) fn new(
+        states: &'a mut HashMap<String, Account>,
+        applied: Vec<(Projection, Option<LogPosition>)>,
+    ) -> Self {
         Fold {
-            projection,
             states,
-            touched: BTreeMap::new(),
-            statements: Vec::new(),
+            applied,
+            changed: BTreeSet::new(),
+            balances: BTreeMap::new(),
+            ledger: Vec::new(),
             usage: BTreeMap::new(),
         }
+    }
+
+    fn writes(&self, projection: Projection, position: LogPosition) -> bool {
+        self.applied
+            .iter()
+            .any(|(p, applied)| *p == projection && *applied < Some(position))
     }
 
     pub(crate) fn event(&mut self, recorded: &RecordedEvent) -> Result<(), ProjectionError> {
         if !is_account_stream(&recorded.stream_id) {
             return Ok(());
         }
+        let position = recorded.position;
+        let (balances, ledger, usage) = (
+            self.writes(Projection::Balances, position),
+            self.writes(Projection::Ledger, position),
+            self.writes(Projection::Usage, position),
+        );
         let decoded =
             decode_event(recorded).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
-        let state = self.states.entry(recorded.stream_id.clone()).or_default();
+        let account = &recorded.stream_id;
+        let state = self.states.entry(account.clone()).or_default();
         if state.version + 1 != recorded.version {
             return Err(ProjectionError::Corrupt(format!(
-                "{} folded {} to version {} but the log's next event is version {}",
-                self.projection, recorded.stream_id, state.version, recorded.version
+                "the fold has {account} at version {} but the log's next event is version {}",
+                state.version, recorded.version
             )));
         }
         let event = &decoded.event;
         let at = event.at();
-        match self.projection {
-            Projection::Balances => state.apply(event)?,
-            Projection::Ledger => {
-                let before = state.available_at(at);
-                let context = ledger_context(state, event);
-                state.apply(event)?;
-                let after = state.available_at(at);
-                self.statements.push(SqlStatement::new(
-                    INSERT_LEDGER.as_str(),
-                    vec![
-                        SqlValue::text(recorded.stream_id.as_str()),
-                        int(recorded.version),
-                        int(recorded.position.tx),
-                        int(recorded.position.seq),
-                        SqlValue::int(at.as_millis()),
-                        SqlValue::text(event.type_name()),
-                        SqlValue::Text(context.member),
-                        SqlValue::Text(context.action),
-                        SqlValue::Text(context.model),
-                        SqlValue::int(amount_of(event).get()),
-                        SqlValue::int(before.get()),
-                        SqlValue::int(after.get()),
-                        SqlValue::Text(decoded.idempotency_key.clone()),
-                        SqlValue::text(json(event)?),
-                    ],
-                ));
-            }
-            Projection::Usage => {
-                state.apply(event)?;
-                if let Event::CreditsDebited { at, debit } = event {
-                    let (key, sums) = usage_of(&recorded.stream_id, state, *at, debit);
-                    let total = self.usage.entry(key).or_default();
-                    total.add(&sums);
+        if balances {
+            match self.balances.get_mut(account) {
+                Some((last, _)) => *last = position,
+                None => {
+                    let before = bucket_rows(account, &state.buckets)?;
+                    self.balances.insert(account.clone(), (position, before));
                 }
             }
         }
-        self.touched
-            .insert(recorded.stream_id.clone(), recorded.position);
+        let before = ledger.then(|| (state.available_at(at), ledger_context(state, event)));
+        state.apply(event)?;
+        self.changed.insert(account.clone());
+        if let Some((before, context)) = before {
+            let after = state.available_at(at);
+            self.ledger.push(SqlStatement::new(
+                INSERT_LEDGER.as_str(),
+                vec![
+                    SqlValue::text(account.as_str()),
+                    int(recorded.version),
+                    int(position.tx),
+                    int(position.seq),
+                    SqlValue::int(at.as_millis()),
+                    SqlValue::text(event.type_name()),
+                    SqlValue::Text(context.member),
+                    SqlValue::Text(context.action),
+                    SqlValue::Text(context.model),
+                    SqlValue::int(amount_of(event).get()),
+                    SqlValue::int(before.get()),
+                    SqlValue::int(after.get()),
+                    SqlValue::Text(decoded.idempotency_key.clone()),
+                    SqlValue::text(json(event)?),
+                ],
+            ));
+        }
+        if usage && let Event::CreditsDebited { at, debit } = event {
+            let (key, sums) = usage_of(account, state, *at, debit);
+            self.usage.entry(key).or_default().add(&sums);
+        }
         Ok(())
     }
 
-    /// The batch's statements: what the events wrote, then each touched
-    /// account's folded state (and, for balances, its rows).
-    pub(crate) fn finish(mut self) -> Result<Vec<SqlStatement>, ProjectionError> {
-        for (key, sums) in std::mem::take(&mut self.usage) {
-            self.statements.push(SqlStatement::new(
+    /// The projections' statements for the batch, grouped by statement so
+    /// that a backend can run each group as one set-based statement; no
+    /// group touches a row twice.
+    pub(crate) fn finish(self) -> Result<Vec<SqlStatement>, ProjectionError> {
+        let mut statements = self.ledger;
+        for (key, sums) in self.usage {
+            statements.push(SqlStatement::new(
                 ADD_USAGE.as_str(),
                 vec![
                     SqlValue::text(key.account),
@@ -178,36 +228,32 @@ impl Fold {
                 ],
             ));
         }
-        // Grouped by statement, so that a backend can run each group as one
-        // set-based statement: every account's bucket rows are deleted
-        // before any is inserted, and no group touches a row twice.
         let mut balances = Vec::new();
         let mut deletes = Vec::new();
-        let mut buckets = Vec::new();
-        let mut states = Vec::new();
-        for (account, position) in &self.touched {
-            let state = &self.states[account];
-            if self.projection == Projection::Balances {
-                let rows = balance_rows(account, state, *position)?;
-                balances.push(rows.balance);
-                deletes.push(rows.delete_buckets);
-                buckets.extend(rows.buckets);
+        let mut upserts = Vec::new();
+        for (account, (position, before)) in self.balances {
+            let state = &self.states[&account];
+            balances.push(balance_row(&account, state, position));
+            let after = bucket_rows(&account, &state.buckets)?;
+            for grant in before.keys().filter(|grant| !after.contains_key(*grant)) {
+                deletes.push(SqlStatement::new(
+                    DELETE_BUCKET,
+                    vec![
+                        SqlValue::text(account.as_str()),
+                        SqlValue::text(grant.as_str()),
+                    ],
+                ));
             }
-            states.push(SqlStatement::new(
-                UPSERT_STATE.as_str(),
-                vec![
-                    SqlValue::text(account.as_str()),
-                    SqlValue::text(self.projection.name()),
-                    int(state.version),
-                    SqlValue::text(json(state)?),
-                ],
-            ));
+            for (grant, row) in after {
+                if before.get(&grant) != Some(&row) {
+                    upserts.push(SqlStatement::new(UPSERT_BUCKET.as_str(), row));
+                }
+            }
         }
-        self.statements.extend(balances);
-        self.statements.extend(deletes);
-        self.statements.extend(buckets);
-        self.statements.extend(states);
-        Ok(self.statements)
+        statements.extend(balances);
+        statements.extend(deletes);
+        statements.extend(upserts);
+        Ok(statements)
     }
 }
 
@@ -335,19 +381,8 @@ fn usage_of(
     (key, sums)
 }
 
-/// What the balances projection writes for one account.
-struct BalanceRows {
-    balance: SqlStatement,
-    delete_buckets: SqlStatement,
-    buckets: Vec<SqlStatement>,
-}
-
-/// The balance row and bucket rows of an account, as of its last event.
-fn balance_rows(
-    account: &str,
-    state: &Account,
-    position: LogPosition,
-) -> Result<BalanceRows, ProjectionError> {
+/// The balance row of an account, as of its last event.
+fn balance_row(account: &str, state: &Account, position: LogPosition) -> SqlStatement {
     let at = state
         .last_event_at
         .or(state.opened_at)
@@ -355,7 +390,7 @@ fn balance_rows(
     let view = state.balance_at(at);
     let plan =
         |p: &Option<tally_core::PlanTerms>| SqlValue::Text(p.as_ref().map(|p| p.name.to_string()));
-    let balance = SqlStatement::new(
+    SqlStatement::new(
         UPSERT_BALANCE.as_str(),
         vec![
             SqlValue::text(account),
@@ -381,29 +416,33 @@ fn balance_rows(
             SqlValue::Int(view.terms.spending_cap.map(Millicredits::get)),
             millis(view.last_event_at),
         ],
-    );
-    let mut buckets = Vec::with_capacity(view.buckets.len());
-    for bucket in &view.buckets {
-        buckets.push(SqlStatement::new(
-            INSERT_BUCKET.as_str(),
-            vec![
-                SqlValue::text(account),
-                SqlValue::text(bucket.grant_id.as_str()),
-                SqlValue::text(name_of(&bucket.kind)?),
-                SqlValue::text(name_of(&bucket.source)?),
-                SqlValue::int(i64::from(bucket.priority)),
-                SqlValue::int(bucket.amount.get()),
-                SqlValue::int(bucket.remaining.get()),
-                SqlValue::int(bucket.held.get()),
-                SqlValue::int(bucket.effective_at.as_millis()),
-                millis(bucket.expires_at),
-                SqlValue::text(bucket.reference.as_str()),
-            ],
-        ));
-    }
-    Ok(BalanceRows {
-        balance,
-        delete_buckets: SqlStatement::new(DELETE_BUCKETS, vec![SqlValue::text(account)]),
-        buckets,
-    })
+    )
+}
+
+/// An account's bucket rows by grant, each in the bucket table's columns.
+fn bucket_rows(
+    account: &str,
+    buckets: &[Bucket],
+) -> Result<BTreeMap<String, Vec<SqlValue>>, ProjectionError> {
+    buckets
+        .iter()
+        .map(|bucket| {
+            Ok((
+                bucket.grant_id.to_string(),
+                vec![
+                    SqlValue::text(account),
+                    SqlValue::text(bucket.grant_id.as_str()),
+                    SqlValue::text(name_of(&bucket.kind)?),
+                    SqlValue::text(name_of(&bucket.source)?),
+                    SqlValue::int(i64::from(bucket.priority)),
+                    SqlValue::int(bucket.amount.get()),
+                    SqlValue::int(bucket.remaining.get()),
+                    SqlValue::int(bucket.held.get()),
+                    SqlValue::int(bucket.effective_at.as_millis()),
+                    millis(bucket.expires_at),
+                    SqlValue::text(bucket.reference.as_str()),
+                ],
+            ))
+        })
+        .collect()
 }

@@ -9,11 +9,15 @@
 //! - **usage** — what actions cost per local day and cycle, by action,
 //!   capability, member and model (`usage_daily`), behind `GetUsage`.
 //!
-//! Each tails the global log from its own checkpoint, and commits its rows
-//! and the new checkpoint in one transaction, so a crash never applies an
-//! event twice or skips one ([`runner`]). Each also keeps the account
-//! aggregate as it folded it (`projection_account_states`), so it resumes
-//! without replaying streams. A projection is a pure function of the log:
+//! One runner reads the global log once, decodes each event once, and folds
+//! it into its account's state once; every projection then writes only the
+//! rows the event changed ([`runner`]). Each projection keeps its own
+//! checkpoint, committed in the same transaction as its rows, so a crash
+//! never applies an event twice or skips one. The folded account states
+//! are saved with every batch (`projection_account_states`, under the
+//! [`ACCOUNT_FOLD`] checkpoint), so a runner resumes without replaying
+//! streams, and `GetBalance` reads them. A projection reset to be rebuilt
+//! catches up on a fold of its own while the others go on, then joins. A projection is a pure function of the log:
 //! [`rebuild`] empties and refills one, and [`verify`] refills a scratch
 //! copy and diffs it against the live tables.
 
@@ -60,12 +64,25 @@ impl Projection {
     /// code then rebuild it from the log on their own.
     pub fn schema_version(self) -> u32 {
         match self {
-            Projection::Balances => 1,
-            Projection::Ledger => 1,
-            Projection::Usage => 1,
+            // 2: rows written from one shared fold; the states they kept
+            // under their own names are dropped.
+            Projection::Balances => 2,
+            Projection::Ledger => 2,
+            Projection::Usage => 2,
         }
     }
 }
+
+/// The checkpoint of the account states the projections fold together, and
+/// the name their saved states go under.
+pub const ACCOUNT_FOLD: &str = "accounts";
+
+/// Bump when the saved account state's encoding changes: the fold then
+/// starts again from the log (the projections' rows stay).
+pub(crate) const ACCOUNT_FOLD_SCHEMA_VERSION: u32 = 1;
+
+/// The lock a process holds while it runs the projections.
+pub(crate) const RUNNER_LOCK: &str = "projections";
 
 impl std::fmt::Display for Projection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -4,11 +4,11 @@
 use tally_core::{Account, ActionKey, Event, MemberId, Millicredits, Timestamp};
 use tally_store::{ProjectionStore, SqlRow, SqlStatement, SqlValue};
 
+use crate::ProjectionError;
 use crate::tables::{USAGE, USAGE_KEY_COLUMNS};
-use crate::{Projection, ProjectionError};
 
-/// The account as the balances projection last folded it; `None` for an
-/// account it has not seen. Advance it to now (`tally_core::advance`) to
+/// The account as the projections' shared fold last saved it (never behind
+/// the balances projection); `None` for an account it has not seen. Advance it to now (`tally_core::advance`) to
 /// read a balance with expiries and resets up to now.
 pub async fn balance_state<P: ProjectionStore>(
     store: &P,
@@ -17,10 +17,7 @@ pub async fn balance_state<P: ProjectionStore>(
     let rows = store
         .query_projection(vec![SqlStatement::new(
             "SELECT state FROM projection_account_states WHERE account_id = $1 AND projection = $2",
-            vec![
-                SqlValue::text(account),
-                SqlValue::text(Projection::Balances.name()),
-            ],
+            vec![SqlValue::text(account), SqlValue::text(crate::ACCOUNT_FOLD)],
         )])
         .await?
         .remove(0);
@@ -30,7 +27,7 @@ pub async fn balance_state<P: ProjectionStore>(
                 .as_text()
                 .ok_or_else(|| ProjectionError::Corrupt("a state row has NULLs".into()))?;
             serde_json::from_str(state)
-                .map_err(|e| ProjectionError::Corrupt(format!("balances state of {account}: {e}")))
+                .map_err(|e| ProjectionError::Corrupt(format!("folded state of {account}: {e}")))
         })
         .transpose()
 }

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use tally_store::{EventStore, LogPosition, ProjectionStore};
 
-use crate::runner::{Step, reset, step};
-use crate::{Projection, ProjectionError};
+use crate::runner::{Projector, RunnerConfig, Step, reset};
+use crate::{Projection, ProjectionError, RUNNER_LOCK};
 
 /// How far a rebuild has come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -38,7 +38,7 @@ pub async fn rebuild<S: EventStore + ProjectionStore>(
     now_ms: impl Fn() -> i64,
     mut progress: impl FnMut(Progress),
 ) -> Result<RebuildReport, ProjectionError> {
-    let Some(_lock) = store.try_lock_projection(projection.name()).await? else {
+    let Some(_lock) = store.try_lock_projection(RUNNER_LOCK).await? else {
         return Err(ProjectionError::Busy(projection.name()));
     };
     let started = Instant::now();
@@ -51,8 +51,11 @@ pub async fn rebuild<S: EventStore + ProjectionStore>(
         head,
     };
     progress(report);
+    // Every projection is fed: the one rebuilt catches up on its own fold,
+    // the others go on (if they were behind the log).
+    let mut projector = Projector::new(&Projection::ALL, &RunnerConfig::default());
     loop {
-        match step(store, store, projection, batch, None, now_ms()).await? {
+        match projector.step(store, store, batch, head, now_ms()).await? {
             Step::Applied { events, position } => {
                 report.events += events as u64;
                 report.position = Some(position);
@@ -74,7 +77,8 @@ pub async fn rebuild<S: EventStore + ProjectionStore>(
 }
 
 /// Empties `projection` and moves its checkpoint to the start; whichever
-/// process runs it then folds the log again from the beginning.
+/// process runs the projections then folds the log again from the
+/// beginning.
 pub async fn request_rebuild<S: ProjectionStore>(
     store: &S,
     projection: Projection,

@@ -1,27 +1,29 @@
-//! Running projections: one runner per projection across every process
-//! sharing the store (a lock), tailing the global log from its checkpoint.
+//! Running projections: one runner across every process sharing the store
+//! (a lock), tailing the global log and feeding every projection.
 //!
-//! A runner reads a batch of events after its checkpoint, folds them with
-//! the account states it last committed, and commits the rows and the new
-//! checkpoint in one transaction that also checks the checkpoint has not
-//! moved. A crash between batches loses nothing and repeats nothing; a
-//! runner that lost its lock unnoticed has its commit refused.
+//! A runner reads a batch of events after the account fold's checkpoint,
+//! folds each into its account's state once (states stay cached in memory
+//! between batches), and commits every projection's rows, the states the
+//! batch changed and every checkpoint in one transaction that also checks
+//! none has moved. A crash between batches loses nothing and repeats
+//! nothing; a runner that lost its lock unnoticed has its commit refused.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tally_core::Clock;
+use tally_core::{Account, Clock};
 use tally_store::{
-    CommitOutcome, EventStore, LogPosition, ProjectionCheckpoint, ProjectionCommit, ProjectionStore,
+    CheckpointMove, CommitOutcome, EventStore, LogPosition, ProjectionCheckpoint, ProjectionCommit,
+    ProjectionStore,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::apply::{Fold, accounts_in, load_states};
-use crate::tables::reset_statements;
-use crate::{Projection, ProjectionError};
+use crate::apply::{Fold, accounts_in, load_states, state_rows};
+use crate::tables::{reset_fold_statements, reset_statements};
+use crate::{ACCOUNT_FOLD, ACCOUNT_FOLD_SCHEMA_VERSION, Projection, ProjectionError, RUNNER_LOCK};
 
 /// Tuning knobs; the defaults suit a 2-core machine.
 #[derive(Clone, Debug)]
@@ -32,7 +34,7 @@ pub struct RunnerConfig {
     /// doubles up to `idle_max` while the log stays quiet.
     pub idle_min: Duration,
     pub idle_max: Duration,
-    /// How often a process that does not hold a projection's lock tries to
+    /// How often a process that does not hold the runner lock tries to
     /// take it, so a standby takes over when the runner's process dies.
     pub standby_poll: Duration,
     /// How often each process measures every projection's lag.
@@ -41,10 +43,14 @@ pub struct RunnerConfig {
     /// new events gather before its next commit, unless a read waiting on
     /// it asks sooner. Under load every commit then carries many events:
     /// fewer transactions (on SQLite, fewer turns of the one write lock
-    /// that appends also need) and one state row per account per batch
+    /// that appends also need) and one balance row per account per batch
     /// instead of one per handful of events. It is also how stale a read
     /// that asks for no freshness can be, beyond the commit itself.
     pub commit_interval: Duration,
+    /// Most folded account states kept in memory between batches; past it
+    /// the cache is trimmed (every state is saved with each batch, so any
+    /// may go). Each costs about as much as a cached account of the engine.
+    pub cached_states: usize,
 }
 
 impl Default for RunnerConfig {
@@ -56,6 +62,7 @@ impl Default for RunnerConfig {
             standby_poll: Duration::from_secs(2),
             lag_every: Duration::from_secs(1),
             commit_interval: Duration::from_millis(20),
+            cached_states: 50_000,
         }
     }
 }
@@ -95,87 +102,393 @@ pub(crate) enum Step {
     },
     /// Nothing new in the log (up to the limit asked).
     Idle,
-    /// The checkpoint moved under us (a reset, another runner): read it again.
+    /// A checkpoint moved under us (a reset, another runner): read them again.
     Moved,
-    /// The rows were written by another version of the code and were
-    /// emptied, to be rebuilt.
+    /// Rows written by another version of the code were emptied, to be
+    /// rebuilt.
     Reset,
 }
 
-/// Applies the next batch of `log` to `projection` in `target`, stopping at
-/// `until` when given. `log` and `target` are the same store except when
-/// verifying, which folds the live log into a scratch copy.
-pub(crate) async fn step<L: EventStore, P: ProjectionStore>(
-    log: &L,
-    target: &P,
-    projection: Projection,
-    batch: usize,
-    until: Option<LogPosition>,
-    now_ms: i64,
-) -> Result<Step, ProjectionError> {
-    let checkpoint = target.projection_checkpoint(projection.name()).await?;
-    if checkpoint.generation > 0 && checkpoint.schema_version != projection.schema_version() {
-        tracing::warn!(
-            %projection,
-            found = checkpoint.schema_version,
-            expected = projection.schema_version(),
-            "projection written by another version; rebuilding it from the log"
-        );
-        return Ok(match reset(target, projection, checkpoint, now_ms).await? {
-            true => Step::Reset,
-            false => Step::Moved,
+/// Feeds a set of projections from one fold of the log, and holds the
+/// folded account states between batches. Its caller holds the runner lock
+/// (or owns the target alone, as verify's scratch copy).
+///
+/// The projections at or past the account fold's checkpoint are fed by the
+/// shared fold (those past an event fold it without writing it). One behind
+/// it (just reset to be rebuilt) catches up alone, on a fold of its own
+/// saved under its own name, until it reaches the shared fold and joins.
+pub(crate) struct Projector {
+    projections: Vec<Projection>,
+    /// The checkpoints (the projections' and the fold's) as last committed;
+    /// read again after anything unexpected.
+    checkpoints: Option<HashMap<String, ProjectionCheckpoint>>,
+    /// The shared fold's states, as of its checkpoint.
+    states: HashMap<String, Account>,
+    /// The folds of projections catching up, as of their checkpoints.
+    catching_up: HashMap<Projection, HashMap<String, Account>>,
+    cached_states: usize,
+}
+
+impl Projector {
+    pub(crate) fn new(projections: &[Projection], config: &RunnerConfig) -> Self {
+        Projector {
+            projections: projections.to_vec(),
+            checkpoints: None,
+            states: HashMap::new(),
+            catching_up: HashMap::new(),
+            cached_states: config.cached_states.max(1),
+        }
+    }
+
+    /// Forgets everything cached: the next step starts again from the store.
+    fn forget(&mut self) {
+        self.checkpoints = None;
+        self.states.clear();
+        self.catching_up.clear();
+    }
+
+    async fn checkpoints<P: ProjectionStore>(
+        &mut self,
+        target: &P,
+    ) -> Result<HashMap<String, ProjectionCheckpoint>, ProjectionError> {
+        if let Some(checkpoints) = &self.checkpoints {
+            return Ok(checkpoints.clone());
+        }
+        self.forget();
+        let mut checkpoints = HashMap::new();
+        for name in self
+            .projections
+            .iter()
+            .map(|p| p.name())
+            .chain([ACCOUNT_FOLD])
+        {
+            checkpoints.insert(name.to_owned(), target.projection_checkpoint(name).await?);
+        }
+        self.checkpoints = Some(checkpoints.clone());
+        Ok(checkpoints)
+    }
+
+    /// Applies the next batch of `log` to the projections in `target`,
+    /// stopping at `until` when given. `log` and `target` are the same store
+    /// except when verifying, which folds the live log into a scratch copy.
+    pub(crate) async fn step<L: EventStore, P: ProjectionStore>(
+        &mut self,
+        log: &L,
+        target: &P,
+        batch: usize,
+        until: Option<LogPosition>,
+        now_ms: i64,
+    ) -> Result<Step, ProjectionError> {
+        let result = self.try_step(log, target, batch, until, now_ms).await;
+        if !matches!(result, Ok(Step::Applied { .. } | Step::Idle)) {
+            self.forget();
+        }
+        result
+    }
+
+    async fn try_step<L: EventStore, P: ProjectionStore>(
+        &mut self,
+        log: &L,
+        target: &P,
+        batch: usize,
+        until: Option<LogPosition>,
+        now_ms: i64,
+    ) -> Result<Step, ProjectionError> {
+        let checkpoints = self.checkpoints(target).await?;
+        let fold = checkpoints[ACCOUNT_FOLD];
+        if fold.generation > 0 && fold.schema_version != ACCOUNT_FOLD_SCHEMA_VERSION {
+            tracing::warn!(
+                found = fold.schema_version,
+                expected = ACCOUNT_FOLD_SCHEMA_VERSION,
+                "account states saved by another version; folding the log again"
+            );
+            return Ok(match reset_fold(target, fold, now_ms).await? {
+                true => Step::Reset,
+                false => Step::Moved,
+            });
+        }
+        for &projection in &self.projections {
+            let checkpoint = checkpoints[projection.name()];
+            if checkpoint.generation > 0 && checkpoint.schema_version != projection.schema_version()
+            {
+                tracing::warn!(
+                    %projection,
+                    found = checkpoint.schema_version,
+                    expected = projection.schema_version(),
+                    "projection written by another version; rebuilding it from the log"
+                );
+                return Ok(match reset(target, projection, checkpoint, now_ms).await? {
+                    true => Step::Reset,
+                    false => Step::Moved,
+                });
+            }
+        }
+        let behind = self
+            .projections
+            .iter()
+            .copied()
+            .find(|p| checkpoints[p.name()].position < fold.position);
+        let caught_up = match behind {
+            Some(projection) => {
+                let until = fold.position.min(until.or(fold.position));
+                self.catch_up(log, target, projection, batch, until, now_ms)
+                    .await?
+            }
+            None => Step::Idle,
+        };
+        if caught_up == Step::Moved {
+            return Ok(Step::Moved);
+        }
+        let shared = self.shared_step(log, target, batch, until, now_ms).await?;
+        Ok(match (caught_up, shared) {
+            (_, Step::Moved) => Step::Moved,
+            (
+                Step::Applied { events, .. },
+                Step::Applied {
+                    events: more,
+                    position,
+                },
+            ) => Step::Applied {
+                events: events + more,
+                position,
+            },
+            (applied @ Step::Applied { .. }, _) => applied,
+            (_, shared) => shared,
+        })
+    }
+
+    /// One batch of the shared fold, feeding the projections at or past
+    /// its checkpoint.
+    async fn shared_step<L: EventStore, P: ProjectionStore>(
+        &mut self,
+        log: &L,
+        target: &P,
+        batch: usize,
+        until: Option<LogPosition>,
+        now_ms: i64,
+    ) -> Result<Step, ProjectionError> {
+        let checkpoints = self.checkpoints(target).await?;
+        let fold = checkpoints[ACCOUNT_FOLD];
+        let fed: Vec<(Projection, Option<LogPosition>)> = self
+            .projections
+            .iter()
+            .map(|p| (*p, checkpoints[p.name()].position))
+            .filter(|(_, position)| *position >= fold.position)
+            .collect();
+        let mut events = log.read_log(fold.position, batch).await?;
+        if let Some(until) = until {
+            events.retain(|event| event.position <= until);
+        }
+        let Some(last) = events.last().map(|event| event.position) else {
+            return Ok(Step::Idle);
+        };
+        load_missing(target, ACCOUNT_FOLD, &mut self.states, &events).await?;
+        let mut batch_fold = Fold::new(&mut self.states, fed.clone());
+        for event in &events {
+            batch_fold.event(event)?;
+        }
+        let changed = std::mem::take(&mut batch_fold.changed);
+        let mut statements = batch_fold.finish()?;
+        statements.extend(state_rows(&self.states, &changed, ACCOUNT_FOLD)?);
+        let mut moves: Vec<CheckpointMove> = fed
+            .iter()
+            .map(|(p, position)| CheckpointMove {
+                name: p.name().to_owned(),
+                expected_generation: checkpoints[p.name()].generation,
+                position: (*position).max(Some(last)),
+                schema_version: p.schema_version(),
+            })
+            .collect();
+        moves.push(CheckpointMove {
+            name: ACCOUNT_FOLD.to_owned(),
+            expected_generation: fold.generation,
+            position: Some(last),
+            schema_version: ACCOUNT_FOLD_SCHEMA_VERSION,
         });
+        if !self.commit(target, moves, statements, now_ms).await? {
+            return Ok(Step::Moved);
+        }
+        if self.states.len() > self.cached_states {
+            // Every state is saved: any may go. Trim to three quarters so
+            // that the next batches do not trim again.
+            let excess: Vec<String> = self
+                .states
+                .keys()
+                .skip(self.cached_states * 3 / 4)
+                .cloned()
+                .collect();
+            for account in excess {
+                self.states.remove(&account);
+            }
+        }
+        Ok(Step::Applied {
+            events: events.len(),
+            position: last,
+        })
     }
-    let mut events = log.read_log(checkpoint.position, batch).await?;
-    if let Some(until) = until {
-        events.retain(|event| event.position <= until);
-    }
-    let Some(last) = events.last().map(|event| event.position) else {
-        return Ok(Step::Idle);
-    };
-    let states = load_states(target, projection, &accounts_in(&events)).await?;
-    let mut fold = Fold::new(projection, states);
-    for event in &events {
-        fold.event(event)?;
-    }
-    let outcome = target
-        .commit_projection(ProjectionCommit {
+
+    /// One batch of `projection` catching up alone, on its own fold, up to
+    /// the shared fold's checkpoint `until`; on reaching it, it joins the
+    /// shared fold and its own states are dropped.
+    async fn catch_up<L: EventStore, P: ProjectionStore>(
+        &mut self,
+        log: &L,
+        target: &P,
+        projection: Projection,
+        batch: usize,
+        until: Option<LogPosition>,
+        now_ms: i64,
+    ) -> Result<Step, ProjectionError> {
+        let checkpoints = self.checkpoints(target).await?;
+        let checkpoint = checkpoints[projection.name()];
+        let fold = checkpoints[ACCOUNT_FOLD];
+        let mut events = log.read_log(checkpoint.position, batch).await?;
+        events.retain(|event| Some(event.position) <= until);
+        let Some(last) = events.last().map(|event| event.position) else {
+            return Ok(Step::Idle);
+        };
+        let states = self.catching_up.entry(projection).or_default();
+        load_missing(target, projection.name(), states, &events).await?;
+        let mut batch_fold = Fold::new(states, vec![(projection, checkpoint.position)]);
+        for event in &events {
+            batch_fold.event(event)?;
+        }
+        let changed = std::mem::take(&mut batch_fold.changed);
+        let mut statements = batch_fold.finish()?;
+        let joins = Some(last) == fold.position;
+        let mut moves = vec![CheckpointMove {
             name: projection.name().to_owned(),
             expected_generation: checkpoint.generation,
             position: Some(last),
             schema_version: projection.schema_version(),
-            updated_at_ms: now_ms,
-            statements: fold.finish()?,
-        })
-        .await?;
-    Ok(match outcome {
-        CommitOutcome::Committed { .. } => Step::Applied {
+        }];
+        if joins {
+            statements.push(own_states_delete(projection));
+            // Joins only if the shared fold is still where it was read.
+            moves.push(CheckpointMove {
+                name: ACCOUNT_FOLD.to_owned(),
+                expected_generation: fold.generation,
+                position: fold.position,
+                schema_version: ACCOUNT_FOLD_SCHEMA_VERSION,
+            });
+        } else {
+            statements.extend(state_rows(states, &changed, projection.name())?);
+        }
+        if !self.commit(target, moves, statements, now_ms).await? {
+            return Ok(Step::Moved);
+        }
+        if joins {
+            self.catching_up.remove(&projection);
+            tracing::info!(%projection, position = %last, "projection caught up and joined the shared fold");
+        }
+        Ok(Step::Applied {
             events: events.len(),
             position: last,
-        },
-        CommitOutcome::GenerationMoved { .. } => Step::Moved,
-    })
+        })
+    }
+
+    /// Commits the rows and moves the checkpoints; returns whether it
+    /// landed, and keeps the checkpoints it moved.
+    async fn commit<P: ProjectionStore>(
+        &mut self,
+        target: &P,
+        moves: Vec<CheckpointMove>,
+        statements: Vec<tally_store::SqlStatement>,
+        now_ms: i64,
+    ) -> Result<bool, ProjectionError> {
+        let outcome = target
+            .commit_projection(ProjectionCommit {
+                checkpoints: moves.clone(),
+                updated_at_ms: now_ms,
+                statements,
+            })
+            .await?;
+        if !matches!(outcome, CommitOutcome::Committed { .. }) {
+            return Ok(false);
+        }
+        let checkpoints = self.checkpoints.get_or_insert_with(HashMap::new);
+        for moved in moves {
+            checkpoints.insert(
+                moved.name,
+                ProjectionCheckpoint {
+                    position: moved.position,
+                    generation: moved.expected_generation + 1,
+                    schema_version: moved.schema_version,
+                    updated_at_ms: now_ms,
+                },
+            );
+        }
+        Ok(true)
+    }
 }
 
-/// Empties `projection` and moves its checkpoint to the start, if the
-/// checkpoint is still at `seen`; returns whether it did.
+/// Loads the saved states of the accounts in `events` that `states` lacks.
+async fn load_missing<P: ProjectionStore>(
+    target: &P,
+    name: &str,
+    states: &mut HashMap<String, Account>,
+    events: &[tally_store::RecordedEvent],
+) -> Result<(), ProjectionError> {
+    let missing: BTreeSet<String> = accounts_in(events)
+        .into_iter()
+        .filter(|account| !states.contains_key(account))
+        .collect();
+    if !missing.is_empty() {
+        states.extend(load_states(target, name, &missing).await?);
+    }
+    Ok(())
+}
+
+/// Empties `projection` and moves its checkpoint to the start, if it is
+/// still at what was `seen`; returns whether it did. It then catches up on
+/// its own fold while the others go on.
 pub(crate) async fn reset<P: ProjectionStore>(
     target: &P,
     projection: Projection,
     seen: ProjectionCheckpoint,
     now_ms: i64,
 ) -> Result<bool, ProjectionError> {
+    let mut statements = reset_statements(projection);
+    statements.push(own_states_delete(projection));
     let outcome = target
-        .commit_projection(ProjectionCommit {
-            name: projection.name().to_owned(),
-            expected_generation: seen.generation,
-            position: None,
-            schema_version: projection.schema_version(),
-            updated_at_ms: now_ms,
-            statements: reset_statements(projection),
-        })
+        .commit_projection(ProjectionCommit::single(
+            projection.name(),
+            seen.generation,
+            None,
+            projection.schema_version(),
+            now_ms,
+            statements,
+        ))
         .await?;
     Ok(matches!(outcome, CommitOutcome::Committed { .. }))
+}
+
+/// Forgets the shared fold's saved states, if it is still at `seen`; it
+/// then folds the log again, the projections past each event writing
+/// nothing for it.
+async fn reset_fold<P: ProjectionStore>(
+    target: &P,
+    seen: ProjectionCheckpoint,
+    now_ms: i64,
+) -> Result<bool, ProjectionError> {
+    let outcome = target
+        .commit_projection(ProjectionCommit::single(
+            ACCOUNT_FOLD,
+            seen.generation,
+            None,
+            ACCOUNT_FOLD_SCHEMA_VERSION,
+            now_ms,
+            reset_fold_statements(),
+        ))
+        .await?;
+    Ok(matches!(outcome, CommitOutcome::Committed { .. }))
+}
+
+fn own_states_delete(projection: Projection) -> tally_store::SqlStatement {
+    tally_store::SqlStatement::new(
+        "DELETE FROM projection_account_states WHERE projection = $1",
+        vec![tally_store::SqlValue::text(projection.name())],
+    )
 }
 
 /// The projections of one process: their runners, lag and freshness waits.
@@ -197,7 +510,7 @@ struct Inner<S> {
     clock: Arc<dyn Clock>,
     config: RunnerConfig,
     /// Wakes an idle runner at once, e.g. for a read waiting on it.
-    pokes: HashMap<Projection, Notify>,
+    poke: Notify,
     /// Signalled after every commit of a runner in this process.
     committed: Notify,
     lag: Mutex<HashMap<Projection, Lag>>,
@@ -211,10 +524,7 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
                 store,
                 clock,
                 config,
-                pokes: Projection::ALL
-                    .into_iter()
-                    .map(|p| (p, Notify::new()))
-                    .collect(),
+                poke: Notify::new(),
                 committed: Notify::new(),
                 lag: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
@@ -226,13 +536,10 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
         &self.inner.store
     }
 
-    /// Starts a runner (or standby) for every projection, and the lag
-    /// measurement.
+    /// Starts the runner (or a standby), and the lag measurement.
     pub fn start(&self) {
         let mut tasks = self.inner.tasks.lock().expect("tasks lock");
-        for projection in Projection::ALL {
-            tasks.push(tokio::spawn(run(Arc::clone(&self.inner), projection)));
-        }
+        tasks.push(tokio::spawn(run(Arc::clone(&self.inner))));
         tasks.push(tokio::spawn(measure_lag(Arc::clone(&self.inner))));
     }
 
@@ -294,7 +601,7 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
                     projection: projection.name(),
                 });
             }
-            self.inner.pokes[&projection].notify_one();
+            self.inner.poke.notify_one();
             // The runner may be in another process: poll too.
             let _ =
                 tokio::time::timeout_at(deadline.min(Instant::now() + backoff), committed).await;
@@ -303,59 +610,51 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
     }
 }
 
-async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>, projection: Projection) {
+async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
     let config = &inner.config;
     loop {
-        let lock = match inner.store.try_lock_projection(projection.name()).await {
+        let lock = match inner.store.try_lock_projection(RUNNER_LOCK).await {
             Ok(Some(lock)) => lock,
             Ok(None) => {
                 tokio::time::sleep(config.standby_poll).await;
                 continue;
             }
             Err(err) => {
-                tracing::warn!(%projection, error = %err, "cannot take the projection lock");
+                tracing::warn!(error = %err, "cannot take the projection runner's lock");
                 tokio::time::sleep(config.standby_poll).await;
                 continue;
             }
         };
-        tracing::info!(%projection, "running projection");
+        tracing::info!("running the projections");
+        let mut projector = Projector::new(&Projection::ALL, config);
         let mut idle = config.idle_min;
         while lock.is_held() {
             let now_ms = inner.clock.now().as_millis();
-            match step(
-                &inner.store,
-                &inner.store,
-                projection,
-                config.batch,
-                None,
-                now_ms,
-            )
-            .await
+            match projector
+                .step(&inner.store, &inner.store, config.batch, None, now_ms)
+                .await
             {
                 Ok(Step::Applied { events, position }) => {
-                    tracing::debug!(%projection, events, %position, "projection advanced");
+                    tracing::debug!(events, %position, "projections advanced");
                     idle = config.idle_min;
                     inner.committed.notify_waiters();
                     if events < config.batch {
-                        let _ = tokio::time::timeout(
-                            config.commit_interval,
-                            inner.pokes[&projection].notified(),
-                        )
-                        .await;
+                        let _ = tokio::time::timeout(config.commit_interval, inner.poke.notified())
+                            .await;
                     }
                 }
                 Ok(Step::Moved | Step::Reset) => inner.committed.notify_waiters(),
                 Ok(Step::Idle) => {
-                    let _ = tokio::time::timeout(idle, inner.pokes[&projection].notified()).await;
+                    let _ = tokio::time::timeout(idle, inner.poke.notified()).await;
                     idle = (idle * 2).min(config.idle_max);
                 }
                 Err(err) => {
-                    tracing::error!(%projection, error = %err, "projection batch failed; retrying");
+                    tracing::error!(error = %err, "projection batch failed; retrying");
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
             }
         }
-        tracing::warn!(%projection, "lost the projection lock; standing by");
+        tracing::warn!("lost the projection runner's lock; standing by");
     }
 }
 

@@ -5,7 +5,7 @@ use std::sync::LazyLock;
 
 use tally_store::{SqlStatement, SqlValue};
 
-use crate::Projection;
+use crate::{ACCOUNT_FOLD, Projection};
 
 /// A projection table: its columns in a fixed order, and its key, which
 /// orders a dump so that two copies compare row by row.
@@ -159,7 +159,8 @@ pub(crate) static UPSERT_STATE: LazyLock<String> =
     LazyLock::new(|| insert_sql(&STATES, &replace_all(&STATES)));
 pub(crate) static UPSERT_BALANCE: LazyLock<String> =
     LazyLock::new(|| insert_sql(&BALANCES, &replace_all(&BALANCES)));
-pub(crate) static INSERT_BUCKET: LazyLock<String> = LazyLock::new(|| insert_sql(&BUCKETS, ""));
+pub(crate) static UPSERT_BUCKET: LazyLock<String> =
+    LazyLock::new(|| insert_sql(&BUCKETS, &replace_all(&BUCKETS)));
 pub(crate) static INSERT_LEDGER: LazyLock<String> = LazyLock::new(|| insert_sql(&LEDGER, ""));
 /// Adds to the sums of an existing row.
 pub(crate) static ADD_USAGE: LazyLock<String> = LazyLock::new(|| {
@@ -177,9 +178,11 @@ pub(crate) static ADD_USAGE: LazyLock<String> = LazyLock::new(|| {
     )
 });
 
-pub(crate) const DELETE_BUCKETS: &str = "DELETE FROM account_buckets WHERE account_id = $1";
+pub(crate) const DELETE_BUCKET: &str =
+    "DELETE FROM account_buckets WHERE account_id = $1 AND grant_id = $2";
 
-/// Empties a projection: its tables and its folded states.
+/// Empties a projection's tables (and the folded states it kept under its
+/// own name before the projections shared one fold).
 pub(crate) fn reset_statements(projection: Projection) -> Vec<SqlStatement> {
     let mut statements: Vec<SqlStatement> = tables_of(projection)
         .iter()
@@ -192,10 +195,20 @@ pub(crate) fn reset_statements(projection: Projection) -> Vec<SqlStatement> {
     statements
 }
 
+/// Forgets the account fold's saved states, so it starts again from the
+/// start of the log.
+pub(crate) fn reset_fold_statements() -> Vec<SqlStatement> {
+    vec![SqlStatement::new(
+        "DELETE FROM projection_account_states WHERE projection = $1",
+        vec![SqlValue::text(ACCOUNT_FOLD)],
+    )]
+}
+
 /// Every row a projection owns, table by table in key order: what verify
-/// compares. Names each result set after its table.
+/// compares. Names each result set after its table. The account fold's
+/// states are not compared: they are the means, the rows are the result.
 pub(crate) fn dump_queries(projection: Projection) -> Vec<(&'static Table, SqlStatement)> {
-    let mut queries: Vec<(&'static Table, SqlStatement)> = tables_of(projection)
+    tables_of(projection)
         .iter()
         .map(|table| {
             (
@@ -211,18 +224,5 @@ pub(crate) fn dump_queries(projection: Projection) -> Vec<(&'static Table, SqlSt
                 ),
             )
         })
-        .collect();
-    queries.push((
-        &STATES,
-        SqlStatement::new(
-            format!(
-                "SELECT {} FROM {} WHERE projection = $1 ORDER BY {}",
-                STATES.columns.join(", "),
-                STATES.name,
-                STATES.key.join(", ")
-            ),
-            vec![SqlValue::text(projection.name())],
-        ),
-    ));
-    queries
+        .collect()
 }

@@ -6,7 +6,7 @@ use std::cmp::Ordering;
 use tally_store::sqlite::SqliteStore;
 use tally_store::{EventStore, LogPosition, ProjectionStore, SqlRow, SqlStatement, SqlValue};
 
-use crate::runner::{Step, step};
+use crate::runner::{Projector, RunnerConfig, Step};
 use crate::tables::{Table, dump_queries};
 use crate::{Projection, ProjectionError};
 
@@ -57,8 +57,12 @@ pub async fn verify<S: EventStore + ProjectionStore>(
         .map_err(|e| ProjectionError::Corrupt(format!("cannot make a scratch directory: {e}")))?;
     let scratch = SqliteStore::open(dir.path().join("scratch.sqlite")).await?;
     if let Some(checkpoint) = checkpoint {
+        let mut projector = Projector::new(&[projection], &RunnerConfig::default());
         loop {
-            match step(store, &scratch, projection, batch, Some(checkpoint), now_ms).await? {
+            match projector
+                .step(store, &scratch, batch, Some(checkpoint), now_ms)
+                .await?
+            {
                 Step::Applied { .. } => {}
                 Step::Idle => break,
                 Step::Moved | Step::Reset => {

@@ -257,6 +257,23 @@ where
             live,
             "{projection} rebuilt differently"
         );
+        // The rebuilt projection caught up on a fold of its own, then
+        // joined the shared one: one saved state per account remains.
+        let saved = store
+            .query_projection(vec![tally_store::SqlStatement::new(
+                "SELECT DISTINCT projection FROM projection_account_states",
+                vec![],
+            )])
+            .await
+            .unwrap()
+            .remove(0);
+        assert_eq!(
+            saved,
+            vec![vec![tally_store::SqlValue::text(
+                tally_projections::ACCOUNT_FOLD
+            )]],
+            "states saved after rebuilding {projection}"
+        );
     }
 
     // And each agrees with the aggregate the engine decides on.
@@ -371,17 +388,17 @@ async fn verify_reports_a_tampered_row_and_rebuild_repairs_it() {
 
     let checkpoint = store.projection_checkpoint("balances").await.unwrap();
     let tampered = store
-        .commit_projection(tally_store::ProjectionCommit {
-            name: "balances".into(),
-            expected_generation: checkpoint.generation,
-            position: checkpoint.position,
-            schema_version: checkpoint.schema_version,
-            updated_at_ms: 0,
-            statements: vec![tally_store::SqlStatement::new(
+        .commit_projection(tally_store::ProjectionCommit::single(
+            "balances",
+            checkpoint.generation,
+            checkpoint.position,
+            checkpoint.schema_version,
+            0,
+            vec![tally_store::SqlStatement::new(
                 "UPDATE account_balances SET available = available + 1",
                 vec![],
             )],
-        })
+        ))
         .await
         .unwrap();
     assert!(matches!(

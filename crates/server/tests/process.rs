@@ -139,17 +139,17 @@ async fn verify_and_rebuild_as_an_operator_runs_them() {
             .unwrap();
         let checkpoint = store.projection_checkpoint("ledger").await.unwrap();
         store
-            .commit_projection(ProjectionCommit {
-                name: "ledger".into(),
-                expected_generation: checkpoint.generation,
-                position: checkpoint.position,
-                schema_version: checkpoint.schema_version,
-                updated_at_ms: 0,
-                statements: vec![SqlStatement::new(
+            .commit_projection(ProjectionCommit::single(
+                "ledger",
+                checkpoint.generation,
+                checkpoint.position,
+                checkpoint.schema_version,
+                0,
+                vec![SqlStatement::new(
                     "UPDATE ledger_entries SET amount = amount + 1 WHERE seq = 5",
                     vec![],
                 )],
-            })
+            ))
             .await
             .unwrap();
     }

@@ -32,8 +32,8 @@ pub use event::{
 };
 pub use position::{LogPosition, ParseLogPositionError};
 pub use projection::{
-    CommitOutcome, ProjectionCheckpoint, ProjectionCommit, ProjectionLock, ProjectionStore, SqlRow,
-    SqlStatement, SqlValue,
+    CheckpointMove, CommitOutcome, ProjectionCheckpoint, ProjectionCommit, ProjectionLock,
+    ProjectionStore, SqlRow, SqlStatement, SqlValue,
 };
 pub use store::{EventStore, PoolStatus};
 pub use traced::Traced;

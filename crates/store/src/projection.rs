@@ -89,34 +89,76 @@ pub struct ProjectionCheckpoint {
     pub updated_at_ms: i64,
 }
 
-/// A batch of projection writes and where it leaves the checkpoint.
+/// One checkpoint a commit moves, and the generation it must still be at.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProjectionCommit {
+pub struct CheckpointMove {
     pub name: String,
     /// The generation the batch was computed from.
     pub expected_generation: u64,
-    /// The new checkpoint; `None` resets the projection to the start.
+    /// The new checkpoint; `None` resets it to the start.
     pub position: Option<LogPosition>,
     pub schema_version: u32,
+}
+
+/// A batch of projection writes and where it leaves one or more
+/// checkpoints. Projections that are folded together (one read of the log
+/// feeding several read models) commit their rows and all their
+/// checkpoints in one transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProjectionCommit {
+    /// Every checkpoint the batch moves; the commit lands only if each is
+    /// still at its expected generation, and moves each to that generation
+    /// plus one.
+    pub checkpoints: Vec<CheckpointMove>,
     pub updated_at_ms: i64,
-    /// Run in order, in the same transaction as the checkpoint. A backend
+    /// Run in order, in the same transaction as the checkpoints. A backend
     /// may run consecutive statements with the same text as one set-based
     /// statement (PostgreSQL does), so such a run must never touch one row
     /// twice: an upsert would meet its own row.
     pub statements: Vec<SqlStatement>,
 }
 
+impl ProjectionCommit {
+    /// A commit that moves one checkpoint.
+    pub fn single(
+        name: impl Into<String>,
+        expected_generation: u64,
+        position: Option<LogPosition>,
+        schema_version: u32,
+        updated_at_ms: i64,
+        statements: Vec<SqlStatement>,
+    ) -> Self {
+        ProjectionCommit {
+            checkpoints: vec![CheckpointMove {
+                name: name.into(),
+                expected_generation,
+                position,
+                schema_version,
+            }],
+            updated_at_ms,
+            statements,
+        }
+    }
+
+    /// The checkpoints' names, in the order a backend locks them (sorted,
+    /// so two commits naming the same checkpoints cannot deadlock).
+    pub(crate) fn locking_order(&self) -> Vec<&CheckpointMove> {
+        let mut moves: Vec<&CheckpointMove> = self.checkpoints.iter().collect();
+        moves.sort_by(|a, b| a.name.cmp(&b.name));
+        moves
+    }
+}
+
 /// Whether the checkpoint and the writes landed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
-    Committed {
-        generation: u64,
-    },
-    /// The checkpoint is no longer at the expected generation: another
-    /// runner or a reset moved it. Nothing was written.
-    GenerationMoved {
-        actual: u64,
-    },
+    /// Every checkpoint moved to its expected generation plus one;
+    /// `generation` is the first checkpoint's.
+    Committed { generation: u64 },
+    /// A checkpoint is no longer at its expected generation: another
+    /// runner or a reset moved it. Nothing was written. `actual` is that
+    /// checkpoint's generation (the first found moved, in locking order).
+    GenerationMoved { actual: u64 },
 }
 
 /// Leadership of one projection across processes: while a runner holds it,
@@ -168,8 +210,8 @@ pub trait ProjectionStore: Send + Sync + 'static {
         name: &str,
     ) -> impl Future<Output = Result<ProjectionCheckpoint, StoreError>> + Send;
 
-    /// Runs the statements and moves the checkpoint, in one transaction, if
-    /// and only if the checkpoint is still at `expected_generation`.
+    /// Runs the statements and moves the checkpoints, in one transaction, if
+    /// and only if every checkpoint is still at its `expected_generation`.
     ///
     /// - MUST be atomic: every statement and the checkpoint, or nothing.
     /// - Two commits at the same generation: exactly one wins.
@@ -287,14 +329,25 @@ pub(crate) fn checkpoint_of(
 }
 
 /// The checkpoint upsert's parameters.
-pub(crate) fn checkpoint_params(commit: &ProjectionCommit, generation: u64) -> Vec<SqlValue> {
+/// The checkpoint upserts of a commit whose checkpoints all were at their
+/// expected generations.
+pub(crate) fn checkpoint_upserts(commit: &ProjectionCommit) -> Vec<SqlStatement> {
     let as_i64 = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
-    vec![
-        SqlValue::text(commit.name.clone()),
-        SqlValue::Int(commit.position.map(|p| as_i64(p.tx))),
-        SqlValue::Int(commit.position.map(|p| as_i64(p.seq))),
-        SqlValue::int(as_i64(generation)),
-        SqlValue::int(i64::from(commit.schema_version)),
-        SqlValue::int(commit.updated_at_ms),
-    ]
+    commit
+        .checkpoints
+        .iter()
+        .map(|moved| {
+            SqlStatement::new(
+                checkpoint_sql::UPSERT,
+                vec![
+                    SqlValue::text(moved.name.clone()),
+                    SqlValue::Int(moved.position.map(|p| as_i64(p.tx))),
+                    SqlValue::Int(moved.position.map(|p| as_i64(p.seq))),
+                    SqlValue::int(as_i64(moved.expected_generation + 1)),
+                    SqlValue::int(i64::from(moved.schema_version)),
+                    SqlValue::int(commit.updated_at_ms),
+                ],
+            )
+        })
+        .collect()
 }

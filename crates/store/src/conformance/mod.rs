@@ -34,10 +34,10 @@ pub use self::idempotency::idempotency_records_are_atomic_with_events;
 pub use self::log::{global_log_is_ordered_and_pages_without_gaps, read_log_after_checkpoint};
 pub use self::model::random_operations_match_model;
 pub use self::projection::{
-    failed_statement_writes_nothing, log_head_is_the_last_append,
-    projection_commit_writes_rows_with_checkpoint, projection_lock_has_one_holder,
-    projections_survive_restart, queries_read_one_snapshot, racing_commits_land_once,
-    reset_returns_to_the_start, stale_generation_writes_nothing,
+    commits_move_several_checkpoints_together, failed_statement_writes_nothing,
+    log_head_is_the_last_append, projection_commit_writes_rows_with_checkpoint,
+    projection_lock_has_one_holder, projections_survive_restart, queries_read_one_snapshot,
+    racing_commits_land_once, reset_returns_to_the_start, stale_generation_writes_nothing,
 };
 pub use self::restart::{restart_keeps_everything, snapshots_overwrite_and_miss};
 pub use self::stream::{
@@ -103,6 +103,7 @@ macro_rules! conformance_tests {
             failed_appends_leave_the_wakeup_alone,
             projection_commit_writes_rows_with_checkpoint,
             stale_generation_writes_nothing,
+            commits_move_several_checkpoints_together,
             failed_statement_writes_nothing,
             racing_commits_land_once,
             reset_returns_to_the_start,

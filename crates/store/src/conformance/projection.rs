@@ -7,7 +7,7 @@ use tokio::sync::Barrier;
 
 use super::{Harness, events, request};
 use crate::{
-    CommitOutcome, EventStore, LogPosition, ProjectionCheckpoint, ProjectionCommit,
+    CheckpointMove, CommitOutcome, EventStore, LogPosition, ProjectionCheckpoint, ProjectionCommit,
     ProjectionStore, SqlRow, SqlStatement, SqlValue,
 };
 
@@ -54,14 +54,14 @@ fn commit(
     position: Option<LogPosition>,
     statements: Vec<SqlStatement>,
 ) -> ProjectionCommit {
-    ProjectionCommit {
-        name: NAME.to_owned(),
+    ProjectionCommit::single(
+        NAME,
         expected_generation,
         position,
-        schema_version: 7,
-        updated_at_ms: 1_000 + expected_generation as i64,
+        7,
+        1_000 + expected_generation as i64,
         statements,
-    }
+    )
 }
 
 async fn states<S: ProjectionStore>(store: &S) -> Vec<SqlRow> {
@@ -166,6 +166,77 @@ pub async fn stale_generation_writes_nothing<H: Harness>(harness: &H) {
     let checkpoint = store.projection_checkpoint(NAME).await.expect("checkpoint");
     assert_eq!(checkpoint.position, Some(LogPosition::new(0, 1)));
     assert_eq!(checkpoint.generation, 1);
+}
+
+/// A commit that moves several checkpoints moves all of them with its rows,
+/// or, when any one of them has moved on, writes nothing and moves none.
+pub async fn commits_move_several_checkpoints_together<H: Harness>(harness: &H) {
+    let (store, _location) = harness.create().await;
+    let moves = |generations: [u64; 2], seq: u64| {
+        ["together-b", "together-a"]
+            .into_iter()
+            .zip(generations)
+            .map(|(name, expected_generation)| CheckpointMove {
+                name: name.to_owned(),
+                expected_generation,
+                position: Some(LogPosition::new(0, seq)),
+                schema_version: 3,
+            })
+            .collect::<Vec<_>>()
+    };
+    let outcome = store
+        .commit_projection(ProjectionCommit {
+            checkpoints: moves([0, 0], 4),
+            updated_at_ms: 5,
+            statements: vec![insert_state("a", Some(1), Some("x"))],
+        })
+        .await
+        .expect("commit");
+    assert_eq!(outcome, CommitOutcome::Committed { generation: 1 });
+    for name in ["together-a", "together-b"] {
+        let checkpoint = store.projection_checkpoint(name).await.expect("checkpoint");
+        assert_eq!(checkpoint.position, Some(LogPosition::new(0, 4)), "{name}");
+        assert_eq!(checkpoint.generation, 1, "{name}");
+        assert_eq!(checkpoint.schema_version, 3, "{name}");
+    }
+    // One of the two moves on alone.
+    store
+        .commit_projection(ProjectionCommit::single(
+            "together-a",
+            1,
+            Some(LogPosition::new(0, 6)),
+            3,
+            6,
+            vec![],
+        ))
+        .await
+        .expect("commit");
+    let outcome = store
+        .commit_projection(ProjectionCommit {
+            checkpoints: moves([1, 1], 9),
+            updated_at_ms: 7,
+            statements: vec![insert_state("z", Some(1), Some("x"))],
+        })
+        .await
+        .expect("commit");
+    assert_eq!(outcome, CommitOutcome::GenerationMoved { actual: 2 });
+    assert_eq!(states(&store).await, vec![state_row("a", 1, "x")]);
+    let b = store
+        .projection_checkpoint("together-b")
+        .await
+        .expect("checkpoint");
+    assert_eq!(
+        (b.position, b.generation),
+        (Some(LogPosition::new(0, 4)), 1)
+    );
+    let a = store
+        .projection_checkpoint("together-a")
+        .await
+        .expect("checkpoint");
+    assert_eq!(
+        (a.position, a.generation),
+        (Some(LogPosition::new(0, 6)), 2)
+    );
 }
 
 /// A statement that fails fails the commit: the statements before it and

@@ -91,17 +91,32 @@ fn set_based(run: &[SqlStatement]) -> Option<Coalesced> {
             unnest.join(", "),
             &sql[values.end..]
         )
-    } else if let Some((table, column)) = delete_by_key(sql) {
+    } else if let Some((table, key)) = delete_by_key(sql) {
         // A join with `unnest`, not `= ANY($1)`: a generic plan cannot
         // tell how long the array is and may scan the whole table; a join
         // with a set-returning function is planned as a few index lookups.
-        let cast = match columns.as_slice() {
-            [Param::Ints(_)] => "bigint[]",
-            [Param::Texts(_)] => "text[]",
-            _ => return None,
-        };
+        if key.len() != columns.len() {
+            return None;
+        }
+        let arrays: Vec<String> = columns
+            .iter()
+            .enumerate()
+            .map(|(i, column)| match column {
+                Param::Ints(_) => format!("${}::bigint[]", i + 1),
+                _ => format!("${}::text[]", i + 1),
+            })
+            .collect();
+        let names: Vec<String> = (1..=key.len()).map(|i| format!("k{i}")).collect();
+        let conditions: Vec<String> = key
+            .iter()
+            .zip(&names)
+            .map(|(column, name)| format!("{table}.{column} = run.{name}"))
+            .collect();
         format!(
-            "DELETE FROM {table} USING unnest($1::{cast}) AS run(key) WHERE {table}.{column} = run.key"
+            "DELETE FROM {table} USING unnest({}) AS run({}) WHERE {}",
+            arrays.join(", "),
+            names.join(", "),
+            conditions.join(" AND ")
         )
     } else {
         return None;
@@ -138,13 +153,21 @@ fn columns_of(run: &[SqlStatement]) -> Option<Vec<Param>> {
     Some(columns)
 }
 
-/// The table and column of exactly `DELETE FROM table WHERE column = $1`.
-fn delete_by_key(sql: &str) -> Option<(&str, &str)> {
+/// The table and key columns of exactly
+/// `DELETE FROM table WHERE a = $1 AND b = $2 …`.
+fn delete_by_key(sql: &str) -> Option<(&str, Vec<&str>)> {
     let rest = sql.trim().strip_prefix("DELETE FROM ")?;
     let (table, condition) = rest.split_once(" WHERE ")?;
-    let column = condition.strip_suffix("= $1")?.trim();
     let word = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    (word(table) && word(column)).then_some((table, column))
+    let mut key = Vec::new();
+    for (i, term) in condition.split(" AND ").enumerate() {
+        let column = term.trim().strip_suffix(&format!("= ${}", i + 1))?.trim();
+        if !word(column) {
+            return None;
+        }
+        key.push(column);
+    }
+    word(table).then_some((table, key))
 }
 
 /// Where `VALUES ($1, $2, …, $n)` is in `sql`, if it is exactly that.
@@ -196,8 +219,31 @@ mod tests {
         assert_eq!(out.len(), 1);
         assert_eq!(
             out[0].sql,
-            "DELETE FROM t USING unnest($1::text[]) AS run(key) WHERE t.k = run.key"
+            "DELETE FROM t USING unnest($1::text[]) AS run(k1) WHERE t.k = run.k1"
         );
+    }
+
+    #[test]
+    fn a_run_of_deletes_by_a_composite_key_becomes_a_join() {
+        let delete = |k: &str, n: i64| {
+            SqlStatement::new(
+                "DELETE FROM t WHERE k = $1 AND n = $2",
+                vec![SqlValue::text(k), SqlValue::int(n)],
+            )
+        };
+        let out = coalesce(&[delete("a", 1), delete("b", 2)]);
+        assert_eq!(out.len(), 1);
+        assert_eq!(
+            out[0].sql,
+            "DELETE FROM t USING unnest($1::text[], $2::bigint[]) AS run(k1, k2) \
+             WHERE t.k = run.k1 AND t.n = run.k2"
+        );
+        // Placeholders out of order are not a key the join can take.
+        let swapped = SqlStatement::new(
+            "DELETE FROM t WHERE k = $2 AND n = $1",
+            vec![SqlValue::int(1), SqlValue::text("a")],
+        );
+        assert_eq!(coalesce(&[swapped.clone(), swapped]).len(), 2);
     }
 
     #[test]

@@ -57,8 +57,8 @@ pub fn hot_path_statements() -> Vec<(&'static str, String, &'static str)> {
     // A projection batch's run of bucket deletes, as the commit runs it.
     let delete = |account: &str| {
         crate::SqlStatement::new(
-            "DELETE FROM account_buckets WHERE account_id = $1",
-            vec![crate::SqlValue::text(account)],
+            "DELETE FROM account_buckets WHERE account_id = $1 AND grant_id = $2",
+            vec![crate::SqlValue::text(account), crate::SqlValue::text("g")],
         )
     };
     let [delete_buckets] = &coalesce::coalesce(&[delete("a"), delete("b")])[..] else {
@@ -95,7 +95,7 @@ pub fn hot_path_statements() -> Vec<(&'static str, String, &'static str)> {
         .chain([(
             "projection: delete buckets",
             delete_buckets.sql.clone(),
-            "ARRAY['acct-7', 'acct-8']",
+            "ARRAY['acct-7', 'acct-8'], ARRAY['grant-1', 'grant-2']",
         )])
         .collect()
 }

@@ -9,21 +9,22 @@ use tokio_postgres::types::{ToSql, Type};
 use super::PostgresStore;
 use super::coalesce::{Param, coalesce};
 use super::error::{Failure, store_error};
-use crate::projection::{LockHolder, checkpoint_of, checkpoint_params, checkpoint_sql};
+use crate::projection::{LockHolder, checkpoint_of, checkpoint_sql, checkpoint_upserts};
 use crate::{
     CommitOutcome, LogPosition, ProjectionCheckpoint, ProjectionCommit, ProjectionLock,
     ProjectionStore, SqlRow, SqlStatement, SqlValue, StoreError,
 };
 
-/// Creates the checkpoint row if missing, so that `FOR UPDATE` below always
-/// has a row to lock and two first commits of a projection serialise.
-const ENSURE_CHECKPOINT: &str = "
+/// Creates the checkpoint rows if missing, so that `FOR UPDATE` below always
+/// has rows to lock and two first commits of a projection serialise.
+const ENSURE_CHECKPOINTS: &str = "
     INSERT INTO projection_checkpoints (name, tx, seq, generation, schema_version, updated_at_ms)
-    VALUES ($1, NULL, NULL, 0, 0, 0)
+    SELECT name, NULL, NULL, 0, 0, 0 FROM unnest($1::text[]) AS name
     ON CONFLICT (name) DO NOTHING";
 
-const LOCK_CHECKPOINT: &str =
-    "SELECT generation FROM projection_checkpoints WHERE name = $1 FOR UPDATE";
+/// Locks the rows in name order, the order every commit takes them in.
+const LOCK_CHECKPOINTS: &str = "SELECT name, generation FROM projection_checkpoints \
+     WHERE name = ANY($1::text[]) ORDER BY name FOR UPDATE";
 
 /// `events.tx`, not `tx`: a bare `tx` in `ORDER BY` names the output column
 /// (the `::bigint` cast), which no index serves, and the whole log is sorted.
@@ -112,34 +113,36 @@ async fn commit(
     commit: ProjectionCommit,
 ) -> Result<CommitOutcome, StoreError> {
     let tx = client.transaction().await.map_err(store_error)?;
+    let order = commit.locking_order();
+    let names: Vec<&str> = order.iter().map(|moved| moved.name.as_str()).collect();
     let ensure = tx
-        .prepare_cached(ENSURE_CHECKPOINT)
+        .prepare_cached(ENSURE_CHECKPOINTS)
         .await
         .map_err(store_error)?;
-    tx.execute(&ensure, &[&commit.name])
-        .await
-        .map_err(store_error)?;
+    tx.execute(&ensure, &[&names]).await.map_err(store_error)?;
     let lock = tx
-        .prepare_cached(LOCK_CHECKPOINT)
+        .prepare_cached(LOCK_CHECKPOINTS)
         .await
         .map_err(store_error)?;
-    let current: i64 = tx
-        .query_one(&lock, &[&commit.name])
-        .await
-        .map_err(store_error)?
-        .try_get(0)
-        .map_err(store_error)?;
-    let current = current as u64;
-    if current != commit.expected_generation {
-        return Ok(CommitOutcome::GenerationMoved { actual: current });
+    let rows = tx.query(&lock, &[&names]).await.map_err(store_error)?;
+    let mut current = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let name: String = row.try_get(0).map_err(store_error)?;
+        let generation: i64 = row.try_get(1).map_err(store_error)?;
+        current.insert(name, generation as u64);
     }
-    let generation = current + 1;
-    let checkpoint = SqlStatement::new(
-        checkpoint_sql::UPSERT,
-        checkpoint_params(&commit, generation),
-    );
+    for moved in &order {
+        let actual = current.get(&moved.name).copied().unwrap_or(0);
+        if actual != moved.expected_generation {
+            return Ok(CommitOutcome::GenerationMoved { actual });
+        }
+    }
+    let generation = commit
+        .checkpoints
+        .first()
+        .map_or(0, |moved| moved.expected_generation + 1);
     let mut statements = coalesce(&commit.statements);
-    statements.extend(coalesce(std::slice::from_ref(&checkpoint)));
+    statements.extend(coalesce(&checkpoint_upserts(&commit)));
     let mut prepared = Vec::with_capacity(statements.len());
     for statement in &statements {
         prepared.push(
@@ -197,7 +200,7 @@ impl ProjectionStore for PostgresStore {
         read_checkpoint(&client, name).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(name = %request.name, statements = request.statements.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(checkpoints = request.checkpoints.len(), statements = request.statements.len()))]
     async fn commit_projection(
         &self,
         request: ProjectionCommit,

@@ -11,7 +11,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_i
 use super::SqliteStore;
 use super::error::store_error;
 use crate::projection::{
-    LockHolder, checkpoint_of, checkpoint_params, checkpoint_sql, numbered_placeholders,
+    LockHolder, checkpoint_of, checkpoint_sql, checkpoint_upserts, numbered_placeholders,
 };
 use crate::{
     CommitOutcome, LogPosition, ProjectionCheckpoint, ProjectionCommit, ProjectionLock,
@@ -87,23 +87,22 @@ fn commit(conn: &mut Connection, commit: ProjectionCommit) -> Result<CommitOutco
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(store_error)?;
-    let current = read_checkpoint(&tx, &commit.name)?;
-    if current.generation != commit.expected_generation {
-        return Ok(CommitOutcome::GenerationMoved {
-            actual: current.generation,
-        });
+    for moved in commit.locking_order() {
+        let actual = read_checkpoint(&tx, &moved.name)?.generation;
+        if actual != moved.expected_generation {
+            return Ok(CommitOutcome::GenerationMoved { actual });
+        }
     }
     for statement in &commit.statements {
         execute(&tx, statement)?;
     }
-    let generation = current.generation + 1;
-    execute(
-        &tx,
-        &SqlStatement::new(
-            checkpoint_sql::UPSERT,
-            checkpoint_params(&commit, generation),
-        ),
-    )?;
+    for upsert in checkpoint_upserts(&commit) {
+        execute(&tx, &upsert)?;
+    }
+    let generation = commit
+        .checkpoints
+        .first()
+        .map_or(0, |moved| moved.expected_generation + 1);
     tx.commit().map_err(store_error)?;
     Ok(CommitOutcome::Committed { generation })
 }
@@ -156,7 +155,7 @@ impl ProjectionStore for SqliteStore {
         self.read(move |conn| read_checkpoint(conn, &name)).await
     }
 
-    #[tracing::instrument(level = "debug", skip_all, fields(name = %request.name, statements = request.statements.len()))]
+    #[tracing::instrument(level = "debug", skip_all, fields(checkpoints = request.checkpoints.len(), statements = request.statements.len()))]
     async fn commit_projection(
         &self,
         request: ProjectionCommit,

@@ -377,14 +377,14 @@ mod tests {
             let last = store.append(append(2)).await.unwrap().positions[0];
             assert_eq!(last, LogPosition::new(0, 3));
             store
-                .commit_projection(ProjectionCommit {
-                    name: "balances".into(),
-                    expected_generation: 0,
-                    position: Some(last),
-                    schema_version: 1,
-                    updated_at_ms: 1,
-                    statements: Vec::new(),
-                })
+                .commit_projection(ProjectionCommit::single(
+                    "balances",
+                    0,
+                    Some(last),
+                    1,
+                    1,
+                    Vec::new(),
+                ))
                 .await
                 .unwrap();
         }
