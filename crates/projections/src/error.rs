@@ -7,9 +7,9 @@ pub enum ProjectionError {
     /// The log or a projection's rows do not fold: a bug or damaged data.
     #[error("projection data is corrupt: {0}")]
     Corrupt(String),
-    /// Another process runs the projection, so this one cannot rebuild it
-    /// directly.
-    #[error("projection {0} is being run by another process")]
+    /// Another process runs the projections, so this one cannot rebuild
+    /// them directly. Names the lock.
+    #[error("the {0} are being run by another process")]
     Busy(&'static str),
     /// A read asked to be at least as fresh as a position the projection
     /// did not reach in time.

@@ -5,13 +5,12 @@ use std::time::{Duration, Instant};
 
 use tally_store::{EventStore, LogPosition, ProjectionStore};
 
-use crate::runner::{Projector, RunnerConfig, Step, reset};
-use crate::{Projection, ProjectionError, RUNNER_LOCK};
+use crate::runner::{Projector, RunnerConfig, Step, reset, reset_fold};
+use crate::{ACCOUNT_FOLD, Projection, ProjectionError, RUNNER_LOCK};
 
 /// How far a rebuild has come.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Progress {
-    pub projection: Projection,
     /// Events folded so far (account events and others).
     pub events: u64,
     /// Where the rebuild stands in the log.
@@ -22,30 +21,40 @@ pub struct Progress {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RebuildReport {
-    pub projection: Projection,
     pub events: u64,
     pub elapsed: Duration,
 }
 
-/// Empties `projection` and folds the whole log into it again, calling
-/// `progress` after every batch. Refused with `Busy` while another process
-/// runs the projection: stop it, or use [`request_rebuild`] and let that
-/// runner do the work.
+/// Empties `projections` and folds the whole log into them again, in one
+/// pass, calling `progress` after every batch. Refused with `Busy` while
+/// another process runs the projections: stop it, or use
+/// [`request_rebuild`] and let that runner do the work.
 pub async fn rebuild<S: EventStore + ProjectionStore>(
     store: &S,
-    projection: Projection,
+    projections: &[Projection],
     batch: usize,
     now_ms: impl Fn() -> i64,
     mut progress: impl FnMut(Progress),
 ) -> Result<RebuildReport, ProjectionError> {
     let Some(_lock) = store.try_lock_projection(RUNNER_LOCK).await? else {
-        return Err(ProjectionError::Busy(projection.name()));
+        return Err(ProjectionError::Busy(RUNNER_LOCK));
     };
     let started = Instant::now();
-    request_rebuild(store, projection, now_ms()).await?;
+    for &projection in projections {
+        request_rebuild(store, projection, now_ms()).await?;
+    }
+    if Projection::ALL.iter().all(|p| projections.contains(p)) {
+        // Nothing is left for the saved states to serve: one shared pass
+        // folds every projection, instead of one catching up after another.
+        loop {
+            let fold = store.projection_checkpoint(ACCOUNT_FOLD).await?;
+            if reset_fold(store, fold, now_ms()).await? {
+                break;
+            }
+        }
+    }
     let head = store.log_head().await?;
     let mut report = Progress {
-        projection,
         events: 0,
         position: None,
         head,
@@ -63,14 +72,13 @@ pub async fn rebuild<S: EventStore + ProjectionStore>(
             }
             Step::Idle => break,
             Step::Moved | Step::Reset => {
-                return Err(ProjectionError::Corrupt(format!(
-                    "projection {projection} moved during a rebuild that held its lock"
-                )));
+                return Err(ProjectionError::Corrupt(
+                    "a projection moved during a rebuild that held the runner's lock".into(),
+                ));
             }
         }
     }
     Ok(RebuildReport {
-        projection,
         events: report.events,
         elapsed: started.elapsed(),
     })

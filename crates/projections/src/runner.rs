@@ -466,7 +466,7 @@ pub(crate) async fn reset<P: ProjectionStore>(
 /// Forgets the shared fold's saved states, if it is still at `seen`; it
 /// then folds the log again, the projections past each event writing
 /// nothing for it.
-async fn reset_fold<P: ProjectionStore>(
+pub(crate) async fn reset_fold<P: ProjectionStore>(
     target: &P,
     seen: ProjectionCheckpoint,
     now_ms: i64,

@@ -244,7 +244,7 @@ where
         assert!(report.is_clean(), "{projection}: {report:?}");
         assert!(report.rows_compared > 0, "{projection} compared nothing");
         let live = dump(&store, projection).await.unwrap();
-        let rebuilt = rebuild(&store, projection, 53, || now, |_| {})
+        let rebuilt = rebuild(&store, &[projection], 53, || now, |_| {})
             .await
             .unwrap();
         assert!(
@@ -409,7 +409,7 @@ async fn verify_reports_a_tampered_row_and_rebuild_repairs_it() {
     assert_eq!(report.differences, 1, "{report:?}");
     assert!(report.examples[0].contains("available"), "{report:?}");
 
-    rebuild(&store, Projection::Balances, 100, || 0, |_| {})
+    rebuild(&store, &[Projection::Balances], 100, || 0, |_| {})
         .await
         .unwrap();
     assert!(

@@ -84,7 +84,7 @@ pub async fn verify_projections(config: &Config, projection: Option<&str>) -> an
     .await
 }
 
-fn bar(projection: Projection, head: Option<LogPosition>) -> ProgressBar {
+fn bar(names: &str, head: Option<LogPosition>) -> ProgressBar {
     let bar = ProgressBar::new(head.map_or(0, |h| h.seq));
     bar.set_style(
         ProgressStyle::with_template(
@@ -92,7 +92,7 @@ fn bar(projection: Projection, head: Option<LogPosition>) -> ProgressBar {
         )
         .expect("a valid template"),
     );
-    bar.set_prefix(projection.name());
+    bar.set_prefix(names.to_owned());
     bar
 }
 
@@ -102,64 +102,70 @@ fn rate(events: u64, elapsed: Duration) -> u64 {
 }
 
 async fn rebuild_all<S: Store>(store: &S, projections: &[Projection]) -> anyhow::Result<()> {
-    for &projection in projections {
-        let head = store.log_head().await?;
-        let bar = bar(projection, head);
-        let started = Instant::now();
-        let outcome = rebuild(
-            store,
-            projection,
-            REBUILD_BATCH,
-            now_ms,
-            |progress: Progress| {
-                if let Some(position) = progress.position {
+    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+    let names = names.join(", ");
+    let head = store.log_head().await?;
+    let bar = bar(&names, head);
+    let started = Instant::now();
+    let outcome = rebuild(
+        store,
+        projections,
+        REBUILD_BATCH,
+        now_ms,
+        |progress: Progress| {
+            if let Some(position) = progress.position {
+                bar.set_position(position.seq);
+            }
+            bar.set_message(format!(
+                "{} events, {} events/s",
+                progress.events,
+                rate(progress.events, started.elapsed())
+            ));
+        },
+    )
+    .await;
+    match outcome {
+        Ok(report) => {
+            bar.finish_and_clear();
+            println!(
+                "rebuilt {names}: {} events in {:.1?} ({} events/s)",
+                report.events,
+                report.elapsed,
+                rate(report.events, report.elapsed)
+            );
+        }
+        Err(ProjectionError::Busy(_)) => {
+            // A running tallyd holds the runner's lock: reset them and let
+            // that runner rebuild, following their checkpoints.
+            for &projection in projections {
+                request_rebuild(store, projection, now_ms()).await?;
+            }
+            bar.set_message("rebuilt by the running tallyd");
+            let target = head;
+            loop {
+                let mut slowest = target;
+                for &projection in projections {
+                    let checkpoint = store.projection_checkpoint(projection.name()).await?;
+                    slowest = slowest.min(checkpoint.position);
+                }
+                if let Some(position) = slowest {
                     bar.set_position(position.seq);
                 }
-                bar.set_message(format!(
-                    "{} events, {} events/s",
-                    progress.events,
-                    rate(progress.events, started.elapsed())
-                ));
-            },
-        )
-        .await;
-        match outcome {
-            Ok(report) => {
-                bar.finish_and_clear();
-                println!(
-                    "rebuilt {projection}: {} events in {:.1?} ({} events/s)",
-                    report.events,
-                    report.elapsed,
-                    rate(report.events, report.elapsed)
-                );
-            }
-            Err(ProjectionError::Busy(_)) => {
-                // A running tallyd holds it: reset it and let that runner
-                // rebuild, following its checkpoint.
-                request_rebuild(store, projection, now_ms()).await?;
-                bar.set_message("rebuilt by the running tallyd");
-                let target = head;
-                loop {
-                    let checkpoint = store.projection_checkpoint(projection.name()).await?;
-                    if let Some(position) = checkpoint.position {
-                        bar.set_position(position.seq);
-                    }
-                    if target.is_none() || checkpoint.position >= target {
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(200)).await;
+                if target.is_none() || slowest >= target {
+                    break;
                 }
-                bar.finish_and_clear();
-                let events = target.map_or(0, |t| t.seq);
-                println!(
-                    "rebuilt {projection} (by the running tallyd): up to position {} in {:.1?} (~{} events/s)",
-                    target.map_or_else(|| "start".to_owned(), |t| t.to_string()),
-                    started.elapsed(),
-                    rate(events, started.elapsed())
-                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
-            Err(e) => return Err(e.into()),
+            bar.finish_and_clear();
+            let events = target.map_or(0, |t| t.seq);
+            println!(
+                "rebuilt {names} (by the running tallyd): up to position {} in {:.1?} (~{} events/s)",
+                target.map_or_else(|| "start".to_owned(), |t| t.to_string()),
+                started.elapsed(),
+                rate(events, started.elapsed())
+            );
         }
+        Err(e) => return Err(e.into()),
     }
     Ok(())
 }

@@ -172,6 +172,21 @@ async fn verify_and_rebuild_as_an_operator_runs_them() {
             .success()
     );
 
+    // All of them at once: one pass over the log feeds the three.
+    let rebuilt = support::run_tallyd(&["rebuild", "--data-dir", dir]);
+    let out = String::from_utf8_lossy(&rebuilt.stdout);
+    assert!(rebuilt.status.success(), "{out}");
+    assert_eq!(
+        out.matches("rebuilt balances, ledger, usage:").count(),
+        1,
+        "{out}"
+    );
+    assert!(
+        support::run_tallyd(&["verify", "--data-dir", dir])
+            .status
+            .success()
+    );
+
     // Could not tell (the database is unreachable): 2, not 1.
     let unreachable = support::run_tallyd(&[
         "verify",
