@@ -37,7 +37,8 @@ pub enum Command {
     ReserveCommit(BenchArgs),
     /// Reserve, commit, release, quote and get-balance in a fixed mix.
     Mixed(BenchArgs),
-    /// The batched report call (not available yet: a later issue adds it).
+    /// ReportUsage calls of 500 records each, spread over --accounts (10,000
+    /// by default; --accounts 1 for one hot account). Figures in records/s.
     Report(BenchArgs),
     /// Resident memory of tallyd per cached account.
     Memory(MemoryArgs),

@@ -70,7 +70,7 @@ struct Echo {
 }
 
 fn not_echoed() -> Status {
-    Status::unimplemented("the echo baseline answers Debit only")
+    Status::unimplemented("the echo baseline answers Debit and ReportUsage only")
 }
 
 #[tonic::async_trait]
@@ -80,6 +80,31 @@ impl MeteringService for Echo {
         _request: Request<pb::DebitRequest>,
     ) -> Result<Response<pb::DebitResponse>, Status> {
         Ok(Response::new(pb::DebitResponse::clone(&self.answer)))
+    }
+
+    /// Every record answered as charged, with the Debit answer.
+    async fn report_usage(
+        &self,
+        request: Request<pb::ReportUsageRequest>,
+    ) -> Result<Response<pb::ReportUsageResponse>, Status> {
+        let records = request.into_inner().records.len();
+        let charged = pb::UsageRecordResult {
+            outcome: Some(pb::usage_record_result::Outcome::Charged(
+                pb::DebitResponse::clone(&self.answer),
+            )),
+        };
+        Ok(Response::new(pb::ReportUsageResponse {
+            results: vec![charged; records],
+            charged: records as i64,
+            refused: 0,
+        }))
+    }
+
+    async fn report_usage_stream(
+        &self,
+        _request: Request<tonic::Streaming<pb::ReportUsageStreamRequest>>,
+    ) -> Result<Response<pb::ReportUsageStreamResponse>, Status> {
+        Err(not_echoed())
     }
 
     async fn quote(
@@ -151,6 +176,24 @@ impl Workload for EchoWorkload {
             Scenario::Mixed => scenario::mixed_step(n).kind(),
             Scenario::ReserveCommit => "reserve-commit",
             Scenario::Hot | Scenario::Spread => "debit",
+            Scenario::Report => {
+                let (request, _) = scenario::report_request(
+                    &self.names,
+                    "m",
+                    self.accounts,
+                    |i| self.names.account("a", i),
+                    caller.index,
+                    n,
+                );
+                let mut request = Request::new(request);
+                request.set_timeout(self.timeout);
+                return match caller.client.report_usage(request).await {
+                    Ok(_) => Outcome::ok("report"),
+                    Err(status) => {
+                        Outcome::failed("report", format!("{:?}", status.code()), status.message())
+                    }
+                };
+            }
         };
         let account = self.scenario.account(self.accounts, caller.index, n);
         for call in 0..self.scenario.calls_per_op() {

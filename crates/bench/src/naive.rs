@@ -333,7 +333,8 @@ impl Workload for NaiveWorkload {
 
     async fn call(&self, caller: &mut NaiveCaller, n: u64) -> Outcome {
         match self.scenario {
-            Scenario::Hot | Scenario::Spread => self.debit(caller, n).await,
+            // A report record is a debit: one transaction each.
+            Scenario::Hot | Scenario::Spread | Scenario::Report => self.debit(caller, n).await,
             Scenario::ReserveCommit => {
                 let reserved = self.reserve(caller, n, "reserve-commit").await;
                 if reserved.error.is_some() {

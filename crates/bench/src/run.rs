@@ -268,7 +268,8 @@ async fn tally_phase(
         Some(t) => format!("tally ({})", t.store.name()),
         None => "tally".to_owned(),
     };
-    let figures = SystemFigures::new(system, scenario.calls_per_op(), &result);
+    let figures = SystemFigures::new(system, scenario.calls_per_op(), &result)
+        .with_records_per_op(scenario.records_per_call());
     settled.absorb(settle::settle(&workload, callers).await);
     let check = check::check_tally(&channels, &all, &settled, CHECK_CONCURRENCY).await;
     Ok(TallyPhase {
@@ -411,9 +412,8 @@ async fn echo_phase(
     let (result, _) = load::drive(workload, callers, pace(args)).await?;
     drop(channels);
     drop(server);
-    Ok(SystemFigures::new(
-        "echo (bare tonic)",
-        calls_per_op,
-        &result,
-    ))
+    Ok(
+        SystemFigures::new("echo (bare tonic)", calls_per_op, &result)
+            .with_records_per_op(scenario.records_per_call()),
+    )
 }

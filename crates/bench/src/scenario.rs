@@ -25,7 +25,11 @@ pub enum Scenario {
     Spread,
     ReserveCommit,
     Mixed,
+    Report,
 }
+
+/// Records in one ReportUsage call of the report scenario.
+pub const RECORDS_PER_CALL: u32 = 500;
 
 impl Scenario {
     pub fn name(self) -> &'static str {
@@ -34,6 +38,7 @@ impl Scenario {
             Scenario::Spread => "spread",
             Scenario::ReserveCommit => "reserve-commit",
             Scenario::Mixed => "mixed",
+            Scenario::Report => "report",
         }
     }
 
@@ -43,6 +48,7 @@ impl Scenario {
             Scenario::Spread => 10_000,
             Scenario::ReserveCommit => 1,
             Scenario::Mixed => 100,
+            Scenario::Report => 10_000,
         }
     }
 
@@ -51,7 +57,16 @@ impl Scenario {
     pub fn calls_per_op(self) -> u32 {
         match self {
             Scenario::ReserveCommit => 2,
-            Scenario::Hot | Scenario::Spread | Scenario::Mixed => 1,
+            Scenario::Hot | Scenario::Spread | Scenario::Mixed | Scenario::Report => 1,
+        }
+    }
+
+    /// Records charged per call: a report call carries many; the naive
+    /// baseline charges one per transaction whatever the scenario.
+    pub fn records_per_call(self) -> u32 {
+        match self {
+            Scenario::Report => RECORDS_PER_CALL,
+            _ => 1,
         }
     }
 
@@ -59,7 +74,7 @@ impl Scenario {
     pub fn account(self, accounts: usize, caller: usize, n: u64) -> usize {
         match self {
             Scenario::Hot => 0,
-            Scenario::Spread | Scenario::ReserveCommit | Scenario::Mixed => {
+            Scenario::Spread | Scenario::ReserveCommit | Scenario::Mixed | Scenario::Report => {
                 spread(accounts, caller, n)
             }
         }
@@ -164,6 +179,39 @@ pub fn debit_request(account_id: String, idempotency_key: String) -> pb::DebitRe
         amount_millicredits: Some(DEBIT_MILLICREDITS),
         ..Default::default()
     }
+}
+
+/// Operation `n` of `caller` in the report scenario: its records, each with
+/// the index of its account (record `i` is the scenario's account for
+/// sequence `n * RECORDS_PER_CALL + i`, so records spread like debits).
+pub fn report_request(
+    names: &Names,
+    tag: &str,
+    accounts: usize,
+    account_id: impl Fn(usize) -> String,
+    caller: usize,
+    n: u64,
+) -> (pb::ReportUsageRequest, Vec<usize>) {
+    let per_call = u64::from(RECORDS_PER_CALL);
+    let (records, indices) = (0..per_call)
+        .map(|i| {
+            let account = Scenario::Report.account(accounts, caller, n * per_call + i);
+            let debit = debit_request(
+                account_id(account),
+                names.key(tag, caller, n, &format!("u{i}")),
+            );
+            let record = pb::UsageRecord {
+                idempotency_key: debit.idempotency_key,
+                account_id: debit.account_id,
+                member_id: debit.member_id,
+                action: debit.action,
+                amount_millicredits: debit.amount_millicredits,
+                ..Default::default()
+            };
+            (record, account)
+        })
+        .unzip();
+    (pb::ReportUsageRequest { records }, indices)
 }
 
 pub fn reserve_request(account_id: String, idempotency_key: String) -> pb::ReserveRequest {

@@ -9,7 +9,9 @@ use std::time::Duration;
 use tonic::{Request, Status};
 
 use crate::scenario::{self, COMMIT_MILLICREDITS, DEBIT_MILLICREDITS};
-use crate::tally::{Hold, TallyCaller, TallyWorkload, Unresolved, outcome_unknown, with_timeout};
+use crate::tally::{
+    Hold, TallyCaller, TallyWorkload, Unresolved, count_report, outcome_unknown, with_timeout,
+};
 
 /// What a run charged, per account id, once every unknown outcome was
 /// replayed and every open hold released.
@@ -98,6 +100,26 @@ async fn settle_caller(workload: &TallyWorkload, mut caller: TallyCaller) -> Set
                 )
                 .await;
                 (account, DEBIT_MILLICREDITS, replayed)
+            }
+            Unresolved::Report(accounts, request) => {
+                let replayed = replay(
+                    |r| {
+                        let mut client = client.clone();
+                        async move { client.report_usage(r).await.map(|r| r.into_inner()) }
+                    },
+                    request,
+                    timeout,
+                )
+                .await;
+                match replayed {
+                    // Each record answers as it first did, or is charged now.
+                    Replayed::Applied(response) => {
+                        count_report(&mut caller.ledger, &accounts, &response);
+                    }
+                    Replayed::Refused => {}
+                    Replayed::Unknown => still_unknown += 1,
+                }
+                continue;
             }
             Unresolved::Commit(account, request) => {
                 let replayed = replay(

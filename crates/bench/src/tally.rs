@@ -129,6 +129,28 @@ pub(crate) fn outcome_unknown(code: Code) -> bool {
     }
 }
 
+/// Adds a report's charged records to the ledger; returns the first
+/// refusal, if any.
+pub(crate) fn count_report(
+    ledger: &mut Ledger,
+    accounts: &[usize],
+    response: &pb::ReportUsageResponse,
+) -> Option<pb::RecordError> {
+    let mut refused = None;
+    for (account, result) in accounts.iter().zip(&response.results) {
+        match &result.outcome {
+            Some(pb::usage_record_result::Outcome::Charged(_)) => {
+                *ledger.consumed.entry(*account).or_default() += DEBIT_MILLICREDITS;
+            }
+            Some(pb::usage_record_result::Outcome::Refused(error)) => {
+                refused.get_or_insert_with(|| error.clone());
+            }
+            None => {}
+        }
+    }
+    refused
+}
+
 fn failed(kind: &'static str, status: &Status) -> Outcome {
     Outcome::failed(kind, format!("{:?}", status.code()), status.message())
 }
@@ -160,6 +182,8 @@ pub struct Ledger {
 
 pub(crate) enum Unresolved {
     Debit(usize, pb::DebitRequest),
+    /// A report call, with the account index of each record.
+    Report(Vec<usize>, pb::ReportUsageRequest),
     Reserve(usize, pb::ReserveRequest),
     Commit(usize, pb::CommitRequest),
     Release(pb::ReleaseRequest),
@@ -215,6 +239,41 @@ impl TallyWorkload {
                         .push(Unresolved::Debit(account, request));
                 }
                 failed("debit", &status)
+            }
+        }
+    }
+
+    /// One ReportUsage call; a refused record fails the op (the run grants
+    /// enough that none should be).
+    async fn report(&self, caller: &mut TallyCaller, n: u64) -> Outcome {
+        let (request, accounts) = scenario::report_request(
+            &self.names,
+            self.tag,
+            self.accounts.len(),
+            |i| self.accounts[i].clone(),
+            caller.index,
+            n,
+        );
+        match caller
+            .metering
+            .report_usage(with_timeout(request.clone(), self.timeout))
+            .await
+        {
+            Ok(response) => {
+                let refused = count_report(&mut caller.ledger, &accounts, &response.into_inner());
+                match refused {
+                    None => Outcome::ok("report"),
+                    Some(error) => Outcome::failed("report", error.reason.clone(), error.message),
+                }
+            }
+            Err(status) => {
+                if outcome_unknown(status.code()) {
+                    caller
+                        .ledger
+                        .unresolved
+                        .push(Unresolved::Report(accounts, request));
+                }
+                failed("report", &status)
             }
         }
     }
@@ -351,6 +410,7 @@ impl Workload for TallyWorkload {
     async fn call(&self, caller: &mut TallyCaller, n: u64) -> Outcome {
         match self.scenario {
             Scenario::Hot | Scenario::Spread => self.debit(caller, n).await,
+            Scenario::Report => self.report(caller, n).await,
             Scenario::ReserveCommit => {
                 // One op is the pair; its latency is both calls'.
                 let reserved = self.reserve(caller, n, "reserve-commit").await;

@@ -65,6 +65,10 @@ pub enum Command {
         model: Option<ModelName>,
         amount: Option<Millicredits>,
         dimensions: Option<Dimensions>,
+        /// When the action happened, for an action reported after the fact
+        /// (`ReportUsage`): its usage counts on that local day. The charge
+        /// itself happens now, against the balance and cap as they are now.
+        occurred_at: Option<Timestamp>,
     },
 }
 

@@ -464,6 +464,7 @@ pub fn decide(
             model,
             amount,
             dimensions,
+            occurred_at,
         } => {
             let priced = price_new(ctx, action, model, *amount, dimensions, Use::Charge)?;
             within_cap(account, priced.amount)?;
@@ -481,6 +482,7 @@ pub fn decide(
                 rate_card_version: priced.rate_card_version,
                 dimensions: priced.dimensions,
                 capability: priced.capability,
+                occurred_at: *occurred_at,
             };
             Ok(charged(now, debit))
         }
@@ -860,6 +862,7 @@ fn decide_commit(
         rate_card_version,
         dimensions,
         capability,
+        occurred_at: None,
     };
     Ok(charged(now, debit))
 }

@@ -150,6 +150,10 @@ pub struct Debit {
     /// `writing`), when the price came from a card action that names one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capability: Option<String>,
+    /// When the action happened, for one reported after the fact; its
+    /// usage counts on that local day. `None`: when it was charged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub occurred_at: Option<Timestamp>,
 }
 
 impl Debit {

@@ -171,6 +171,7 @@ impl Run {
 
     fn debit(&mut self, amount: Millicredits) -> Vec<Event> {
         self.run(Command::Debit {
+            occurred_at: None,
             member: MemberId::parse("alice").unwrap(),
             action: ActionKey::parse("article.draft").unwrap(),
             model: None,
@@ -877,6 +878,7 @@ impl Driven {
                 }))
             }
             Op::Debit(amount) => self.command(Command::Debit {
+                occurred_at: None,
                 member,
                 action,
                 model: None,

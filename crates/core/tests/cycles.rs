@@ -78,6 +78,7 @@ fn spend(account: &mut Account, now: Timestamp, plans: &PlanCatalogue, credits: 
     };
     let mut events = advance(account, now);
     let debit = Command::Debit {
+        occurred_at: None,
         member: MemberId::parse("m").unwrap(),
         action: ActionKey::parse("a").unwrap(),
         model: None,

@@ -273,6 +273,7 @@ impl Run {
             }
             Op::Debit(amount) => {
                 let _ = self.execute(Command::Debit {
+                    occurred_at: None,
                     member,
                     action,
                     model: None,

@@ -131,6 +131,7 @@ impl Ws {
 
     fn debit(&mut self, credits: i64) -> Result<Outcome, Rejection> {
         self.run(Command::Debit {
+            occurred_at: None,
             member: MemberId::parse("ann").unwrap(),
             action: ActionKey::parse("agent.task").unwrap(),
             model: None,

@@ -671,6 +671,7 @@ fn receipts_carry_the_capability_when_the_card_priced_them() {
         }),
     );
     let debit = |amount: Option<i64>| Command::Debit {
+        occurred_at: None,
         member: MemberId::parse("m").unwrap(),
         action: key("article.draft"),
         model: None,

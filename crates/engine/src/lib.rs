@@ -37,6 +37,7 @@ pub use codec::{DecodedEvent, StoredReply, decode_event};
 pub use error::EngineError;
 pub use quote::{Quote, QuoteItem, QuoteLine};
 pub use sweeper::SweepReport;
+use tracing::Instrument as _;
 
 /// Tuning knobs. The defaults suit a 2-core machine.
 #[derive(Clone, Debug)]
@@ -105,6 +106,28 @@ pub struct Applied {
     pub position: LogPosition,
     /// True when this is a retry answered from the first attempt's record.
     pub replayed: bool,
+}
+
+/// A queued mutation: await [`Submitted::answer`] for what became of it.
+#[derive(Debug)]
+pub struct Submitted {
+    answer: oneshot::Receiver<Result<Applied, EngineError>>,
+    /// The command's span, where the outcome is recorded.
+    span: tracing::Span,
+}
+
+impl Submitted {
+    pub async fn answer(self) -> Result<Applied, EngineError> {
+        let applied = self.answer.await.map_err(|_| EngineError::ShuttingDown)?;
+        let outcome = match &applied {
+            Ok(applied) if applied.replayed => "replayed",
+            Ok(_) => "ok",
+            Err(EngineError::Rejected(rejection)) => rejection.reason(),
+            Err(_) => "error",
+        };
+        self.span.record("tally.outcome", outcome);
+        applied
+    }
 }
 
 /// The engine. Cheap to clone; all clones share the actors.
@@ -201,36 +224,35 @@ impl<S: EventStore> Engine<S> {
     /// Runs a mutation: decided in order with the account's other commands,
     /// answered once its events are durably appended. A retry with the same
     /// idempotency key and fingerprint gets the first answer back.
-    #[tracing::instrument(
-        name = "command",
-        skip_all,
-        fields(
+    pub async fn execute(&self, mutation: Mutation) -> Result<Applied, EngineError> {
+        self.submit(mutation).await?.answer().await
+    }
+
+    /// Queues a mutation behind those already queued for its account and
+    /// returns once it is queued; its answer comes from
+    /// [`Submitted::answer`]. Mutations of one account submitted one after
+    /// another are decided in that order, and queued together they are
+    /// decided and committed together.
+    pub async fn submit(&self, mutation: Mutation) -> Result<Submitted, EngineError> {
+        // The command's span lasts until its answer is taken.
+        let span = tracing::info_span!(
+            "command",
             otel.name = %format_args!("command {}", mutation.command.name()),
             tally.account_id = %mutation.account,
             tally.command = mutation.command.name(),
             tally.action = mutation.command.action().map(|action| action.as_str()),
             tally.idempotency_key = %mutation.idempotency_key,
             tally.outcome = tracing::field::Empty,
-        )
-    )]
-    pub async fn execute(&self, mutation: Mutation) -> Result<Applied, EngineError> {
+        );
         let (reply, answer) = oneshot::channel();
         let account = mutation.account.clone();
         let job = actor::Job::Mutate(Box::new(actor::MutateJob {
             mutation,
             reply,
-            span: tracing::Span::current(),
+            span: span.clone(),
         }));
-        self.send(&account, job).await?;
-        let applied = answer.await.map_err(|_| EngineError::ShuttingDown)?;
-        let outcome = match &applied {
-            Ok(applied) if applied.replayed => "replayed",
-            Ok(_) => "ok",
-            Err(EngineError::Rejected(rejection)) => rejection.reason(),
-            Err(_) => "error",
-        };
-        tracing::Span::current().record("tally.outcome", outcome);
-        applied
+        self.send(&account, job).instrument(span.clone()).await?;
+        Ok(Submitted { answer, span })
     }
 
     /// The balance now, with holds and buckets expired up to now.

@@ -84,6 +84,7 @@ async fn a_boundary_alerts_once_whoever_notices_it<H: Harness>(harness: H) {
             "lazy",
             "d-1",
             Command::Debit {
+                occurred_at: None,
                 member: MemberId::parse("m").unwrap(),
                 action: ActionKey::parse("a").unwrap(),
                 model: None,

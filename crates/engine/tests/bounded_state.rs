@@ -243,6 +243,7 @@ async fn evicted_accounts_come_back_exact<S: EventStore + Clone>(store: S) {
                 .run_on(
                     account,
                     Command::Debit {
+                        occurred_at: None,
                         member: MemberId::parse("m").unwrap(),
                         action: ActionKey::parse("agent.step").unwrap(),
                         model: None,

@@ -122,6 +122,7 @@ fn command(request: &Request, reservations: &[ReservationId]) -> Command {
             reservation_id: pick(*reservation),
         },
         Request::Debit(amount) => Command::Debit {
+            occurred_at: None,
             dimensions: None,
             member,
             action,

@@ -350,7 +350,9 @@ fn usage_of(
         .map(|c| c.start)
         .or(state.opened_at)
         .unwrap_or(at);
-    let day = tally_core::calendar::local(&state.terms.time_zone, at)
+    // An action reported after the fact counts on the day it happened; its
+    // cycle is the one it was charged in, as for the cap.
+    let day = tally_core::calendar::local(&state.terms.time_zone, debit.occurred_at.unwrap_or(at))
         .date()
         .to_string();
     let dimensions = debit.dimensions.unwrap_or_default();

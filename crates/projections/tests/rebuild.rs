@@ -142,6 +142,7 @@ fn command(
             },
         },
         _ => Command::Debit {
+            occurred_at: None,
             member,
             action,
             model,

@@ -48,6 +48,29 @@ impl From<InvalidArgument> for Status {
     }
 }
 
+/// A failed record of a batch call (`ReportUsage`): what the status of a
+/// call with it alone would have said.
+pub fn record_error(status: &Status) -> tally_api::v1::RecordError {
+    let details = status.get_error_details();
+    tally_api::v1::RecordError {
+        code: status.code() as i32,
+        reason: details
+            .error_info()
+            .map(|info| info.reason.clone())
+            .unwrap_or_else(|| format!("{:?}", status.code()).to_uppercase()),
+        message: status.message().to_owned(),
+        fields: details
+            .bad_request()
+            .map(|bad| {
+                bad.field_violations
+                    .iter()
+                    .map(|v| v.field.clone())
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }
+}
+
 fn status(code: Code, reason: &str, message: String, metadata: &[(&str, String)]) -> Status {
     let metadata = metadata
         .iter()

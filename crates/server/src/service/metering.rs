@@ -4,15 +4,26 @@ use crate::Store;
 use tally_api::v1 as pb;
 use tally_api::v1::metering_service_server::MeteringService;
 use tally_core::{Command, Outcome};
-use tally_engine::{Applied, Engine, QuoteItem};
-use tonic::{Request, Response, Status};
+use tally_engine::{Applied, Engine, Mutation, QuoteItem};
+use tonic::{Request, Response, Status, Streaming};
 
-use super::{Api, unexpected};
+use super::{Api, fingerprint, unexpected};
 use crate::ServiceError;
 use crate::convert::{self, Validator};
+use crate::status::{InvalidArgument, record_error};
 
 const MAX_QUOTE_ITEMS: usize = 1_000;
 const MAX_QUOTE_COUNT: i64 = 1_000_000;
+/// Records in one ReportUsage call, or one message of its stream.
+const MAX_RECORDS_PER_MESSAGE: usize = 1_000;
+/// Records in one ReportUsageStream: every result is kept until it ends.
+const MAX_RECORDS_PER_STREAM: usize = 100_000;
+/// How long ago a reported action may have happened (a day of usage
+/// already closed is not rewritten past this).
+const MAX_OCCURRED_AGO_MS: i64 = 7 * 24 * 3_600_000;
+/// How far ahead of the server's clock a reported action may be (the
+/// reporter's clock may run ahead).
+const MAX_OCCURRED_AHEAD_MS: i64 = 5 * 60_000;
 
 pub struct MeteringApi<S: Store>(pub Api<S>);
 
@@ -307,6 +318,7 @@ impl<S: Store> MeteringService for MeteringApi<S> {
         };
         v.finish()?;
         let command = Command::Debit {
+            occurred_at: None,
             member,
             action,
             model,
@@ -322,5 +334,160 @@ impl<S: Store> MeteringService for MeteringApi<S> {
             available_millicredits: applied.reply.available.get(),
             consistency_token: applied.position.to_string(),
         }))
+    }
+
+    async fn report_usage(
+        &self,
+        request: Request<pb::ReportUsageRequest>,
+    ) -> Result<Response<pb::ReportUsageResponse>, Status> {
+        let records = request.into_inner().records;
+        if records.len() > MAX_RECORDS_PER_MESSAGE {
+            return Err(too_many_records(MAX_RECORDS_PER_MESSAGE, "per call").into());
+        }
+        let mut queued = Vec::with_capacity(records.len());
+        for record in records {
+            queued.push(self.queue_record(record).await);
+        }
+        Ok(Response::new(report(answers(queued).await)))
+    }
+
+    async fn report_usage_stream(
+        &self,
+        request: Request<Streaming<pb::ReportUsageStreamRequest>>,
+    ) -> Result<Response<pb::ReportUsageStreamResponse>, Status> {
+        let mut stream = request.into_inner();
+        // Each message's records are queued in order as it arrives, and
+        // charged while the next is read; the answers are gathered at the end.
+        let mut queued = Vec::new();
+        while let Some(message) = stream.message().await? {
+            if message.records.len() > MAX_RECORDS_PER_MESSAGE {
+                return Err(too_many_records(MAX_RECORDS_PER_MESSAGE, "per message").into());
+            }
+            if queued.len() + message.records.len() > MAX_RECORDS_PER_STREAM {
+                return Err(too_many_records(MAX_RECORDS_PER_STREAM, "per stream").into());
+            }
+            for record in message.records {
+                queued.push(self.queue_record(record).await);
+            }
+        }
+        let pb::ReportUsageResponse {
+            results,
+            charged,
+            refused,
+        } = report(answers(queued).await);
+        Ok(Response::new(pb::ReportUsageStreamResponse {
+            results,
+            charged,
+            refused,
+        }))
+    }
+}
+
+fn too_many_records(max: usize, per: &str) -> InvalidArgument {
+    InvalidArgument::field("records", format!("at most {max} records {per}"))
+}
+
+fn report(results: Vec<pb::UsageRecordResult>) -> pb::ReportUsageResponse {
+    let charged = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r.outcome,
+                Some(pb::usage_record_result::Outcome::Charged(_))
+            )
+        })
+        .count() as i64;
+    pb::ReportUsageResponse {
+        charged,
+        refused: results.len() as i64 - charged,
+        results,
+    }
+}
+
+/// The results of queued records, in order.
+async fn answers(
+    queued: Vec<Result<tally_engine::Submitted, Status>>,
+) -> Vec<pb::UsageRecordResult> {
+    use pb::usage_record_result::Outcome;
+    futures::future::join_all(queued.into_iter().map(|queued| async move {
+        let charged = match queued {
+            Ok(submitted) => submitted
+                .answer()
+                .await
+                .map_err(|e| Status::from(ServiceError::from(e)))
+                .and_then(|applied| {
+                    Ok(pb::DebitResponse {
+                        receipt: Some(receipt_of(&applied)?),
+                        available_millicredits: applied.reply.available.get(),
+                        consistency_token: applied.position.to_string(),
+                    })
+                }),
+            Err(status) => Err(status),
+        };
+        pb::UsageRecordResult {
+            outcome: Some(match charged {
+                Ok(charged) => Outcome::Charged(charged),
+                Err(status) => Outcome::Refused(record_error(&status)),
+            }),
+        }
+    }))
+    .await
+}
+
+impl<S: Store> MeteringApi<S> {
+    /// Validates a record and queues it as a Debit behind the account's
+    /// earlier commands (the engine decides and commits what is queued
+    /// together in shared transactions). Fields are named as in
+    /// `UsageRecord`.
+    async fn queue_record(
+        &self,
+        record: pb::UsageRecord,
+    ) -> Result<tally_engine::Submitted, Status> {
+        let engine = self.0.engine()?;
+        let now = engine.now();
+        let mut v = Validator::default();
+        let key = v.idempotency_key("idempotency_key", &record.idempotency_key);
+        let account = v.account("account_id", &record.account_id);
+        let member = v.member("member_id", &record.member_id);
+        let action = v.action("action", &record.action);
+        let model = v.model("model", &record.model);
+        let amount = record
+            .amount_millicredits
+            .map(|a| v.positive_amount("amount_millicredits", a));
+        let dimensions = v.dimensions_instead_of(amount.flatten(), record.dimensions);
+        let occurred_at = v.timestamp("occurred_at", record.occurred_at);
+        if let Some(at) = occurred_at {
+            let offset = at.as_millis() - now.as_millis();
+            if offset < -MAX_OCCURRED_AGO_MS {
+                v.violation("occurred_at", "is more than 7 days ago");
+            } else if offset > MAX_OCCURRED_AHEAD_MS {
+                v.violation(
+                    "occurred_at",
+                    "is more than 5 minutes ahead of the server's clock",
+                );
+            }
+        }
+        let (Some(key), Some(account), Some(member), Some(action)) = (key, account, member, action)
+        else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let mutation = Mutation {
+            account,
+            idempotency_key: key,
+            fingerprint: fingerprint("ReportUsage", &record),
+            command: Command::Debit {
+                member,
+                action,
+                model,
+                amount: amount.flatten(),
+                dimensions,
+                occurred_at,
+            },
+        };
+        engine
+            .submit(mutation)
+            .await
+            .map_err(|e| ServiceError::from(e).into())
     }
 }
