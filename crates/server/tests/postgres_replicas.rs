@@ -96,6 +96,13 @@ async fn kill_9_loses_no_acknowledged_debit() {
     support::kill_9_loses_no_acknowledged_debit(&["--database-url", &url], 3).await;
 }
 
+/// ReportUsage retried whole after `kill -9`, on PostgreSQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_charges_each_reported_record_once() {
+    let url = migrated_database("tally_test_kill9_report").await;
+    support::kill_9_charges_each_reported_record_once(&["--database-url", &url], 2).await;
+}
+
 /// Serving waits for the schema: NOT_SERVING until `tallyd migrate` ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_waits_for_migration() {

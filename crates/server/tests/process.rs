@@ -78,6 +78,17 @@ async fn kill_9_loses_no_acknowledged_debit() {
         .await;
 }
 
+/// ReportUsage retried whole after `kill -9`: each record charged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_charges_each_reported_record_once() {
+    let data = tempfile::tempdir().unwrap();
+    support::kill_9_charges_each_reported_record_once(
+        &["--data-dir", data.path().to_str().unwrap()],
+        2,
+    )
+    .await;
+}
+
 /// `tallyd verify` exits 0 when every projection matches a rebuild from the
 /// log, 1 when one does not and 2 when it cannot tell; `tallyd rebuild` repairs it and reports
 /// its rate.

@@ -314,3 +314,126 @@ pub async fn kill_9_loses_no_acknowledged_debit(args: &[&str], rounds: usize) {
         GRANTED - balance.consumed_millicredits
     );
 }
+
+/// The ReportUsage records of one call: `records` records over accounts
+/// `r0` and `r1`, keyed `<call>-<j>`.
+fn report(call: &str, records: usize) -> pb::ReportUsageRequest {
+    pb::ReportUsageRequest {
+        records: (0..records)
+            .map(|j| pb::UsageRecord {
+                idempotency_key: format!("{call}-{j}"),
+                account_id: format!("r{}", j % 2),
+                member_id: "m".into(),
+                action: "agent.step".into(),
+                amount_millicredits: Some(DEBIT),
+                ..Default::default()
+            })
+            .collect(),
+    }
+}
+
+/// Every debit key in `account`'s ledger, fully consistent.
+async fn ledger_keys(accounts: &mut AccountServiceClient<Channel>, account: &str) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = accounts
+            .list_ledger(pb::ListLedgerRequest {
+                account_id: account.into(),
+                page_size: 1000,
+                page_token,
+                kinds: vec![pb::LedgerEntryKind::Debit.into()],
+                consistency: Some(pb::ReadConsistency {
+                    requirement: Some(pb::read_consistency::Requirement::FullyConsistent(true)),
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        keys.extend(page.entries.into_iter().map(|e| e.idempotency_key));
+        if page.next_page_token.is_empty() {
+            return keys;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// `kill -9` of tallyd under a stream of ReportUsage calls, `rounds` times;
+/// the calls cut off are sent again whole after a restart. Every record of
+/// an answered call, and every record of a retried one, is charged exactly
+/// once.
+pub async fn kill_9_charges_each_reported_record_once(args: &[&str], rounds: usize) {
+    const RECORDS: usize = 40;
+    let mut acknowledged: Vec<String> = Vec::new();
+    let mut in_doubt: Vec<String> = Vec::new();
+    for round in 0..rounds {
+        let mut tallyd = Tallyd::spawn(args);
+        let channel = tallyd.connect().await;
+        if round == 0 {
+            for account in ["r0", "r1"] {
+                open_funded_account(channel.clone(), account, pb::BucketKind::TopUp, GRANTED).await;
+            }
+        }
+        let writers: Vec<_> = (0..4)
+            .map(|writer| {
+                let mut metering = MeteringServiceClient::new(channel.clone());
+                tokio::spawn(async move {
+                    let mut acks = Vec::new();
+                    for i in 0.. {
+                        let call = format!("report-{round}-{writer}-{i}");
+                        match metering.report_usage(report(&call, RECORDS)).await {
+                            Ok(response) => {
+                                let response = response.into_inner();
+                                assert_eq!(response.charged, RECORDS as i64, "{response:?}");
+                                acks.push(call);
+                            }
+                            Err(_) => return (acks, call),
+                        }
+                    }
+                    unreachable!()
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        tallyd.signal("KILL");
+        tallyd.wait_for_exit(Duration::from_secs(10));
+        let before = acknowledged.len();
+        for writer in writers {
+            let (acks, doubt) = writer.await.unwrap();
+            acknowledged.extend(acks);
+            in_doubt.push(doubt);
+        }
+        assert!(
+            acknowledged.len() > before + 2,
+            "round {round}: the writers got going before the kill"
+        );
+    }
+
+    let tallyd = Tallyd::spawn(args);
+    let channel = tallyd.connect().await;
+    let mut accounts = AccountServiceClient::new(channel.clone());
+    let mut metering = MeteringServiceClient::new(channel);
+    for call in &in_doubt {
+        let response = metering
+            .report_usage(report(call, RECORDS))
+            .await
+            .expect("retry after restart")
+            .into_inner();
+        assert_eq!(response.charged, RECORDS as i64, "{response:?}");
+    }
+    let mut keys = ledger_keys(&mut accounts, "r0").await;
+    keys.extend(ledger_keys(&mut accounts, "r1").await);
+    let unique: std::collections::HashSet<&String> = keys.iter().collect();
+    assert_eq!(unique.len(), keys.len(), "no record charged twice");
+    let calls = acknowledged.len() + in_doubt.len();
+    assert_eq!(keys.len(), calls * RECORDS, "every record charged once");
+    for call in acknowledged.iter().chain(&in_doubt) {
+        for j in 0..RECORDS {
+            assert!(
+                unique.contains(&format!("{call}-{j}")),
+                "{call}-{j} was lost"
+            );
+        }
+    }
+}
