@@ -108,6 +108,22 @@ pub struct Applied {
     pub replayed: bool,
 }
 
+/// The span of one command, at `$level`; it lasts until its answer is taken.
+macro_rules! command_span {
+    ($level:expr, $mutation:expr) => {
+        tracing::span!(
+            $level,
+            "command",
+            otel.name = %format_args!("command {}", $mutation.command.name()),
+            tally.account_id = %$mutation.account,
+            tally.command = $mutation.command.name(),
+            tally.action = $mutation.command.action().map(|action| action.as_str()),
+            tally.idempotency_key = %$mutation.idempotency_key,
+            tally.outcome = tracing::field::Empty,
+        )
+    };
+}
+
 /// A queued mutation: await [`Submitted::answer`] for what became of it.
 #[derive(Debug)]
 pub struct Submitted {
@@ -234,16 +250,23 @@ impl<S: EventStore> Engine<S> {
     /// another are decided in that order, and queued together they are
     /// decided and committed together.
     pub async fn submit(&self, mutation: Mutation) -> Result<Submitted, EngineError> {
-        // The command's span lasts until its answer is taken.
-        let span = tracing::info_span!(
-            "command",
-            otel.name = %format_args!("command {}", mutation.command.name()),
-            tally.account_id = %mutation.account,
-            tally.command = mutation.command.name(),
-            tally.action = mutation.command.action().map(|action| action.as_str()),
-            tally.idempotency_key = %mutation.idempotency_key,
-            tally.outcome = tracing::field::Empty,
-        );
+        let span = command_span!(tracing::Level::INFO, mutation);
+        self.submit_in(mutation, span).await
+    }
+
+    /// [`Engine::submit`] for one of many mutations of a batch call: its span
+    /// is at debug level, so that a call of a thousand records traces (and
+    /// costs) as one call unless debug tracing is on.
+    pub async fn submit_batched(&self, mutation: Mutation) -> Result<Submitted, EngineError> {
+        let span = command_span!(tracing::Level::DEBUG, mutation);
+        self.submit_in(mutation, span).await
+    }
+
+    async fn submit_in(
+        &self,
+        mutation: Mutation,
+        span: tracing::Span,
+    ) -> Result<Submitted, EngineError> {
         let (reply, answer) = oneshot::channel();
         let account = mutation.account.clone();
         let job = actor::Job::Mutate(Box::new(actor::MutateJob {

@@ -486,7 +486,7 @@ impl<S: Store> MeteringApi<S> {
             },
         };
         engine
-            .submit(mutation)
+            .submit_batched(mutation)
             .await
             .map_err(|e| ServiceError::from(e).into())
     }
