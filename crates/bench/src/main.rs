@@ -8,6 +8,7 @@
 mod check;
 mod cli;
 mod echo;
+mod lag;
 mod load;
 mod memory;
 mod naive;

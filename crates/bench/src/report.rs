@@ -200,6 +200,9 @@ pub struct RunReport {
     pub accounts: usize,
     pub history: Option<HistoryFigures>,
     pub tally: SystemFigures,
+    /// During Tally's measured run: from a write's answer until a read at
+    /// least as fresh as it answers.
+    pub projection_lag: Option<crate::lag::LagFigures>,
     pub naive: Option<SystemFigures>,
     pub echo: Option<SystemFigures>,
     /// Tally's figures over each baseline's, keyed by baseline.
@@ -346,6 +349,21 @@ impl RunReport {
                 out,
                 "tallyd RSS after the run: {:.1} MiB",
                 rss as f64 / (1024.0 * 1024.0)
+            );
+        }
+        if let Some(lag) = &self.projection_lag {
+            let _ = writeln!(
+                out,
+                "projection lag (a write until a read at least as fresh answers): p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} probes{}",
+                lag.latency_ms.p50,
+                lag.latency_ms.p99,
+                lag.latency_ms.max,
+                lag.probes,
+                if lag.failed > 0 {
+                    format!(", {} failed", lag.failed)
+                } else {
+                    String::new()
+                }
             );
         }
         let _ = writeln!(out, "balances: {}", self.check.summary());

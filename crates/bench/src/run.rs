@@ -13,6 +13,7 @@ use tonic::transport::Channel;
 use crate::check::{self, CheckReport};
 use crate::cli::{BenchArgs, StoreKind};
 use crate::echo::EchoWorkload;
+use crate::lag::{self, LagFigures};
 use crate::load::{self, Bound, Pace};
 use crate::naive::{Naive, NaiveCheck, NaiveWorkload};
 use crate::report::{HistoryFigures, Machine, Ratios, RunReport, SystemFigures, TallydFigures};
@@ -34,6 +35,7 @@ const PROJECTIONS_CATCH_UP_LIMIT: Duration = Duration::from_secs(900);
 /// What the Tally phase produced.
 struct TallyPhase {
     figures: SystemFigures,
+    lag: Option<LagFigures>,
     history: Option<HistoryFigures>,
     check: CheckReport,
     rss_bytes_after: Option<u64>,
@@ -182,6 +184,7 @@ pub async fn run(scenario: Scenario, args: BenchArgs) -> anyhow::Result<RunRepor
         accounts,
         history: phase.history,
         tally: phase.figures,
+        projection_lag: phase.lag,
         naive,
         echo,
         ratios,
@@ -225,6 +228,8 @@ async fn tally_phase(
     let started = Instant::now();
     let mut all = measured.clone();
     all.extend(history_accounts.iter().cloned());
+    let probe_account = lag::probe_account(names);
+    all.push(probe_account.clone());
     tally::open_accounts(&channels, names, &all, SETUP_CONCURRENCY).await?;
     println!(
         "opened and funded {} accounts in {:.1}s",
@@ -262,7 +267,14 @@ async fn tally_phase(
     });
     let callers = workload.callers(&channels, args.callers);
     println!("tally: measuring…");
-    let (result, callers) = load::drive(workload.clone(), callers, pace(args)).await?;
+    let (stop_probe, stopped) = tokio::sync::watch::channel(false);
+    let probe = tokio::spawn(lag::probe(channels[0].clone(), names.clone(), stopped));
+    let driven = load::drive(workload.clone(), callers, pace(args)).await;
+    let _ = stop_probe.send(true);
+    let (lag, charges) = probe.await?;
+    settled.consumed.insert(probe_account, charges.consumed);
+    settled.still_unknown += charges.unknown;
+    let (result, callers) = driven?;
     let rss_bytes_after = tallyd.and_then(|t| t.rss_bytes().ok());
     let system = match tallyd {
         Some(t) => format!("tally ({})", t.store.name()),
@@ -274,6 +286,7 @@ async fn tally_phase(
     let check = check::check_tally(&channels, &all, &settled, CHECK_CONCURRENCY).await;
     Ok(TallyPhase {
         figures,
+        lag: Some(lag),
         history,
         check,
         rss_bytes_after,

@@ -101,6 +101,15 @@ fn bench(name: &str, args: &[&str]) -> Value {
     assert_eq!(report["check"]["exact"], true, "{name}: {report:#}");
     let ops = report["tally"]["ops"].as_u64().expect("tally.ops");
     assert!(ops > 0, "{name}: Tally made no operation: {report:#}");
+    let lag = &report["projection_lag"];
+    assert!(
+        lag["probes"].as_u64().expect("projection_lag.probes") > 0,
+        "{name}: no projection lag measured: {report:#}"
+    );
+    assert!(
+        lag["latency_ms"]["max"].as_f64().unwrap() > 0.0,
+        "{report:#}"
+    );
     assert_eq!(
         report["tally"]["errors"],
         serde_json::json!({}),
