@@ -271,7 +271,6 @@ impl<S: EventStore> Actor<S> {
         // Written: the store answers for them from now on.
         state.resolved.clear();
         observed.record(&self.shared.metrics);
-        self.shared.announce_append(&self.account);
         self.state = Some(state);
         self.maybe_snapshot(version_before).await;
         Ok(due.len())
@@ -461,7 +460,6 @@ impl<S: EventStore> Actor<S> {
                 state.resolved.clear();
             }
             observed.record(&self.shared.metrics);
-            self.shared.announce_append(&self.account);
             self.maybe_snapshot(version_before).await;
             appended.positions
         };

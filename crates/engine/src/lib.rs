@@ -29,7 +29,7 @@ use tally_core::{
 };
 use tally_store::{AppendRequest, AppendResult, EventStore, LogPosition, StoreError};
 use tally_telemetry::Metrics;
-use tokio::sync::{broadcast, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use catalog::{CATALOG_STREAM, Catalog, Published};
@@ -167,10 +167,6 @@ pub(crate) struct Shared<S> {
     background: Mutex<Vec<JoinHandle<()>>>,
     actors: Mutex<HashMap<AccountId, ActorHandle>>,
     next_actor: AtomicU64,
-    /// Every account this process appends to, as it happens: lets
-    /// watchers wake at once instead of polling (writes by other replicas
-    /// still need a poll).
-    appended: broadcast::Sender<AccountId>,
     pub(crate) metrics: Metrics,
     /// Idle accounts' states, least recently used evicted first. An actor
     /// takes its account's state out while it runs and puts it back when
@@ -202,7 +198,6 @@ impl<S: EventStore> Engine<S> {
                 background: Mutex::new(Vec::new()),
                 actors: Mutex::new(HashMap::new()),
                 next_actor: AtomicU64::new(0),
-                appended: broadcast::channel(APPENDED_BACKLOG).0,
                 metrics: Metrics::global(),
                 writer: OnceLock::new(),
                 cache: Mutex::new(lru::LruCache::new(
@@ -215,12 +210,6 @@ impl<S: EventStore> Engine<S> {
 
     pub fn store(&self) -> &S {
         &self.shared.store
-    }
-
-    /// The accounts this process appends to from now on. A receiver that
-    /// falls behind gets `Lagged` and should re-read what it follows.
-    pub fn appended(&self) -> broadcast::Receiver<AccountId> {
-        self.shared.appended.subscribe()
     }
 
     pub fn now(&self) -> Timestamp {
@@ -370,10 +359,6 @@ impl<S: EventStore> Engine<S> {
     }
 }
 
-/// Appends announced but not yet seen that a slow watcher may fall behind
-/// by before it is told it lagged.
-const APPENDED_BACKLOG: usize = 1_024;
-
 impl<S: EventStore> Shared<S> {
     /// Appends through the group-commit writer: in one transaction with
     /// whatever other accounts are appending at the same moment.
@@ -398,11 +383,6 @@ impl<S: EventStore> Shared<S> {
 }
 
 impl<S> Shared<S> {
-    pub(crate) fn announce_append(&self, account: &AccountId) {
-        // No receivers is the normal case; nothing to do then.
-        let _ = self.appended.send(account.clone());
-    }
-
     pub(crate) fn catalog(&self) -> Arc<Catalog> {
         self.catalog.read().expect("catalog lock").clone()
     }

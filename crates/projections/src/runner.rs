@@ -9,15 +9,15 @@
 //! nothing; a runner that lost its lock unnoticed has its commit refused.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tally_core::{Account, Clock};
 use tally_store::{
     CheckpointMove, CommitOutcome, EventStore, LogPosition, ProjectionCheckpoint, ProjectionCommit,
-    ProjectionStore,
+    ProjectionStore, StoreChange,
 };
-use tokio::sync::Notify;
+use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -138,6 +138,17 @@ impl Projector {
             catching_up: HashMap::new(),
             cached_states: config.cached_states.max(1),
         }
+    }
+
+    /// Where each projection's checkpoint stands as this projector last
+    /// committed or read it; `None` after anything unexpected, until the
+    /// next step reads them again.
+    fn positions(&self) -> Option<HashMap<Projection, Option<LogPosition>>> {
+        let checkpoints = self.checkpoints.as_ref()?;
+        self.projections
+            .iter()
+            .map(|p| Some((*p, checkpoints.get(p.name())?.position)))
+            .collect()
     }
 
     /// Forgets everything cached: the next step starts again from the store.
@@ -511,8 +522,15 @@ struct Inner<S> {
     config: RunnerConfig,
     /// Wakes an idle runner at once, e.g. for a read waiting on it.
     poke: Notify,
-    /// Signalled after every commit of a runner in this process.
+    /// Signalled after every commit of a runner in this process, and on
+    /// the store's signal of one in another process.
     committed: Notify,
+    /// The store signalled an append: wakes an idle runner at once.
+    appended: Notify,
+    /// While this process's runner holds the lock, the checkpoints it
+    /// committed: nobody else can move them then, so a read waiting for
+    /// freshness needs no round trip to learn it. Empty otherwise.
+    held: std::sync::RwLock<HashMap<Projection, Option<LogPosition>>>,
     lag: Mutex<HashMap<Projection, Lag>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -526,6 +544,8 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
                 config,
                 poke: Notify::new(),
                 committed: Notify::new(),
+                appended: Notify::new(),
+                held: std::sync::RwLock::default(),
                 lag: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -541,6 +561,7 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
         let mut tasks = self.inner.tasks.lock().expect("tasks lock");
         tasks.push(tokio::spawn(run(Arc::clone(&self.inner))));
         tasks.push(tokio::spawn(measure_lag(Arc::clone(&self.inner))));
+        tasks.push(tokio::spawn(hear_changes(Arc::clone(&self.inner))));
     }
 
     /// Stops the runners. A batch in flight is abandoned before or after
@@ -588,12 +609,17 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
         loop {
             // Registered before reading, so a commit in between still wakes us.
             let committed = self.inner.committed.notified();
-            let checkpoint = self
-                .inner
-                .store
-                .projection_checkpoint(projection.name())
-                .await?;
-            if checkpoint.position.is_some_and(|p| p >= target) {
+            let position = match self.inner.held_position(projection) {
+                Some(position) => position,
+                None => {
+                    self.inner
+                        .store
+                        .projection_checkpoint(projection.name())
+                        .await?
+                        .position
+                }
+            };
+            if position.is_some_and(|p| p >= target) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -602,10 +628,12 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
                 });
             }
             self.inner.poke.notify_one();
-            // The runner may be in another process: poll too.
+            // Commits here and the store's signals of commits elsewhere wake
+            // us; the poll is the backstop for a signal lost between
+            // processes.
             let _ =
                 tokio::time::timeout_at(deadline.min(Instant::now() + backoff), committed).await;
-            backoff = (backoff * 2).min(Duration::from_millis(50));
+            backoff = (backoff * 2).min(Duration::from_millis(250));
         }
     }
 }
@@ -630,10 +658,12 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
         let mut idle = config.idle_min;
         while lock.is_held() {
             let now_ms = inner.clock.now().as_millis();
-            match projector
+            let step = projector
                 .step(&inner.store, &inner.store, config.batch, None, now_ms)
-                .await
-            {
+                .await;
+            // Before waking the waiters, who read it.
+            inner.hold(projector.positions().filter(|_| lock.is_held()));
+            match step {
                 Ok(Step::Applied { events, position }) => {
                     tracing::debug!(events, %position, "projections advanced");
                     idle = config.idle_min;
@@ -645,7 +675,11 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                 }
                 Ok(Step::Moved | Step::Reset) => inner.committed.notify_waiters(),
                 Ok(Step::Idle) => {
-                    let _ = tokio::time::timeout(idle, inner.poke.notified()).await;
+                    tokio::select! {
+                        _ = inner.poke.notified() => {}
+                        _ = inner.appended.notified() => {}
+                        _ = tokio::time::sleep(idle) => {}
+                    }
                     idle = (idle * 2).min(config.idle_max);
                 }
                 Err(err) => {
@@ -654,7 +688,42 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                 }
             }
         }
+        inner.hold(None);
         tracing::warn!("lost the projection runner's lock; standing by");
+    }
+}
+
+impl<S> Inner<S> {
+    /// Records what this process's runner holds (`None`: nothing known).
+    fn hold(&self, positions: Option<HashMap<Projection, Option<LogPosition>>>) {
+        *self.held.write().unwrap_or_else(PoisonError::into_inner) = positions.unwrap_or_default();
+    }
+
+    /// Where `projection` stands, if this process's runner holds it.
+    fn held_position(&self, projection: Projection) -> Option<Option<LogPosition>> {
+        self.held
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&projection)
+            .copied()
+    }
+}
+
+/// Turns the store's change signals into wake-ups: an append wakes an idle
+/// runner, a projection commit (another process's too) wakes the reads
+/// waiting to be fresh.
+async fn hear_changes<S: EventStore>(inner: Arc<Inner<S>>) {
+    let mut changes = inner.store.changes();
+    loop {
+        match changes.recv().await {
+            Ok(StoreChange::Projected(_)) => inner.committed.notify_waiters(),
+            Ok(_) => inner.appended.notify_one(),
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                inner.appended.notify_one();
+                inner.committed.notify_waiters();
+            }
+            Err(broadcast::error::RecvError::Closed) => return,
+        }
     }
 }
 

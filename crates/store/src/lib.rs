@@ -12,6 +12,7 @@
 //! service runs with nothing installed, and [`postgres::PostgresStore`], for
 //! production and for several replicas sharing one database.
 
+mod changes;
 mod error;
 mod event;
 mod position;
@@ -25,6 +26,7 @@ pub mod sqlite;
 #[cfg(feature = "test-util")]
 pub mod conformance;
 
+pub use changes::{ProjectedTo, StoreChange};
 pub use error::StoreError;
 pub use event::{
     AppendRequest, AppendResult, HoldRecord, IdempotencyRecord, NewEvent, RecordedEvent, Snapshot,

@@ -1,9 +1,11 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio::sync::broadcast;
+
 use crate::{
     AppendRequest, AppendResult, HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent,
-    Snapshot, StoreError, Wakeup,
+    Snapshot, StoreChange, StoreError, Wakeup,
 };
 
 /// An append-only store of event streams and the global log they form.
@@ -36,6 +38,26 @@ pub trait EventStore: Send + Sync + 'static {
     fn pool_status(&self) -> Option<PoolStatus> {
         None
     }
+
+    /// Signals of what is committed to this store from now on: appends,
+    /// by stream, and projection commits. A hint to look again, never the
+    /// data (see [`StoreChange`]).
+    ///
+    /// - MUST deliver, to every receiver subscribed before the call
+    ///   returned, an [`StoreChange::Appended`] naming the stream of each
+    ///   append (or request of a batch) that returned `Ok` through this
+    ///   handle or a clone of it (or [`StoreChange::Unknown`]), and a
+    ///   [`StoreChange::Projected`] for each landed
+    ///   [`commit_projection`](crate::ProjectionStore::commit_projection).
+    /// - SHOULD deliver, soon after, the same for commits made by other
+    ///   processes sharing the store, where the backend can relay them
+    ///   (PostgreSQL does, through `LISTEN`/`NOTIFY`); a consumer polls
+    ///   slowly as well, since such a signal can be lost.
+    /// - MAY deliver signals for nothing new, and `Unknown` at any time.
+    ///
+    /// Call it from within a tokio runtime: a backend may start a task to
+    /// listen.
+    fn changes(&self) -> broadcast::Receiver<StoreChange>;
 
     /// Appends `request.events` to `request.stream_id` at versions
     /// `expected_version + 1 ..= expected_version + events.len()`.
@@ -216,6 +238,10 @@ impl<S: EventStore> EventStore for Arc<S> {
 
     fn pool_status(&self) -> Option<PoolStatus> {
         (**self).pool_status()
+    }
+
+    fn changes(&self) -> broadcast::Receiver<StoreChange> {
+        (**self).changes()
     }
 
     fn append(

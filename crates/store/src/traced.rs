@@ -49,6 +49,10 @@ impl<S: EventStore> EventStore for Traced<S> {
         self.0.pool_status()
     }
 
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<crate::StoreChange> {
+        self.0.changes()
+    }
+
     fn append(
         &self,
         request: AppendRequest,

@@ -661,3 +661,70 @@ async fn losing_on_the_primary_key_is_a_version_conflict() {
         }
     }
 }
+
+/// Replicas share one database: what one commits, the other hears of
+/// through LISTEN/NOTIFY, without polling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_replica_hears_appends_and_projection_commits() {
+    use tally_store::conformance::next_signal;
+    use tally_store::{LogPosition, ProjectionCommit, StoreChange};
+
+    let (writer, location) = PostgresHarness::new().create().await;
+    let listener = PostgresStore::connect_with_config(location.config.clone(), Default::default())
+        .await
+        .expect("second replica");
+    let mut changes = listener.changes();
+    // The listening connection is opened by the first subscriber; its
+    // first signal says it is listening.
+    next_signal(&mut changes, "listening", |c| *c == StoreChange::Unknown).await;
+
+    writer.append(append("acct-1", 0, 1)).await.expect("append");
+    let heard = next_signal(&mut changes, "the other replica's append", |c| {
+        matches!(c, StoreChange::Appended(_))
+    })
+    .await;
+    assert!(
+        heard.touches("acct-1") && !heard.touches("acct-2"),
+        "{heard:?}"
+    );
+
+    let position = writer.log_head().await.unwrap();
+    writer
+        .commit_projection(ProjectionCommit::single(
+            "balances",
+            0,
+            position,
+            1,
+            0,
+            vec![],
+        ))
+        .await
+        .expect("commit");
+    let heard = next_signal(&mut changes, "the other replica's projection commit", |c| {
+        matches!(c, StoreChange::Projected(_))
+    })
+    .await;
+    let StoreChange::Projected(moved) = heard else {
+        unreachable!()
+    };
+    assert_eq!(moved[0].name, "balances");
+    assert_eq!(moved[0].generation, 1);
+    assert_eq!(moved[0].position, position);
+    assert!(position > Some(LogPosition::new(0, 0)));
+
+    // Its own commits are not heard twice: the next append is signalled
+    // once, from the hub, not again from the database.
+    let mut own = writer.changes();
+    next_signal(&mut own, "listening", |c| *c == StoreChange::Unknown).await;
+    writer.append(append("acct-2", 0, 1)).await.expect("append");
+    next_signal(&mut own, "its own append", |c| c.touches("acct-2")).await;
+    next_signal(&mut changes, "the second append", |c| c.touches("acct-2")).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        matches!(
+            own.try_recv(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty)
+        ),
+        "a replica heard its own append again"
+    );
+}

@@ -10,7 +10,7 @@ use tally_core::{Account, AccountId, Event, Millicredits, Rejection, Timestamp, 
 use tally_engine::{EngineError, decode_event};
 use tally_projections::reads::{self, LedgerQuery, UsageGrouping, UsagePeriod, UsageQuery};
 use tally_projections::{Freshness, LedgerEntry, Projection};
-use tally_store::{EventStore, LogPosition};
+use tally_store::{EventStore, LogPosition, StoreChange};
 use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 use tokio_stream::Stream;
@@ -29,9 +29,10 @@ const DEFAULT_RUNWAY_DAYS: i32 = 7;
 const MAX_RUNWAY_DAYS: i32 = 90;
 const MAX_DAY_RANGE: i32 = 366;
 const MAX_CYCLES_AGO: i32 = 1_000;
-/// How often a watch looks for writes made by other replicas; writes of
-/// this process wake it at once.
-const WATCH_POLL: Duration = Duration::from_millis(250);
+/// How often a watch looks for writes even when no signal came: the
+/// store's change signals wake it at once, this poll is the backstop for
+/// a signal lost between replicas.
+const WATCH_POLL: Duration = Duration::from_secs(2);
 /// Events a watch reads from the stream at a time.
 const WATCH_PAGE: usize = 256;
 
@@ -434,9 +435,9 @@ impl<S: Store> Api<S> {
         };
         v.finish()?;
         let engine = self.engine()?.clone();
-        // Subscribed before the first read, so no append falls in between.
-        let appended = engine.appended();
         let store = engine.store().clone();
+        // Subscribed before the first read, so no append falls in between.
+        let appended = store.changes();
         // The balances projection's state saves replaying the stream from
         // its start, unless it is already past where the watch resumes.
         let folded = reads::balance_state(&store, account.as_str())
@@ -572,13 +573,13 @@ struct LedgerStep<'a> {
 }
 
 /// Sends every event after `state` as it is appended, until the watcher
-/// goes away. Wakes on this process's appends to the account, and polls
-/// for other replicas'.
+/// goes away. Wakes on the store's signal of an append to the account,
+/// from this process or another replica.
 async fn follow<S: EventStore>(
     store: S,
     account: AccountId,
     mut state: Account,
-    mut appended: broadcast::Receiver<AccountId>,
+    mut appended: broadcast::Receiver<StoreChange>,
     tx: mpsc::Sender<Result<pb::WatchAccountResponse, Status>>,
 ) {
     loop {
@@ -611,7 +612,7 @@ async fn follow<S: EventStore>(
         let wake = async {
             loop {
                 match appended.recv().await {
-                    Ok(id) if id == account => return,
+                    Ok(change) if change.touches(account.as_str()) => return,
                     Ok(_) => continue,
                     // Missed some: one of them may be ours.
                     Err(broadcast::error::RecvError::Lagged(_)) => return,

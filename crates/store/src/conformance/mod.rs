@@ -13,6 +13,7 @@
 //! disagree, fix one of them, never the backend alone.
 
 mod batch;
+mod changes;
 mod concurrency;
 mod idempotency;
 mod log;
@@ -29,6 +30,7 @@ pub use self::batch::{
     append_batch_judges_each_stream_alone, racing_batches_win_each_version_once,
     resolved_holds_are_kept_per_stream,
 };
+pub use self::changes::{changes_signal_appends_and_projection_commits, next_signal};
 pub use self::concurrency::{concurrent_appenders_win_each_version_once, tail_log_while_appending};
 pub use self::idempotency::idempotency_records_are_atomic_with_events;
 pub use self::log::{global_log_is_ordered_and_pages_without_gaps, read_log_after_checkpoint};
@@ -114,6 +116,7 @@ macro_rules! conformance_tests {
             append_batch_judges_each_stream_alone,
             racing_batches_win_each_version_once,
             resolved_holds_are_kept_per_stream,
+            changes_signal_appends_and_projection_commits,
         );
     };
 }

@@ -30,6 +30,7 @@ mod error;
 mod harness;
 mod log;
 mod projection;
+mod relay;
 mod schema;
 mod sql;
 
@@ -43,10 +44,11 @@ use tokio_postgres::NoTls;
 use self::error::{Failure, store_error};
 #[cfg(feature = "test-util")]
 pub use self::harness::{PostgresHarness, PostgresLocation, TEST_DATABASE_URL_ENV};
+use self::relay::Relay;
 pub use self::schema::{MigrationReport, SCHEMA_VERSION, SchemaStatus};
 use crate::{
     AppendRequest, AppendResult, EventStore, HoldRecord, IdempotencyRecord, LogPosition,
-    PoolStatus, RecordedEvent, Snapshot, StoreError, Wakeup,
+    PoolStatus, RecordedEvent, Snapshot, StoreChange, StoreError, Wakeup,
 };
 
 /// The statements an append or a command's lookups run, with example
@@ -137,6 +139,7 @@ impl Default for PostgresOptions {
 pub struct PostgresStore {
     pool: Pool,
     options: Arc<PostgresOptions>,
+    relay: Arc<Relay>,
 }
 
 impl PostgresStore {
@@ -171,6 +174,7 @@ impl PostgresStore {
         let target = Target::of(&config);
         // Fast: a connection is reused unless tokio-postgres saw it close; a
         // dead one fails its next statement with `Unavailable`.
+        let listener_config = config.clone();
         let manager = Manager::from_config(
             config,
             NoTls,
@@ -187,6 +191,7 @@ impl PostgresStore {
             .build()
             .map_err(|err| store_error(Failure::Setup(format!("postgres pool: {err}"))))?;
         let store = Self {
+            relay: Arc::new(Relay::new(listener_config, pool.clone())),
             pool,
             options: Arc::new(options),
         };
@@ -245,6 +250,10 @@ impl EventStore for PostgresStore {
         "postgresql"
     }
 
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange> {
+        self.relay.subscribe()
+    }
+
     fn pool_status(&self) -> Option<PoolStatus> {
         let status = self.pool.status();
         Some(PoolStatus {
@@ -263,7 +272,12 @@ impl EventStore for PostgresStore {
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
         request.validate()?;
         let client = self.client().await?;
-        append::append(&client, &request).await
+        let result = append::append(&client, &request).await;
+        if result.is_ok() {
+            self.relay
+                .publish(StoreChange::Appended(vec![request.stream_id].into()));
+        }
+        result
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(streams = requests.len()))]
@@ -271,10 +285,14 @@ impl EventStore for PostgresStore {
         &self,
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<AppendResult, StoreError>> {
-        match self.client().await {
+        let results = match self.client().await {
             Ok(client) => append::append_batch(&client, &requests).await,
             Err(err) => requests.iter().map(|_| Err(err.clone())).collect(),
+        };
+        if let Some(landed) = crate::changes::appended(&requests, &results) {
+            self.relay.publish(landed);
         }
+        results
     }
 
     #[tracing::instrument(level = "debug", skip(self))]

@@ -173,6 +173,22 @@ async fn query(
     client: &mut Client,
     queries: Vec<SqlStatement>,
 ) -> Result<Vec<Vec<SqlRow>>, StoreError> {
+    // One statement reads one snapshot by itself: no transaction, so one
+    // round trip instead of three (BEGIN, the query, COMMIT). Most reads
+    // (a balance, a ledger page) are one statement.
+    if let [query] = &queries[..] {
+        let statement = client
+            .prepare_cached(&query.sql)
+            .await
+            .map_err(store_error)?;
+        let rows = client
+            .query(&statement, &params(&query.params))
+            .await
+            .map_err(store_error)?;
+        return Ok(vec![
+            rows.iter().map(decode).collect::<Result<Vec<_>, _>>()?,
+        ]);
+    }
     let tx = client
         .build_transaction()
         .isolation_level(IsolationLevel::RepeatableRead)
@@ -205,8 +221,13 @@ impl ProjectionStore for PostgresStore {
         &self,
         request: ProjectionCommit,
     ) -> Result<CommitOutcome, StoreError> {
+        let landed = crate::changes::projected(&request);
         let mut client = self.client().await?;
-        commit(&mut client, request).await
+        let outcome = commit(&mut client, request).await?;
+        if matches!(outcome, CommitOutcome::Committed { .. }) {
+            self.relay.publish(landed);
+        }
+        Ok(outcome)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(queries = queries.len()))]

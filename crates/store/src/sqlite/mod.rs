@@ -44,9 +44,10 @@ use self::error::store_error;
 pub use self::harness::{SqliteHarness, SqliteLocation};
 pub(crate) use self::projection::LocalLock;
 pub use self::schema::SCHEMA_VERSION;
+use crate::changes::ChangeHub;
 use crate::{
     AppendRequest, AppendResult, EventStore, HoldRecord, IdempotencyRecord, LogPosition,
-    RecordedEvent, Snapshot, StoreError, Wakeup,
+    RecordedEvent, Snapshot, StoreChange, StoreError, Wakeup,
 };
 
 /// Tuning for [`SqliteStore::open_with`].
@@ -87,6 +88,9 @@ struct Inner {
     reader_permits: Arc<Semaphore>,
     /// Connections not in use. Grows lazily up to `options.readers`.
     idle_readers: std::sync::Mutex<Vec<Connection>>,
+    /// One process writes the file at a time, so in-process signals are
+    /// all there is to relay.
+    changes: ChangeHub,
 }
 
 impl SqliteStore {
@@ -145,6 +149,7 @@ impl SqliteStore {
                 projection_writer: Arc::new(Mutex::new(projection_writer)),
                 options,
                 path,
+                changes: ChangeHub::default(),
             }),
         })
     }
@@ -281,16 +286,20 @@ impl EventStore for SqliteStore {
         "sqlite"
     }
 
+    fn changes(&self) -> tokio::sync::broadcast::Receiver<StoreChange> {
+        self.inner.changes.subscribe()
+    }
+
     #[tracing::instrument(
         level = "debug",
         skip_all,
         fields(stream_id = %request.stream_id, expected_version = request.expected_version, events = request.events.len())
     )]
     async fn append(&self, request: AppendRequest) -> Result<AppendResult, StoreError> {
-        let mut results = self
-            .write(move |conn| Ok(sql::append_batch(conn, vec![request])))
-            .await?;
-        results.pop().expect("one result per request")
+        self.append_batch(vec![request])
+            .await
+            .pop()
+            .expect("one result per request")
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(streams = requests.len()))]
@@ -298,14 +307,23 @@ impl EventStore for SqliteStore {
         &self,
         requests: Vec<AppendRequest>,
     ) -> Vec<Result<AppendResult, StoreError>> {
-        let count = requests.len();
-        match self
+        let streams: Vec<String> = requests.iter().map(|r| r.stream_id.clone()).collect();
+        let results = match self
             .write(move |conn| Ok(sql::append_batch(conn, requests)))
             .await
         {
             Ok(results) => results,
-            Err(err) => (0..count).map(|_| Err(err.clone())).collect(),
+            Err(err) => streams.iter().map(|_| Err(err.clone())).collect(),
+        };
+        let landed: Arc<[String]> = streams
+            .into_iter()
+            .zip(&results)
+            .filter_map(|(stream, result)| result.is_ok().then_some(stream))
+            .collect();
+        if !landed.is_empty() {
+            self.inner.changes.publish(StoreChange::Appended(landed));
         }
+        results
     }
 
     #[tracing::instrument(level = "debug", skip(self))]

@@ -160,8 +160,14 @@ impl ProjectionStore for SqliteStore {
         &self,
         request: ProjectionCommit,
     ) -> Result<CommitOutcome, StoreError> {
-        self.write_projections(move |conn| commit(conn, request))
-            .await
+        let landed = crate::changes::projected(&request);
+        let outcome = self
+            .write_projections(move |conn| commit(conn, request))
+            .await?;
+        if matches!(outcome, CommitOutcome::Committed { .. }) {
+            self.inner.changes.publish(landed);
+        }
+        Ok(outcome)
     }
 
     #[tracing::instrument(level = "debug", skip_all, fields(queries = queries.len()))]
