@@ -8,6 +8,7 @@
 //! a usage sum, the account's balance row and the bucket rows that differ.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::Serialize;
 use tally_core::{Account, Bucket, Debit, Event, Millicredits, Timestamp};
@@ -24,6 +25,11 @@ use crate::{Projection, ProjectionError, is_account_stream};
 /// is far above; this keeps statements reusable in the statement caches).
 const STATES_PER_QUERY: usize = 64;
 
+/// Folded account states by account id. Shared (`Arc`) so that the
+/// runner can publish them to reads without copying; the fold copies a
+/// state before changing it only while a reader still holds it.
+pub(crate) type States = HashMap<String, Arc<Account>>;
+
 /// The folded states of `accounts` as last saved under `name` (the shared
 /// fold's, or a projection catching up alone); accounts never saved are
 /// missing.
@@ -31,7 +37,7 @@ pub(crate) async fn load_states<P: ProjectionStore>(
     store: &P,
     name: &str,
     accounts: &BTreeSet<String>,
-) -> Result<HashMap<String, Account>, ProjectionError> {
+) -> Result<States, ProjectionError> {
     let accounts: Vec<&String> = accounts.iter().collect();
     let mut states = HashMap::with_capacity(accounts.len());
     for chunk in accounts.chunks(STATES_PER_QUERY) {
@@ -52,7 +58,7 @@ pub(crate) async fn load_states<P: ProjectionStore>(
             };
             let state: Account = serde_json::from_str(state)
                 .map_err(|e| ProjectionError::Corrupt(format!("folded state of {account}: {e}")))?;
-            states.insert(account.to_owned(), state);
+            states.insert(account.to_owned(), Arc::new(state));
         }
     }
     Ok(states)
@@ -69,7 +75,7 @@ pub(crate) fn accounts_in(events: &[RecordedEvent]) -> BTreeSet<String> {
 
 /// The statements that save the folded states of `accounts` under `name`.
 pub(crate) fn state_rows<'a>(
-    states: &HashMap<String, Account>,
+    states: &States,
     accounts: impl IntoIterator<Item = &'a String>,
     name: &str,
 ) -> Result<Vec<SqlStatement>, ProjectionError> {
@@ -83,7 +89,7 @@ pub(crate) fn state_rows<'a>(
                     SqlValue::text(account.as_str()),
                     SqlValue::text(name),
                     int(state.version),
-                    SqlValue::text(json(state)?),
+                    SqlValue::text(json(&**state)?),
                 ],
             ))
         })
@@ -93,7 +99,7 @@ pub(crate) fn state_rows<'a>(
 /// One batch's fold: the states advance in place, and each projection that
 /// has not yet applied an event writes its rows for it.
 pub(crate) struct Fold<'a> {
-    states: &'a mut HashMap<String, Account>,
+    states: &'a mut States,
     /// The projections fed, and the last position each has applied: an
     /// event at or before it is folded into the state but writes no rows.
     applied: Vec<(Projection, Option<LogPosition>)>,
@@ -119,7 +125,7 @@ struct UsageKey {
 
 impl<'a> Fold<'a> {
     pub(crate) fn new(
-        states: &'a mut HashMap<String, Account>,
+        states: &'a mut States,
         applied: Vec<(Projection, Option<LogPosition>)>,
     ) -> Self {
         Fold {
@@ -151,7 +157,8 @@ impl<'a> Fold<'a> {
         let decoded =
             decode_event(recorded).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
         let account = &recorded.stream_id;
-        let state = self.states.entry(account.clone()).or_default();
+        // Copied first only if a reader holds this state (see `States`).
+        let state = Arc::make_mut(self.states.entry(account.clone()).or_default());
         if state.version + 1 != recorded.version {
             return Err(ProjectionError::Corrupt(format!(
                 "the fold has {account} at version {} but the log's next event is version {}",
@@ -171,6 +178,10 @@ impl<'a> Fold<'a> {
         }
         let before = ledger.then(|| (state.available_at(at), ledger_context(state, event)));
         state.apply(event)?;
+        // Ended holds matter to the engine's decisions only (the store
+        // keeps them for it); kept here they would grow with traffic and
+        // make the cached state differ from the saved one.
+        state.resolved.clear();
         self.changed.insert(account.clone());
         if let Some((before, context)) = before {
             let after = state.available_at(at);

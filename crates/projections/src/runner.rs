@@ -12,6 +12,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use std::sync::RwLock;
 use tally_core::{Account, Clock};
 use tally_store::{
     CheckpointMove, CommitOutcome, EventStore, LogPosition, ProjectionCheckpoint, ProjectionCommit,
@@ -21,7 +22,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::apply::{Fold, accounts_in, load_states, state_rows};
+use crate::apply::{Fold, States, accounts_in, load_states, state_rows};
 use crate::tables::{reset_fold_statements, reset_statements};
 use crate::{ACCOUNT_FOLD, ACCOUNT_FOLD_SCHEMA_VERSION, Projection, ProjectionError, RUNNER_LOCK};
 
@@ -123,10 +124,34 @@ pub(crate) struct Projector {
     /// read again after anything unexpected.
     checkpoints: Option<HashMap<String, ProjectionCheckpoint>>,
     /// The shared fold's states, as of its checkpoint.
-    states: HashMap<String, Account>,
+    states: States,
     /// The folds of projections catching up, as of their checkpoints.
-    catching_up: HashMap<Projection, HashMap<String, Account>>,
+    catching_up: HashMap<Projection, States>,
     cached_states: usize,
+    /// Where the shared fold's states are published for reads, after each
+    /// commit; `None` when nobody reads them (verify, rebuild).
+    published: Option<Arc<PublishedStates>>,
+}
+
+/// The shared fold's states as last committed, published by this
+/// process's runner so a read can be served from memory instead of the
+/// store. Only meaningful while that runner holds the lock (nobody else
+/// moves the fold then); emptied whenever the runner forgets its cache.
+#[derive(Debug, Default)]
+pub(crate) struct PublishedStates(RwLock<HashMap<String, Arc<Account>>>);
+
+impl PublishedStates {
+    fn get(&self, account: &str) -> Option<Arc<Account>> {
+        self.0
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(account)
+            .cloned()
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Account>>> {
+        self.0.write().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl Projector {
@@ -137,7 +162,14 @@ impl Projector {
             states: HashMap::new(),
             catching_up: HashMap::new(),
             cached_states: config.cached_states.max(1),
+            published: None,
         }
+    }
+
+    /// Publishes the shared fold's states to `published` after each commit.
+    pub(crate) fn publishing(mut self, published: Arc<PublishedStates>) -> Self {
+        self.published = Some(published);
+        self
     }
 
     /// Where each projection's checkpoint stands as this projector last
@@ -156,6 +188,9 @@ impl Projector {
         self.checkpoints = None;
         self.states.clear();
         self.catching_up.clear();
+        if let Some(published) = &self.published {
+            published.write().clear();
+        }
     }
 
     async fn checkpoints<P: ProjectionStore>(
@@ -319,6 +354,14 @@ impl Projector {
         if !self.commit(target, moves, statements, now_ms).await? {
             return Ok(Step::Moved);
         }
+        if let Some(published) = &self.published {
+            let mut published = published.write();
+            for account in &changed {
+                if let Some(state) = self.states.get(account) {
+                    published.insert(account.clone(), Arc::clone(state));
+                }
+            }
+        }
         if self.states.len() > self.cached_states {
             // Every state is saved: any may go. Trim to three quarters so
             // that the next batches do not trim again.
@@ -328,8 +371,12 @@ impl Projector {
                 .skip(self.cached_states * 3 / 4)
                 .cloned()
                 .collect();
+            let mut published = self.published.as_ref().map(|p| p.write());
             for account in excess {
                 self.states.remove(&account);
+                if let Some(published) = published.as_mut() {
+                    published.remove(&account);
+                }
             }
         }
         Ok(Step::Applied {
@@ -437,7 +484,7 @@ impl Projector {
 async fn load_missing<P: ProjectionStore>(
     target: &P,
     name: &str,
-    states: &mut HashMap<String, Account>,
+    states: &mut States,
     events: &[tally_store::RecordedEvent],
 ) -> Result<(), ProjectionError> {
     let missing: BTreeSet<String> = accounts_in(events)
@@ -531,6 +578,8 @@ struct Inner<S> {
     /// committed: nobody else can move them then, so a read waiting for
     /// freshness needs no round trip to learn it. Empty otherwise.
     held: std::sync::RwLock<HashMap<Projection, Option<LogPosition>>>,
+    /// The shared fold's states, published by this process's runner.
+    published: Arc<PublishedStates>,
     lag: Mutex<HashMap<Projection, Lag>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -546,6 +595,7 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
                 committed: Notify::new(),
                 appended: Notify::new(),
                 held: std::sync::RwLock::default(),
+                published: Arc::default(),
                 lag: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),
             }),
@@ -578,6 +628,29 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
             task.abort();
             let _ = task.await;
         }
+        // The runner is gone: what it held says nothing any more.
+        self.inner.hold(None);
+        self.inner.published.write().clear();
+    }
+
+    /// The account as the shared fold holds it, from memory, when this
+    /// process runs the projections and has it cached; `None` means read
+    /// the store. As fresh as the checkpoints [`wait_for`](Self::wait_for)
+    /// sees, so a read that waited for freshness may use it.
+    pub fn cached_state(&self, account: &str) -> Option<Account> {
+        if self
+            .inner
+            .held
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_empty()
+        {
+            return None;
+        }
+        self.inner
+            .published
+            .get(account)
+            .map(|state| (*state).clone())
     }
 
     /// Every projection's lag as last measured.
@@ -654,7 +727,8 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
             }
         };
         tracing::info!("running the projections");
-        let mut projector = Projector::new(&Projection::ALL, config);
+        let mut projector =
+            Projector::new(&Projection::ALL, config).publishing(Arc::clone(&inner.published));
         let mut idle = config.idle_min;
         while lock.is_held() {
             let now_ms = inner.clock.now().as_millis();

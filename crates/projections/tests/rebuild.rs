@@ -237,7 +237,19 @@ where
     clock.advance_millis(40 * 24 * HOUR);
     engine.sweep_once().await.unwrap();
     caught_up(&projections).await;
+    // Reads served from the runner's memory see what the store holds.
+    for account in ACCOUNTS {
+        let stored = reads::balance_state(&store, account).await.unwrap();
+        let cached = projections.cached_state(account);
+        assert!(cached.is_some(), "{account} was not published");
+        assert_eq!(cached, stored, "{account}: memory and store differ");
+    }
     projections.shutdown().await;
+    assert_eq!(
+        projections.cached_state(ACCOUNTS[0]),
+        None,
+        "served after shutdown"
+    );
 
     let now = clock.now().as_millis();
     for projection in Projection::ALL {

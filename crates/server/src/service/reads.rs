@@ -111,11 +111,15 @@ impl<S: Store> Api<S> {
     /// holds and buckets expired, cycles renewed, up to the moment of the
     /// read, exactly as the next command would see it.
     async fn account_now(&self, account: &AccountId) -> Result<(Account, Timestamp), Status> {
-        let store = self.projections()?.store();
-        let Some(mut state) = reads::balance_state(store, account.as_str())
-            .await
-            .map_err(ServiceError::from)?
-        else {
+        let projections = self.projections()?;
+        let cached = projections.cached_state(account.as_str());
+        let state = match cached {
+            Some(state) => Some(state),
+            None => reads::balance_state(projections.store(), account.as_str())
+                .await
+                .map_err(ServiceError::from)?,
+        };
+        let Some(mut state) = state else {
             return Err(unknown_account());
         };
         let now = self

@@ -36,7 +36,7 @@ use crate::changes::{ChangeHub, ProjectedTo, StoreChange};
 /// The channel every process of one database listens on.
 const CHANNEL: &str = "tally_changes";
 /// Shortest time between two notifications this process sends.
-const SEND_EVERY: Duration = Duration::from_millis(2);
+const SEND_EVERY: Duration = Duration::from_millis(5);
 /// PostgreSQL refuses payloads of 8,000 bytes and more.
 const MAX_PAYLOAD: usize = 7_900;
 /// Wait before reopening a listening connection that failed.
