@@ -15,14 +15,19 @@
 //!   while it was not listening are lost.
 //! - A process ignores its own notifications: its subscribers already heard
 //!   them from the [`ChangeHub`] when the commit returned.
+//! - **Nobody else listening, nothing sent.** A listener says hello when it
+//!   starts and every [`HELLO_EVERY`]; a process that listens sends only
+//!   while it has heard another process within [`PEER_TIMEOUT`], so a
+//!   single replica pays nothing. One that does not listen (a one-off
+//!   command such as `tallyd rebuild`) cannot know, and always sends.
 //!
 //! A signal that never arrives (the sender died between its commit and its
 //! `NOTIFY`) costs latency only: every consumer keeps a slow poll.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
 use futures::StreamExt;
@@ -41,6 +46,48 @@ const SEND_EVERY: Duration = Duration::from_millis(5);
 const MAX_PAYLOAD: usize = 7_900;
 /// Wait before reopening a listening connection that failed.
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);
+/// How often a listener tells the others it is there.
+const HELLO_EVERY: Duration = Duration::from_secs(10);
+/// How long after last hearing another process this one keeps sending.
+const PEER_TIMEOUT: Duration = Duration::from_secs(35);
+/// The payload's line that says "I am listening, who else is?"; every
+/// other listener answers with [`HELLO_BACK`] at once, so a replica that
+/// just started knows of the others before it sends.
+const HELLO: &str = "h";
+const HELLO_BACK: &str = "r";
+
+/// What this process knows of the others, shared by its sender and its
+/// listener.
+#[derive(Debug, Default)]
+struct Peers {
+    /// Whether this process listens (so it would hear the others' hellos).
+    listening: AtomicBool,
+    /// When it last heard another process, in milliseconds since `epoch`.
+    heard_at_ms: AtomicU64,
+    epoch: OnceLock<Instant>,
+}
+
+impl Peers {
+    fn now_ms(&self) -> u64 {
+        let epoch = *self.epoch.get_or_init(Instant::now);
+        u64::try_from(epoch.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    fn heard(&self) {
+        self.heard_at_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Whether a notification could reach anyone.
+    fn anyone_listening(&self) -> bool {
+        if !self.listening.load(Ordering::Relaxed) {
+            return true;
+        }
+        let heard = self.heard_at_ms.load(Ordering::Relaxed);
+        heard > 0 && self.now_ms() - heard.min(self.now_ms()) < PEER_TIMEOUT.as_millis() as u64
+    }
+}
 
 /// One process's side of the relay; clones of a store share it.
 pub(crate) struct Relay {
@@ -49,6 +96,7 @@ pub(crate) struct Relay {
     origin: String,
     outbox: Arc<Mutex<Outbox>>,
     wake_sender: Arc<Notify>,
+    peers: Arc<Peers>,
     sender: OnceLock<JoinHandle<()>>,
     listener: OnceLock<JoinHandle<()>>,
     config: tokio_postgres::Config,
@@ -69,6 +117,7 @@ impl Relay {
             origin: format!("{}.{nanos:x}.{store}", std::process::id()),
             outbox: Arc::default(),
             wake_sender: Arc::default(),
+            peers: Arc::default(),
             sender: OnceLock::new(),
             listener: OnceLock::new(),
             config,
@@ -79,10 +128,12 @@ impl Relay {
     pub(crate) fn subscribe(&self) -> broadcast::Receiver<StoreChange> {
         let receiver = self.hub.subscribe();
         self.listener.get_or_init(|| {
+            self.peers.listening.store(true, Ordering::Relaxed);
             tokio::spawn(listen(
                 self.config.clone(),
                 self.origin.clone(),
                 self.hub.clone(),
+                Arc::clone(&self.peers),
             ))
         });
         receiver
@@ -101,6 +152,7 @@ impl Relay {
                 self.origin.clone(),
                 Arc::clone(&self.outbox),
                 Arc::clone(&self.wake_sender),
+                Arc::clone(&self.peers),
             ))
         });
         self.wake_sender.notify_one();
@@ -182,11 +234,22 @@ impl Outbox {
 fn parse(payload: &str) -> Option<(&str, Vec<StoreChange>)> {
     let mut lines = payload.split('\n');
     let origin = lines.next()?;
+    parse_signals(lines).map(|changes| (origin, changes))
+}
+
+/// The first line of a payload: who sent it.
+fn origin_of(payload: &str) -> &str {
+    payload.split('\n').next().unwrap_or_default()
+}
+
+fn parse_signals<'a>(lines: impl Iterator<Item = &'a str>) -> Option<Vec<StoreChange>> {
     let mut streams = Vec::new();
     let mut projected = Vec::new();
     let mut unknown = false;
     for line in lines {
-        if line == "a*" {
+        if line == HELLO || line == HELLO_BACK {
+            continue;
+        } else if line == "a*" {
             unknown = true;
         } else if let Some(stream) = line.strip_prefix("a ") {
             streams.push(stream.to_owned());
@@ -216,15 +279,21 @@ fn parse(payload: &str) -> Option<(&str, Vec<StoreChange>)> {
     if !projected.is_empty() {
         changes.push(StoreChange::Projected(projected.into()));
     }
-    Some((origin, changes))
+    Some(changes)
 }
 
 /// Sends what the outbox gathers, one notification at a time.
-async fn send(pool: Pool, origin: String, outbox: Arc<Mutex<Outbox>>, wake: Arc<Notify>) {
+async fn send(
+    pool: Pool,
+    origin: String,
+    outbox: Arc<Mutex<Outbox>>,
+    wake: Arc<Notify>,
+    peers: Arc<Peers>,
+) {
     loop {
         wake.notified().await;
         let gathered = std::mem::take(&mut *outbox.lock().unwrap_or_else(PoisonError::into_inner));
-        if gathered.is_empty() {
+        if gathered.is_empty() || !peers.anyone_listening() {
             continue;
         }
         let payload = gathered.payload(&origin);
@@ -245,9 +314,9 @@ async fn send(pool: Pool, origin: String, outbox: Arc<Mutex<Outbox>>, wake: Arc<
 
 /// Listens on its own connection, reopening it when it drops, and hands
 /// other processes' signals to this process's subscribers.
-async fn listen(config: tokio_postgres::Config, origin: String, hub: ChangeHub) {
+async fn listen(config: tokio_postgres::Config, origin: String, hub: ChangeHub, peers: Arc<Peers>) {
     loop {
-        match listen_once(&config, &origin, &hub).await {
+        match listen_once(&config, &origin, &hub, &peers).await {
             Ok(()) => tracing::debug!("the change listener's connection closed"),
             Err(err) => tracing::warn!(error = %err, "the change listener lost its connection"),
         }
@@ -261,6 +330,7 @@ async fn listen_once(
     config: &tokio_postgres::Config,
     origin: &str,
     hub: &ChangeHub,
+    peers: &Peers,
 ) -> Result<(), tokio_postgres::Error> {
     let (client, mut connection) = config.connect(NoTls).await?;
     let (notifications, mut received) = mpsc::unbounded_channel();
@@ -288,9 +358,32 @@ async fn listen_once(
     }
     // Signals sent before the LISTEN took effect were missed.
     hub.publish(StoreChange::Unknown);
-    while let Some(payload) = received.recv().await {
+    let hello = format!("{origin}\n{HELLO}");
+    let hello_back = format!("{origin}\n{HELLO_BACK}");
+    let mut hellos = tokio::time::interval(HELLO_EVERY);
+    loop {
+        let payload = tokio::select! {
+            received = received.recv() => match received {
+                Some(payload) => payload,
+                None => break,
+            },
+            _ = hellos.tick() => {
+                client
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &hello])
+                    .await?;
+                continue;
+            }
+        };
+        if origin_of(&payload) == origin {
+            continue;
+        }
+        peers.heard();
+        if payload.split('\n').skip(1).any(|line| line == HELLO) {
+            client
+                .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &hello_back])
+                .await?;
+        }
         match parse(&payload) {
-            Some((from, _)) if from == origin => {}
             Some((_, changes)) => changes.into_iter().for_each(|c| hub.publish(c)),
             None => hub.publish(StoreChange::Unknown),
         }
