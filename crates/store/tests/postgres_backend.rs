@@ -772,7 +772,10 @@ async fn a_lone_replica_sends_only_hellos() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut hellos = 0;
     while let Ok(payload) = payloads.try_recv() {
-        assert!(payload.ends_with("\nh"), "sent with nobody listening: {payload:?}");
+        assert!(
+            payload.ends_with("\nh"),
+            "sent with nobody listening: {payload:?}"
+        );
         hellos += 1;
     }
     assert_eq!(hellos, 1, "the listener's hello");
