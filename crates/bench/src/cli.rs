@@ -40,6 +40,12 @@ pub enum Command {
     /// ReportUsage calls of 500 records each, spread over --accounts (10,000
     /// by default; --accounts 1 for one hot account). Figures in records/s.
     Report(BenchArgs),
+    /// GetBalance spread over --accounts (10,000 by default), asking no
+    /// freshness, as a dashboard reads. Nothing is charged.
+    Balance(BenchArgs),
+    /// Two replicas on one PostgreSQL database: the time from a debit's
+    /// answer on one to its entry on a WatchAccount stream on the other.
+    Watch(crate::watch::WatchArgs),
     /// Resident memory of tallyd per cached account.
     Memory(MemoryArgs),
     /// Serve the echo baseline: a bare tonic unary server (used by the bench itself).

@@ -176,6 +176,8 @@ impl Workload for EchoWorkload {
             Scenario::Mixed => scenario::mixed_step(n).kind(),
             Scenario::ReserveCommit => "reserve-commit",
             Scenario::Hot | Scenario::Spread => "debit",
+            // A unary call of about a balance's size, answered at once.
+            Scenario::Balance => "get-balance",
             Scenario::Report => {
                 let (request, _) = scenario::report_request(
                     &self.names,

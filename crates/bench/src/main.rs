@@ -20,6 +20,7 @@ mod scenario;
 mod settle;
 mod spawn;
 mod tally;
+mod watch;
 
 use std::process::ExitCode;
 
@@ -72,11 +73,21 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             }
             return Ok(true);
         }
+        Command::Watch(args) => {
+            let json = args.json.clone();
+            let report = watch::run(args).await?;
+            print!("{}", report.table());
+            if let Some(path) = json {
+                write(&path, &serde_json::to_string_pretty(&report)?)?;
+            }
+            return Ok(report.check.exact && report.missing == 0);
+        }
         Command::Report(args) => (Scenario::Report, args),
         Command::Hot(args) => (Scenario::Hot, args),
         Command::Spread(args) => (Scenario::Spread, args),
         Command::ReserveCommit(args) => (Scenario::ReserveCommit, args),
         Command::Mixed(args) => (Scenario::Mixed, args),
+        Command::Balance(args) => (Scenario::Balance, args),
     };
     let report = run::run(scenario, args.clone()).await?;
     print!("{}", report.table());

@@ -328,6 +328,19 @@ fn pg_error(error: tokio_postgres::Error) -> (String, String) {
     (label, error.to_string())
 }
 
+impl NaiveWorkload {
+    /// A balance read: the account's row by its key.
+    async fn read_op(&self, caller: &NaiveCaller, n: u64, kind: &'static str) -> Outcome {
+        match self
+            .read(self.scenario.account(self.accounts, caller.index, n))
+            .await
+        {
+            Ok(()) => Outcome::ok(kind),
+            Err((label, message)) => Outcome::failed(kind, label, message),
+        }
+    }
+}
+
 impl Workload for NaiveWorkload {
     type Caller = NaiveCaller;
 
@@ -347,16 +360,11 @@ impl Workload for NaiveWorkload {
                 MixedStep::Commit => self.resolve(caller, n, true, "commit").await,
                 MixedStep::Release => self.resolve(caller, n, false, "release").await,
                 MixedStep::Quote | MixedStep::GetBalance => {
-                    let kind = scenario::mixed_step(n).kind();
-                    match self
-                        .read(self.scenario.account(self.accounts, caller.index, n))
+                    self.read_op(caller, n, scenario::mixed_step(n).kind())
                         .await
-                    {
-                        Ok(()) => Outcome::ok(kind),
-                        Err((label, message)) => Outcome::failed(kind, label, message),
-                    }
                 }
             },
+            Scenario::Balance => self.read_op(caller, n, "get-balance").await,
         }
     }
 }

@@ -26,6 +26,7 @@ pub enum Scenario {
     ReserveCommit,
     Mixed,
     Report,
+    Balance,
 }
 
 /// Records in one ReportUsage call of the report scenario.
@@ -39,6 +40,7 @@ impl Scenario {
             Scenario::ReserveCommit => "reserve-commit",
             Scenario::Mixed => "mixed",
             Scenario::Report => "report",
+            Scenario::Balance => "balance",
         }
     }
 
@@ -49,6 +51,7 @@ impl Scenario {
             Scenario::ReserveCommit => 1,
             Scenario::Mixed => 100,
             Scenario::Report => 10_000,
+            Scenario::Balance => 10_000,
         }
     }
 
@@ -57,7 +60,11 @@ impl Scenario {
     pub fn calls_per_op(self) -> u32 {
         match self {
             Scenario::ReserveCommit => 2,
-            Scenario::Hot | Scenario::Spread | Scenario::Mixed | Scenario::Report => 1,
+            Scenario::Hot
+            | Scenario::Spread
+            | Scenario::Mixed
+            | Scenario::Report
+            | Scenario::Balance => 1,
         }
     }
 
@@ -74,9 +81,11 @@ impl Scenario {
     pub fn account(self, accounts: usize, caller: usize, n: u64) -> usize {
         match self {
             Scenario::Hot => 0,
-            Scenario::Spread | Scenario::ReserveCommit | Scenario::Mixed | Scenario::Report => {
-                spread(accounts, caller, n)
-            }
+            Scenario::Spread
+            | Scenario::ReserveCommit
+            | Scenario::Mixed
+            | Scenario::Report
+            | Scenario::Balance => spread(accounts, caller, n),
         }
     }
 }

@@ -73,9 +73,6 @@ impl Tallyd {
                 binary.display()
             );
         }
-        let data = tempfile::Builder::new().prefix("tally-bench-").tempdir()?;
-        let rate_card = data.path().join("rate-card.toml");
-        std::fs::write(&rate_card, RATE_CARD)?;
         let database = match store {
             StoreKind::Sqlite => None,
             StoreKind::Postgres => {
@@ -84,6 +81,35 @@ impl Tallyd {
                 Some(database)
             }
         };
+        let url = database.as_ref().map(|d| d.url.clone());
+        Self::start(binary, store, url, database, show_log).await
+    }
+
+    /// Another replica on the PostgreSQL database of `first`, which keeps
+    /// owning (and drops) the database.
+    pub async fn spawn_replica(
+        binary: &Path,
+        first: &Tallyd,
+        show_log: bool,
+    ) -> anyhow::Result<Tallyd> {
+        let url = first
+            .database
+            .as_ref()
+            .map(|d| d.url.clone())
+            .context("a second replica needs PostgreSQL")?;
+        Self::start(binary, StoreKind::Postgres, Some(url), None, show_log).await
+    }
+
+    async fn start(
+        binary: &Path,
+        store: StoreKind,
+        database_url: Option<String>,
+        database: Option<Database>,
+        show_log: bool,
+    ) -> anyhow::Result<Tallyd> {
+        let data = tempfile::Builder::new().prefix("tally-bench-").tempdir()?;
+        let rate_card = data.path().join("rate-card.toml");
+        std::fs::write(&rate_card, RATE_CARD)?;
         let mut command = Command::new(binary);
         command
             .arg("--listen")
@@ -103,8 +129,8 @@ impl Tallyd {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
-        if let Some(database) = &database {
-            command.arg("--database-url").arg(&database.url);
+        if let Some(url) = &database_url {
+            command.arg("--database-url").arg(url);
         }
         let mut child = command
             .spawn()

@@ -411,6 +411,7 @@ impl Workload for TallyWorkload {
         match self.scenario {
             Scenario::Hot | Scenario::Spread => self.debit(caller, n).await,
             Scenario::Report => self.report(caller, n).await,
+            Scenario::Balance => self.get_balance(caller, n).await,
             Scenario::ReserveCommit => {
                 // One op is the pair; its latency is both calls'.
                 let reserved = self.reserve(caller, n, "reserve-commit").await;

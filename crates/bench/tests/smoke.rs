@@ -196,6 +196,80 @@ fn scenarios(store: &str) {
 }
 
 #[test]
+fn balance_reads_charge_nothing() {
+    for store in ["sqlite", "postgres"] {
+        let report = bench(
+            &format!("{store}-balance"),
+            &[
+                "balance",
+                "--store",
+                store,
+                "--accounts",
+                "50",
+                "--baseline",
+                "none",
+            ],
+        );
+        assert!(
+            report["tally"]["by_kind"]["get-balance"].is_object(),
+            "{report:#}"
+        );
+        // Only the lag probe's own debits were charged.
+        let probe = 1_000 * report["projection_lag"]["probes"].as_i64().unwrap();
+        assert_eq!(
+            report["check"]["consumed_millicredits"].as_i64(),
+            Some(probe),
+            "{report:#}"
+        );
+    }
+}
+
+/// Two replicas on one database: every debit through one reaches the
+/// watches on the other.
+#[test]
+fn watch_across_replicas() {
+    let json = tempfile::Builder::new()
+        .suffix(".json")
+        .tempfile()
+        .expect("temp file");
+    let output = Command::new(BENCH)
+        .args(["watch", "--store", "postgres", "--duration", "2s"])
+        .args(["--rate", "50", "--accounts", "10"])
+        .arg("--tallyd")
+        .arg(tallyd())
+        .arg("--database-url")
+        .arg(admin_url())
+        .arg("--json")
+        .arg(json.path())
+        .output()
+        .expect("running tally-bench watch");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "tally-bench watch failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(json.path()).expect("JSON report"))
+            .expect("valid JSON");
+    let debits = report["debits"].as_u64().unwrap();
+    assert!(debits > 0, "{report:#}");
+    assert_eq!(report["delivered"].as_u64(), Some(debits), "{report:#}");
+    assert_eq!(report["missing"], 0, "{report:#}");
+    assert_eq!(report["check"]["exact"], true, "{report:#}");
+
+    // Only PostgreSQL has replicas.
+    let refused = Command::new(BENCH)
+        .args(["watch", "--store", "sqlite", "--duration", "1s"])
+        .arg("--tallyd")
+        .arg(tallyd())
+        .output()
+        .expect("running tally-bench watch");
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--store postgres"));
+}
+
+#[test]
 fn every_scenario_on_the_embedded_store() {
     scenarios("sqlite");
 }
