@@ -205,7 +205,7 @@ async fn measure(
         follower.abort();
     }
 
-    let arrivals = arrivals.lock().expect("arrivals");
+    let arrivals = std::mem::take(&mut *arrivals.lock().expect("arrivals"));
     let mut histogram = new_histogram();
     let (mut delivered, mut missing) = (0, 0);
     let mut settled = Settled::default();
