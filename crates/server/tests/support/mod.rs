@@ -119,8 +119,54 @@ pub fn admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
-/// Creates a fresh, empty database and returns its URL.
-pub async fn fresh_database(prefix: &str) -> String {
+/// A database a test created: derefs to its URL, and is dropped (with the
+/// sessions still in it) when the test is done with it.
+pub struct TestDatabase {
+    url: String,
+    name: String,
+}
+
+impl std::ops::Deref for TestDatabase {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        // Drop may run inside a runtime or after it: a thread and a runtime
+        // of its own.
+        let (admin, name) = (admin_url(), self.name.clone());
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
+                    .await
+                    .ok()?;
+                tokio::spawn(connection);
+                client
+                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Some(()))) {
+            eprintln!(
+                "could not drop test database {}: drop it by hand",
+                self.name
+            );
+        }
+    }
+}
+
+/// Creates a fresh, empty database; it is dropped with the returned guard.
+pub async fn fresh_database(prefix: &str) -> TestDatabase {
     let admin = admin_url();
     let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
         .await
@@ -139,11 +185,14 @@ pub async fn fresh_database(prefix: &str) -> String {
         .await
         .expect("create database");
     let (base, _) = admin.rsplit_once('/').expect("URL with a database");
-    format!("{base}/{name}")
+    TestDatabase {
+        url: format!("{base}/{name}"),
+        name,
+    }
 }
 
 /// Creates a fresh database and migrates it with `tallyd migrate`.
-pub async fn migrated_database(prefix: &str) -> String {
+pub async fn migrated_database(prefix: &str) -> TestDatabase {
     let url = fresh_database(prefix).await;
     let migrated = run_tallyd(&["migrate", "--database-url", &url]);
     assert!(
