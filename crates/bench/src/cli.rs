@@ -43,9 +43,12 @@ pub enum Command {
     /// GetBalance spread over --accounts (10,000 by default), asking no
     /// freshness, as a dashboard reads. Nothing is charged.
     Balance(BenchArgs),
-    /// Two replicas on one PostgreSQL database: the time from a debit's
-    /// answer on one to its entry on a WatchAccount stream on the other.
-    Watch(crate::watch::WatchArgs),
+    /// Cross-replica notification latency: two tallyd on one PostgreSQL
+    /// database, one WatchAccount stream per account (--accounts, 100 by
+    /// default) on one, Debits at --rate (200/s by default) on the other;
+    /// from each Debit's answer to the watch message carrying its entry.
+    /// No baselines.
+    Watch(WatchArgs),
     /// Resident memory of tallyd per cached account.
     Memory(MemoryArgs),
     /// Serve the echo baseline: a bare tonic unary server (used by the bench itself).
@@ -78,9 +81,10 @@ impl StoreKind {
 /// Where the server under test comes from.
 #[derive(Clone, Debug, Args)]
 pub struct Target {
-    /// Store of the spawned tallyd.
-    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
-    pub store: StoreKind,
+    /// Store of the spawned tallyd [default: sqlite; watch runs on
+    /// postgres only].
+    #[arg(long, value_enum)]
+    pub store: Option<StoreKind>,
 
     /// PostgreSQL admin URL. The bench creates and drops its own databases
     /// (tally_bench_<pid>_*) through it, for tallyd and for the naive baseline.
@@ -120,11 +124,13 @@ pub struct BenchArgs {
     pub warmup: Duration,
 
     /// Open loop at this many ops per second (spread over the callers);
-    /// without it, closed loop: each caller sends when its previous call answers.
+    /// without it, closed loop: each caller sends when its previous call
+    /// answers (watch is always open loop, at 200/s without it).
     #[arg(long)]
     pub rate: Option<f64>,
 
-    /// Accounts to spread over (spread: 10,000; reserve-commit: 1; mixed: 100).
+    /// Accounts to spread over (spread, balance: 10,000; reserve-commit: 1;
+    /// mixed: 100; watch: 100, one watch stream each).
     #[arg(long)]
     pub accounts: Option<usize>,
 
@@ -169,6 +175,33 @@ pub struct BenchArgs {
 
     #[command(flatten)]
     pub target: Target,
+}
+
+impl Target {
+    /// The store of a spawned tallyd: sqlite unless --store says otherwise.
+    pub fn store(&self) -> StoreKind {
+        self.store.unwrap_or(StoreKind::Sqlite)
+    }
+}
+
+/// The watch measurement: the common flags (--accounts is the number of
+/// watched accounts, --rate the Debits per second on replica A, --connect
+/// replica A) and what only it needs.
+#[derive(Clone, Debug, Args)]
+pub struct WatchArgs {
+    #[command(flatten)]
+    pub bench: BenchArgs,
+
+    /// Watch on an already-running tallyd at this address (replica B)
+    /// while --connect (replica A) takes the Debits; both must share one
+    /// PostgreSQL database. Give both or neither.
+    #[arg(long)]
+    pub connect_watch: Option<SocketAddr>,
+
+    /// After the last Debit, how long to wait for the watch messages still
+    /// on their way; what has not arrived by then counts as missing.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    pub grace: Duration,
 }
 
 #[derive(Clone, Debug, Args)]

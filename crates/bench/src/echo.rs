@@ -1,6 +1,7 @@
 //! The echo baseline: a bare tonic server whose Debit answers at once with
-//! a fixed receipt. Same messages, same callers and connections as the Tally
-//! run, so its figures are the floor that gRPC, HTTP/2, protobuf and this
+//! a fixed receipt, and whose GetBalance answers at once with a fixed
+//! balance. Same messages, same callers and connections as the Tally run,
+//! so its figures are the floor that gRPC, HTTP/2, protobuf and this
 //! machine put under any service: what Tally adds is the ratio.
 
 use std::net::SocketAddr;
@@ -8,6 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tally_api::v1 as pb;
+use tally_api::v1::account_service_client::AccountServiceClient;
+use tally_api::v1::account_service_server::{AccountService, AccountServiceServer};
 use tally_api::v1::metering_service_client::MeteringServiceClient;
 use tally_api::v1::metering_service_server::{MeteringService, MeteringServiceServer};
 use tokio::net::TcpListener;
@@ -25,6 +28,9 @@ pub async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
     tonic::transport::Server::builder()
         .add_service(MeteringServiceServer::new(Echo {
             answer: Arc::new(fixed_answer()),
+        }))
+        .add_service(AccountServiceServer::new(EchoAccounts {
+            balance: Arc::new(fixed_balance()),
         }))
         .serve_with_incoming(tokio_stream_listener(listener))
         .await?;
@@ -65,12 +71,67 @@ fn fixed_answer() -> pb::DebitResponse {
     }
 }
 
+/// Sets a protobuf timestamp field, with milliseconds as tallyd's carry
+/// (the bench does not depend on prost-types to name the type).
+macro_rules! set_time {
+    ($field:expr, $seconds:expr, $nanos:expr) => {{
+        $field = Some(Default::default());
+        if let Some(time) = &mut $field {
+            time.seconds = $seconds;
+            time.nanos = $nanos;
+        }
+    }};
+}
+
+/// What tallyd answers GetBalance for an account of the balance scenario
+/// (opened without a plan, one promotional grant, nothing charged), field
+/// for field, so the reply is the same size on the wire give or take a byte.
+fn fixed_balance() -> pb::GetBalanceResponse {
+    let granted = scenario::GRANT_MILLICREDITS;
+    let mut bucket = pb::Bucket {
+        grant_id: "grn_01a223ca1bd27446bb1f8fee00a2c562".into(),
+        kind: pb::BucketKind::Promotional as i32,
+        source: pb::GrantSource::Promo as i32,
+        priority: 40,
+        amount_millicredits: granted,
+        remaining_millicredits: granted,
+        ..Default::default()
+    };
+    set_time!(bucket.effective_at, 1_795_896_777, 682_000_000);
+    let mut balance = pb::Balance {
+        account_id: "tb31638-1795896727-a1234".into(),
+        available_millicredits: granted,
+        buckets: vec![bucket],
+        granted_millicredits: granted,
+        version: 3,
+        time_zone: "UTC".into(),
+        billing_anchor: Some(pb::BillingAnchor {
+            day: 28,
+            hour: 20,
+            minute: 12,
+        }),
+        alert_thresholds: Some(pb::AlertThresholds {
+            low_balance_millicredits: vec![100_000, 10_000],
+            usage_percent: vec![80],
+            auto_top_up: None,
+        }),
+        ..Default::default()
+    };
+    set_time!(balance.last_activity_at, 1_795_896_777, 683_000_000);
+    set_time!(balance.cycle_start, 1_795_896_777, 677_000_000);
+    // A cycle ends on the minute of the billing anchor.
+    set_time!(balance.cycle_end, 1_798_488_720, 0);
+    pb::GetBalanceResponse {
+        balance: Some(balance),
+    }
+}
+
 struct Echo {
     answer: Arc<pb::DebitResponse>,
 }
 
 fn not_echoed() -> Status {
-    Status::unimplemented("the echo baseline answers Debit and ReportUsage only")
+    Status::unimplemented("the echo baseline answers Debit, ReportUsage and GetBalance only")
 }
 
 #[tonic::async_trait]
@@ -143,8 +204,96 @@ impl MeteringService for Echo {
     }
 }
 
+/// Answers GetBalance with the fixed balance; nothing else.
+struct EchoAccounts {
+    balance: Arc<pb::GetBalanceResponse>,
+}
+
+/// The reply type of an RPC the echo server does not answer.
+type Refused<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl AccountService for EchoAccounts {
+    async fn get_balance(
+        &self,
+        _request: Request<pb::GetBalanceRequest>,
+    ) -> Result<Response<pb::GetBalanceResponse>, Status> {
+        Ok(Response::new(pb::GetBalanceResponse::clone(&self.balance)))
+    }
+
+    async fn open_account(
+        &self,
+        _request: Request<pb::OpenAccountRequest>,
+    ) -> Refused<pb::OpenAccountResponse> {
+        Err(not_echoed())
+    }
+
+    async fn grant(&self, _request: Request<pb::GrantRequest>) -> Refused<pb::GrantResponse> {
+        Err(not_echoed())
+    }
+
+    async fn void_grant(
+        &self,
+        _request: Request<pb::VoidGrantRequest>,
+    ) -> Refused<pb::VoidGrantResponse> {
+        Err(not_echoed())
+    }
+
+    async fn list_ledger(
+        &self,
+        _request: Request<pb::ListLedgerRequest>,
+    ) -> Refused<pb::ListLedgerResponse> {
+        Err(not_echoed())
+    }
+
+    async fn get_usage(
+        &self,
+        _request: Request<pb::GetUsageRequest>,
+    ) -> Refused<pb::GetUsageResponse> {
+        Err(not_echoed())
+    }
+
+    type WatchAccountStream = futures::stream::Empty<Result<pb::WatchAccountResponse, Status>>;
+
+    async fn watch_account(
+        &self,
+        _request: Request<pb::WatchAccountRequest>,
+    ) -> Refused<Self::WatchAccountStream> {
+        Err(not_echoed())
+    }
+
+    async fn change_plan(
+        &self,
+        _request: Request<pb::ChangePlanRequest>,
+    ) -> Refused<pb::ChangePlanResponse> {
+        Err(not_echoed())
+    }
+
+    async fn set_spending_cap(
+        &self,
+        _request: Request<pb::SetSpendingCapRequest>,
+    ) -> Refused<pb::SetSpendingCapResponse> {
+        Err(not_echoed())
+    }
+
+    async fn set_billing_anchor(
+        &self,
+        _request: Request<pb::SetBillingAnchorRequest>,
+    ) -> Refused<pb::SetBillingAnchorResponse> {
+        Err(not_echoed())
+    }
+
+    async fn set_alert_thresholds(
+        &self,
+        _request: Request<pb::SetAlertThresholdsRequest>,
+    ) -> Refused<pb::SetAlertThresholdsResponse> {
+        Err(not_echoed())
+    }
+}
+
 /// Drives the echo server with the scenario's Debit requests (built exactly
-/// as the Tally run builds them), `calls_per_op` per operation.
+/// as the Tally run builds them), `calls_per_op` per operation; in the
+/// balance scenario, with its GetBalance requests.
 pub struct EchoWorkload {
     pub scenario: Scenario,
     pub names: Names,
@@ -155,14 +304,19 @@ pub struct EchoWorkload {
 pub struct EchoCaller {
     index: usize,
     client: MeteringServiceClient<Channel>,
+    reads: AccountServiceClient<Channel>,
 }
 
 impl EchoWorkload {
     pub fn callers(&self, channels: &[Channel], count: usize) -> Vec<EchoCaller> {
         (0..count)
-            .map(|index| EchoCaller {
-                index,
-                client: MeteringServiceClient::new(channels[index % channels.len()].clone()),
+            .map(|index| {
+                let channel = channels[index % channels.len()].clone();
+                EchoCaller {
+                    index,
+                    client: MeteringServiceClient::new(channel.clone()),
+                    reads: AccountServiceClient::new(channel),
+                }
             })
             .collect()
     }
@@ -175,9 +329,24 @@ impl Workload for EchoWorkload {
         let kind = match self.scenario {
             Scenario::Mixed => scenario::mixed_step(n).kind(),
             Scenario::ReserveCommit => "reserve-commit",
-            Scenario::Hot | Scenario::Spread => "debit",
-            // A unary call of about a balance's size, answered at once.
-            Scenario::Balance => "get-balance",
+            Scenario::Hot | Scenario::Spread | Scenario::Watch => "debit",
+            Scenario::Balance => {
+                // The request Tally's balance run sends (consistency unset).
+                let account = self.scenario.account(self.accounts, caller.index, n);
+                let mut request = Request::new(pb::GetBalanceRequest {
+                    account_id: self.names.account("a", account),
+                    consistency: None,
+                });
+                request.set_timeout(self.timeout);
+                return match caller.reads.get_balance(request).await {
+                    Ok(_) => Outcome::ok("get-balance"),
+                    Err(status) => Outcome::failed(
+                        "get-balance",
+                        format!("{:?}", status.code()),
+                        status.message(),
+                    ),
+                };
+            }
             Scenario::Report => {
                 let (request, _) = scenario::report_request(
                     &self.names,

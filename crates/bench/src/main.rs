@@ -73,21 +73,21 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             }
             return Ok(true);
         }
-        Command::Watch(args) => {
-            let json = args.json.clone();
-            let report = watch::run(args).await?;
-            print!("{}", report.table());
-            if let Some(path) = json {
-                write(&path, &serde_json::to_string_pretty(&report)?)?;
-            }
-            return Ok(report.check.exact && report.missing == 0);
-        }
         Command::Report(args) => (Scenario::Report, args),
         Command::Hot(args) => (Scenario::Hot, args),
         Command::Spread(args) => (Scenario::Spread, args),
         Command::ReserveCommit(args) => (Scenario::ReserveCommit, args),
         Command::Mixed(args) => (Scenario::Mixed, args),
         Command::Balance(args) => (Scenario::Balance, args),
+        Command::Watch(args) => {
+            let report = watch::run(args.clone()).await?;
+            print!("{}", report.table());
+            write_outputs(&report, &args.bench)?;
+            // An entry that never reached the other replica is as wrong
+            // as a balance that is off.
+            let delivered = report.watch.as_ref().is_some_and(|w| w.missing == 0);
+            return Ok(report.balances_exact && delivered);
+        }
     };
     let report = run::run(scenario, args.clone()).await?;
     print!("{}", report.table());
@@ -114,10 +114,13 @@ fn write_outputs(report: &RunReport, args: &BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(path) = &args.plot {
         let systems = report.systems();
-        let series: Vec<(&str, &hdrhistogram::Histogram<u64>)> = systems
+        let mut series: Vec<(&str, &hdrhistogram::Histogram<u64>)> = systems
             .iter()
             .map(|s| (s.system.as_str(), &s.histogram))
             .collect();
+        if let Some(watch) = &report.watch {
+            series.push(("watch on B (A answer→B)", &watch.histogram));
+        }
         let title = format!(
             "{} on {}: latency by percentile ({} callers, {} loop)",
             report.scenario, report.store, report.callers, report.mode

@@ -50,7 +50,7 @@ pub async fn run(args: MemoryArgs) -> anyhow::Result<MemoryReport> {
     };
     let tallyd = Tallyd::spawn(
         &binary,
-        args.target.store,
+        args.target.store(),
         &args.target.database_url,
         args.target.server_log,
     )

@@ -347,7 +347,9 @@ impl Workload for NaiveWorkload {
     async fn call(&self, caller: &mut NaiveCaller, n: u64) -> Outcome {
         match self.scenario {
             // A report record is a debit: one transaction each.
-            Scenario::Hot | Scenario::Spread | Scenario::Report => self.debit(caller, n).await,
+            Scenario::Hot | Scenario::Spread | Scenario::Report | Scenario::Watch => {
+                self.debit(caller, n).await
+            }
             Scenario::ReserveCommit => {
                 let reserved = self.reserve(caller, n, "reserve-commit").await;
                 if reserved.error.is_some() {

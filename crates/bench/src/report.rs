@@ -203,6 +203,9 @@ pub struct RunReport {
     /// During Tally's measured run: from a write's answer until a read at
     /// least as fresh as it answers.
     pub projection_lag: Option<crate::lag::LagFigures>,
+    /// The watch measurement: from a Debit's answer on replica A until a
+    /// watch on replica B carries its entry.
+    pub watch: Option<crate::watch::WatchFigures>,
     pub naive: Option<SystemFigures>,
     pub echo: Option<SystemFigures>,
     /// Tally's figures over each baseline's, keyed by baseline.
@@ -301,6 +304,21 @@ impl RunReport {
                 }
             }
         }
+        if let Some(watch) = &self.watch {
+            let figures = &watch.latency_ms;
+            let _ = writeln!(
+                out,
+                "{:<24} {:>11.0} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}  {}",
+                "watch on B (A answer→B)",
+                watch.delivered as f64 / self.duration_seconds.max(f64::MIN_POSITIVE),
+                figures.p50,
+                figures.p90,
+                figures.p99,
+                figures.p999,
+                figures.max,
+                watch.missing
+            );
+        }
         // Naive first: it is the comparison the design is about.
         let ordered = ["naive", "echo"]
             .into_iter()
@@ -365,6 +383,33 @@ impl RunReport {
                     String::new()
                 }
             );
+        }
+        if let Some(watch) = &self.watch {
+            let _ = writeln!(
+                out,
+                "watch: {} watched accounts; of {} Debits answered on A in the window, {} delivered on B, {} missing after {:.1}s of grace; {} arrived before A's answer (counted as 0 ms); {} streams resumed",
+                watch.watchers,
+                watch.answered,
+                watch.delivered,
+                watch.missing,
+                watch.grace_seconds,
+                watch.before_answer,
+                watch.streams_resumed
+            );
+            if watch.missing > 0 {
+                let _ = writeln!(
+                    out,
+                    "!! watch: {} Debits answered on A never reached the watches on B",
+                    watch.missing
+                );
+            }
+            if watch.replica_b_warnings_logged + watch.replica_b_errors_logged > 0 {
+                let _ = writeln!(
+                    out,
+                    "!! tallyd B logged {} warnings and {} errors during the run (shown above)",
+                    watch.replica_b_warnings_logged, watch.replica_b_errors_logged
+                );
+            }
         }
         let _ = writeln!(out, "balances: {}", self.check.summary());
         if let Some(naive) = &self.naive_check {

@@ -53,7 +53,7 @@ pub async fn run(scenario: Scenario, args: BenchArgs) -> anyhow::Result<RunRepor
         (_, None) => scenario.default_accounts(),
     };
     let names = Names::fresh();
-    let store_name = match (&args.target.connect, args.target.store) {
+    let store_name = match (&args.target.connect, args.target.store()) {
         (Some(_), _) => "connected",
         (None, StoreKind::Sqlite) => "sqlite",
         (None, StoreKind::Postgres) => "postgres",
@@ -87,7 +87,7 @@ pub async fn run(scenario: Scenario, args: BenchArgs) -> anyhow::Result<RunRepor
             let started = Instant::now();
             let tallyd = Tallyd::spawn(
                 &binary,
-                args.target.store,
+                args.target.store(),
                 &args.target.database_url,
                 args.target.server_log,
             )
@@ -158,7 +158,7 @@ pub async fn run(scenario: Scenario, args: BenchArgs) -> anyhow::Result<RunRepor
     if let Some(echo) = &echo {
         ratios.insert("echo".to_owned(), Ratios::of(&phase.figures, echo));
     }
-    let postgres = if args.target.store == StoreKind::Postgres || args.baseline.naive {
+    let postgres = if args.target.store() == StoreKind::Postgres || args.baseline.naive {
         crate::pg::server_version(&args.target.database_url)
             .await
             .ok()
@@ -185,6 +185,7 @@ pub async fn run(scenario: Scenario, args: BenchArgs) -> anyhow::Result<RunRepor
         history: phase.history,
         tally: phase.figures,
         projection_lag: phase.lag,
+        watch: None,
         naive,
         echo,
         ratios,

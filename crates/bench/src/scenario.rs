@@ -26,7 +26,10 @@ pub enum Scenario {
     ReserveCommit,
     Mixed,
     Report,
+    /// GetBalance, consistency unset: the read path.
     Balance,
+    /// Debits on one replica, watched on another (see watch.rs).
+    Watch,
 }
 
 /// Records in one ReportUsage call of the report scenario.
@@ -41,6 +44,7 @@ impl Scenario {
             Scenario::Mixed => "mixed",
             Scenario::Report => "report",
             Scenario::Balance => "balance",
+            Scenario::Watch => "watch",
         }
     }
 
@@ -52,6 +56,7 @@ impl Scenario {
             Scenario::Mixed => 100,
             Scenario::Report => 10_000,
             Scenario::Balance => 10_000,
+            Scenario::Watch => 100,
         }
     }
 
@@ -64,7 +69,8 @@ impl Scenario {
             | Scenario::Spread
             | Scenario::Mixed
             | Scenario::Report
-            | Scenario::Balance => 1,
+            | Scenario::Balance
+            | Scenario::Watch => 1,
         }
     }
 
@@ -73,7 +79,12 @@ impl Scenario {
     pub fn records_per_call(self) -> u32 {
         match self {
             Scenario::Report => RECORDS_PER_CALL,
-            _ => 1,
+            Scenario::Hot
+            | Scenario::Spread
+            | Scenario::ReserveCommit
+            | Scenario::Mixed
+            | Scenario::Balance
+            | Scenario::Watch => 1,
         }
     }
 
@@ -85,7 +96,8 @@ impl Scenario {
             | Scenario::ReserveCommit
             | Scenario::Mixed
             | Scenario::Report
-            | Scenario::Balance => spread(accounts, caller, n),
+            | Scenario::Balance
+            | Scenario::Watch => spread(accounts, caller, n),
         }
     }
 }

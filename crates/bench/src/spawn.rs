@@ -52,6 +52,8 @@ pub struct Tallyd {
     pub store: StoreKind,
     pub logs: Arc<LogCounts>,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// How its log lines are prefixed: `tallyd`, or `tallyd B` for a replica.
+    label: &'static str,
     // Declared after the child: the data dir outlives the process using it.
     _data: TempDir,
     database: Option<Database>,
@@ -82,7 +84,7 @@ impl Tallyd {
             }
         };
         let url = database.as_ref().map(|d| d.url.clone());
-        Self::start(binary, store, url, database, show_log).await
+        Self::start(binary, store, url, database, show_log, "tallyd").await
     }
 
     /// Another replica on the PostgreSQL database of `first`, which keeps
@@ -97,7 +99,15 @@ impl Tallyd {
             .as_ref()
             .map(|d| d.url.clone())
             .context("a second replica needs PostgreSQL")?;
-        Self::start(binary, StoreKind::Postgres, Some(url), None, show_log).await
+        Self::start(
+            binary,
+            StoreKind::Postgres,
+            Some(url),
+            None,
+            show_log,
+            "tallyd B",
+        )
+        .await
     }
 
     async fn start(
@@ -106,6 +116,7 @@ impl Tallyd {
         database_url: Option<String>,
         database: Option<Database>,
         show_log: bool,
+        label: &'static str,
     ) -> anyhow::Result<Tallyd> {
         let data = tempfile::Builder::new().prefix("tally-bench-").tempdir()?;
         let rate_card = data.path().join("rate-card.toml");
@@ -142,7 +153,7 @@ impl Tallyd {
         std::thread::spawn({
             let logs = logs.clone();
             let tail = tail.clone();
-            move || follow_log(stderr, listening_tx, &logs, &tail, show_log)
+            move || follow_log(stderr, listening_tx, &logs, &tail, show_log, label)
         });
         let mut tallyd = Tallyd {
             child,
@@ -150,14 +161,15 @@ impl Tallyd {
             store,
             logs,
             tail,
+            label,
             _data: data,
             database,
         };
         let addr = match tokio::time::timeout(STARTUP_TIMEOUT, listening_rx).await {
             Ok(Ok(addr)) => addr,
-            Ok(Err(_)) => bail!("tallyd exited before listening:\n{}", tallyd.log_tail()),
+            Ok(Err(_)) => bail!("{label} exited before listening:\n{}", tallyd.log_tail()),
             Err(_) => bail!(
-                "tallyd did not listen within {STARTUP_TIMEOUT:?}:\n{}",
+                "{label} did not listen within {STARTUP_TIMEOUT:?}:\n{}",
                 tallyd.log_tail()
             ),
         };
@@ -191,7 +203,7 @@ impl Tallyd {
     fn log_tail(&self) -> String {
         let tail = self.tail.lock().expect("log tail lock");
         tail.iter()
-            .map(|line| format!("  tallyd: {line}"))
+            .map(|line| format!("  {}: {line}", self.label))
             .collect::<Vec<_>>()
             .join("\n")
     }
@@ -211,7 +223,8 @@ impl Tallyd {
         while self.child.try_wait()?.is_none() {
             if tokio::time::Instant::now() >= deadline {
                 eprintln!(
-                    "tally-bench: tallyd did not stop on SIGTERM within {STOP_TIMEOUT:?}; killing it"
+                    "tally-bench: {} did not stop on SIGTERM within {STOP_TIMEOUT:?}; killing it",
+                    self.label
                 );
                 let _ = self.child.kill();
                 let _ = self.child.wait();
@@ -269,6 +282,7 @@ fn follow_log(
     logs: &LogCounts,
     tail: &Mutex<VecDeque<String>>,
     show_log: bool,
+    label: &str,
 ) {
     let mut listening = Some(listening);
     for line in BufReader::new(stderr).lines() {
@@ -297,7 +311,7 @@ fn follow_log(
             _ => false,
         };
         if loud || show_log {
-            eprintln!("  tallyd: {line}");
+            eprintln!("  {label}: {line}");
         }
         let mut tail = tail.lock().expect("log tail lock");
         if tail.len() == LOG_TAIL {

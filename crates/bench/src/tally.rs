@@ -218,10 +218,16 @@ impl TallyWorkload {
         self.names.key(self.tag, caller.index, n, suffix)
     }
 
+    /// The idempotency key of operation `n` of `caller` when it is a Debit
+    /// (the watch measurement finds the Debit's entry by it).
+    pub(crate) fn debit_key(&self, caller: &TallyCaller, n: u64) -> String {
+        self.key(caller, n, "")
+    }
+
     async fn debit(&self, caller: &mut TallyCaller, n: u64) -> Outcome {
         let account = self.scenario.account(self.accounts.len(), caller.index, n);
         let request =
-            scenario::debit_request(self.accounts[account].clone(), self.key(caller, n, ""));
+            scenario::debit_request(self.accounts[account].clone(), self.debit_key(caller, n));
         match caller
             .metering
             .debit(with_timeout(request.clone(), self.timeout))
@@ -409,7 +415,7 @@ impl Workload for TallyWorkload {
 
     async fn call(&self, caller: &mut TallyCaller, n: u64) -> Outcome {
         match self.scenario {
-            Scenario::Hot | Scenario::Spread => self.debit(caller, n).await,
+            Scenario::Hot | Scenario::Spread | Scenario::Watch => self.debit(caller, n).await,
             Scenario::Report => self.report(caller, n).await,
             Scenario::Balance => self.get_balance(caller, n).await,
             Scenario::ReserveCommit => {

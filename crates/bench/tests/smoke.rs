@@ -1,6 +1,7 @@
 //! CI smoke test of tally-bench: the real binary drives a real tallyd for a
-//! couple of seconds per scenario, on the embedded store and on PostgreSQL,
-//! and must finish with exact balances. No timing is asserted: CI machines
+//! couple of seconds per scenario, on the embedded store and on PostgreSQL
+//! (and watch on two tallyd sharing one PostgreSQL database), and must
+//! finish with exact balances. No timing is asserted: CI machines
 //! are shared and slow; the figures belong in docs/benchmarks.md.
 
 use std::path::{Path, PathBuf};
@@ -224,51 +225,6 @@ fn balance_reads_charge_nothing() {
     }
 }
 
-/// Two replicas on one database: every debit through one reaches the
-/// watches on the other.
-#[test]
-fn watch_across_replicas() {
-    let json = tempfile::Builder::new()
-        .suffix(".json")
-        .tempfile()
-        .expect("temp file");
-    let output = Command::new(BENCH)
-        .args(["watch", "--store", "postgres", "--duration", "2s"])
-        .args(["--rate", "50", "--accounts", "10"])
-        .arg("--tallyd")
-        .arg(tallyd())
-        .arg("--database-url")
-        .arg(admin_url())
-        .arg("--json")
-        .arg(json.path())
-        .output()
-        .expect("running tally-bench watch");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(
-        output.status.success(),
-        "tally-bench watch failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(json.path()).expect("JSON report"))
-            .expect("valid JSON");
-    let debits = report["debits"].as_u64().unwrap();
-    assert!(debits > 0, "{report:#}");
-    assert_eq!(report["delivered"].as_u64(), Some(debits), "{report:#}");
-    assert_eq!(report["missing"], 0, "{report:#}");
-    assert_eq!(report["check"]["exact"], true, "{report:#}");
-
-    // Only PostgreSQL has replicas.
-    let refused = Command::new(BENCH)
-        .args(["watch", "--store", "sqlite", "--duration", "1s"])
-        .arg("--tallyd")
-        .arg(tallyd())
-        .output()
-        .expect("running tally-bench watch");
-    assert_eq!(refused.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&refused.stderr).contains("--store postgres"));
-}
-
 #[test]
 fn every_scenario_on_the_embedded_store() {
     scenarios("sqlite");
@@ -326,6 +282,84 @@ fn count_databases(pid: u64) -> i64 {
             .unwrap()
             .get(0)
     })
+}
+
+/// The balance scenario's baselines: echo answers GetBalance, naive reads
+/// the balance row.
+#[test]
+fn balance_reads_against_both_baselines() {
+    let report = bench(
+        "balance-baselines",
+        &["balance", "--accounts", "100", "--baseline", "naive,echo"],
+    );
+    for baseline in ["naive", "echo"] {
+        assert!(
+            report[baseline]["by_kind"]["get-balance"]["ops"]
+                .as_u64()
+                .unwrap()
+                > 0,
+            "{report:#}"
+        );
+        assert_eq!(
+            report[baseline]["errors"],
+            serde_json::json!({}),
+            "{report:#}"
+        );
+        assert!(
+            report["ratios"][baseline]["ops_per_sec"].as_f64().unwrap() > 0.0,
+            "{report:#}"
+        );
+    }
+    assert_eq!(report["naive_check"]["exact"], true, "{report:#}");
+}
+
+/// Two tallyd on one PostgreSQL database: every Debit answered on A reaches
+/// the watches on B, and the shared database is gone afterwards.
+#[test]
+fn watch_across_two_replicas() {
+    let report = bench(
+        "watch",
+        &[
+            "watch",
+            "--accounts",
+            "20",
+            "--rate",
+            "100",
+            "--grace",
+            "10s",
+        ],
+    );
+    assert_eq!(report["scenario"], "watch");
+    assert_eq!(report["mode"], "open");
+    let watch = &report["watch"];
+    let delivered = watch["delivered"].as_u64().expect("watch.delivered");
+    assert!(delivered > 0, "{report:#}");
+    assert_eq!(watch["missing"], 0, "{report:#}");
+    assert_eq!(watch["answered"].as_u64().unwrap(), delivered, "{report:#}");
+    assert_eq!(watch["watchers"], 20, "{report:#}");
+    let latency = &watch["latency_ms"];
+    for percentile in ["p50", "p90", "p99", "p999", "max"] {
+        assert!(latency[percentile].as_f64().unwrap() > 0.0, "{report:#}");
+    }
+    assert!(
+        latency["p50"].as_f64().unwrap() <= latency["max"].as_f64().unwrap(),
+        "{report:#}"
+    );
+    let pid = report["pid"].as_u64().unwrap();
+    assert_eq!(count_databases(pid), 0, "tally-bench left databases behind");
+}
+
+/// Two replicas cannot share the embedded store: refused before anything
+/// starts, with exit code 2.
+#[test]
+fn watch_refuses_the_embedded_store() {
+    let output = Command::new(BENCH)
+        .args(["watch", "--store", "sqlite", "--duration", "1s"])
+        .output()
+        .expect("running tally-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--store postgres"), "{stderr}");
 }
 
 #[test]
