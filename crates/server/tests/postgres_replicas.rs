@@ -13,7 +13,7 @@ use tally_api::v1::metering_service_client::MeteringServiceClient;
 /// not an in-process lock, keeps two replicas from overselling.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_replicas_never_hold_more_than_granted() {
-    let url = migrated_database("tally_test_replicas").await;
+    let url = migrated_database().await;
     let a = Tallyd::spawn(&["--database-url", &url]);
     let b = Tallyd::spawn(&["--database-url", &url]);
     let (channel_a, channel_b) = (a.connect().await, b.connect().await);
@@ -92,21 +92,21 @@ async fn two_replicas_never_hold_more_than_granted() {
 /// SPEC §4 invariant 5 on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_debit() {
-    let url = migrated_database("tally_test_kill9").await;
+    let url = migrated_database().await;
     support::kill_9_loses_no_acknowledged_debit(&["--database-url", &url], 3).await;
 }
 
 /// ReportUsage retried whole after `kill -9`, on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_charges_each_reported_record_once() {
-    let url = migrated_database("tally_test_kill9_report").await;
+    let url = migrated_database().await;
     support::kill_9_charges_each_reported_record_once(&["--database-url", &url], 2).await;
 }
 
 /// Serving waits for the schema: NOT_SERVING until `tallyd migrate` ran.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn serving_waits_for_migration() {
-    let url = support::fresh_database("tally_test_unmigrated").await;
+    let url = support::fresh_database().await;
     let tallyd = Tallyd::spawn(&["--database-url", &url]);
     let channel = tonic::transport::Channel::from_shared(tallyd.uri.clone())
         .unwrap()

@@ -63,7 +63,7 @@ fn debit(key: String) -> tonic::Request<pb::DebitRequest> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_gives_unavailable_then_recovers() {
-    let url = migrated_database("tally_test_pg_restart").await;
+    let url = migrated_database().await;
     let tallyd = Tallyd::spawn(&["--database-url", &url]);
     let channel = tallyd.connect().await;
     support::open_funded_account(channel.clone(), "a", pb::BucketKind::TopUp, 1_000_000).await;

@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tally_store::postgres::{PostgresHarness, PostgresLocation};
 use tonic::transport::Channel;
 
 pub struct Tallyd {
@@ -123,7 +124,7 @@ pub fn admin_url() -> String {
 /// sessions still in it) when the test is done with it.
 pub struct TestDatabase {
     url: String,
-    name: String,
+    _location: PostgresLocation,
 }
 
 impl std::ops::Deref for TestDatabase {
@@ -134,66 +135,21 @@ impl std::ops::Deref for TestDatabase {
     }
 }
 
-impl Drop for TestDatabase {
-    fn drop(&mut self) {
-        // Drop may run inside a runtime or after it: a thread and a runtime
-        // of its own.
-        let (admin, name) = (admin_url(), self.name.clone());
-        let dropped = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .ok()?;
-            runtime.block_on(async {
-                let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-                    .await
-                    .ok()?;
-                tokio::spawn(connection);
-                client
-                    .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .await
-                    .ok()
-            })
-        })
-        .join();
-        if !matches!(dropped, Ok(Some(()))) {
-            eprintln!(
-                "could not drop test database {}: drop it by hand",
-                self.name
-            );
-        }
-    }
-}
-
 /// Creates a fresh, empty database; it is dropped with the returned guard.
-pub async fn fresh_database(prefix: &str) -> TestDatabase {
+pub async fn fresh_database() -> TestDatabase {
+    let (store, location) = PostgresHarness::new().create_unmigrated().await;
+    drop(store);
     let admin = admin_url();
-    let (client, connection) = tokio_postgres::connect(&admin, tokio_postgres::NoTls)
-        .await
-        .expect("the test PostgreSQL is reachable (TALLY_TEST_DATABASE_URL)");
-    tokio::spawn(connection);
-    let name = format!(
-        "{prefix}_{}_{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-    );
-    client
-        .batch_execute(&format!("CREATE DATABASE {name}"))
-        .await
-        .expect("create database");
     let (base, _) = admin.rsplit_once('/').expect("URL with a database");
     TestDatabase {
-        url: format!("{base}/{name}"),
-        name,
+        url: format!("{base}/{}", location.name),
+        _location: location,
     }
 }
 
 /// Creates a fresh database and migrates it with `tallyd migrate`.
-pub async fn migrated_database(prefix: &str) -> TestDatabase {
-    let url = fresh_database(prefix).await;
+pub async fn migrated_database() -> TestDatabase {
+    let url = fresh_database().await;
     let migrated = run_tallyd(&["migrate", "--database-url", &url]);
     assert!(
         migrated.status.success(),
