@@ -113,6 +113,21 @@ impl Account {
             .sum()
     }
 
+    /// Credits available just before an event at `at` applies: as
+    /// [`available_at`](Self::available_at), except that a bucket whose
+    /// expiry is `at` itself still counts. A ledger entry's "before": an
+    /// expiry at `at` then shows the credits it takes away, where
+    /// `available_at(at)` would already leave them out.
+    pub fn available_before(&self, at: Timestamp) -> Millicredits {
+        self.buckets
+            .iter()
+            .filter(|b| {
+                !b.voided && b.effective_at <= at && b.expires_at.is_none_or(|expiry| expiry >= at)
+            })
+            .map(|b| b.remaining)
+            .sum()
+    }
+
     pub fn held(&self) -> Millicredits {
         self.buckets.iter().map(|b| b.held).sum()
     }

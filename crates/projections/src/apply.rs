@@ -176,7 +176,7 @@ impl<'a> Fold<'a> {
                 }
             }
         }
-        let before = ledger.then(|| (state.available_at(at), ledger_context(state, event)));
+        let before = ledger.then(|| (state.available_before(at), ledger_context(state, event)));
         state.apply(event)?;
         // Ended holds matter to the engine's decisions only (the store
         // keeps them for it); kept here they would grow with traffic and
@@ -184,7 +184,7 @@ impl<'a> Fold<'a> {
         state.resolved.clear();
         self.changed.insert(account.clone());
         if let Some((before, context)) = before {
-            let after = state.available_at(at);
+            let after = state.available_before(at);
             self.ledger.push(SqlStatement::new(
                 INSERT_LEDGER.as_str(),
                 vec![

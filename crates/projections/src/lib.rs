@@ -67,7 +67,9 @@ impl Projection {
             // 2: rows written from one shared fold; the states they kept
             // under their own names are dropped.
             Projection::Balances => 2,
-            Projection::Ledger => 2,
+            // 3: an expiry's entry shows the credits it took away in its
+            // "available before" (it showed the balance after).
+            Projection::Ledger => 3,
             Projection::Usage => 2,
         }
     }

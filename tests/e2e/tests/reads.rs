@@ -570,3 +570,106 @@ async fn ledger_filters_and_pages_are_stable_under_appends() {
         ]
     );
 }
+
+/// An expiry's ledger entry shows the credits it took away: "before" is the
+/// balance the previous entry left, "after" that less what expired; the
+/// watch says the same. Two buckets expiring in one instant chain.
+#[tokio::test]
+async fn expiry_entries_show_what_expired() {
+    for backend in BOTH_BACKENDS {
+        expiries(backend).await;
+    }
+}
+
+async fn expiries(backend: Backend) {
+    let server = TestServer::start_with(options(backend)).await;
+    let mut accounts = server.accounts().await;
+    let mut metering = server.metering().await;
+    open(&mut accounts, "acme").await;
+    grant(&mut accounts, "acme", "g1", BucketKind::TopUp, 10_000).await;
+    let expiry = tally_core::Clock::now(server.clock()).as_millis() + 3_000;
+    for key in ["g2", "g3"] {
+        accounts
+            .grant(GrantRequest {
+                idempotency_key: key.into(),
+                account_id: "acme".into(),
+                kind: BucketKind::TopUp.into(),
+                amount_millicredits: 5_000,
+                expires_at: Some(prost_types::Timestamp {
+                    seconds: expiry / 1_000,
+                    nanos: ((expiry % 1_000) * 1_000_000) as i32,
+                }),
+                ..Default::default()
+            })
+            .await
+            .expect("grant");
+    }
+    let mut stream = accounts
+        .watch_account(WatchAccountRequest {
+            account_id: "acme".into(),
+            after_sequence: None,
+        })
+        .await
+        .expect("watch")
+        .into_inner();
+    assert_eq!(
+        next(&mut stream)
+            .await
+            .balance
+            .unwrap()
+            .available_millicredits,
+        20_000
+    );
+
+    server.advance(Duration::from_secs(5));
+    metering
+        .debit(debit("acme", "after", "alice", "article.edit", ""))
+        .await
+        .unwrap();
+
+    let entries = ledger(&mut accounts, "acme").await;
+    for pair in entries.windows(2) {
+        assert_eq!(
+            pair[1].available_before_millicredits, pair[0].available_after_millicredits,
+            "entry {} does not start where {} ended: {entries:#?}",
+            pair[1].sequence, pair[0].sequence
+        );
+    }
+    let expired: Vec<&LedgerEntry> = entries
+        .iter()
+        .filter(|e| e.kind == LedgerEntryKind::BucketExpired as i32)
+        .collect();
+    assert_eq!(expired.len(), 2, "{entries:#?}");
+    assert_eq!(
+        (
+            expired[0].available_before_millicredits,
+            expired[0].available_after_millicredits
+        ),
+        (20_000, 15_000)
+    );
+    assert_eq!(
+        (
+            expired[1].available_before_millicredits,
+            expired[1].available_after_millicredits
+        ),
+        (15_000, 10_000)
+    );
+    for entry in &expired {
+        assert_eq!(entry.amount_millicredits, 5_000);
+    }
+    assert_eq!(entries.last().unwrap().available_after_millicredits, 9_000);
+
+    // The watch carries the same entries.
+    for want in expired {
+        let seen = next(&mut stream).await.entry.expect("an entry");
+        assert_eq!(seen.sequence, want.sequence);
+        assert_eq!(
+            seen.available_before_millicredits,
+            want.available_before_millicredits
+        );
+        assert_eq!(
+            seen.available_after_millicredits,
+            want.available_after_millicredits
+        );
+    }
+}

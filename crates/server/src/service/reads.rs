@@ -544,14 +544,14 @@ async fn catch_up<S: EventStore>(
             let decoded =
                 decode_event(recorded).map_err(|e| Status::from(ServiceError::from(e)))?;
             let at = decoded.event.at();
-            let available_before = state.available_at(at);
+            let available_before = state.available_before(at);
             state
                 .apply(&decoded.event)
                 .map_err(|e| Status::from(ServiceError::from(EngineError::from(e))))?;
             let entry = LedgerEntry {
                 version: decoded.version,
                 available_before,
-                available_after: state.available_at(at),
+                available_after: state.available_before(at),
                 event: decoded.event,
                 idempotency_key: decoded.idempotency_key,
             };
