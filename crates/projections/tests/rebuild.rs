@@ -314,6 +314,17 @@ where
         .unwrap()
         .unwrap();
         assert_eq!(page.entries.len(), events.len(), "{account} ledger length");
+        // The entries chain: each starts where the one before it ended.
+        for pair in page.entries.windows(2) {
+            assert_eq!(
+                pair[1].available_before, pair[0].available_after,
+                "{account}: entry {} ({}) does not start where {} ({}) ended",
+                pair[1].version,
+                pair[1].event.type_name(),
+                pair[0].version,
+                pair[0].event.type_name(),
+            );
+        }
         let last = page.entries.last().unwrap();
         assert_eq!(last.available_after, expected.available_at(last.event.at()));
         assert!(page.entries.iter().map(|e| &e.event).eq(events.iter()));
