@@ -317,7 +317,8 @@ where
         // The entries chain: each starts where the one before it ended.
         for pair in page.entries.windows(2) {
             assert_eq!(
-                pair[1].available_before, pair[0].available_after,
+                pair[1].available_before,
+                pair[0].available_after,
                 "{account}: entry {} ({}) does not start where {} ({}) ended",
                 pair[1].version,
                 pair[1].event.type_name(),
