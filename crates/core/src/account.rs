@@ -25,6 +25,14 @@ pub struct Totals {
     pub voided: Millicredits,
 }
 
+impl Totals {
+    /// Lifetime totals of an account that takes commands stay below this
+    /// (half of what an `i64` holds: 4.6 quadrillion credits). One command
+    /// moves at most a few [`Millicredits::MAX_INPUT`], so while the totals
+    /// are below it no sum of milli-credits can overflow.
+    pub const CEILING: Millicredits = Millicredits::new(i64::MAX / 2);
+}
+
 /// An event that does not fit the state it is applied to: the log and the
 /// code disagree, which is a bug or a damaged log, never a user error.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -339,7 +347,28 @@ impl Account {
         self.last_event_at = Some(self.last_event_at.map_or(at, |last| last.max(at)));
         self.buckets
             .retain(|b| b.remaining.is_positive() || b.held.is_positive());
+        debug_assert_eq!(
+            self.totals.granted - self.totals.consumed - self.totals.expired - self.totals.voided,
+            self.remaining() + self.held() - self.overage,
+            "conservation broken by {} at version {version}",
+            event.type_name()
+        );
         Ok(())
+    }
+
+    /// Which lifetime total, if any, has passed [`Totals::CEILING`]: past
+    /// it the account takes no more commands, so no sum can overflow.
+    pub fn total_past_ceiling(&self) -> Option<&'static str> {
+        let t = &self.totals;
+        [
+            ("granted", t.granted),
+            ("consumed", t.consumed),
+            ("expired", t.expired),
+            ("voided", t.voided),
+        ]
+        .into_iter()
+        .find(|(_, total)| *total > Totals::CEILING)
+        .map(|(name, _)| name)
     }
 
     fn apply_debit(&mut self, at: Timestamp, debit: &Debit) -> Result<(), String> {

@@ -39,6 +39,9 @@ pub fn execute(
     command: &Command,
     ctx: &Context<'_>,
 ) -> Result<Decision, Rejection> {
+    if let Some(total) = account.total_past_ceiling() {
+        return Err(Rejection::TotalsOverflow { total });
+    }
     let mut decision = decide(account, command, ctx)?;
     let before = Levels::of(account, ctx.now);
     for event in &decision.events {

@@ -50,6 +50,10 @@ pub enum Rejection {
     /// the current time (e.g. an expiry in the past).
     #[error("{field}: {reason}")]
     InvalidField { field: &'static str, reason: String },
+    /// The account's lifetime `total` has passed what Tally can count
+    /// exactly ([`crate::Totals::CEILING`]): refused rather than wrapped.
+    #[error("the account's lifetime {total} credits have passed what can be counted exactly")]
+    TotalsOverflow { total: &'static str },
 }
 
 impl Rejection {
@@ -70,6 +74,7 @@ impl Rejection {
             Rejection::GrantNotFound { .. } => "GRANT_NOT_FOUND",
             Rejection::GrantAlreadyVoided { .. } => "GRANT_ALREADY_VOIDED",
             Rejection::InvalidField { .. } => "INVALID_ARGUMENT",
+            Rejection::TotalsOverflow { .. } => "TOTALS_OVERFLOW",
         }
     }
 }

@@ -341,3 +341,46 @@ proptest! {
         prop_assert!(advance(&mut at_once, end).is_empty());
     }
 }
+
+/// Past the ceiling of what its lifetime totals may reach, an account
+/// refuses every command with a typed reason, and changes nothing, rather
+/// than let a sum overflow.
+#[test]
+fn totals_past_the_ceiling_refuse_every_command() {
+    let mut run = Run::new();
+    let grant = |run: &mut Run, amount: i64| {
+        let grant_id = GrantId::parse(run.mint("g")).unwrap();
+        run.execute(Command::Grant(GrantCommand {
+            grant_id,
+            pack: None,
+            kind: BucketKind::TopUp,
+            source: None,
+            priority: None,
+            amount: mc(amount),
+            effective_at: None,
+            expires_at: None,
+            cost_basis: None,
+            reference: String::new(),
+        }))
+    };
+    let quarter = i64::MAX / 4;
+    grant(&mut run, quarter).expect("below the ceiling");
+    grant(&mut run, quarter).expect("still below");
+    assert_eq!(run.account.total_past_ceiling(), None);
+    grant(&mut run, 2).expect("the total reaches the ceiling with this one");
+    assert_eq!(run.account.total_past_ceiling(), Some("granted"));
+    assert_conserved(&run.account);
+
+    let refused = grant(&mut run, 1);
+    assert_eq!(refused, Err(Rejection::TotalsOverflow { total: "granted" }));
+    assert_eq!(refused.unwrap_err().reason(), "TOTALS_OVERFLOW");
+    let debit = run.execute(Command::Debit {
+        member: MemberId::parse("alice").unwrap(),
+        action: ActionKey::parse("article.draft").unwrap(),
+        model: None,
+        amount: Some(mc(1)),
+        dimensions: None,
+        occurred_at: None,
+    });
+    assert!(matches!(debit, Err(Rejection::TotalsOverflow { .. })));
+}

@@ -225,6 +225,12 @@ fn rejection_status(rejection: Rejection, message: String) -> Status {
             &[("grant_id", id.to_string())],
         ),
         Rejection::InvalidField { field, reason } => InvalidArgument::field(field, reason).into(),
+        Rejection::TotalsOverflow { total } => status(
+            Code::OutOfRange,
+            reason,
+            message,
+            &[("total", total.to_string())],
+        ),
     }
 }
 
@@ -238,5 +244,26 @@ fn store_status(store: StoreError, message: String) -> Status {
             status(Code::Internal, "STORE_ERROR", message, &[])
         }
         StoreError::Corrupt(_) => status(Code::DataLoss, "DATA_CORRUPT", message, &[]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tonic_types::StatusExt;
+
+    use super::*;
+
+    #[test]
+    fn an_overflowing_account_is_out_of_range_with_its_reason() {
+        let rejection = Rejection::TotalsOverflow { total: "granted" };
+        let message = rejection.to_string();
+        let status = rejection_status(rejection, message);
+        assert_eq!(status.code(), Code::OutOfRange);
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "TOTALS_OVERFLOW");
+        assert_eq!(
+            info.metadata.get("total").map(String::as_str),
+            Some("granted")
+        );
     }
 }
