@@ -9,8 +9,9 @@ use thiserror::Error;
 
 use crate::alert::rearm_after_grant;
 use crate::{
-    AccountTerms, AlertKey, Bucket, Debit, Draw, Event, GrantId, Millicredits, Period, PlanTerms,
-    Reservation, ReservationId, Resolution, ResolvedReservation, Timestamp,
+    AccountTerms, ActionKey, AlertKey, Bucket, Debit, Draw, Event, GrantId, MemberId, Millicredits,
+    ModelName, Period, PlanTerms, Reservation, ReservationId, Resolution, ResolvedReservation,
+    Timestamp,
 };
 
 /// Lifetime totals. Conservation ties them to the buckets:
@@ -81,6 +82,22 @@ pub struct Account {
     /// to their level. See [`crate::Alert`].
     #[serde(default)]
     pub alerts_fired: BTreeSet<AlertKey>,
+    /// The last action charged: a credits page's "last transaction".
+    /// States saved before it existed lack it until their next debit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_debit: Option<LastDebit>,
+}
+
+/// An action charged, as a balance shows the last one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastDebit {
+    /// When it was charged.
+    pub at: Timestamp,
+    pub member: MemberId,
+    pub action: ActionKey,
+    pub model: Option<ModelName>,
+    /// What it cost, overage included.
+    pub charged: Millicredits,
 }
 
 /// Everything a balance read shows.
@@ -101,6 +118,7 @@ pub struct BalanceView {
     pub pending_plan: Option<PlanTerms>,
     pub cycle: Option<Period>,
     pub used_in_cycle: Millicredits,
+    pub last_debit: Option<LastDebit>,
 }
 
 impl Account {
@@ -166,6 +184,7 @@ impl Account {
             pending_plan: self.pending_plan.clone(),
             cycle: self.cycle,
             used_in_cycle: self.used_in_cycle,
+            last_debit: self.last_debit.clone(),
         }
     }
 
@@ -380,6 +399,13 @@ impl Account {
         self.overage += debit.overage;
         self.totals.consumed += debit.charged;
         self.used_in_cycle += debit.charged;
+        self.last_debit = Some(LastDebit {
+            at,
+            member: debit.member.clone(),
+            action: debit.action.clone(),
+            model: debit.model.clone(),
+            charged: debit.charged,
+        });
         if let Some(id) = &debit.reservation_id {
             let reservation = match self.reservations.remove(id) {
                 Some(open) => Some(open),

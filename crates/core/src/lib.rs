@@ -23,7 +23,7 @@ mod reservation;
 mod terms;
 mod time;
 
-pub use account::{Account, BalanceView, CorruptEvent, Totals};
+pub use account::{Account, BalanceView, CorruptEvent, LastDebit, Totals};
 pub use alert::{Alert, AlertKey};
 pub use amount::Millicredits;
 pub use bucket::{Bucket, BucketKind, CostBasis, Draw, GrantSource};

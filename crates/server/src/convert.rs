@@ -460,6 +460,17 @@ pub fn balance(account: &AccountId, view: &BalanceView) -> pb::Balance {
         daily_allowance_millicredits: view.terms.daily_allowance().get(),
         spending_cap_millicredits: view.terms.spending_cap.map(Millicredits::get),
         alert_thresholds: Some(alert_thresholds(view.terms.alert_thresholds())),
+        last_debit: view.last_debit.as_ref().map(|last| pb::LastDebit {
+            charged_at: Some(timestamp(last.at)),
+            member_id: last.member.to_string(),
+            action: last.action.to_string(),
+            model: last
+                .model
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            amount_millicredits: last.charged.get(),
+        }),
     }
 }
 

@@ -673,3 +673,61 @@ async fn expiries(backend: Backend) {
         );
     }
 }
+
+/// A balance shows the last action charged (seed 001's "last
+/// transaction"): a grant or an expiry does not move it, a debit does.
+#[tokio::test]
+async fn a_balance_shows_the_last_debit() {
+    for backend in BOTH_BACKENDS {
+        let server = TestServer::start_with(options(backend)).await;
+        let mut accounts = server.accounts().await;
+        let mut metering = server.metering().await;
+        open_pro(&mut accounts, "acme").await;
+        assert_eq!(balance(&mut accounts, "acme").await.last_debit, None);
+
+        metering
+            .debit(debit("acme", "d1", "alice", "image.render", ""))
+            .await
+            .unwrap();
+        let first = balance(&mut accounts, "acme")
+            .await
+            .last_debit
+            .expect("set");
+        assert_eq!(
+            (
+                first.member_id.as_str(),
+                first.action.as_str(),
+                first.model.as_str()
+            ),
+            ("alice", "image.render", "")
+        );
+        assert_eq!(first.amount_millicredits, 3_000);
+
+        server.advance(Duration::from_secs(60));
+        grant(&mut accounts, "acme", "g1", BucketKind::TopUp, 5_000).await;
+        assert_eq!(
+            balance(&mut accounts, "acme").await.last_debit,
+            Some(first.clone())
+        );
+
+        metering
+            .debit(debit("acme", "d2", "bob", "article.draft", "claude"))
+            .await
+            .unwrap();
+        let second = balance(&mut accounts, "acme")
+            .await
+            .last_debit
+            .expect("set");
+        assert_eq!(
+            (
+                second.member_id.as_str(),
+                second.action.as_str(),
+                second.model.as_str()
+            ),
+            ("bob", "article.draft", "claude")
+        );
+        assert_eq!(second.amount_millicredits, 2_000);
+        let seconds = |last: &LastDebit| last.charged_at.as_ref().expect("charged_at").seconds;
+        assert_eq!(seconds(&second), seconds(&first) + 60);
+    }
+}
