@@ -685,49 +685,44 @@ async fn a_balance_shows_the_last_debit() {
         open_pro(&mut accounts, "acme").await;
         assert_eq!(balance(&mut accounts, "acme").await.last_debit, None);
 
+        // (member, action, model, amount) of the balance's last debit.
+        async fn last(
+            accounts: &mut AccountServiceClient<tonic::transport::Channel>,
+        ) -> (LastDebit, (String, String, String, i64)) {
+            let last = balance(accounts, "acme").await.last_debit.expect("set");
+            let what = (
+                last.member_id.clone(),
+                last.action.clone(),
+                last.model.clone(),
+                last.amount_millicredits,
+            );
+            (last, what)
+        }
+        let seconds = |last: &LastDebit| last.charged_at.as_ref().expect("charged_at").seconds;
+
         metering
             .debit(debit("acme", "d1", "alice", "image.render", ""))
             .await
             .unwrap();
-        let first = balance(&mut accounts, "acme")
-            .await
-            .last_debit
-            .expect("set");
+        let (first, what) = last(&mut accounts).await;
         assert_eq!(
-            (
-                first.member_id.as_str(),
-                first.action.as_str(),
-                first.model.as_str()
-            ),
-            ("alice", "image.render", "")
+            what,
+            ("alice".into(), "image.render".into(), "".into(), 3_000)
         );
-        assert_eq!(first.amount_millicredits, 3_000);
 
         server.advance(Duration::from_secs(60));
         grant(&mut accounts, "acme", "g1", BucketKind::TopUp, 5_000).await;
-        assert_eq!(
-            balance(&mut accounts, "acme").await.last_debit,
-            Some(first.clone())
-        );
+        assert_eq!(last(&mut accounts).await.0, first, "a grant is no debit");
 
         metering
             .debit(debit("acme", "d2", "bob", "article.draft", "claude"))
             .await
             .unwrap();
-        let second = balance(&mut accounts, "acme")
-            .await
-            .last_debit
-            .expect("set");
+        let (second, what) = last(&mut accounts).await;
         assert_eq!(
-            (
-                second.member_id.as_str(),
-                second.action.as_str(),
-                second.model.as_str()
-            ),
-            ("bob", "article.draft", "claude")
+            what,
+            ("bob".into(), "article.draft".into(), "claude".into(), 2_000)
         );
-        assert_eq!(second.amount_millicredits, 2_000);
-        let seconds = |last: &LastDebit| last.charged_at.as_ref().expect("charged_at").seconds;
         assert_eq!(seconds(&second), seconds(&first) + 60);
     }
 }
