@@ -147,9 +147,7 @@ impl Account {
     pub fn available_before(&self, at: Timestamp) -> Millicredits {
         self.buckets
             .iter()
-            .filter(|b| {
-                !b.voided && b.effective_at <= at && b.expires_at.is_none_or(|expiry| expiry >= at)
-            })
+            .filter(|b| b.is_spendable_just_before(at))
             .map(|b| b.remaining)
             .sum()
     }

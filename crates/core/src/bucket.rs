@@ -92,6 +92,13 @@ pub struct Bucket {
 }
 
 impl Bucket {
+    /// Whether its credits were spendable just before an event at `at`:
+    /// as [`is_spendable_at`](Self::is_spendable_at), but a bucket expiring
+    /// at `at` itself still counts.
+    pub fn is_spendable_just_before(&self, at: Timestamp) -> bool {
+        !self.voided && self.effective_at <= at && self.expires_at.is_none_or(|e| e >= at)
+    }
+
     /// Whether its credits may be spent or held at `at`.
     pub fn is_spendable_at(&self, at: Timestamp) -> bool {
         !self.voided && self.effective_at <= at && !self.is_expired_at(at)

@@ -9,10 +9,9 @@
 //! nothing; a runner that lost its lock unnoticed has its commit refused.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
-use std::sync::RwLock;
 use tally_core::{Account, Clock};
 use tally_store::{
     CheckpointMove, CommitOutcome, EventStore, LogPosition, ProjectionCheckpoint, ProjectionCommit,
@@ -149,7 +148,7 @@ impl PublishedStates {
             .cloned()
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Arc<Account>>> {
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<Account>>> {
         self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -577,7 +576,7 @@ struct Inner<S> {
     /// While this process's runner holds the lock, the checkpoints it
     /// committed: nobody else can move them then, so a read waiting for
     /// freshness needs no round trip to learn it. Empty otherwise.
-    held: std::sync::RwLock<HashMap<Projection, Option<LogPosition>>>,
+    held: RwLock<HashMap<Projection, Option<LogPosition>>>,
     /// The shared fold's states, published by this process's runner.
     published: Arc<PublishedStates>,
     lag: Mutex<HashMap<Projection, Lag>>,
@@ -594,7 +593,7 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
                 poke: Notify::new(),
                 committed: Notify::new(),
                 appended: Notify::new(),
-                held: std::sync::RwLock::default(),
+                held: RwLock::default(),
                 published: Arc::default(),
                 lag: Mutex::new(HashMap::new()),
                 tasks: Mutex::new(Vec::new()),

@@ -48,11 +48,6 @@ impl StoreChange {
             StoreChange::Projected(_) => false,
         }
     }
-
-    /// Whether the log may have new events.
-    pub fn appends(&self) -> bool {
-        !matches!(self, StoreChange::Projected(_))
-    }
 }
 
 /// The in-process side: every handle (and clone) of one store publishes
@@ -97,16 +92,16 @@ pub(crate) fn projected(commit: &crate::ProjectionCommit) -> StoreChange {
     )
 }
 
-/// What a batch of appends signals: the streams whose append landed.
-pub(crate) fn appended<'a, T, E>(
-    requests: impl IntoIterator<Item = &'a crate::AppendRequest>,
+/// What a batch of appends signals: the streams (in request order) whose
+/// append landed.
+pub(crate) fn appended<T, E>(
+    streams: impl IntoIterator<Item = String>,
     results: &[Result<T, E>],
 ) -> Option<StoreChange> {
-    let streams: Arc<[String]> = requests
+    let streams: Arc<[String]> = streams
         .into_iter()
         .zip(results)
-        .filter(|(_, result)| result.is_ok())
-        .map(|(request, _)| request.stream_id.clone())
+        .filter_map(|(stream, result)| result.is_ok().then_some(stream))
         .collect();
     (!streams.is_empty()).then_some(StoreChange::Appended(streams))
 }

@@ -289,7 +289,8 @@ impl EventStore for PostgresStore {
             Ok(client) => append::append_batch(&client, &requests).await,
             Err(err) => requests.iter().map(|_| Err(err.clone())).collect(),
         };
-        if let Some(landed) = crate::changes::appended(&requests, &results) {
+        let streams = requests.iter().map(|r| r.stream_id.clone());
+        if let Some(landed) = crate::changes::appended(streams, &results) {
             self.relay.publish(landed);
         }
         results

@@ -315,13 +315,8 @@ impl EventStore for SqliteStore {
             Ok(results) => results,
             Err(err) => streams.iter().map(|_| Err(err.clone())).collect(),
         };
-        let landed: Arc<[String]> = streams
-            .into_iter()
-            .zip(&results)
-            .filter_map(|(stream, result)| result.is_ok().then_some(stream))
-            .collect();
-        if !landed.is_empty() {
-            self.inner.changes.publish(StoreChange::Appended(landed));
+        if let Some(landed) = crate::changes::appended(streams, &results) {
+            self.inner.changes.publish(landed);
         }
         results
     }
