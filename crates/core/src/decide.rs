@@ -542,7 +542,7 @@ fn price_new(
         return Ok(Priced {
             amount,
             rate_card_version: 0,
-            dimensions: *dimensions,
+            dimensions: dimensions.clone(),
             capability: None,
         });
     }
@@ -555,7 +555,7 @@ fn price_new(
     Ok(Priced {
         amount,
         rate_card_version: card.version,
-        dimensions: *dimensions,
+        dimensions: dimensions.clone(),
         capability: card.capability_of(action).map(str::to_owned),
     })
 }
@@ -882,7 +882,7 @@ fn price_commit(
         return Ok(Priced {
             amount,
             rate_card_version: 0,
-            dimensions: *dimensions,
+            dimensions: dimensions.clone(),
             capability: None,
         });
     }
@@ -893,7 +893,7 @@ fn price_commit(
         Some(actual) => Ok(Priced {
             amount: card.price_of(action, model, actual)?,
             rate_card_version: card.version,
-            dimensions: Some(*actual),
+            dimensions: Some(actual.clone()),
             capability,
         }),
         // A hold the caller sized itself settles at the card's price.
@@ -906,7 +906,7 @@ fn price_commit(
         None => Ok(Priced {
             amount: reservation.amount,
             rate_card_version: reservation.rate_card_version,
-            dimensions: reservation.dimensions,
+            dimensions: reservation.dimensions.clone(),
             capability: reservation.capability.clone(),
         }),
     }

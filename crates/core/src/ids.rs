@@ -104,6 +104,12 @@ string_id!(
     |c: char| !c.is_control() && c != ' '
 );
 string_id!(
+    /// A unit of the product's own that a rate card prices, such as
+    /// `posts_scanned`, `platforms` or `audio_seconds`.
+    UnitName, max = 64, allowed = "a-z 0-9 _",
+    |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'
+);
+string_id!(
     /// A plan in the catalogue, such as `pro`.
     PlanName, max = 64, allowed = "a-z 0-9 . _ -",
     |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-')

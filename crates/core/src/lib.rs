@@ -33,15 +33,15 @@ pub use decide::{Context, Decision, advance, decide, execute, next_due, settle};
 pub use event::{Debit, Event};
 pub use ids::{
     AccountId, ActionKey, GrantId, IdError, IdempotencyKey, MemberId, ModelName, PackName,
-    PlanName, ReservationId,
+    PlanName, ReservationId, UnitName,
 };
 pub use plan::{
     AlertThresholds, AutoTopUp, InvalidThresholds, MAX_ALERT_LEVELS, Pack, Plan, PlanCatalogue,
     PlanTerms, Rollover, Trial,
 };
 pub use pricing::{
-    ActionPrice, BasePrice, Dimensions, ModelPrice, Multiplier, RateCard, RateOverrides, Rates,
-    Rounding,
+    ActionPrice, BUILT_IN_DIMENSIONS, BasePrice, Dimensions, MAX_UNITS_PER_CALL, ModelPrice,
+    Multiplier, RateCard, RateOverrides, Rates, Rounding,
 };
 pub use rate_cards::RateCards;
 pub use rejection::Rejection;

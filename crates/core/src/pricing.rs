@@ -4,8 +4,10 @@
 //! even when a card is read (multipliers are decimal strings). Every action,
 //! fixed or metered, is priced by one pipeline:
 //!
-//! 1. the raw amount: the fixed price, or the sum of each dimension times its
-//!    rate; token rates are per 1000 tokens and the fraction is kept;
+//! 1. the raw amount: the fixed price, or a metered action's base plus the
+//!    sum of each dimension times its rate; token rates are per 1000 tokens
+//!    and the fraction is kept; the units a card declares (posts scanned,
+//!    platforms, seconds of audio) are priced per unit;
 //! 2. times the model's multiplier, exactly;
 //! 3. rounded once by the action's [`Rounding`], so no fraction is ever
 //!    rounded twice;
@@ -21,7 +23,7 @@ use std::str::FromStr;
 use serde::de::{self, MapAccess, Visitor, value::MapAccessDeserializer};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::{ActionKey, Millicredits, ModelName, Rejection};
+use crate::{ActionKey, Millicredits, ModelName, Rejection, UnitName};
 
 /// Until the one rounding step, amounts are carried in millionths of a
 /// millicredit: per-1000-token rates contribute thousandths and the
@@ -43,8 +45,22 @@ pub struct RateCard {
     pub actions: BTreeMap<ActionKey, ActionPrice>,
 }
 
+/// The dimensions every card knows; a card's own units may not take these
+/// names.
+pub const BUILT_IN_DIMENSIONS: [&str; 5] = [
+    "input_tokens",
+    "output_tokens",
+    "context_tokens",
+    "images",
+    "tool_calls",
+];
+
+/// Most units of its own one call may report: they are stored with every
+/// charge.
+pub const MAX_UNITS_PER_CALL: usize = 16;
+
 /// What one action used, as the caller measured it. A missing field is 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Dimensions {
     pub input_tokens: u64,
@@ -52,20 +68,25 @@ pub struct Dimensions {
     pub context_tokens: u64,
     pub images: u64,
     pub tool_calls: u64,
+    /// Units of the product's own, each priced by the action's
+    /// `rates.per_unit`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub units: BTreeMap<UnitName, u64>,
 }
 
 impl Dimensions {
-    pub const fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.input_tokens == 0
             && self.output_tokens == 0
             && self.context_tokens == 0
             && self.images == 0
             && self.tool_calls == 0
+            && self.units.values().all(|&n| n == 0)
     }
 }
 
 /// A metered action's rates, in millicredits. A rate left out is 0.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Rates {
     pub per_1k_input_tokens: Millicredits,
@@ -73,6 +94,11 @@ pub struct Rates {
     pub per_1k_context_tokens: Millicredits,
     pub per_image: Millicredits,
     pub per_tool_call: Millicredits,
+    /// The card's own units and the price of one of each. Listing a unit
+    /// is what lets a call report it: a unit the action does not price is
+    /// refused, so a typo never prices at 0.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_unit: BTreeMap<UnitName, Millicredits>,
 }
 
 impl Rates {
@@ -88,7 +114,7 @@ impl Rates {
 }
 
 /// The rates a model changes; the rates it leaves out stay the action's.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateOverrides {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -101,6 +127,10 @@ pub struct RateOverrides {
     pub per_image: Option<Millicredits>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub per_tool_call: Option<Millicredits>,
+    /// Prices of the action's own units for this model; a model cannot
+    /// add a unit the action does not price.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub per_unit: BTreeMap<UnitName, Millicredits>,
 }
 
 impl RateOverrides {
@@ -131,17 +161,23 @@ impl RateOverrides {
                 .unwrap_or(rates.per_1k_context_tokens),
             per_image: self.per_image.unwrap_or(rates.per_image),
             per_tool_call: self.per_tool_call.unwrap_or(rates.per_tool_call),
+            per_unit: rates
+                .per_unit
+                .iter()
+                .map(|(unit, rate)| (unit.clone(), *self.per_unit.get(unit).unwrap_or(rate)))
+                .collect(),
         }
     }
 }
 
 /// Where the raw amount of a call comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BasePrice {
     /// The same price whatever was used.
     Fixed(Millicredits),
-    /// The sum of each dimension times its rate.
-    Metered(Rates),
+    /// `base` on every call plus the sum of each dimension times its rate
+    /// ("2 credits + 0.5 per post scanned").
+    Metered { base: Millicredits, rates: Rates },
 }
 
 /// How the exact amount, which may hold fractions of a millicredit, becomes
@@ -304,7 +340,7 @@ impl<'de> Deserialize<'de> for Multiplier {
 /// How one model's price differs from its action's. In TOML either a bare
 /// integer, the model's fixed price (`models = { "premium" = 2000 }`), or a
 /// table of the fields below.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelPrice {
     /// Prices this model at a fixed amount, whatever was used.
@@ -338,7 +374,9 @@ impl ModelPrice {
 }
 
 /// The price of one action. In TOML exactly one of `price_millicredits`
-/// (fixed) or a `rates` table (metered), plus the optional fields below.
+/// (fixed) or a `rates` table (metered, optionally with
+/// `base_millicredits` charged on every call), plus the optional fields
+/// below.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(try_from = "ActionPriceRepr", into = "ActionPriceRepr")]
 pub struct ActionPrice {
@@ -365,7 +403,15 @@ impl ActionPrice {
     }
 
     pub fn metered(rates: Rates) -> ActionPrice {
-        ActionPrice::with_base(BasePrice::Metered(rates))
+        ActionPrice::with_base(BasePrice::Metered {
+            base: Millicredits::ZERO,
+            rates,
+        })
+    }
+
+    /// A metered action that also charges `base` on every call.
+    pub fn base_plus_metered(base: Millicredits, rates: Rates) -> ActionPrice {
+        ActionPrice::with_base(BasePrice::Metered { base, rates })
     }
 
     fn with_base(base: BasePrice) -> ActionPrice {
@@ -384,19 +430,22 @@ impl ActionPrice {
     /// wins over the action's rates; its rates only change a metered action.
     fn resolve(&self, model: Option<&ModelName>) -> (BasePrice, Multiplier) {
         let Some(entry) = model.and_then(|m| self.models.get(m)) else {
-            return (self.base, Multiplier::ONE);
+            return (self.base.clone(), Multiplier::ONE);
         };
-        let base = match (entry.price_millicredits, self.base) {
+        let base = match (entry.price_millicredits, &self.base) {
             (Some(price), _) => BasePrice::Fixed(price),
-            (None, BasePrice::Metered(rates)) => BasePrice::Metered(entry.rates.apply_to(&rates)),
-            (None, fixed) => fixed,
+            (None, BasePrice::Metered { base, rates }) => BasePrice::Metered {
+                base: *base,
+                rates: entry.rates.apply_to(rates),
+            },
+            (None, fixed) => fixed.clone(),
         };
         (base, entry.multiplier)
     }
 
     /// Whether what `model` pays depends on the dimensions.
     pub fn is_metered(&self, model: Option<&ModelName>) -> bool {
-        matches!(self.resolve(model).0, BasePrice::Metered(_))
+        matches!(self.resolve(model).0, BasePrice::Metered { .. })
     }
 
     /// The price of one call on `model` that used `dimensions`, by the
@@ -408,6 +457,7 @@ impl ActionPrice {
         dimensions: &Dimensions,
     ) -> Result<Millicredits, Rejection> {
         let (base, multiplier) = self.resolve(model);
+        check_units(&base, dimensions)?;
         let rounded = exact_units(&base, dimensions, multiplier).map(|u| self.rounding.apply(u));
         let max = self.max_millicredits.map(|m| i128::from(m.get()));
         let min = self.min_millicredits.map(|m| i128::from(m.get()));
@@ -457,9 +507,14 @@ impl ActionPrice {
         }
         match &self.base {
             BasePrice::Fixed(price) => check_amount("price_millicredits", *price)?,
-            BasePrice::Metered(rates) => {
+            BasePrice::Metered { base, rates } => {
+                check_amount("base_millicredits", *base)?;
                 for (name, rate) in rates.named() {
                     check_amount(&format!("rates.{name}"), rate)?;
+                }
+                for (unit, rate) in &rates.per_unit {
+                    check_unit_name(unit)?;
+                    check_amount(&format!("rates.per_unit.{unit}"), *rate)?;
                 }
             }
         }
@@ -519,14 +574,27 @@ impl ModelPrice {
                 check_amount(&format!("rates.{name}"), rate)?;
             }
         }
+        for (unit, rate) in &self.rates.per_unit {
+            check_amount(&format!("rates.per_unit.{unit}"), *rate)?;
+        }
         if self.rates.is_empty() {
             return Ok(());
         }
         if self.price_millicredits.is_some() {
             return Err("give either price_millicredits or rates, not both".into());
         }
-        if matches!(action_base, BasePrice::Fixed(_)) {
+        let BasePrice::Metered { rates, .. } = action_base else {
             return Err("rates apply only to a metered action".into());
+        };
+        if let Some(unit) = self
+            .rates
+            .per_unit
+            .keys()
+            .find(|unit| !rates.per_unit.contains_key(*unit))
+        {
+            return Err(format!(
+                "rates.per_unit.{unit}: the action does not price this unit; a model changes the price of the action's units, it cannot add one"
+            ));
         }
         Ok(())
     }
@@ -545,18 +613,69 @@ fn check_amount(name: &str, amount: Millicredits) -> Result<(), String> {
     Ok(())
 }
 
+fn check_unit_name(unit: &UnitName) -> Result<(), String> {
+    if BUILT_IN_DIMENSIONS.contains(&unit.as_str()) {
+        return Err(format!(
+            "rates.per_unit.{unit}: {unit} is a built-in dimension; price it with its own rate"
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses units the price does not list: a misspelt unit would otherwise
+/// be charged nothing.
+fn check_units(base: &BasePrice, d: &Dimensions) -> Result<(), Rejection> {
+    if d.units.len() > MAX_UNITS_PER_CALL {
+        return Err(Rejection::InvalidField {
+            field: "dimensions.units",
+            reason: format!("at most {MAX_UNITS_PER_CALL} units per call"),
+        });
+    }
+    let priced = match base {
+        BasePrice::Fixed(_) => None,
+        BasePrice::Metered { rates, .. } => Some(&rates.per_unit),
+    };
+    match d
+        .units
+        .keys()
+        .find(|unit| !priced.is_some_and(|p| p.contains_key(*unit)))
+    {
+        None => Ok(()),
+        Some(unit) => Err(Rejection::InvalidField {
+            field: "dimensions.units",
+            reason: match priced {
+                Some(priced) if !priced.is_empty() => format!(
+                    "the action does not price {unit:?}; it prices {}",
+                    priced
+                        .keys()
+                        .map(UnitName::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                _ => format!("the action does not price {unit:?}; it prices no units"),
+            },
+        }),
+    }
+}
+
 /// The exact amount in millionths of a millicredit, or `None` when it does
 /// not fit in an i128 (only for dimensions far beyond any real request).
 fn exact_units(base: &BasePrice, d: &Dimensions, multiplier: Multiplier) -> Option<i128> {
     let term = |count: u64, rate: Millicredits| i128::from(count).checked_mul(rate.get().into());
     let thousandths = match base {
         BasePrice::Fixed(price) => i128::from(price.get()).checked_mul(1000)?,
-        BasePrice::Metered(r) => {
+        BasePrice::Metered { base, rates: r } => {
             let per_1k = term(d.input_tokens, r.per_1k_input_tokens)?
                 .checked_add(term(d.output_tokens, r.per_1k_output_tokens)?)?
                 .checked_add(term(d.context_tokens, r.per_1k_context_tokens)?)?;
-            let per_unit =
-                term(d.images, r.per_image)?.checked_add(term(d.tool_calls, r.per_tool_call)?)?;
+            let mut per_unit = i128::from(base.get())
+                .checked_add(term(d.images, r.per_image)?)?
+                .checked_add(term(d.tool_calls, r.per_tool_call)?)?;
+            for (unit, count) in &d.units {
+                // check_units made sure every unit is priced.
+                let rate = r.per_unit.get(unit).copied().unwrap_or(Millicredits::ZERO);
+                per_unit = per_unit.checked_add(term(*count, rate)?)?;
+            }
             per_1k.checked_add(per_unit.checked_mul(1000)?)?
         }
     };
@@ -649,6 +768,8 @@ struct ActionPriceRepr {
     price_millicredits: Option<Millicredits>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     rates: Option<Rates>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    base_millicredits: Option<Millicredits>,
     #[serde(default, skip_serializing_if = "Rounding::is_default")]
     rounding: Rounding,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -667,12 +788,20 @@ impl TryFrom<ActionPriceRepr> for ActionPrice {
     type Error = String;
 
     fn try_from(repr: ActionPriceRepr) -> Result<ActionPrice, String> {
-        let base = match (repr.price_millicredits, repr.rates) {
-            (Some(price), None) => BasePrice::Fixed(price),
-            (None, Some(rates)) => BasePrice::Metered(rates),
+        let base = match (repr.price_millicredits, repr.rates, repr.base_millicredits) {
+            (Some(price), None, None) => BasePrice::Fixed(price),
+            (None, Some(rates), base) => BasePrice::Metered {
+                base: base.unwrap_or(Millicredits::ZERO),
+                rates,
+            },
+            (_, None, Some(_)) => {
+                return Err(
+                    "base_millicredits is charged on top of a metered action's rates: give it with rates (a fixed action's whole price is price_millicredits)".into(),
+                );
+            }
             _ => {
                 return Err(
-                    "give exactly one of price_millicredits (fixed) or rates (metered)".into(),
+                    "give exactly one of price_millicredits (fixed) or rates (metered); for a base price plus a metered part, give rates and base_millicredits".into(),
                 );
             }
         };
@@ -690,13 +819,18 @@ impl TryFrom<ActionPriceRepr> for ActionPrice {
 
 impl From<ActionPrice> for ActionPriceRepr {
     fn from(price: ActionPrice) -> ActionPriceRepr {
-        let (price_millicredits, rates) = match price.base {
-            BasePrice::Fixed(price) => (Some(price), None),
-            BasePrice::Metered(rates) => (None, Some(rates)),
+        let (price_millicredits, rates, base_millicredits) = match price.base {
+            BasePrice::Fixed(price) => (Some(price), None, None),
+            BasePrice::Metered { base, rates } => (
+                None,
+                Some(rates),
+                (base != Millicredits::ZERO).then_some(base),
+            ),
         };
         ActionPriceRepr {
             price_millicredits,
             rates,
+            base_millicredits,
             rounding: price.rounding,
             min_millicredits: price.min_millicredits,
             max_millicredits: price.max_millicredits,

@@ -7,7 +7,7 @@ use tally_core::{
     Account, ActionKey, ActionPrice, BucketKind, Command, Context, Dimensions, Event, GrantCommand,
     GrantId, MemberId, Millicredits, ModelName, ModelPrice, Multiplier, OpenAccount, Outcome,
     PlanCatalogue, RateCard, RateCards, Rates, Rejection, ReservationId, Rounding, Timestamp,
-    execute,
+    UnitName, execute,
 };
 
 const CARD: &str = r#"
@@ -58,6 +58,10 @@ fn model(name: &str) -> ModelName {
     ModelName::parse(name).unwrap()
 }
 
+fn unit(name: &str) -> UnitName {
+    UnitName::parse(name).unwrap()
+}
+
 fn mc(v: i64) -> Millicredits {
     Millicredits::new(v)
 }
@@ -101,6 +105,7 @@ fn priced(card: &RateCard, input_tokens: u64) -> i64 {
 fn a_fixed_price_is_charged_whatever_was_used() {
     let card = card();
     let lots = Dimensions {
+        units: Default::default(),
         input_tokens: 50_000,
         output_tokens: 9_000,
         context_tokens: 1,
@@ -159,6 +164,7 @@ fn a_model_fixed_price_makes_a_metered_action_fixed_for_that_model() {
 #[test]
 fn a_metered_price_is_the_exact_sum_of_every_dimension_times_its_rate() {
     let price = ActionPrice::metered(Rates {
+        per_unit: Default::default(),
         per_1k_input_tokens: mc(300),
         per_1k_output_tokens: mc(1500),
         per_1k_context_tokens: mc(100),
@@ -167,6 +173,7 @@ fn a_metered_price_is_the_exact_sum_of_every_dimension_times_its_rate() {
     });
     let card = single("content.generate", price);
     let used = Dimensions {
+        units: Default::default(),
         input_tokens: 2000,
         output_tokens: 1000,
         context_tokens: 10_000,
@@ -392,6 +399,7 @@ fn the_default_hold_is_the_price_of_nothing_and_an_explicit_hold_wins() {
 #[test]
 fn a_price_above_the_input_limit_is_rejected_and_a_maximum_prevents_it() {
     let huge = Dimensions {
+        units: Default::default(),
         input_tokens: u64::MAX,
         output_tokens: u64::MAX,
         context_tokens: u64::MAX,
@@ -399,6 +407,7 @@ fn a_price_above_the_input_limit_is_rejected_and_a_maximum_prevents_it() {
         tool_calls: u64::MAX,
     };
     let rates = Rates {
+        per_unit: Default::default(),
         per_1k_input_tokens: Millicredits::MAX_INPUT,
         per_1k_output_tokens: Millicredits::MAX_INPUT,
         per_1k_context_tokens: Millicredits::MAX_INPUT,
@@ -406,8 +415,8 @@ fn a_price_above_the_input_limit_is_rejected_and_a_maximum_prevents_it() {
         per_tool_call: Millicredits::MAX_INPUT,
     };
     let action = key("runaway");
-    let card = single("runaway", ActionPrice::metered(rates));
-    for used in [huge, tokens(0, u64::MAX)] {
+    let card = single("runaway", ActionPrice::metered(rates.clone()));
+    for used in [huge.clone(), tokens(0, u64::MAX)] {
         match card.price_of(&action, None, &used) {
             Err(Rejection::InvalidField { field, .. }) => assert_eq!(field, "dimensions"),
             other => panic!("expected a rejection, got {other:?}"),
@@ -757,6 +766,7 @@ fn a_card_survives_a_json_round_trip() {
 #[test]
 fn dimensions_survive_json_and_missing_fields_are_zero() {
     let used = Dimensions {
+        units: Default::default(),
         input_tokens: 1,
         output_tokens: 2,
         context_tokens: 3,
@@ -798,10 +808,12 @@ fn the_example_card_parses_with_the_entries_other_tests_rely_on() {
     assert_eq!(card.is_metered(&key("content.generate"), None), Some(true));
 }
 
-/// A metered action in plain numbers, priced below with u128 fractions.
+/// A metered action in plain numbers, priced below with u128 fractions:
+/// its five built-in rates and one unit of its own (`posts`), plus a base.
 #[derive(Clone, Debug)]
 struct Metered {
-    rates: [u64; 5],
+    rates: [u64; 6],
+    base: u64,
     multiplier_per_mille: u32,
     rounding: Rounding,
     min: Option<u64>,
@@ -810,14 +822,18 @@ struct Metered {
 
 impl Metered {
     fn card(&self) -> RateCard {
-        let [input, output, context, image, tool_call] = self.rates.map(|r| mc(r as i64));
-        let mut price = ActionPrice::metered(Rates {
-            per_1k_input_tokens: input,
-            per_1k_output_tokens: output,
-            per_1k_context_tokens: context,
-            per_image: image,
-            per_tool_call: tool_call,
-        });
+        let [input, output, context, image, tool_call, post] = self.rates.map(|r| mc(r as i64));
+        let mut price = ActionPrice::base_plus_metered(
+            mc(self.base as i64),
+            Rates {
+                per_unit: [(unit("posts"), post)].into(),
+                per_1k_input_tokens: input,
+                per_1k_output_tokens: output,
+                per_1k_context_tokens: context,
+                per_image: image,
+                per_tool_call: tool_call,
+            },
+        );
         price.rounding = self.rounding;
         price.min_millicredits = self.min.map(|m| mc(m as i64));
         price.max_millicredits = self.max.map(|m| mc(m as i64));
@@ -830,8 +846,9 @@ impl Metered {
         single("metered.action", price)
     }
 
-    fn price(&self, used: [u64; 5]) -> i64 {
+    fn price(&self, used: [u64; 6]) -> i64 {
         let dims = Dimensions {
+            units: [(unit("posts"), used[5])].into(),
             input_tokens: used[0],
             output_tokens: used[1],
             context_tokens: used[2],
@@ -846,11 +863,11 @@ impl Metered {
 
     /// The price as the fraction `numerator / denominator` millicredits,
     /// rounded and clamped in the plainest way.
-    fn expected(&self, used: [u64; 5]) -> i64 {
+    fn expected(&self, used: [u64; 6]) -> i64 {
         let r = self.rates.map(u128::from);
         let u = used.map(u128::from);
         let per_thousand = u[0] * r[0] + u[1] * r[1] + u[2] * r[2];
-        let per_unit = u[3] * r[3] + u[4] * r[4];
+        let per_unit = u128::from(self.base) + u[3] * r[3] + u[4] * r[4] + u[5] * r[5];
         let numerator = (per_thousand + 1000 * per_unit) * u128::from(self.multiplier_per_mille);
         let denominator: u128 = 1000 * 1000;
         let credit = 1000 * denominator;
@@ -880,13 +897,14 @@ fn metered() -> impl Strategy<Value = Metered> {
     ];
     let bound = proptest::option::weighted(0.5, 0u64..200_000);
     (
-        proptest::array::uniform5(0u64..20_000),
+        proptest::array::uniform6(0u64..20_000),
+        prop_oneof![Just(0u64), 0u64..50_000],
         1u32..5_000,
         rounding,
         bound.clone(),
         bound,
     )
-        .prop_map(|(rates, multiplier_per_mille, rounding, min, max)| {
+        .prop_map(|(rates, base, multiplier_per_mille, rounding, min, max)| {
             let whole = |b: Option<u64>| {
                 b.map(|b| match rounding {
                     Rounding::Millicredit => b,
@@ -901,6 +919,7 @@ fn metered() -> impl Strategy<Value = Metered> {
             }
             Metered {
                 rates,
+                base,
                 multiplier_per_mille,
                 rounding,
                 min,
@@ -909,8 +928,8 @@ fn metered() -> impl Strategy<Value = Metered> {
         })
 }
 
-fn usage() -> impl Strategy<Value = [u64; 5]> {
-    proptest::array::uniform5(prop_oneof![0u64..10, 0u64..5_000_000])
+fn usage() -> impl Strategy<Value = [u64; 6]> {
+    proptest::array::uniform6(prop_oneof![0u64..10, 0u64..5_000_000])
 }
 
 proptest! {
@@ -926,7 +945,7 @@ proptest! {
     fn the_price_never_decreases_when_any_dimension_grows(
         action in metered(),
         used in usage(),
-        which in 0usize..5,
+        which in 0usize..6,
         more in 1u64..2_000_000,
     ) {
         let mut grown = used;
@@ -974,4 +993,149 @@ proptest! {
         prop_assert!(price >= exact.price(used));
         prop_assert!(price < exact.price(used) + 1000);
     }
+}
+
+/// Seed 000's "interlink pass: 2 + 0.5 per post scanned, rounded up", and
+/// seed 001's per-platform and per-item prices, as a card declares them.
+const UNITS_CARD: &str = r#"
+version = 1
+
+[actions."interlink.pass"]
+base_millicredits = 2000
+rates = { per_unit = { posts_scanned = 500 } }
+rounding = "up_to_credit"
+
+[actions."content.multi_platform"]
+rates = { per_unit = { platforms = 1500 } }
+min_millicredits = 1000
+models = { "large" = { rates = { per_unit = { platforms = 2000 } } } }
+
+[actions."rss.process"]
+rates = { per_unit = { rss_items = 1000 } }
+"#;
+
+fn posts(n: u64) -> Dimensions {
+    Dimensions {
+        units: [(unit("posts_scanned"), n)].into(),
+        ..Dimensions::default()
+    }
+}
+
+#[test]
+fn a_base_price_plus_a_metered_part_is_charged_and_rounded_once() {
+    let card = RateCard::from_toml_str(UNITS_CARD).expect("valid");
+    let pass = key("interlink.pass");
+    // 2 + 0.5 × 3 = 3.5, rounded up to 4 credits; 2 + 0.5 × 4 = 4 exactly.
+    assert_eq!(card.price_of(&pass, None, &posts(3)), Ok(mc(4000)));
+    assert_eq!(card.price_of(&pass, None, &posts(4)), Ok(mc(4000)));
+    // The base alone when nothing was scanned, which is also the hold.
+    assert_eq!(card.price_of(&pass, None, &posts(0)), Ok(mc(2000)));
+    assert_eq!(card.hold_of(&pass, None), Ok(mc(2000)));
+    assert_eq!(card.is_metered(&pass, None), Some(true));
+}
+
+#[test]
+fn units_of_the_cards_own_are_priced_per_unit_and_per_model() {
+    let card = RateCard::from_toml_str(UNITS_CARD).expect("valid");
+    let platforms = |n| Dimensions {
+        units: [(unit("platforms"), n)].into(),
+        ..Dimensions::default()
+    };
+    let action = key("content.multi_platform");
+    assert_eq!(card.price_of(&action, None, &platforms(3)), Ok(mc(4500)));
+    assert_eq!(
+        card.price_of(&action, Some(&model("large")), &platforms(3)),
+        Ok(mc(6000))
+    );
+    // The minimum still applies.
+    assert_eq!(card.price_of(&action, None, &platforms(0)), Ok(mc(1000)));
+}
+
+#[test]
+fn a_unit_the_action_does_not_price_is_refused_not_charged_nothing() {
+    let card = RateCard::from_toml_str(UNITS_CARD).expect("valid");
+    let typo = Dimensions {
+        units: [(unit("post_scanned"), 3)].into(),
+        ..Dimensions::default()
+    };
+    let refused = card.price_of(&key("interlink.pass"), None, &typo);
+    let Err(Rejection::InvalidField { field, reason }) = refused else {
+        panic!("expected a refusal, got {refused:?}");
+    };
+    assert_eq!(field, "dimensions.units");
+    assert!(
+        reason.contains("post_scanned") && reason.contains("posts_scanned"),
+        "{reason}"
+    );
+    // A fixed price prices no units at all.
+    let fixed = RateCard::from_toml_str(CARD).expect("valid");
+    assert!(matches!(
+        fixed.price_of(&key("article.draft"), None, &posts(1)),
+        Err(Rejection::InvalidField {
+            field: "dimensions.units",
+            ..
+        })
+    ));
+    // Nor does one call report more than the cap.
+    let many = Dimensions {
+        units: (0..=tally_core::MAX_UNITS_PER_CALL)
+            .map(|i| (unit(&format!("u{i}")), 1))
+            .collect(),
+        ..Dimensions::default()
+    };
+    assert!(matches!(
+        card.price_of(&key("interlink.pass"), None, &many),
+        Err(Rejection::InvalidField {
+            field: "dimensions.units",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn cards_that_misuse_base_prices_or_units_are_refused_with_the_reason() {
+    let refused = |toml: &str, needle: &str| {
+        let err = RateCard::from_toml_str(toml).expect_err(toml);
+        assert!(err.contains(needle), "{err:?} should mention {needle:?}");
+    };
+    refused(
+        "version = 1\n[actions.a]\nprice_millicredits = 1000\nbase_millicredits = 500\n",
+        "base_millicredits",
+    );
+    refused(
+        "version = 1\n[actions.a]\nrates = { per_unit = { images = 10 } }\n",
+        "built-in dimension",
+    );
+    refused(
+        "version = 1\n[actions.a]\nrates = { per_unit = { Posts = 10 } }\n",
+        "Posts",
+    );
+    refused(
+        "version = 1\n[actions.a]\nrates = { per_unit = { posts = -1 } }\n",
+        "must not be negative",
+    );
+    refused(
+        "version = 1\n[actions.a]\nbase_millicredits = -5\nrates = { per_image = 1 }\n",
+        "base_millicredits must not be negative",
+    );
+    refused(
+        "version = 1\n[actions.a]\nrates = { per_unit = { posts = 10 } }\nmodels = { m = { rates = { per_unit = { pages = 5 } } } }\n",
+        "cannot add one",
+    );
+}
+
+#[test]
+fn a_card_with_a_base_and_units_survives_a_round_trip_through_json() {
+    let card = RateCard::from_toml_str(UNITS_CARD).expect("valid");
+    let json = serde_json::to_string(&card).unwrap();
+    assert!(json.contains("\"base_millicredits\":2000"), "{json}");
+    let back: RateCard = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, card);
+    // Reported units are stored with the charge and read back.
+    let used = posts(7);
+    let stored = serde_json::to_string(&used).unwrap();
+    assert_eq!(serde_json::from_str::<Dimensions>(&stored).unwrap(), used);
+    // A charge stored before units existed reads as having none.
+    let old: Dimensions = serde_json::from_str(r#"{"images":2}"#).unwrap();
+    assert!(old.units.is_empty());
 }

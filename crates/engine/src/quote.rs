@@ -63,7 +63,7 @@ impl<S: EventStore> Engine<S> {
             let unit_price = card.price_of(
                 &item.action,
                 item.model.as_ref(),
-                &item.dimensions.unwrap_or_default(),
+                item.dimensions.as_ref().unwrap_or(&Dimensions::default()),
             )?;
             let line_total = unit_price
                 .get()

@@ -17,7 +17,8 @@ use tally_store::{LogPosition, ProjectionStore, RecordedEvent, SqlStatement, Sql
 
 use crate::reads::UsageGroup;
 use crate::tables::{
-    ADD_USAGE, DELETE_BUCKET, INSERT_LEDGER, UPSERT_BALANCE, UPSERT_BUCKET, UPSERT_STATE,
+    ADD_USAGE, ADD_USAGE_UNIT, DELETE_BUCKET, INSERT_LEDGER, UPSERT_BALANCE, UPSERT_BUCKET,
+    UPSERT_STATE,
 };
 use crate::{Projection, ProjectionError, is_account_stream};
 
@@ -217,7 +218,24 @@ impl<'a> Fold<'a> {
     /// group touches a row twice.
     pub(crate) fn finish(self) -> Result<Vec<SqlStatement>, ProjectionError> {
         let mut statements = self.ledger;
+        let mut units = Vec::new();
         for (key, sums) in self.usage {
+            for (unit, amount) in &sums.units {
+                units.push(SqlStatement::new(
+                    ADD_USAGE_UNIT.as_str(),
+                    vec![
+                        SqlValue::text(key.account.as_str()),
+                        SqlValue::text(key.day.as_str()),
+                        SqlValue::int(key.cycle_start_ms),
+                        SqlValue::text(key.action.as_str()),
+                        SqlValue::text(key.capability.as_str()),
+                        SqlValue::text(key.member.as_str()),
+                        SqlValue::text(key.model.as_str()),
+                        SqlValue::text(unit.as_str()),
+                        int(*amount),
+                    ],
+                ));
+            }
             statements.push(SqlStatement::new(
                 ADD_USAGE.as_str(),
                 vec![
@@ -239,6 +257,7 @@ impl<'a> Fold<'a> {
                 ],
             ));
         }
+        statements.append(&mut units);
         let mut balances = Vec::new();
         let mut deletes = Vec::new();
         let mut upserts = Vec::new();
@@ -366,7 +385,7 @@ fn usage_of(
     let day = tally_core::calendar::local(&state.terms.time_zone, debit.occurred_at.unwrap_or(at))
         .date()
         .to_string();
-    let dimensions = debit.dimensions.unwrap_or_default();
+    let dimensions = debit.dimensions.clone().unwrap_or_default();
     let key = UsageKey {
         account: account.to_owned(),
         day,
@@ -390,6 +409,11 @@ fn usage_of(
         context_tokens: dimensions.context_tokens,
         images: dimensions.images,
         tool_calls: dimensions.tool_calls,
+        units: dimensions
+            .units
+            .into_iter()
+            .map(|(unit, amount)| (String::from(unit), amount))
+            .collect(),
     };
     (key, sums)
 }

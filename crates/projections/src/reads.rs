@@ -1,6 +1,8 @@
 //! Reading the projections: what `GetBalance`, `ListLedger` and `GetUsage`
 //! answer from.
 
+use std::collections::{BTreeMap, HashMap};
+
 use tally_core::{Account, ActionKey, Event, MemberId, Millicredits, Timestamp};
 use tally_store::{ProjectionStore, SqlRow, SqlStatement, SqlValue};
 
@@ -262,10 +264,15 @@ pub struct UsageGroup {
     pub context_tokens: u64,
     pub images: u64,
     pub tool_calls: u64,
+    /// The units the rate card declares itself, by name.
+    pub units: BTreeMap<String, u64>,
 }
 
 impl UsageGroup {
     pub(crate) fn add(&mut self, other: &UsageGroup) {
+        for (unit, amount) in &other.units {
+            *self.units.entry(unit.clone()).or_default() += amount;
+        }
         self.charged += other.charged;
         self.overage += other.overage;
         self.actions += other.actions;
@@ -315,7 +322,7 @@ pub async fn usage<P: ProjectionStore>(
          GROUP BY {column} ORDER BY {column}"
     );
     let rows = store
-        .query_projection(vec![SqlStatement::new(sql, params)])
+        .query_projection(vec![SqlStatement::new(sql, params.clone())])
         .await?
         .remove(0);
     let mut report = UsageReport::default();
@@ -332,9 +339,35 @@ pub async fn usage<P: ProjectionStore>(
             context_tokens: count(6),
             images: count(7),
             tool_calls: count(8),
+            units: BTreeMap::new(),
         };
-        report.total.add(&group);
         report.groups.push(group);
+    }
+    let sql = format!(
+        "SELECT {column}, unit, CAST(SUM(amount) AS BIGINT) FROM usage_daily_units \
+         WHERE account_id = $1 AND {period} GROUP BY {column}, unit ORDER BY {column}, unit"
+    );
+    let units = store
+        .query_projection(vec![SqlStatement::new(sql, params)])
+        .await?
+        .remove(0);
+    let by_key: HashMap<String, usize> = report
+        .groups
+        .iter()
+        .enumerate()
+        .map(|(at, group)| (group.key.clone(), at))
+        .collect();
+    for row in &units {
+        // Every unit row has its group: the same debit wrote both.
+        if let Some(&at) = by_key.get(row[0].as_text().unwrap_or_default()) {
+            let amount = u64::try_from(row[2].as_int().unwrap_or(0)).unwrap_or(0);
+            report.groups[at]
+                .units
+                .insert(row[1].as_text().unwrap_or_default().to_owned(), amount);
+        }
+    }
+    for group in &report.groups {
+        report.total.add(group);
     }
     Ok(report)
 }

@@ -122,12 +122,39 @@ pub(crate) const USAGE: Table = Table {
 /// How many leading usage columns form the key; the rest are sums.
 pub(crate) const USAGE_KEY_COLUMNS: usize = 7;
 
+/// Usage of the units a rate card declares itself: a row per usage group
+/// and unit.
+pub(crate) const USAGE_UNITS: Table = Table {
+    name: "usage_daily_units",
+    columns: &[
+        "account_id",
+        "day",
+        "cycle_start_ms",
+        "action",
+        "capability",
+        "member_id",
+        "model",
+        "unit",
+        "amount",
+    ],
+    key: &[
+        "account_id",
+        "day",
+        "cycle_start_ms",
+        "action",
+        "capability",
+        "member_id",
+        "model",
+        "unit",
+    ],
+};
+
 /// The tables a projection owns, besides its rows in [`STATES`].
 pub(crate) fn tables_of(projection: Projection) -> &'static [&'static Table] {
     match projection {
         Projection::Balances => &[&BALANCES, &BUCKETS],
         Projection::Ledger => &[&LEDGER],
-        Projection::Usage => &[&USAGE],
+        Projection::Usage => &[&USAGE, &USAGE_UNITS],
     }
 }
 
@@ -174,6 +201,18 @@ pub(crate) static ADD_USAGE: LazyLock<String> = LazyLock::new(|| {
             "ON CONFLICT ({}) DO UPDATE SET {}",
             USAGE.key.join(", "),
             sums.join(", ")
+        ),
+    )
+});
+
+/// Adds to a unit's sum.
+pub(crate) static ADD_USAGE_UNIT: LazyLock<String> = LazyLock::new(|| {
+    insert_sql(
+        &USAGE_UNITS,
+        &format!(
+            "ON CONFLICT ({}) DO UPDATE SET amount = {}.amount + excluded.amount",
+            USAGE_UNITS.key.join(", "),
+            USAGE_UNITS.name
         ),
     )
 });

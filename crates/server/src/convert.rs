@@ -2,14 +2,15 @@
 //! validated here, every violation collected, so a bad request is refused
 //! whole and names each bad field.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use tally_api::v1 as pb;
 use tally_core::{
     AccountId, ActionKey, Alert, AlertThresholds, AutoTopUp, BalanceView, BillingAnchor, Bucket,
     BucketKind, CostBasis, Debit, Dimensions, Draw, GrantId, GrantSource, IdError, IdempotencyKey,
-    MemberId, Millicredits, ModelName, PackName, PlanName, Reservation, ReservationId,
-    TimeZoneName, Timestamp,
+    MAX_UNITS_PER_CALL, MemberId, Millicredits, ModelName, PackName, PlanName, Reservation,
+    ReservationId, TimeZoneName, Timestamp, UnitName,
 };
 
 use crate::status::InvalidArgument;
@@ -130,13 +131,31 @@ impl Validator {
                 .map_err(|_| self.violation(&format!("{field}.{name}"), "must not be negative"))
                 .unwrap_or(0)
         };
-        Some(Dimensions {
+        let mut dimensions = Dimensions {
             input_tokens: count("input_tokens", value.input_tokens),
             output_tokens: count("output_tokens", value.output_tokens),
             context_tokens: count("context_tokens", value.context_tokens),
             images: count("images", value.images),
             tool_calls: count("tool_calls", value.tool_calls),
-        })
+            units: BTreeMap::new(),
+        };
+        if value.units.len() > MAX_UNITS_PER_CALL {
+            self.violation(
+                &format!("{field}.units"),
+                format!("at most {MAX_UNITS_PER_CALL} units per call"),
+            );
+        }
+        for (name, n) in value.units {
+            let unit = UnitName::parse(name.as_str())
+                .map_err(|e| self.violation(&format!("{field}.units"), format!("{name:?}: {e}")));
+            let n = u64::try_from(n).map_err(|_| {
+                self.violation(&format!("{field}.units.{name}"), "must not be negative")
+            });
+            if let (Ok(unit), Ok(n)) = (unit, n) {
+                dimensions.units.insert(unit, n);
+            }
+        }
+        Some(dimensions)
     }
 
     /// A request's `dimensions`, which may not come with an amount.
@@ -380,6 +399,11 @@ pub fn dimensions(d: &Dimensions) -> pb::Dimensions {
         context_tokens: count(d.context_tokens),
         images: count(d.images),
         tool_calls: count(d.tool_calls),
+        units: d
+            .units
+            .iter()
+            .map(|(unit, n)| (unit.to_string(), count(*n)))
+            .collect(),
     }
 }
 

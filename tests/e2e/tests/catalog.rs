@@ -120,7 +120,7 @@ async fn rate_cards_are_published_read_and_settled_on_their_version() {
             account_id: "ws".into(),
             reservation_id: held.reservation_id,
             amount_millicredits: None,
-            dimensions: Some(actual),
+            dimensions: Some(actual.clone()),
         })
         .await
         .unwrap()
@@ -130,7 +130,7 @@ async fn rate_cards_are_published_read_and_settled_on_their_version() {
     // 2.5k tokens x 1.5 credits per 1k = 3.75, rounded up to 4 credits.
     assert_eq!(receipt.charged_millicredits, 4_000);
     assert_eq!(receipt.rate_card_version, 4);
-    assert_eq!(receipt.dimensions, Some(actual));
+    assert_eq!(receipt.dimensions, Some(actual.clone()));
     // A new debit uses version 5: 2.5k x 3 = 7.5, rounded up to 8.
     let debit = metering
         .debit(DebitRequest {
@@ -138,7 +138,7 @@ async fn rate_cards_are_published_read_and_settled_on_their_version() {
             account_id: "ws".into(),
             member_id: "ann".into(),
             action: "content.generate".into(),
-            dimensions: Some(actual),
+            dimensions: Some(actual.clone()),
             ..Default::default()
         })
         .await
@@ -158,7 +158,7 @@ async fn rate_cards_are_published_read_and_settled_on_their_version() {
             member_id: "ann".into(),
             action: "content.generate".into(),
             amount_millicredits: Some(1_000),
-            dimensions: Some(actual),
+            dimensions: Some(actual.clone()),
             ..Default::default()
         })
         .await

@@ -205,7 +205,7 @@ async fn quote(
                     action: (*action).into(),
                     model: String::new(),
                     count: *count,
-                    dimensions: *dimensions,
+                    dimensions: dimensions.clone(),
                 })
                 .collect(),
         })
@@ -385,7 +385,7 @@ async fn sopilot(backend: Backend) {
             &format!("day1-{i}"),
             action,
             model,
-            dimensions,
+            dimensions.clone(),
         )
         .await;
         assert_eq!(receipt.charged_millicredits, cost, "{action} {model}");
@@ -633,7 +633,7 @@ async fn agencypro(backend: Backend) {
         // 6.4 credits, clamped to the page's 2-5.
         ("assistant.copywriting", tokens(2_000, 6_000), 5_000, 1),
         ("agent.summarize", tokens(8_000, 400), 2_000, 1),
-        ("agent.task", agent_task, 8_000, 48),
+        ("agent.task", agent_task.clone(), 8_000, 48),
         ("assistant.question", None, 1_000, 4),
     ];
     for (action, dimensions, cost, times) in month {
@@ -644,7 +644,7 @@ async fn agencypro(backend: Backend) {
                 &format!("jan-{action}-{i}"),
                 action,
                 "",
-                dimensions,
+                dimensions.clone(),
             )
             .await;
             assert_eq!(receipt.charged_millicredits, cost, "{action}");
@@ -682,7 +682,7 @@ async fn agencypro(backend: Backend) {
             &format!("feb-task-{i}"),
             "agent.task",
             "",
-            agent_task,
+            agent_task.clone(),
         )
         .await;
     }
@@ -894,6 +894,26 @@ async fn lotstech(backend: Backend) {
         .await;
         assert_eq!(receipt.charged_millicredits, cost);
         assert_eq!(draws(&receipt.draws), vec![(BucketKind::Trial, cost)]);
+    }
+
+    // "Interlinking pass — low to medium depending on how many posts the
+    // agent scans": 2 + 0.5 per post, rounded up, at most 15 (on the
+    // Starter account, so the trial's figures below stay the page's).
+    for (posts, cost) in [(3, 4_000), (12, 8_000), (40, 15_000)] {
+        let scanned = Some(Dimensions {
+            units: [("posts_scanned".to_string(), posts)].into(),
+            ..Default::default()
+        });
+        let (receipt, _) = debit(
+            &mut metering,
+            "solo",
+            &format!("interlink-{posts}"),
+            "interlink.pass",
+            "",
+            scanned,
+        )
+        .await;
+        assert_eq!(receipt.charged_millicredits, cost, "{posts} posts scanned");
     }
 
     // The trial ends; the paid cycle begins with the 2,500-credit pool and

@@ -454,7 +454,7 @@ impl<S: Store> MeteringApi<S> {
         let amount = record
             .amount_millicredits
             .map(|a| v.positive_amount("amount_millicredits", a));
-        let dimensions = v.dimensions_instead_of(amount.flatten(), record.dimensions);
+        let dimensions = v.dimensions_instead_of(amount.flatten(), record.dimensions.clone());
         let occurred_at = v.timestamp("occurred_at", record.occurred_at);
         if let Some(at) = occurred_at {
             let offset = at.as_millis() - now.as_millis();

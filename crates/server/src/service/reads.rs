@@ -512,6 +512,11 @@ fn totals(group: &reads::UsageGroup) -> pb::UsageTotals {
         context_tokens: count(group.context_tokens),
         images: count(group.images),
         tool_calls: count(group.tool_calls),
+        units: group
+            .units
+            .iter()
+            .map(|(unit, n)| (unit.clone(), count(*n)))
+            .collect(),
     }
 }
 

@@ -60,6 +60,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "resolved_holds",
         sql: include_str!("migrations/0005_resolved_holds.sql"),
     },
+    Migration {
+        version: 6,
+        name: "usage_units",
+        sql: include_str!("migrations/0006_usage_units.sql"),
+    },
 ];
 
 /// The schema version this build writes and understands.

@@ -227,7 +227,28 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 /// The projections file's migrations, counted by its own `user_version`.
-const PROJECTION_MIGRATIONS: &[&str] = &[PROJECTION_TABLES];
+const PROJECTION_MIGRATIONS: &[&str] = &[
+    PROJECTION_TABLES,
+    // 2: usage of the units a rate card declares itself, one row per usage
+    // group and unit.
+    r#"
+    CREATE TABLE usage_daily_units (
+        account_id     text NOT NULL,
+        day            text NOT NULL,
+        cycle_start_ms bigint NOT NULL,
+        action         text NOT NULL,
+        capability     text NOT NULL,
+        member_id      text NOT NULL,
+        model          text NOT NULL,
+        unit           text NOT NULL,
+        amount         bigint NOT NULL,
+        CONSTRAINT usage_daily_units_pkey
+            PRIMARY KEY (account_id, day, cycle_start_ms, action, capability, member_id, model, unit)
+    );
+
+    CREATE INDEX usage_daily_units_by_cycle ON usage_daily_units (account_id, cycle_start_ms);
+    "#,
+];
 
 /// The schema version this build writes and understands.
 pub const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
@@ -300,7 +321,8 @@ pub(super) fn forget_projections_ahead_of_log(
          DELETE FROM account_balances;
          DELETE FROM account_buckets;
          DELETE FROM ledger_entries;
-         DELETE FROM usage_daily;",
+         DELETE FROM usage_daily;
+         DELETE FROM usage_daily_units;",
     )
     .map_err(store_error)?;
     tx.commit().map_err(store_error)
