@@ -177,7 +177,7 @@ async fn a_database_from_a_newer_build_is_refused() {
 /// written before have none until an append or `set_wakeup` gives them one.
 #[tokio::test]
 async fn a_database_at_schema_2_migrates_with_its_data() {
-    assert_eq!(SCHEMA_VERSION, 5, "extend this test for the new migration");
+    assert_eq!(SCHEMA_VERSION, 6, "extend this test for the new migration");
     let harness = PostgresHarness::new();
     let (store, location) = harness.create_at_schema_version(2).await;
     assert_eq!(
@@ -206,10 +206,18 @@ async fn a_database_at_schema_2_migrates_with_its_data() {
     assert_eq!(log_before.len(), 3);
 
     let report = store.migrate().await.expect("migrate");
-    assert_eq!((report.from_version, report.to_version), (2, 5));
-    assert_eq!(report.applied, vec![3, 4, 5]);
+    assert_eq!((report.from_version, report.to_version), (2, 6));
+    assert_eq!(report.applied, vec![3, 4, 5, 6]);
     assert!(store.schema_status().await.expect("status").is_current());
-    assert_eq!(applied_versions(&admin).await, vec![1, 2, 3, 4, 5]);
+    assert_eq!(applied_versions(&admin).await, vec![1, 2, 3, 4, 5, 6]);
+    // Usage of a card's own units has a table of its own, empty until a
+    // charge reports units.
+    let units: i64 = admin
+        .query_one("SELECT count(*) FROM usage_daily_units", &[])
+        .await
+        .expect("usage_daily_units exists")
+        .get(0);
+    assert_eq!(units, 0);
     // Projections start empty and rebuild from the log that was there.
     assert_eq!(
         store
@@ -359,12 +367,16 @@ async fn tally_app_privileges_by_table() {
                 .get::<_, bool>(0)
         }
     };
-    let expected: [(&str, &[&str]); 6] = [
+    let expected: [(&str, &[&str]); 7] = [
         ("events", &["SELECT", "INSERT"]),
         ("idempotency", &["SELECT", "INSERT"]),
         ("snapshots", &["SELECT", "INSERT", "UPDATE"]),
         ("wakeups", &["SELECT", "INSERT", "UPDATE", "DELETE"]),
         ("resolved_holds", &["SELECT", "INSERT", "UPDATE"]),
+        (
+            "usage_daily_units",
+            &["SELECT", "INSERT", "UPDATE", "DELETE"],
+        ),
         ("tally_schema_migrations", &["SELECT"]),
     ];
     for (table, allowed) in expected {
