@@ -19,6 +19,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);
+    // Maps in key order: a request's encoding is its idempotency
+    // fingerprint, and a HashMap would encode the same request differently
+    // from one decode to the next.
+    config.btree_map(["."]);
     let descriptor = PathBuf::from(std::env::var("OUT_DIR")?).join("tally_v1_descriptor.bin");
     tonic_prost_build::configure()
         .file_descriptor_set_path(&descriptor)

@@ -3,7 +3,7 @@
 //! priced on Debit, Quote and ReportUsage, refused when misspelt, and
 //! summed by GetUsage.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use tally_e2e::*;
 
@@ -17,11 +17,14 @@ rounding = "up_to_credit"
 
 [actions."rss.process"]
 rates = { per_unit = { rss_items = 1000 } }
+
+[actions."campaign.run"]
+rates = { per_unit = { platforms = 1500, rss_items = 1000, pages = 100, audio_seconds = 10, posts_scanned = 500 } }
 "#;
 
 fn used(unit: &str, n: i64) -> Option<Dimensions> {
     Some(Dimensions {
-        units: HashMap::from([(unit.to_owned(), n)]),
+        units: BTreeMap::from([(unit.to_owned(), n)]),
         ..Default::default()
     })
 }
@@ -162,7 +165,7 @@ async fn units_of_the_cards_own_are_priced_refused_when_unknown_and_summed() {
             .await
             .expect("usage")
             .into_inner();
-        let units: Vec<(String, HashMap<String, i64>)> = usage
+        let units: Vec<(String, BTreeMap<String, i64>)> = usage
             .groups
             .iter()
             .map(|g| (g.key.clone(), g.totals.as_ref().unwrap().units.clone()))
@@ -172,11 +175,11 @@ async fn units_of_the_cards_own_are_priced_refused_when_unknown_and_summed() {
             vec![
                 (
                     "interlink.pass".into(),
-                    HashMap::from([("posts_scanned".into(), 13)])
+                    BTreeMap::from([("posts_scanned".into(), 13)])
                 ),
                 (
                     "rss.process".into(),
-                    HashMap::from([("rss_items".into(), 7)])
+                    BTreeMap::from([("rss_items".into(), 7)])
                 ),
             ],
             "{backend:?}"
@@ -185,7 +188,59 @@ async fn units_of_the_cards_own_are_priced_refused_when_unknown_and_summed() {
         assert_eq!(total.charged_millicredits, 4_000 + 7_000 + 7_000);
         assert_eq!(
             total.units,
-            HashMap::from([("posts_scanned".into(), 13), ("rss_items".into(), 7)])
+            BTreeMap::from([("posts_scanned".into(), 13), ("rss_items".into(), 7)])
+        );
+    }
+}
+
+/// A request's encoding is its idempotency fingerprint: a retry that
+/// reports several units must replay, whatever order they travel in.
+#[tokio::test]
+async fn a_retry_reporting_several_units_replays_its_first_answer() {
+    for backend in BOTH_BACKENDS {
+        let server = TestServer::start_with(Options {
+            backend,
+            rate_card: CARD.into(),
+            ..Default::default()
+        })
+        .await;
+        let mut accounts = server.accounts().await;
+        let mut metering = server.metering().await;
+        open(&mut accounts, "blog").await;
+        grant(&mut accounts, "blog", "g", BucketKind::TopUp, 100_000).await;
+        let units = BTreeMap::from([
+            ("platforms".to_string(), 2),
+            ("rss_items".to_string(), 3),
+            ("pages".to_string(), 10),
+            ("audio_seconds".to_string(), 60),
+            ("posts_scanned".to_string(), 4),
+        ]);
+        let request = debit(
+            "campaign-1",
+            "campaign.run",
+            Some(Dimensions {
+                units,
+                ..Default::default()
+            }),
+        );
+        // 3,000 + 3,000 + 1,000 + 600 + 2,000.
+        let first = metering
+            .debit(request.clone())
+            .await
+            .expect("debit")
+            .into_inner();
+        assert_eq!(first.receipt.as_ref().unwrap().charged_millicredits, 9_600);
+        for _ in 0..5 {
+            let again = metering
+                .debit(request.clone())
+                .await
+                .unwrap_or_else(|status| panic!("{backend:?}: a retry was refused: {status:?}"))
+                .into_inner();
+            assert_eq!(again.receipt, first.receipt);
+        }
+        assert_eq!(
+            balance(&mut accounts, "blog").await.consumed_millicredits,
+            9_600
         );
     }
 }
