@@ -112,6 +112,7 @@ fn fixed_balance() -> pb::GetBalanceResponse {
         }),
         alert_thresholds: Some(pb::AlertThresholds {
             low_balance_millicredits: vec![100_000, 10_000],
+            critical_level_millicredits: 10_000,
             usage_percent: vec![80],
             auto_top_up: None,
         }),

@@ -30,14 +30,32 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Account, Event, Millicredits, PackName, Timestamp};
 
+/// How urgent an alert is, for whoever routes it (a banner, an email, a
+/// page).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// Something to act on by routine: buy the pack named.
+    Info,
+    /// Worth telling the workspace.
+    #[default]
+    Warning,
+    /// Work is about to stop, or has.
+    Critical,
+}
+
 /// What was crossed, with the numbers that crossed it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Alert {
-    /// The available balance dropped below `threshold`.
+    /// The available balance dropped below `threshold`. Its severity comes
+    /// from the thresholds' critical level when it fired (an alert logged
+    /// before severities existed reads as a warning).
     LowBalance {
         threshold: Millicredits,
         available: Millicredits,
+        #[serde(default)]
+        severity: Severity,
     },
     /// Usage in the cycle reached `percent` of the monthly allowance.
     UsageThreshold {
@@ -75,6 +93,18 @@ pub enum AlertKey {
 }
 
 impl Alert {
+    /// Low balance as configured; running dry and hitting the cap stop
+    /// work, so they are critical; usage percents warn; an auto-top-up
+    /// request is routine for the billing system.
+    pub fn severity(&self) -> Severity {
+        match self {
+            Alert::LowBalance { severity, .. } => *severity,
+            Alert::Depleted { .. } | Alert::SpendingCapReached { .. } => Severity::Critical,
+            Alert::UsageThreshold { .. } => Severity::Warning,
+            Alert::AutoTopUpRequested { .. } => Severity::Info,
+        }
+    }
+
     pub fn key(&self) -> AlertKey {
         match self {
             Alert::LowBalance { threshold, .. } => AlertKey::LowBalance(*threshold),
@@ -163,6 +193,7 @@ pub(crate) fn crossed(account: &Account, before: &Levels, after: &Levels) -> Vec
             alerts.push(Alert::LowBalance {
                 threshold,
                 available: after.available,
+                severity: thresholds.severity_of_low_balance(threshold),
             });
         }
     }

@@ -503,6 +503,7 @@ fn valid_thresholds(thresholds: &AlertThresholds, ctx: &Context<'_>) -> Result<(
                 field: match field {
                     "low_balance_millicredits" => "thresholds.low_balance_millicredits",
                     "usage_percent" => "thresholds.usage_percent",
+                    "critical_level_millicredits" => "thresholds.critical_level_millicredits",
                     "auto_top_up.below_millicredits" => "thresholds.auto_top_up.below_millicredits",
                     _ => "thresholds",
                 },

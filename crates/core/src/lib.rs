@@ -24,7 +24,7 @@ mod terms;
 mod time;
 
 pub use account::{Account, BalanceView, CorruptEvent, LastDebit, Totals};
-pub use alert::{Alert, AlertKey};
+pub use alert::{Alert, AlertKey, Severity};
 pub use amount::Millicredits;
 pub use bucket::{Bucket, BucketKind, CostBasis, Draw, GrantSource};
 pub use calendar::{BillingAnchor, CalendarError, TimeZoneName};

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::{CostBasis, Millicredits, PackName, PlanName};
+use crate::{CostBasis, Millicredits, PackName, PlanName, Severity};
 
 /// A versioned catalogue. Version 0 is the empty catalogue.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,6 +81,11 @@ pub struct AlertThresholds {
     /// Alert when the available balance drops below each of these.
     #[serde(default = "AlertThresholds::default_low_balance")]
     pub low_balance_millicredits: Vec<Millicredits>,
+    /// Low-balance levels at or below this one raise critical alerts, the
+    /// others warnings ("warns below 100 credits, critical at 10"). Zero:
+    /// none is critical.
+    #[serde(default = "AlertThresholds::default_critical_level")]
+    pub critical_level_millicredits: Millicredits,
     /// Alert when usage in a cycle crosses each share of the allowance.
     #[serde(default = "AlertThresholds::default_usage_percent")]
     pub usage_percent: Vec<u8>,
@@ -126,6 +131,21 @@ impl AlertThresholds {
         vec![80]
     }
 
+    fn default_critical_level() -> Millicredits {
+        Millicredits::from_credits(10)
+    }
+
+    /// How urgent the low-balance alert for `level` is.
+    pub fn severity_of_low_balance(&self, level: Millicredits) -> Severity {
+        if self.critical_level_millicredits.is_positive()
+            && level <= self.critical_level_millicredits
+        {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        }
+    }
+
     /// Checks the levels (see [`AlertThresholds::validate_levels`]) and
     /// that the auto-top-up pack is one of `packs`.
     pub fn validate(&self, packs: &BTreeMap<PackName, Pack>) -> Result<(), InvalidThresholds> {
@@ -169,6 +189,14 @@ impl AlertThresholds {
         if self.usage_percent.len() > MAX_ALERT_LEVELS {
             return invalid("usage_percent", "at most 16 percents");
         }
+        if self.critical_level_millicredits.get() < 0
+            || self.critical_level_millicredits > Millicredits::MAX_INPUT
+        {
+            return invalid(
+                "critical_level_millicredits",
+                "must be zero (no critical level) to a billion credits",
+            );
+        }
         if let Some(auto) = &self.auto_top_up
             && !level_ok(&auto.below_millicredits)
         {
@@ -204,6 +232,7 @@ impl Default for AlertThresholds {
     fn default() -> Self {
         AlertThresholds {
             low_balance_millicredits: Self::default_low_balance(),
+            critical_level_millicredits: Self::default_critical_level(),
             usage_percent: Self::default_usage_percent(),
             auto_top_up: None,
         }

@@ -10,8 +10,8 @@ use proptest::prelude::*;
 use tally_core::{
     Account, ActionKey, Alert, AlertKey, AlertThresholds, AutoTopUp, BillingAnchor, BucketKind,
     Command, Context, Event, GrantCommand, GrantId, MemberId, Millicredits, OpenAccount, Pack,
-    PackName, Plan, PlanCatalogue, PlanName, RateCards, Rejection, ReservationId, TimeZoneName,
-    Timestamp, advance, execute, next_due,
+    PackName, Plan, PlanCatalogue, PlanName, RateCards, Rejection, ReservationId, Severity,
+    TimeZoneName, Timestamp, advance, execute, next_due,
 };
 
 const HOUR: i64 = 3_600_000;
@@ -47,6 +47,7 @@ fn catalogue() -> PlanCatalogue {
             monthly_allowance_millicredits: credits(1_000),
             alerts: AlertThresholds {
                 low_balance_millicredits: vec![credits(500)],
+                critical_level_millicredits: credits(10),
                 usage_percent: vec![50, 90],
                 auto_top_up: None,
             },
@@ -229,10 +230,17 @@ fn alerts(events: &[Event]) -> Vec<Alert> {
         .collect()
 }
 
+/// A low-balance alert under thresholds whose critical level is the
+/// default, 10 credits.
 fn low(threshold: i64, available: Millicredits) -> Alert {
     Alert::LowBalance {
         threshold: credits(threshold),
         available,
+        severity: if threshold <= 10 {
+            Severity::Critical
+        } else {
+            Severity::Warning
+        },
     }
 }
 
@@ -336,6 +344,7 @@ fn depleted_fires_when_overage_begins_and_a_partial_repayment_does_not_rearm_it_
     let mut run = Run::opened(None, None);
     run.set_thresholds(Some(AlertThresholds {
         low_balance_millicredits: vec![],
+        critical_level_millicredits: credits(10),
         usage_percent: vec![],
         auto_top_up: None,
     }));
@@ -383,7 +392,8 @@ fn usage_percent_fires_at_its_share_of_the_allowance_once_per_cycle() {
         vec![
             Alert::LowBalance {
                 threshold: credits(500),
-                available: credits(100)
+                available: credits(100),
+                severity: Severity::Warning,
             },
             Alert::UsageThreshold {
                 percent: 90,
@@ -428,6 +438,7 @@ fn spending_cap_reached_fires_when_usage_and_holds_reach_the_cap() {
     let mut run = Run::opened(None, Some(credits(100)));
     run.set_thresholds(Some(AlertThresholds {
         low_balance_millicredits: vec![],
+        critical_level_millicredits: credits(10),
         usage_percent: vec![],
         auto_top_up: None,
     }));
@@ -485,6 +496,7 @@ fn auto_top_up_names_the_pack_and_a_bought_pack_rearms_it() {
     let mut run = Run::opened(None, None);
     run.set_thresholds(Some(AlertThresholds {
         low_balance_millicredits: vec![],
+        critical_level_millicredits: credits(10),
         usage_percent: vec![],
         auto_top_up: Some(AutoTopUp {
             below_millicredits: credits(50),
@@ -549,6 +561,7 @@ fn account_thresholds_beat_the_plans_which_beat_the_defaults() {
     );
     let own = AlertThresholds {
         low_balance_millicredits: vec![credits(300)],
+        critical_level_millicredits: credits(10),
         usage_percent: vec![],
         auto_top_up: None,
     };
@@ -576,6 +589,7 @@ fn setting_thresholds_never_alerts_by_itself() {
     run.grant(credits(50));
     let events = run.set_thresholds(Some(AlertThresholds {
         low_balance_millicredits: vec![credits(1_000)],
+        critical_level_millicredits: credits(10),
         usage_percent: vec![1],
         auto_top_up: None,
     }));
@@ -597,6 +611,7 @@ fn bad_thresholds_and_unknown_packs_are_refused_and_write_nothing() {
         |low: Vec<i64>, usage: Vec<u8>, auto: Option<(i64, &str)>| Command::SetAlertThresholds {
             thresholds: Some(AlertThresholds {
                 low_balance_millicredits: low.into_iter().map(mc).collect(),
+                critical_level_millicredits: credits(10),
                 usage_percent: usage,
                 auto_top_up: auto.map(|(below, p)| AutoTopUp {
                     below_millicredits: mc(below),
@@ -736,6 +751,7 @@ fn setup() -> impl Strategy<Value = Setup> {
                 cap,
                 thresholds: AlertThresholds {
                     low_balance_millicredits: low.into_iter().map(credits).collect(),
+                    critical_level_millicredits: credits(10),
                     usage_percent: usage,
                     auto_top_up: auto.map(|below| AutoTopUp {
                         below_millicredits: credits(below),
@@ -1060,4 +1076,102 @@ proptest! {
             prop_assert_eq!(&fired, &window.after.alerts_fired);
         }
     }
+}
+
+/// Seed 001: "warns when the balance drops below 100 credits" and "critical
+/// low (10 credits)". Severity follows the thresholds' critical level; the
+/// other kinds have a fixed one.
+#[test]
+fn low_balance_alerts_warn_above_the_critical_level_and_are_critical_at_or_below_it() {
+    let mut run = Run::opened(None, None);
+    run.grant(credits(150));
+    let severities = |events: &[Event]| -> Vec<Severity> {
+        alerts(events).iter().map(Alert::severity).collect()
+    };
+    // The defaults: 100 warns, 10 is critical.
+    assert_eq!(severities(&run.debit(credits(60))), vec![Severity::Warning]);
+    assert_eq!(
+        severities(&run.debit(credits(85))),
+        vec![Severity::Critical],
+        "below 10: critical"
+    );
+    assert_eq!(
+        severities(&run.debit(credits(5))),
+        vec![Severity::Critical],
+        "depleted is always critical"
+    );
+
+    // An account's own critical level; 0 makes none critical.
+    let mut run = Run::opened(None, None);
+    run.set_thresholds(Some(AlertThresholds {
+        low_balance_millicredits: vec![credits(500), credits(200), credits(50)],
+        critical_level_millicredits: credits(200),
+        usage_percent: vec![],
+        auto_top_up: None,
+    }));
+    run.grant(credits(600));
+    let crossed: Vec<(Millicredits, Severity)> = alerts(&run.debit(credits(560)))
+        .iter()
+        .filter_map(|alert| match alert {
+            Alert::LowBalance {
+                threshold,
+                severity,
+                ..
+            } => Some((*threshold, *severity)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        crossed,
+        vec![
+            (credits(500), Severity::Warning),
+            (credits(200), Severity::Critical),
+            (credits(50), Severity::Critical),
+        ]
+    );
+    let mut run = Run::opened(None, None);
+    run.set_thresholds(Some(AlertThresholds {
+        critical_level_millicredits: Millicredits::ZERO,
+        ..AlertThresholds::default()
+    }));
+    run.grant(credits(150));
+    assert_eq!(
+        severities(&run.debit(credits(145))),
+        vec![Severity::Warning, Severity::Warning]
+    );
+}
+
+#[test]
+fn a_negative_critical_level_is_refused_naming_the_field() {
+    let mut run = Run::opened(None, None);
+    let refused = run.run(Command::SetAlertThresholds {
+        thresholds: Some(AlertThresholds {
+            critical_level_millicredits: mc(-1),
+            ..AlertThresholds::default()
+        }),
+    });
+    assert!(
+        matches!(
+            refused,
+            Err(Rejection::InvalidField {
+                field: "thresholds.critical_level_millicredits",
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+}
+
+#[test]
+fn thresholds_and_alerts_saved_before_severities_read_with_the_defaults() {
+    // An account's own thresholds as an older build logged them.
+    let old: AlertThresholds =
+        serde_json::from_str(r#"{"low_balance_millicredits":[100000,10000],"usage_percent":[80]}"#)
+            .unwrap();
+    assert_eq!(old.critical_level_millicredits, credits(10));
+    // A low-balance alert as an older build logged it.
+    let alert: Alert =
+        serde_json::from_str(r#"{"kind":"low_balance","threshold":10000,"available":5000}"#)
+            .unwrap();
+    assert_eq!(alert.severity(), Severity::Warning);
 }

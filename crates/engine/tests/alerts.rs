@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tally_core::{
     AccountId, ActionKey, Alert, BucketKind, Command, Event, GrantCommand, GrantId, IdempotencyKey,
-    ManualClock, MemberId, Millicredits, OpenAccount, Timestamp,
+    ManualClock, MemberId, Millicredits, OpenAccount, Severity, Timestamp,
 };
 use tally_engine::{Engine, EngineConfig, Mutation, decode_event};
 use tally_store::EventStore;
@@ -100,6 +100,7 @@ async fn a_boundary_alerts_once_whoever_notices_it<H: Harness>(harness: H) {
     let low = Alert::LowBalance {
         threshold: Millicredits::from_credits(100),
         available: Millicredits::from_credits(50),
+        severity: Severity::Warning,
     };
     let boundary = [
         (

@@ -10,7 +10,7 @@ use tally_core::{
     AccountId, ActionKey, Alert, AlertThresholds, AutoTopUp, BalanceView, BillingAnchor, Bucket,
     BucketKind, CostBasis, Debit, Dimensions, Draw, GrantId, GrantSource, IdError, IdempotencyKey,
     MAX_UNITS_PER_CALL, MemberId, Millicredits, ModelName, PackName, PlanName, Reservation,
-    ReservationId, TimeZoneName, Timestamp, UnitName,
+    ReservationId, Severity, TimeZoneName, Timestamp, UnitName,
 };
 
 use crate::status::InvalidArgument;
@@ -505,6 +505,7 @@ pub fn alert_thresholds(thresholds: &AlertThresholds) -> pb::AlertThresholds {
             .iter()
             .map(|level| level.get())
             .collect(),
+        critical_level_millicredits: thresholds.critical_level_millicredits.get(),
         usage_percent: thresholds
             .usage_percent
             .iter()
@@ -522,12 +523,19 @@ pub fn alert(alert: &Alert, raised_at: Timestamp, sequence: u64) -> pb::Alert {
     let mut out = pb::Alert {
         raised_at: Some(timestamp(raised_at)),
         sequence: version(sequence),
+        severity: match alert.severity() {
+            Severity::Info => pb::AlertSeverity::Info,
+            Severity::Warning => pb::AlertSeverity::Warning,
+            Severity::Critical => pb::AlertSeverity::Critical,
+        }
+        .into(),
         ..Default::default()
     };
     match alert {
         Alert::LowBalance {
             threshold,
             available,
+            ..
         } => {
             out.kind = pb::AlertKind::LowBalance.into();
             out.threshold_millicredits = threshold.get();
@@ -572,6 +580,12 @@ fn describe_alert(alert: &Alert) -> String {
         Alert::LowBalance {
             threshold,
             available,
+            severity: Severity::Critical,
+        } => format!("critical low balance: {available} available, below {threshold}"),
+        Alert::LowBalance {
+            threshold,
+            available,
+            ..
         } => format!("low balance: {available} available, below {threshold}"),
         Alert::UsageThreshold {
             percent,
@@ -610,6 +624,12 @@ fn describe_thresholds(thresholds: &Option<AlertThresholds>) -> String {
         levels.join(", "),
         percents.join(", ")
     );
+    if t.critical_level_millicredits.is_positive() {
+        note.push_str(&format!(
+            ", critical at or below {}",
+            t.critical_level_millicredits
+        ));
+    }
     if let Some(auto) = &t.auto_top_up {
         note.push_str(&format!(
             ", auto top-up pack {} below {}",
@@ -631,6 +651,7 @@ impl Validator {
             low_balance_millicredits,
             usage_percent,
             auto_top_up,
+            critical_level_millicredits,
         } = value;
         let mut valid = true;
         let usage_percent = usage_percent
@@ -671,23 +692,33 @@ impl Validator {
                 .into_iter()
                 .map(Millicredits::new)
                 .collect(),
+            critical_level_millicredits: Millicredits::new(critical_level_millicredits),
             usage_percent,
             auto_top_up,
         };
         // Each part on its own, so every bad field is named at once.
         let parts = [
             AlertThresholds {
+                critical_level_millicredits: Millicredits::ZERO,
                 usage_percent: Vec::new(),
                 auto_top_up: None,
                 ..thresholds.clone()
             },
             AlertThresholds {
                 low_balance_millicredits: Vec::new(),
+                usage_percent: Vec::new(),
                 auto_top_up: None,
                 ..thresholds.clone()
             },
             AlertThresholds {
                 low_balance_millicredits: Vec::new(),
+                critical_level_millicredits: Millicredits::ZERO,
+                auto_top_up: None,
+                ..thresholds.clone()
+            },
+            AlertThresholds {
+                low_balance_millicredits: Vec::new(),
+                critical_level_millicredits: Millicredits::ZERO,
                 usage_percent: Vec::new(),
                 ..thresholds.clone()
             },

@@ -87,8 +87,10 @@ async fn alerts(backend: Backend) {
         })
         .await
         .expect("opens on pro");
+    // The plan leaves the critical level at its default, 10 credits.
     let plans_own = AlertThresholds {
         low_balance_millicredits: vec![100_000],
+        critical_level_millicredits: 10_000,
         usage_percent: vec![80],
         auto_top_up: None,
     };
@@ -105,6 +107,7 @@ async fn alerts(backend: Backend) {
             "bad",
             Some(AlertThresholds {
                 low_balance_millicredits: vec![0],
+                critical_level_millicredits: -1,
                 usage_percent: vec![150],
                 auto_top_up: Some(AutoTopUp {
                     below_millicredits: 1_000,
@@ -121,6 +124,7 @@ async fn alerts(backend: Backend) {
         fields,
         vec![
             "thresholds.auto_top_up.pack",
+            "thresholds.critical_level_millicredits",
             "thresholds.low_balance_millicredits",
             "thresholds.usage_percent",
         ],
@@ -131,6 +135,7 @@ async fn alerts(backend: Backend) {
             "bad-2",
             Some(AlertThresholds {
                 low_balance_millicredits: vec![5_000, 5_000],
+                critical_level_millicredits: 0,
                 usage_percent: vec![],
                 auto_top_up: None,
             }),
@@ -147,6 +152,7 @@ async fn alerts(backend: Backend) {
             "bad-3",
             Some(AlertThresholds {
                 low_balance_millicredits: vec![],
+                critical_level_millicredits: 0,
                 usage_percent: vec![101],
                 auto_top_up: None,
             }),
@@ -176,8 +182,10 @@ async fn alerts(backend: Backend) {
     );
 
     // The account's own thresholds, with an automatic top-up.
+    // Seed 001's shape: a warning at one level, critical at the other.
     let own = AlertThresholds {
         low_balance_millicredits: vec![500_000, 100_000],
+        critical_level_millicredits: 100_000,
         usage_percent: vec![50],
         auto_top_up: Some(AutoTopUp {
             below_millicredits: 200_000,
@@ -260,6 +268,16 @@ async fn alerts(backend: Backend) {
         ),
         (50, 603_000, 1_000_000)
     );
+    let severities: Vec<i32> = raised.iter().map(|(_, alert)| alert.severity).collect();
+    assert_eq!(
+        severities,
+        vec![
+            AlertSeverity::Warning as i32,
+            AlertSeverity::Warning as i32,
+            AlertSeverity::Info as i32,
+        ],
+        "a low balance above the critical level warns; a top-up request is routine"
+    );
     let top_up = &raised[2].1;
     assert_eq!(top_up.pack, "popular");
     assert_eq!(
@@ -299,6 +317,18 @@ async fn alerts(backend: Backend) {
         .filter(|(kind, _)| *kind == AlertKind::AutoTopUpRequested as i32)
         .count();
     assert_eq!(top_ups, 2);
+    // 147 → 47 credits: below 100, the critical level.
+    metering.debit(debit("d-4", Some(100_000))).await.unwrap();
+    let all = ledger(&mut accounts, "acme").await;
+    let last = alert_entries(&all).pop().expect("an alert").1;
+    assert_eq!(
+        (last.kind, last.threshold_millicredits, last.severity),
+        (
+            AlertKind::LowBalance as i32,
+            100_000,
+            AlertSeverity::Critical as i32
+        )
+    );
 
     // Unset goes back to the plan's.
     let reset = accounts

@@ -1242,6 +1242,54 @@ async fn campaigns(backend: Backend) {
         expiries,
         vec![(starter_bucket.grant_id.clone(), 81_000, day(365))]
     );
+
+    // "The system warns you when: Balance drops below 100 credits /
+    // Balance reaches critical low (10 credits)": one drop from 100 to 5
+    // crosses both, a warning and a critical alert.
+    let low = "campaigns-low";
+    open_on(
+        &mut accounts,
+        OpenAccountRequest {
+            account_id: low.into(),
+            plan: "pay-as-you-go".into(),
+            ..Default::default()
+        },
+    )
+    .await;
+    grant(&mut accounts, low, "pack", BucketKind::TopUp, 100_000).await;
+    metering
+        .debit(DebitRequest {
+            idempotency_key: "big-campaign".into(),
+            account_id: low.into(),
+            member_id: "agent".into(),
+            action: "content.post".into(),
+            amount_millicredits: Some(95_000),
+            ..Default::default()
+        })
+        .await
+        .expect("debit");
+    let alerts: Vec<(i64, i32)> = accounts
+        .list_ledger(ListLedgerRequest {
+            account_id: low.into(),
+            kinds: vec![LedgerEntryKind::Alert.into()],
+            consistency: fully_consistent(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries
+        .into_iter()
+        .filter_map(|e| e.alert)
+        .map(|a| (a.threshold_millicredits, a.severity))
+        .collect();
+    assert_eq!(
+        alerts,
+        vec![
+            (100_000, AlertSeverity::Warning as i32),
+            (10_000, AlertSeverity::Critical as i32),
+        ]
+    );
 }
 
 /// The store/drafts app (seed 002): the Free plan's 10 monthly credits;

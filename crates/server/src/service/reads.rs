@@ -644,6 +644,7 @@ fn watch_alert(entry: &LedgerEntry) -> Option<pb::Alert> {
         Event::AlertRaised { at, alert } => Some(convert::alert(alert, *at, entry.version)),
         Event::CycleStarted { at, .. } => Some(pb::Alert {
             kind: pb::AlertKind::CycleReset.into(),
+            severity: pb::AlertSeverity::Info.into(),
             raised_at: Some(convert::timestamp(*at)),
             sequence: i64::try_from(entry.version).unwrap_or(i64::MAX),
             ..Default::default()
