@@ -180,3 +180,24 @@ pub enum Outcome {
         debit: Debit,
     },
 }
+
+impl Outcome {
+    /// Whether the answer shows the whole balance: the commands that
+    /// change the account's terms or funds as a whole do; a charge or a
+    /// hold answers with its receipt or reservation and what is available.
+    pub fn shows_balance(&self) -> bool {
+        match self {
+            Outcome::Opened
+            | Outcome::Granted { .. }
+            | Outcome::Voided { .. }
+            | Outcome::PlanChanged { .. }
+            | Outcome::SpendingCapSet
+            | Outcome::BillingAnchorSet
+            | Outcome::AlertThresholdsSet => true,
+            Outcome::Reserved { .. }
+            | Outcome::Extended { .. }
+            | Outcome::Released { .. }
+            | Outcome::Charged { .. } => false,
+        }
+    }
+}

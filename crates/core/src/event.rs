@@ -200,24 +200,125 @@ impl Event {
     /// The name stored beside the payload, so the log can be filtered
     /// without decoding it.
     pub fn type_name(&self) -> &'static str {
+        self.kind().name()
+    }
+
+    /// Which kind of event this is, without its data.
+    pub fn kind(&self) -> EventKind {
         match self {
-            Event::AccountOpened { .. } => "account_opened",
-            Event::CycleStarted { .. } => "cycle_started",
-            Event::DayStarted { .. } => "day_started",
-            Event::PlanChanged { .. } => "plan_changed",
-            Event::SpendingCapSet { .. } => "spending_cap_set",
-            Event::BillingAnchorSet { .. } => "billing_anchor_set",
-            Event::CreditsGranted { .. } => "credits_granted",
-            Event::GrantVoided { .. } => "grant_voided",
-            Event::CreditsHeld { .. } => "credits_held",
-            Event::HoldExtended { .. } => "hold_extended",
-            Event::HoldReleased { .. } => "hold_released",
-            Event::HoldExpired { .. } => "hold_expired",
-            Event::CreditsDebited { .. } => "credits_debited",
-            Event::OverageRepaid { .. } => "overage_repaid",
-            Event::BucketExpired { .. } => "bucket_expired",
-            Event::AlertThresholdsSet { .. } => "alert_thresholds_set",
-            Event::AlertRaised { .. } => "alert_raised",
+            Event::AccountOpened { .. } => EventKind::AccountOpened,
+            Event::CycleStarted { .. } => EventKind::CycleStarted,
+            Event::DayStarted { .. } => EventKind::DayStarted,
+            Event::PlanChanged { .. } => EventKind::PlanChanged,
+            Event::SpendingCapSet { .. } => EventKind::SpendingCapSet,
+            Event::BillingAnchorSet { .. } => EventKind::BillingAnchorSet,
+            Event::CreditsGranted { .. } => EventKind::CreditsGranted,
+            Event::GrantVoided { .. } => EventKind::GrantVoided,
+            Event::CreditsHeld { .. } => EventKind::CreditsHeld,
+            Event::HoldExtended { .. } => EventKind::HoldExtended,
+            Event::HoldReleased { .. } => EventKind::HoldReleased,
+            Event::HoldExpired { .. } => EventKind::HoldExpired,
+            Event::CreditsDebited { .. } => EventKind::CreditsDebited,
+            Event::OverageRepaid { .. } => EventKind::OverageRepaid,
+            Event::BucketExpired { .. } => EventKind::BucketExpired,
+            Event::AlertThresholdsSet { .. } => EventKind::AlertThresholdsSet,
+            Event::AlertRaised { .. } => EventKind::AlertRaised,
+        }
+    }
+
+    /// How many milli-credits the event moved, as the ledger's amount
+    /// column shows it; zero for events that move none.
+    pub fn amount_moved(&self) -> Millicredits {
+        match self {
+            Event::CreditsGranted { amount, .. }
+            | Event::GrantVoided { amount, .. }
+            | Event::HoldReleased { amount, .. }
+            | Event::HoldExpired { amount, .. }
+            | Event::OverageRepaid { amount, .. }
+            | Event::BucketExpired { amount, .. } => *amount,
+            Event::CreditsHeld { reservation, .. } => reservation.amount,
+            Event::CreditsDebited { debit, .. } => debit.charged,
+            Event::AccountOpened { .. }
+            | Event::CycleStarted { .. }
+            | Event::DayStarted { .. }
+            | Event::PlanChanged { .. }
+            | Event::SpendingCapSet { .. }
+            | Event::BillingAnchorSet { .. }
+            | Event::HoldExtended { .. }
+            | Event::AlertThresholdsSet { .. }
+            | Event::AlertRaised { .. } => Millicredits::ZERO,
+        }
+    }
+
+    /// The hold an event is about, when it names one by id; a new hold
+    /// carries its whole reservation instead.
+    pub fn reservation_id(&self) -> Option<&ReservationId> {
+        match self {
+            Event::HoldExtended { reservation_id, .. }
+            | Event::HoldReleased { reservation_id, .. }
+            | Event::HoldExpired { reservation_id, .. } => Some(reservation_id),
+            Event::CreditsHeld { reservation, .. } => Some(&reservation.id),
+            Event::AccountOpened { .. }
+            | Event::CycleStarted { .. }
+            | Event::DayStarted { .. }
+            | Event::PlanChanged { .. }
+            | Event::SpendingCapSet { .. }
+            | Event::BillingAnchorSet { .. }
+            | Event::CreditsGranted { .. }
+            | Event::GrantVoided { .. }
+            | Event::CreditsDebited { .. }
+            | Event::OverageRepaid { .. }
+            | Event::BucketExpired { .. }
+            | Event::AlertThresholdsSet { .. }
+            | Event::AlertRaised { .. } => None,
+        }
+    }
+}
+
+/// The kinds of [`Event`], without their data: what a match must name
+/// when a new event is added, wherever events are shown or filtered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum EventKind {
+    AccountOpened,
+    CycleStarted,
+    DayStarted,
+    PlanChanged,
+    SpendingCapSet,
+    BillingAnchorSet,
+    CreditsGranted,
+    GrantVoided,
+    CreditsHeld,
+    HoldExtended,
+    HoldReleased,
+    HoldExpired,
+    CreditsDebited,
+    OverageRepaid,
+    BucketExpired,
+    AlertThresholdsSet,
+    AlertRaised,
+}
+
+impl EventKind {
+    /// The name stored beside the event in the log and the ledger.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::AccountOpened => "account_opened",
+            EventKind::CycleStarted => "cycle_started",
+            EventKind::DayStarted => "day_started",
+            EventKind::PlanChanged => "plan_changed",
+            EventKind::SpendingCapSet => "spending_cap_set",
+            EventKind::BillingAnchorSet => "billing_anchor_set",
+            EventKind::CreditsGranted => "credits_granted",
+            EventKind::GrantVoided => "grant_voided",
+            EventKind::CreditsHeld => "credits_held",
+            EventKind::HoldExtended => "hold_extended",
+            EventKind::HoldReleased => "hold_released",
+            EventKind::HoldExpired => "hold_expired",
+            EventKind::CreditsDebited => "credits_debited",
+            EventKind::OverageRepaid => "overage_repaid",
+            EventKind::BucketExpired => "bucket_expired",
+            EventKind::AlertThresholdsSet => "alert_thresholds_set",
+            EventKind::AlertRaised => "alert_raised",
         }
     }
 }

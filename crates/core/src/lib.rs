@@ -30,7 +30,7 @@ pub use bucket::{Bucket, BucketKind, CostBasis, Draw, GrantSource};
 pub use calendar::{BillingAnchor, CalendarError, TimeZoneName};
 pub use command::{Command, GrantCommand, OpenAccount, Outcome};
 pub use decide::{Context, Decision, advance, decide, execute, next_due, settle};
-pub use event::{Debit, Event};
+pub use event::{Debit, Event, EventKind};
 pub use ids::{
     AccountId, ActionKey, GrantId, IdError, IdempotencyKey, MemberId, ModelName, PackName,
     PlanName, ReservationId, UnitName,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tally_core::{Account, AccountId, Context, Outcome, advance, execute, next_due};
+use tally_core::{Account, AccountId, Context, advance, execute, next_due};
 use tally_store::{
     AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, Snapshot, StoreError,
 };
@@ -382,8 +382,10 @@ impl<S: EventStore> Actor<S> {
                             events.push(codec::encode_event(event, Some(key))?);
                             observed.note(event, state);
                         }
-                        let balance =
-                            shows_balance(&decision.outcome).then(|| state.balance_at(now));
+                        let balance = decision
+                            .outcome
+                            .shows_balance()
+                            .then(|| state.balance_at(now));
                         let reply = StoredReply {
                             available: state.available_at(now),
                             outcome: decision.outcome,
@@ -604,20 +606,6 @@ impl<S: EventStore> Actor<S> {
             warn!(account = %self.account, error = %e, "snapshot not saved");
         }
     }
-}
-
-/// The commands whose answer shows the whole balance.
-fn shows_balance(outcome: &Outcome) -> bool {
-    matches!(
-        outcome,
-        Outcome::Opened
-            | Outcome::Granted { .. }
-            | Outcome::Voided { .. }
-            | Outcome::PlanChanged { .. }
-            | Outcome::SpendingCapSet
-            | Outcome::BillingAnchorSet
-            | Outcome::AlertThresholdsSet
-    )
 }
 
 /// A key already in the store: its first answer, or a refusal if the

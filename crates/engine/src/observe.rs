@@ -114,7 +114,19 @@ impl Observations {
                 metered_hold(state, reservation_id),
                 ReleaseReason::Expired,
             ),
-            _ => return,
+            // Nothing the credit counters count: terms, boundaries,
+            // alerts, extensions, voids and repaid overage.
+            Event::AccountOpened { .. }
+            | Event::CycleStarted { .. }
+            | Event::DayStarted { .. }
+            | Event::PlanChanged { .. }
+            | Event::SpendingCapSet { .. }
+            | Event::BillingAnchorSet { .. }
+            | Event::GrantVoided { .. }
+            | Event::HoldExtended { .. }
+            | Event::OverageRepaid { .. }
+            | Event::AlertThresholdsSet { .. }
+            | Event::AlertRaised { .. } => return,
         };
         self.measurements.push(measurement);
     }

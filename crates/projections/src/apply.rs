@@ -198,7 +198,7 @@ impl<'a> Fold<'a> {
                     SqlValue::Text(context.member),
                     SqlValue::Text(context.action),
                     SqlValue::Text(context.model),
-                    SqlValue::int(amount_of(event).get()),
+                    SqlValue::int(event.amount_moved().get()),
                     SqlValue::int(before.get()),
                     SqlValue::int(after.get()),
                     SqlValue::Text(decoded.idempotency_key.clone()),
@@ -320,41 +320,25 @@ struct LedgerContext {
 }
 
 fn ledger_context(state: &Account, event: &Event) -> LedgerContext {
+    if let Event::CreditsDebited { debit, .. } = event {
+        return LedgerContext {
+            member: Some(debit.member.to_string()),
+            action: Some(debit.action.to_string()),
+            model: debit.model.as_ref().map(ToString::to_string),
+        };
+    }
     let reservation = match event {
         Event::CreditsHeld { reservation, .. } => Some(reservation),
-        Event::HoldExtended { reservation_id, .. }
-        | Event::HoldReleased { reservation_id, .. }
-        | Event::HoldExpired { reservation_id, .. } => state.reservations.get(reservation_id),
-        Event::CreditsDebited { debit, .. } => {
-            return LedgerContext {
-                member: Some(debit.member.to_string()),
-                action: Some(debit.action.to_string()),
-                model: debit.model.as_ref().map(ToString::to_string),
-            };
-        }
-        _ => None,
+        // The hold before the event: extended, released or expired.
+        _ => event
+            .reservation_id()
+            .and_then(|id| state.reservations.get(id)),
     };
     reservation.map_or_else(LedgerContext::default, |r| LedgerContext {
         member: Some(r.member.to_string()),
         action: Some(r.action.to_string()),
         model: r.model.as_ref().map(ToString::to_string),
     })
-}
-
-/// How many milli-credits an entry moved: what the ledger's amount column
-/// shows.
-pub(crate) fn amount_of(event: &Event) -> Millicredits {
-    match event {
-        Event::CreditsGranted { amount, .. }
-        | Event::GrantVoided { amount, .. }
-        | Event::HoldReleased { amount, .. }
-        | Event::HoldExpired { amount, .. }
-        | Event::OverageRepaid { amount, .. }
-        | Event::BucketExpired { amount, .. } => *amount,
-        Event::CreditsHeld { reservation, .. } => reservation.amount,
-        Event::CreditsDebited { debit, .. } => debit.charged,
-        _ => Millicredits::ZERO,
-    }
 }
 
 /// The group an action's usage counts in: the capability the rate card

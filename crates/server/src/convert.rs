@@ -8,9 +8,9 @@ use std::time::Duration;
 use tally_api::v1 as pb;
 use tally_core::{
     AccountId, ActionKey, Alert, AlertThresholds, AutoTopUp, BalanceView, BillingAnchor, Bucket,
-    BucketKind, CostBasis, Debit, Dimensions, Draw, GrantId, GrantSource, IdError, IdempotencyKey,
-    MAX_UNITS_PER_CALL, MemberId, Millicredits, ModelName, PackName, PlanName, Reservation,
-    ReservationId, Severity, TimeZoneName, Timestamp, UnitName,
+    BucketKind, CostBasis, Debit, Dimensions, Draw, EventKind, GrantId, GrantSource, IdError,
+    IdempotencyKey, MAX_UNITS_PER_CALL, MemberId, Millicredits, ModelName, PackName, PlanName,
+    Reservation, ReservationId, Severity, TimeZoneName, Timestamp, UnitName,
 };
 
 use crate::status::InvalidArgument;
@@ -737,29 +737,54 @@ impl Validator {
     }
 }
 
-/// The ledger kind of an event type, and back: one table for both ways.
-const LEDGER_KINDS: [(pb::LedgerEntryKind, &str); 17] = [
-    (pb::LedgerEntryKind::AccountOpened, "account_opened"),
-    (pb::LedgerEntryKind::Grant, "credits_granted"),
-    (pb::LedgerEntryKind::GrantVoided, "grant_voided"),
-    (pb::LedgerEntryKind::Hold, "credits_held"),
-    (pb::LedgerEntryKind::HoldExtended, "hold_extended"),
-    (pb::LedgerEntryKind::HoldReleased, "hold_released"),
-    (pb::LedgerEntryKind::HoldExpired, "hold_expired"),
-    (pb::LedgerEntryKind::Debit, "credits_debited"),
-    (pb::LedgerEntryKind::OverageRepaid, "overage_repaid"),
-    (pb::LedgerEntryKind::BucketExpired, "bucket_expired"),
-    (pb::LedgerEntryKind::CycleStarted, "cycle_started"),
-    (pb::LedgerEntryKind::DayStarted, "day_started"),
-    (pb::LedgerEntryKind::PlanChanged, "plan_changed"),
-    (pb::LedgerEntryKind::SpendingCapSet, "spending_cap_set"),
-    (pb::LedgerEntryKind::BillingAnchorSet, "billing_anchor_set"),
-    (pb::LedgerEntryKind::Alert, "alert_raised"),
-    (
-        pb::LedgerEntryKind::AlertThresholdsSet,
-        "alert_thresholds_set",
-    ),
-];
+/// The ledger kind an event shows as.
+fn ledger_kind(kind: EventKind) -> pb::LedgerEntryKind {
+    use pb::LedgerEntryKind as Ledger;
+    match kind {
+        EventKind::AccountOpened => Ledger::AccountOpened,
+        EventKind::CreditsGranted => Ledger::Grant,
+        EventKind::GrantVoided => Ledger::GrantVoided,
+        EventKind::CreditsHeld => Ledger::Hold,
+        EventKind::HoldExtended => Ledger::HoldExtended,
+        EventKind::HoldReleased => Ledger::HoldReleased,
+        EventKind::HoldExpired => Ledger::HoldExpired,
+        EventKind::CreditsDebited => Ledger::Debit,
+        EventKind::OverageRepaid => Ledger::OverageRepaid,
+        EventKind::BucketExpired => Ledger::BucketExpired,
+        EventKind::CycleStarted => Ledger::CycleStarted,
+        EventKind::DayStarted => Ledger::DayStarted,
+        EventKind::PlanChanged => Ledger::PlanChanged,
+        EventKind::SpendingCapSet => Ledger::SpendingCapSet,
+        EventKind::BillingAnchorSet => Ledger::BillingAnchorSet,
+        EventKind::AlertRaised => Ledger::Alert,
+        EventKind::AlertThresholdsSet => Ledger::AlertThresholdsSet,
+    }
+}
+
+/// The event a ledger kind filters on; `None` for unspecified.
+fn event_kind(kind: pb::LedgerEntryKind) -> Option<EventKind> {
+    use pb::LedgerEntryKind as Ledger;
+    Some(match kind {
+        Ledger::Unspecified => return None,
+        Ledger::AccountOpened => EventKind::AccountOpened,
+        Ledger::Grant => EventKind::CreditsGranted,
+        Ledger::GrantVoided => EventKind::GrantVoided,
+        Ledger::Hold => EventKind::CreditsHeld,
+        Ledger::HoldExtended => EventKind::HoldExtended,
+        Ledger::HoldReleased => EventKind::HoldReleased,
+        Ledger::HoldExpired => EventKind::HoldExpired,
+        Ledger::Debit => EventKind::CreditsDebited,
+        Ledger::OverageRepaid => EventKind::OverageRepaid,
+        Ledger::BucketExpired => EventKind::BucketExpired,
+        Ledger::CycleStarted => EventKind::CycleStarted,
+        Ledger::DayStarted => EventKind::DayStarted,
+        Ledger::PlanChanged => EventKind::PlanChanged,
+        Ledger::SpendingCapSet => EventKind::SpendingCapSet,
+        Ledger::BillingAnchorSet => EventKind::BillingAnchorSet,
+        Ledger::Alert => EventKind::AlertRaised,
+        Ledger::AlertThresholdsSet => EventKind::AlertThresholdsSet,
+    })
+}
 
 impl Validator {
     pub fn ledger_kinds(&mut self, field: &str, kinds: &[i32]) -> Vec<&'static str> {
@@ -768,11 +793,11 @@ impl Validator {
             .filter_map(|value| {
                 let found = pb::LedgerEntryKind::try_from(*value)
                     .ok()
-                    .and_then(|kind| LEDGER_KINDS.iter().find(|(k, _)| *k == kind));
+                    .and_then(event_kind);
                 if found.is_none() {
                     self.violation(field, format!("unknown or unspecified kind {value}"));
                 }
-                found.map(|(_, name)| *name)
+                found.map(EventKind::name)
             })
             .collect()
     }
@@ -780,11 +805,7 @@ impl Validator {
 
 pub fn ledger_entry(entry: &tally_projections::LedgerEntry) -> pb::LedgerEntry {
     use tally_core::Event;
-    let kind = LEDGER_KINDS
-        .iter()
-        .find(|(_, name)| *name == entry.event.type_name())
-        .map(|(kind, _)| *kind)
-        .unwrap_or(pb::LedgerEntryKind::Unspecified);
+    let kind = ledger_kind(entry.event.kind());
     let mut out = pb::LedgerEntry {
         sequence: version(entry.version),
         occurred_at: Some(timestamp(entry.event.at())),
