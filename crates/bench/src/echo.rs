@@ -240,6 +240,10 @@ impl AccountService for EchoAccounts {
         Err(not_echoed())
     }
 
+    async fn adjust(&self, _request: Request<pb::AdjustRequest>) -> Refused<pb::AdjustResponse> {
+        Err(not_echoed())
+    }
+
     async fn list_ledger(
         &self,
         _request: Request<pb::ListLedgerRequest>,

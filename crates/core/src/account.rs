@@ -9,9 +9,9 @@ use thiserror::Error;
 
 use crate::alert::rearm_after_grant;
 use crate::{
-    AccountTerms, ActionKey, AlertKey, Bucket, Debit, Draw, Event, GrantId, MemberId, Millicredits,
-    ModelName, Period, PlanTerms, Reservation, ReservationId, Resolution, ResolvedReservation,
-    Timestamp,
+    AccountTerms, ActionKey, AlertKey, Bucket, BucketKind, Debit, Draw, Event, GrantId,
+    GrantSource, MemberId, Millicredits, ModelName, Period, PlanTerms, Reservation, ReservationId,
+    Resolution, ResolvedReservation, Timestamp,
 };
 
 /// Lifetime totals. Conservation ties them to the buckets:
@@ -294,6 +294,53 @@ impl Account {
                 };
                 let available = self.available_at(*at) + upcoming;
                 rearm_after_grant(&mut self.alerts_fired, available);
+            }
+            Event::CreditsAdjusted {
+                at,
+                amount,
+                grant_id,
+                draws,
+                reason,
+                ..
+            } => {
+                if amount.is_positive() {
+                    let grant_id = grant_id.as_ref().ok_or_else(|| {
+                        corrupt("an adjustment that adds credits names no bucket".into())
+                    })?;
+                    if self.bucket(grant_id).is_some() {
+                        return Err(corrupt(format!("grant {grant_id} exists already")));
+                    }
+                    self.buckets.push(Bucket {
+                        grant_id: grant_id.clone(),
+                        kind: BucketKind::Promotional,
+                        source: GrantSource::Adjustment,
+                        priority: BucketKind::Promotional.default_priority(),
+                        amount: *amount,
+                        remaining: *amount,
+                        held: Millicredits::ZERO,
+                        effective_at: *at,
+                        expires_at: None,
+                        cost_basis: None,
+                        reference: reason.clone(),
+                        granted_version: version,
+                        voided: false,
+                    });
+                    self.totals.granted += *amount;
+                    let available = self.available_at(*at);
+                    rearm_after_grant(&mut self.alerts_fired, available);
+                } else {
+                    let removed: Millicredits = draws.iter().map(|d| d.amount).sum();
+                    if removed != -*amount {
+                        return Err(corrupt(format!(
+                            "an adjustment of {amount} draws {removed}"
+                        )));
+                    }
+                    for draw in draws {
+                        let bucket = self.bucket_mut(&draw.grant_id).map_err(corrupt)?;
+                        take(&mut bucket.remaining, draw.amount).map_err(corrupt)?;
+                    }
+                    self.totals.voided += removed;
+                }
             }
             Event::GrantVoided {
                 grant_id, amount, ..

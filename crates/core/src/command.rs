@@ -4,9 +4,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    ActionKey, AlertThresholds, BillingAnchor, BucketKind, CostBasis, Debit, Dimensions, GrantId,
-    GrantSource, MemberId, Millicredits, ModelName, PackName, PlanName, Reservation, ReservationId,
-    TimeZoneName, Timestamp,
+    ActionKey, AlertThresholds, BillingAnchor, BucketKind, CostBasis, Debit, Dimensions, Draw,
+    GrantId, GrantSource, MemberId, Millicredits, ModelName, PackName, PlanName, Reservation,
+    ReservationId, TimeZoneName, Timestamp,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,6 +32,17 @@ pub enum Command {
     VoidGrant {
         grant_id: GrantId,
         reason: String,
+    },
+    /// A signed manual correction by an operator: credits added (a new
+    /// promotional bucket, `grant_id`) or removed (from spendable credits
+    /// in deduction order, never more than is available).
+    Adjust {
+        /// Not zero.
+        amount: Millicredits,
+        /// Minted by the caller of `decide`; used when credits are added.
+        grant_id: GrantId,
+        reason: String,
+        operator: String,
     },
     Reserve {
         /// Minted by the caller of `decide`, so deciding stays pure.
@@ -83,6 +94,7 @@ impl Command {
             Command::SetAlertThresholds { .. } => "set_alert_thresholds",
             Command::Grant(_) => "grant",
             Command::VoidGrant { .. } => "void_grant",
+            Command::Adjust { .. } => "adjust",
             Command::Reserve { .. } => "reserve",
             Command::Commit { .. } => "commit",
             Command::Release { .. } => "release",
@@ -104,6 +116,7 @@ impl Command {
             | Command::SetAlertThresholds { .. }
             | Command::Grant(_)
             | Command::VoidGrant { .. }
+            | Command::Adjust { .. }
             | Command::Reserve { .. }
             | Command::Debit { .. } => None,
         }
@@ -167,6 +180,12 @@ pub enum Outcome {
     Voided {
         amount: Millicredits,
     },
+    /// Signed, as asked; `draws` says where removed credits came from.
+    Adjusted {
+        amount: Millicredits,
+        grant_id: Option<GrantId>,
+        draws: Vec<Draw>,
+    },
     Reserved {
         reservation: Reservation,
     },
@@ -190,6 +209,7 @@ impl Outcome {
             Outcome::Opened
             | Outcome::Granted { .. }
             | Outcome::Voided { .. }
+            | Outcome::Adjusted { .. }
             | Outcome::PlanChanged { .. }
             | Outcome::SpendingCapSet
             | Outcome::BillingAnchorSet

@@ -394,6 +394,12 @@ pub fn decide(
                 },
             })
         }
+        Command::Adjust {
+            amount,
+            grant_id,
+            reason,
+            operator,
+        } => decide_adjust(account, *amount, grant_id, reason, operator, now),
         Command::Reserve {
             reservation_id,
             member,
@@ -940,6 +946,59 @@ fn open_reservation<'a>(
             resolution: resolved.resolution,
         },
         None => Rejection::ReservationNotFound { id: id.clone() },
+    })
+}
+
+/// A positive correction is a new promotional bucket; a negative one takes
+/// spendable credits in deduction order and is refused beyond what is
+/// available (a correction never puts an account into debt).
+fn decide_adjust(
+    account: &Account,
+    amount: Millicredits,
+    grant_id: &GrantId,
+    reason: &str,
+    operator: &str,
+    now: Timestamp,
+) -> Result<Decision, Rejection> {
+    if amount.is_zero() {
+        return Err(Rejection::InvalidField {
+            field: "amount_millicredits",
+            reason: "must not be zero".into(),
+        });
+    }
+    let (grant_id, draws) = if amount.is_positive() {
+        if account.bucket(grant_id).is_some() {
+            return Err(Rejection::InvalidField {
+                field: "grant_id",
+                reason: format!("grant {grant_id} exists already"),
+            });
+        }
+        (Some(grant_id.clone()), Vec::new())
+    } else {
+        let wanted = -amount;
+        let (draws, short) = spendable_draws(account, wanted, now);
+        if short.is_positive() {
+            return Err(Rejection::InsufficientCredits {
+                available: account.available_at(now),
+                needed: wanted,
+            });
+        }
+        (None, draws)
+    };
+    Ok(Decision {
+        events: vec![Event::CreditsAdjusted {
+            at: now,
+            amount,
+            grant_id: grant_id.clone(),
+            draws: draws.clone(),
+            reason: reason.to_owned(),
+            operator: operator.to_owned(),
+        }],
+        outcome: Outcome::Adjusted {
+            amount,
+            grant_id,
+            draws,
+        },
     })
 }
 

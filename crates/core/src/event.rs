@@ -70,6 +70,18 @@ pub enum Event {
         amount: Millicredits,
         reason: String,
     },
+    /// An operator's signed correction (`Adjust`): a positive `amount`
+    /// is a new promotional bucket `grant_id` (counted as granted); a
+    /// negative one is taken from `draws` (counted as voided). Its own
+    /// ledger kind, so a correction never reads as a purchase or a void.
+    CreditsAdjusted {
+        at: Timestamp,
+        amount: Millicredits,
+        grant_id: Option<GrantId>,
+        draws: Vec<Draw>,
+        reason: String,
+        operator: String,
+    },
     CreditsHeld {
         at: Timestamp,
         reservation: Reservation,
@@ -185,6 +197,7 @@ impl Event {
             | Event::BillingAnchorSet { at, .. }
             | Event::CreditsGranted { at, .. }
             | Event::GrantVoided { at, .. }
+            | Event::CreditsAdjusted { at, .. }
             | Event::CreditsHeld { at, .. }
             | Event::HoldExtended { at, .. }
             | Event::HoldReleased { at, .. }
@@ -214,6 +227,7 @@ impl Event {
             Event::BillingAnchorSet { .. } => EventKind::BillingAnchorSet,
             Event::CreditsGranted { .. } => EventKind::CreditsGranted,
             Event::GrantVoided { .. } => EventKind::GrantVoided,
+            Event::CreditsAdjusted { .. } => EventKind::CreditsAdjusted,
             Event::CreditsHeld { .. } => EventKind::CreditsHeld,
             Event::HoldExtended { .. } => EventKind::HoldExtended,
             Event::HoldReleased { .. } => EventKind::HoldReleased,
@@ -238,6 +252,8 @@ impl Event {
             | Event::BucketExpired { amount, .. } => *amount,
             Event::CreditsHeld { reservation, .. } => reservation.amount,
             Event::CreditsDebited { debit, .. } => debit.charged,
+            // Signed: what was added or (negative) removed.
+            Event::CreditsAdjusted { amount, .. } => *amount,
             Event::AccountOpened { .. }
             | Event::CycleStarted { .. }
             | Event::DayStarted { .. }
@@ -266,6 +282,7 @@ impl Event {
             | Event::BillingAnchorSet { .. }
             | Event::CreditsGranted { .. }
             | Event::GrantVoided { .. }
+            | Event::CreditsAdjusted { .. }
             | Event::CreditsDebited { .. }
             | Event::OverageRepaid { .. }
             | Event::BucketExpired { .. }
@@ -287,6 +304,7 @@ pub enum EventKind {
     BillingAnchorSet,
     CreditsGranted,
     GrantVoided,
+    CreditsAdjusted,
     CreditsHeld,
     HoldExtended,
     HoldReleased,
@@ -310,6 +328,7 @@ impl EventKind {
             EventKind::BillingAnchorSet => "billing_anchor_set",
             EventKind::CreditsGranted => "credits_granted",
             EventKind::GrantVoided => "grant_voided",
+            EventKind::CreditsAdjusted => "credits_adjusted",
             EventKind::CreditsHeld => "credits_held",
             EventKind::HoldExtended => "hold_extended",
             EventKind::HoldReleased => "hold_released",

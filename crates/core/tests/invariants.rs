@@ -32,6 +32,8 @@ enum Op {
         ttl: i64,
     },
     Debit(Option<i64>),
+    /// An operator's correction, signed.
+    Adjust(i64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -52,6 +54,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => any::<usize>().prop_map(Op::Release),
         1 => (any::<usize>(), 1i64..6_000).prop_map(|(pick, ttl)| Op::Extend { pick, ttl }),
         2 => proptest::option::weighted(0.8, 1i64..2_000).prop_map(Op::Debit),
+        1 => prop_oneof![-4_000i64..-1, 1i64..4_000].prop_map(Op::Adjust),
     ]
 }
 
@@ -269,6 +272,28 @@ impl Run {
                         reservation_id: id,
                         ttl_millis: ttl,
                     });
+                }
+            }
+            Op::Adjust(amount) => {
+                let mut probe = self.account.clone();
+                advance(&mut probe, self.now);
+                let available = probe.available_at(self.now);
+                let grant_id = GrantId::parse(self.mint("adj")).unwrap();
+                let result = self.execute(Command::Adjust {
+                    amount: mc(amount),
+                    grant_id,
+                    reason: "correction".into(),
+                    operator: "ops".into(),
+                });
+                // Adding always works; removing never takes more than is
+                // available (a correction never makes debt).
+                if amount > 0 || mc(-amount) <= available {
+                    assert!(result.is_ok(), "adjust {amount} of {available}: {result:?}");
+                } else {
+                    assert!(
+                        matches!(result, Err(Rejection::InsufficientCredits { .. })),
+                        "{result:?}"
+                    );
                 }
             }
             Op::Debit(amount) => {

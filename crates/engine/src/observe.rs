@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use tally_core::{Account, Event, GrantId, Millicredits, ReservationId, Timestamp};
+use tally_core::{Account, BucketKind, Event, GrantId, Millicredits, ReservationId, Timestamp};
 use tally_telemetry::{Metrics, ReleaseReason};
 
 #[derive(Debug)]
@@ -114,6 +114,11 @@ impl Observations {
                 metered_hold(state, reservation_id),
                 ReleaseReason::Expired,
             ),
+            // Credits an operator added are granted, in a promotional
+            // bucket; what one removed counts like a void: not at all.
+            Event::CreditsAdjusted { amount, .. } if amount.is_positive() => {
+                Measurement::Granted(count(*amount), BucketKind::Promotional.as_str())
+            }
             // Nothing the credit counters count: terms, boundaries,
             // alerts, extensions, voids and repaid overage.
             Event::AccountOpened { .. }
@@ -123,6 +128,7 @@ impl Observations {
             | Event::SpendingCapSet { .. }
             | Event::BillingAnchorSet { .. }
             | Event::GrantVoided { .. }
+            | Event::CreditsAdjusted { .. }
             | Event::HoldExtended { .. }
             | Event::OverageRepaid { .. }
             | Event::AlertThresholdsSet { .. }

@@ -206,6 +206,33 @@ impl Validator {
     }
 
     /// Free text, bounded.
+    /// Text that must be given.
+    pub fn required_text(&mut self, field: &str, value: String, max_bytes: usize) -> String {
+        if value.trim().is_empty() {
+            self.violation(field, "must be set");
+        }
+        self.text(field, value, max_bytes)
+    }
+
+    /// A signed amount: not zero, at most the input cap either way.
+    pub fn signed_amount(&mut self, field: &str, value: i64) -> Option<Millicredits> {
+        if value == 0 {
+            self.violation(
+                field,
+                "must not be zero: positive adds credits, negative removes them",
+            );
+            return None;
+        }
+        if value.unsigned_abs() > Millicredits::MAX_INPUT.get().unsigned_abs() {
+            self.violation(
+                field,
+                format!("must be at most {} either way", Millicredits::MAX_INPUT),
+            );
+            return None;
+        }
+        Some(Millicredits::new(value))
+    }
+
     pub fn text(&mut self, field: &str, value: String, max_bytes: usize) -> String {
         if value.len() > max_bytes {
             self.violation(field, format!("must be at most {max_bytes} bytes"));
@@ -744,6 +771,7 @@ fn ledger_kind(kind: EventKind) -> pb::LedgerEntryKind {
         EventKind::AccountOpened => Ledger::AccountOpened,
         EventKind::CreditsGranted => Ledger::Grant,
         EventKind::GrantVoided => Ledger::GrantVoided,
+        EventKind::CreditsAdjusted => Ledger::Adjustment,
         EventKind::CreditsHeld => Ledger::Hold,
         EventKind::HoldExtended => Ledger::HoldExtended,
         EventKind::HoldReleased => Ledger::HoldReleased,
@@ -769,6 +797,7 @@ fn event_kind(kind: pb::LedgerEntryKind) -> Option<EventKind> {
         Ledger::AccountOpened => EventKind::AccountOpened,
         Ledger::Grant => EventKind::CreditsGranted,
         Ledger::GrantVoided => EventKind::GrantVoided,
+        Ledger::Adjustment => EventKind::CreditsAdjusted,
         Ledger::Hold => EventKind::CreditsHeld,
         Ledger::HoldExtended => EventKind::HoldExtended,
         Ledger::HoldReleased => EventKind::HoldReleased,
@@ -838,6 +867,23 @@ pub fn ledger_entry(entry: &tally_projections::LedgerEntry) -> pb::LedgerEntry {
             out.amount_millicredits = amount.get();
             out.grant_id = grant_id.to_string();
             out.note = reason.clone();
+        }
+        Event::CreditsAdjusted {
+            amount,
+            grant_id,
+            draws: taken,
+            reason,
+            operator,
+            ..
+        } => {
+            out.amount_millicredits = amount.get();
+            if let Some(grant_id) = grant_id {
+                out.grant_id = grant_id.to_string();
+                out.bucket_kind = bucket_kind(BucketKind::Promotional).into();
+            }
+            out.draws = draws(taken);
+            out.note = reason.clone();
+            out.operator = operator.clone();
         }
         Event::CreditsHeld { reservation, .. } => {
             out.amount_millicredits = reservation.amount.get();

@@ -201,6 +201,63 @@ impl<S: Store> AccountService for AccountApi<S> {
         }))
     }
 
+    async fn adjust(
+        &self,
+        request: Request<pb::AdjustRequest>,
+    ) -> Result<Response<pb::AdjustResponse>, Status> {
+        let request = request.into_inner();
+        let pb::AdjustRequest {
+            idempotency_key,
+            account_id,
+            amount_millicredits,
+            reason,
+            operator,
+        } = request.clone();
+        let mut v = Validator::default();
+        let key = v.idempotency_key("idempotency_key", &idempotency_key);
+        let account = v.account("account_id", &account_id);
+        let amount = v.signed_amount("amount_millicredits", amount_millicredits);
+        let reason = v.required_text("reason", reason, NOTE_MAX_BYTES);
+        let operator = v.required_text("operator", operator, NOTE_MAX_BYTES);
+        let (Some(key), Some(account), Some(amount)) = (key, account, amount) else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let applied = self
+            .0
+            .mutate(
+                "Adjust",
+                &request,
+                account.clone(),
+                key,
+                Command::Adjust {
+                    amount,
+                    grant_id: Engine::<S>::mint_grant_id(),
+                    reason,
+                    operator,
+                },
+            )
+            .await?;
+        let Outcome::Adjusted {
+            amount,
+            grant_id,
+            draws,
+        } = &applied.reply.outcome
+        else {
+            return Err(unexpected(&applied.reply.outcome));
+        };
+        Ok(Response::new(pb::AdjustResponse {
+            amount_millicredits: amount.get(),
+            grant_id: grant_id
+                .as_ref()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            draws: convert::draws(draws),
+            balance: balance_of(&applied, &account),
+            consistency_token: applied.position.to_string(),
+        }))
+    }
+
     async fn change_plan(
         &self,
         request: Request<pb::ChangePlanRequest>,
