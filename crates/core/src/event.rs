@@ -292,52 +292,57 @@ impl Event {
     }
 }
 
-/// The kinds of [`Event`], without their data: what a match must name
-/// when a new event is added, wherever events are shown or filtered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum EventKind {
-    AccountOpened,
-    CycleStarted,
-    DayStarted,
-    PlanChanged,
-    SpendingCapSet,
-    BillingAnchorSet,
-    CreditsGranted,
-    GrantVoided,
-    CreditsAdjusted,
-    CreditsHeld,
-    HoldExtended,
-    HoldReleased,
-    HoldExpired,
-    CreditsDebited,
-    OverageRepaid,
-    BucketExpired,
-    AlertThresholdsSet,
-    AlertRaised,
+/// Declares [`EventKind`] from one list, so its variants, their stored
+/// names and [`EventKind::ALL`] can never disagree.
+macro_rules! event_kinds {
+    ($($kind:ident => $name:literal),* $(,)?) => {
+        /// The kinds of [`Event`], without their data: what a match must
+        /// name when a new event is added, wherever events are shown or
+        /// filtered.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum EventKind {
+            $($kind),*
+        }
+
+        impl EventKind {
+            /// Every kind, in declaration order.
+            pub const ALL: &'static [EventKind] = &[$(EventKind::$kind),*];
+
+            /// The name stored beside the event in the log and the ledger.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $(EventKind::$kind => $name),*
+                }
+            }
+
+            /// The kind stored under `name`, if any.
+            pub fn from_name(name: &str) -> Option<EventKind> {
+                match name {
+                    $($name => Some(EventKind::$kind),)*
+                    _ => None,
+                }
+            }
+        }
+    };
 }
 
-impl EventKind {
-    /// The name stored beside the event in the log and the ledger.
-    pub fn name(self) -> &'static str {
-        match self {
-            EventKind::AccountOpened => "account_opened",
-            EventKind::CycleStarted => "cycle_started",
-            EventKind::DayStarted => "day_started",
-            EventKind::PlanChanged => "plan_changed",
-            EventKind::SpendingCapSet => "spending_cap_set",
-            EventKind::BillingAnchorSet => "billing_anchor_set",
-            EventKind::CreditsGranted => "credits_granted",
-            EventKind::GrantVoided => "grant_voided",
-            EventKind::CreditsAdjusted => "credits_adjusted",
-            EventKind::CreditsHeld => "credits_held",
-            EventKind::HoldExtended => "hold_extended",
-            EventKind::HoldReleased => "hold_released",
-            EventKind::HoldExpired => "hold_expired",
-            EventKind::CreditsDebited => "credits_debited",
-            EventKind::OverageRepaid => "overage_repaid",
-            EventKind::BucketExpired => "bucket_expired",
-            EventKind::AlertThresholdsSet => "alert_thresholds_set",
-            EventKind::AlertRaised => "alert_raised",
-        }
-    }
+event_kinds! {
+    AccountOpened => "account_opened",
+    CycleStarted => "cycle_started",
+    DayStarted => "day_started",
+    PlanChanged => "plan_changed",
+    SpendingCapSet => "spending_cap_set",
+    BillingAnchorSet => "billing_anchor_set",
+    CreditsGranted => "credits_granted",
+    GrantVoided => "grant_voided",
+    CreditsAdjusted => "credits_adjusted",
+    CreditsHeld => "credits_held",
+    HoldExtended => "hold_extended",
+    HoldReleased => "hold_released",
+    HoldExpired => "hold_expired",
+    CreditsDebited => "credits_debited",
+    OverageRepaid => "overage_repaid",
+    BucketExpired => "bucket_expired",
+    AlertThresholdsSet => "alert_thresholds_set",
+    AlertRaised => "alert_raised",
 }

@@ -1,62 +1,27 @@
-//! How events and answers are stored: JSON, so an operator can read the
-//! log with nothing but a SQL client.
+//! How answers, snapshots and resolved holds are stored: JSON, so an
+//! operator can read them with nothing but a SQL client. Events are
+//! `tally-codec`'s.
 
 use serde::{Deserialize, Serialize};
+use tally_codec::DecodedEvent;
 use tally_core::{Account, BalanceView, Event, Millicredits, Outcome, ResolvedReservation};
 use tally_store::{HoldRecord, NewEvent, RecordedEvent};
 
 use crate::EngineError;
 
-/// An event as stored: the domain event plus who asked for it.
-#[derive(Serialize, Deserialize)]
-struct StoredEvent<'a> {
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    idempotency_key: Option<&'a str>,
-    event: std::borrow::Cow<'a, Event>,
-}
-
+/// Encodes an event for the store (see `tally-codec`).
 pub(crate) fn encode_event(
     event: &Event,
     idempotency_key: Option<&str>,
 ) -> Result<NewEvent, EngineError> {
-    let payload = serde_json::to_vec(&StoredEvent {
-        idempotency_key,
-        event: std::borrow::Cow::Borrowed(event),
-    })
-    .map_err(|e| EngineError::Corrupt(format!("cannot encode event: {e}")))?;
-    Ok(NewEvent {
-        event_type: event.type_name().to_owned(),
-        payload,
-        recorded_at_ms: event.at().as_millis(),
-    })
+    tally_codec::encode_event(event, idempotency_key)
+        .map_err(|e| EngineError::Corrupt(e.to_string()))
 }
 
-/// A stored event decoded: the event and the idempotency key of the
-/// request that wrote it (none for events time made due).
-pub struct DecodedEvent {
-    pub version: u64,
-    pub event: Event,
-    pub idempotency_key: Option<String>,
-}
-
+/// Decodes a stored event, upcasting an older schema version (see
+/// `tally-codec`).
 pub fn decode_event(recorded: &RecordedEvent) -> Result<DecodedEvent, EngineError> {
-    #[derive(Deserialize)]
-    struct Owned {
-        #[serde(default)]
-        idempotency_key: Option<String>,
-        event: Event,
-    }
-    let owned: Owned = serde_json::from_slice(&recorded.payload).map_err(|e| {
-        EngineError::Corrupt(format!(
-            "event {} of {} does not decode: {e}",
-            recorded.version, recorded.stream_id
-        ))
-    })?;
-    Ok(DecodedEvent {
-        version: recorded.version,
-        event: owned.event,
-        idempotency_key: owned.idempotency_key,
-    })
+    tally_codec::decode_event(recorded).map_err(|e| EngineError::Corrupt(e.to_string()))
 }
 
 /// The answer to a mutation, stored with its idempotency key so a retry

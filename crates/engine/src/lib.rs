@@ -33,10 +33,11 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 pub use catalog::{CATALOG_STREAM, Catalog, Published};
-pub use codec::{DecodedEvent, StoredReply, decode_event};
+pub use codec::{StoredReply, decode_event};
 pub use error::EngineError;
 pub use quote::{Quote, QuoteItem, QuoteLine};
 pub use sweeper::SweepReport;
+pub use tally_codec::DecodedEvent;
 use tracing::Instrument as _;
 
 /// Tuning knobs. The defaults suit a 2-core machine.

@@ -11,8 +11,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use serde::Serialize;
+use tally_codec::decode_event;
 use tally_core::{Account, Bucket, Debit, Event, Millicredits, Timestamp};
-use tally_engine::decode_event;
 use tally_store::{LogPosition, ProjectionStore, RecordedEvent, SqlStatement, SqlValue};
 
 use crate::reads::UsageGroup;
