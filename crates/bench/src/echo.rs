@@ -203,6 +203,13 @@ impl MeteringService for Echo {
     ) -> Result<Response<pb::ExtendResponse>, Status> {
         Err(not_echoed())
     }
+
+    async fn refund(
+        &self,
+        _request: Request<pb::RefundRequest>,
+    ) -> Result<Response<pb::RefundResponse>, Status> {
+        Err(not_echoed())
+    }
 }
 
 /// Answers GetBalance with the fixed balance; nothing else.

@@ -64,6 +64,7 @@ pub fn schema_version(kind: EventKind) -> u32 {
         | EventKind::HoldReleased
         | EventKind::HoldExpired
         | EventKind::CreditsDebited
+        | EventKind::CreditsRefunded
         | EventKind::OverageRepaid
         | EventKind::BucketExpired
         | EventKind::AlertThresholdsSet

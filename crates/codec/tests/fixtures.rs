@@ -12,9 +12,10 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use tally_codec::{CodecError, Upcaster, decode_event, decode_with, encode_event};
 use tally_core::{
-    Account, ActionKey, ActionPrice, AlertThresholds, BillingAnchor, BucketKind, Command, Context,
-    Event, EventKind, GrantCommand, GrantId, MemberId, Millicredits, OpenAccount, Plan,
-    PlanCatalogue, PlanName, RateCard, RateCards, ReservationId, Timestamp, advance, execute,
+    Account, ActionKey, ActionPrice, AlertThresholds, BillingAnchor, BucketKind, Charge, Command,
+    Context, Event, EventKind, GrantCommand, GrantId, IdempotencyKey, MemberId, Millicredits,
+    OpenAccount, Outcome, Plan, PlanCatalogue, PlanName, RateCard, RateCards, ReservationId,
+    Timestamp, advance, execute,
 };
 use tally_store::{LogPosition, RecordedEvent};
 
@@ -73,6 +74,20 @@ fn scenario() -> Vec<(String, Vec<Written>)> {
         };
         let decision =
             execute(&mut account, &command, &ctx).unwrap_or_else(|e| panic!("{key}: {e:?}"));
+        // What the engine would find in the store when a refund names
+        // this charge.
+        if let Outcome::Charged { debit } = &decision.outcome {
+            let key = IdempotencyKey::parse(key).unwrap();
+            account.charges.insert(
+                key.clone(),
+                Charge {
+                    key,
+                    charged_at: Some(now),
+                    debit: debit.clone(),
+                    refunded: Millicredits::ZERO,
+                },
+            );
+        }
         for event in decision.events {
             log.push((event, Some(key.to_owned())));
         }
@@ -273,6 +288,30 @@ fn scenario() -> Vec<(String, Vec<Written>)> {
             operator: "ops".into(),
         },
         "adjust-2",
+        now,
+        &mut log,
+    );
+    // Refunds: part of the debit (its bucket, today's daily allowance, is
+    // gone), then the rest of the commit that ran into overage.
+    run(
+        Command::Refund {
+            charge_key: IdempotencyKey::parse("debit-1").unwrap(),
+            amount: Some(credits(1)),
+            reason: "failed generation".into(),
+            refund_grant_id: GrantId::parse("refund-1").unwrap(),
+        },
+        "refund-1",
+        now,
+        &mut log,
+    );
+    run(
+        Command::Refund {
+            charge_key: IdempotencyKey::parse("commit-3").unwrap(),
+            amount: None,
+            reason: "outage".into(),
+            refund_grant_id: GrantId::parse("refund-2").unwrap(),
+        },
+        "refund-2",
         now,
         &mut log,
     );

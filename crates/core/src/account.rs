@@ -9,9 +9,9 @@ use thiserror::Error;
 
 use crate::alert::rearm_after_grant;
 use crate::{
-    AccountTerms, ActionKey, AlertKey, Bucket, BucketKind, Debit, Draw, Event, GrantId,
-    GrantSource, MemberId, Millicredits, ModelName, Period, PlanTerms, Reservation, ReservationId,
-    Resolution, ResolvedReservation, Timestamp,
+    AccountTerms, ActionKey, AlertKey, Bucket, BucketKind, Charge, Debit, Draw, Event, GrantId,
+    GrantSource, IdempotencyKey, MemberId, Millicredits, ModelName, Period, PlanTerms, Reservation,
+    ReservationId, Resolution, ResolvedReservation, Timestamp,
 };
 
 /// Lifetime totals. Conservation ties them to the buckets:
@@ -63,6 +63,11 @@ pub struct Account {
     /// retention.
     #[serde(default, skip_serializing)]
     pub resolved: BTreeMap<ReservationId, ResolvedReservation>,
+    /// Charges a refund names, by idempotency key: like `resolved`, looked
+    /// up in the store when a command needs them, written back with the
+    /// refund, never part of a snapshot.
+    #[serde(default, skip_serializing)]
+    pub charges: BTreeMap<IdempotencyKey, Charge>,
     pub overage: Millicredits,
     pub totals: Totals,
     pub terms: AccountTerms,
@@ -394,6 +399,50 @@ impl Account {
                 self.remember(reservation, resolution, *at);
             }
             Event::CreditsDebited { at, debit } => self.apply_debit(*at, debit).map_err(corrupt)?,
+            Event::CreditsRefunded { at, refund } => {
+                self.return_remaining(&refund.returned).map_err(corrupt)?;
+                take(&mut self.overage, refund.overage_cancelled).map_err(corrupt)?;
+                let mut given = refund.overage_cancelled
+                    + refund
+                        .returned
+                        .iter()
+                        .map(|d| d.amount)
+                        .sum::<Millicredits>();
+                if let Some(draw) = &refund.refund_grant {
+                    if self.bucket(&draw.grant_id).is_some() {
+                        return Err(corrupt(format!("grant {} exists already", draw.grant_id)));
+                    }
+                    self.buckets.push(Bucket {
+                        grant_id: draw.grant_id.clone(),
+                        kind: draw.kind,
+                        source: GrantSource::Refund,
+                        priority: draw.kind.default_priority(),
+                        amount: draw.amount,
+                        remaining: draw.amount,
+                        held: Millicredits::ZERO,
+                        effective_at: *at,
+                        expires_at: None,
+                        cost_basis: None,
+                        reference: format!("refund of {}", refund.charge_key),
+                        granted_version: version,
+                        voided: false,
+                    });
+                    given += draw.amount;
+                }
+                if given != refund.amount {
+                    return Err(corrupt(format!(
+                        "a refund of {} gives back {given}",
+                        refund.amount
+                    )));
+                }
+                take(&mut self.totals.consumed, refund.amount).map_err(corrupt)?;
+                take(&mut self.used_in_cycle, refund.cycle_returned).map_err(corrupt)?;
+                if let Some(charge) = self.charges.get_mut(&refund.charge_key) {
+                    charge.refunded = refund.refunded;
+                }
+                let available = self.available_at(*at);
+                rearm_after_grant(&mut self.alerts_fired, available);
+            }
             Event::OverageRepaid { amount, draws, .. } => {
                 self.take_remaining(draws).map_err(corrupt)?;
                 take(&mut self.overage, *amount).map_err(corrupt)?;
@@ -477,6 +526,13 @@ impl Account {
     fn take_remaining(&mut self, draws: &[Draw]) -> Result<(), String> {
         for draw in draws {
             take(&mut self.bucket_mut(&draw.grant_id)?.remaining, draw.amount)?;
+        }
+        Ok(())
+    }
+
+    fn return_remaining(&mut self, draws: &[Draw]) -> Result<(), String> {
+        for draw in draws {
+            self.bucket_mut(&draw.grant_id)?.remaining += draw.amount;
         }
         Ok(())
     }

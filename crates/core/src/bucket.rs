@@ -58,6 +58,8 @@ pub enum GrantSource {
     Promo,
     Referral,
     Adjustment,
+    /// Credits of a refunded charge whose own bucket was gone.
+    Refund,
 }
 
 /// Money paid per credit, for finance. Never used in balance arithmetic.

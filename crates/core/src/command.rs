@@ -5,8 +5,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     ActionKey, AlertThresholds, BillingAnchor, BucketKind, CostBasis, Debit, Dimensions, Draw,
-    GrantId, GrantSource, MemberId, Millicredits, ModelName, PackName, PlanName, Reservation,
-    ReservationId, TimeZoneName, Timestamp,
+    GrantId, GrantSource, IdempotencyKey, MemberId, Millicredits, ModelName, PackName, PlanName,
+    Refund, Reservation, ReservationId, TimeZoneName, Timestamp,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +70,18 @@ pub enum Command {
         reservation_id: ReservationId,
         ttl_millis: i64,
     },
+    /// Gives back credits of an earlier charge, whole (`amount: None`) or
+    /// in part, never more than was charged less what was refunded.
+    Refund {
+        /// The idempotency key the charge (a debit, a commit, a usage
+        /// record) was made with.
+        charge_key: IdempotencyKey,
+        amount: Option<Millicredits>,
+        reason: String,
+        /// Minted by the caller of `decide`; used when some credits go
+        /// back to a bucket that is gone.
+        refund_grant_id: GrantId,
+    },
     Debit {
         member: MemberId,
         action: ActionKey,
@@ -100,6 +112,7 @@ impl Command {
             Command::Release { .. } => "release",
             Command::Extend { .. } => "extend",
             Command::Debit { .. } => "debit",
+            Command::Refund { .. } => "refund",
         }
     }
 
@@ -118,7 +131,16 @@ impl Command {
             | Command::VoidGrant { .. }
             | Command::Adjust { .. }
             | Command::Reserve { .. }
-            | Command::Debit { .. } => None,
+            | Command::Debit { .. }
+            | Command::Refund { .. } => None,
+        }
+    }
+
+    /// The charge a refund names.
+    pub fn charge_key(&self) -> Option<&IdempotencyKey> {
+        match self {
+            Command::Refund { charge_key, .. } => Some(charge_key),
+            _ => None,
         }
     }
 
@@ -198,6 +220,9 @@ pub enum Outcome {
     Charged {
         debit: Debit,
     },
+    Refunded {
+        refund: Refund,
+    },
 }
 
 impl Outcome {
@@ -217,7 +242,8 @@ impl Outcome {
             Outcome::Reserved { .. }
             | Outcome::Extended { .. }
             | Outcome::Released { .. }
-            | Outcome::Charged { .. } => false,
+            | Outcome::Charged { .. }
+            | Outcome::Refunded { .. } => false,
         }
     }
 }

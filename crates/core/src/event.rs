@@ -6,8 +6,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     AccountTerms, ActionKey, Alert, AlertThresholds, BillingAnchor, BucketKind, CostBasis,
-    Dimensions, Draw, GrantId, GrantSource, MemberId, Millicredits, ModelName, PlanTerms,
-    Reservation, ReservationId, Timestamp,
+    Dimensions, Draw, GrantId, GrantSource, IdempotencyKey, MemberId, Millicredits, ModelName,
+    PlanTerms, Reservation, ReservationId, Timestamp,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -108,6 +108,16 @@ pub enum Event {
         at: Timestamp,
         debit: Debit,
     },
+    /// Credits of an earlier charge given back (`Refund`): `returned` to
+    /// the buckets that paid and are still live, `overage_cancelled` off
+    /// the debt the charge ran up, the rest into a new refund bucket
+    /// `refund_grant`. `cycle_returned` is what comes off this cycle's
+    /// spending (the charge was this cycle's). Usage reports count it as
+    /// negative usage of the charge's action on the refund's day.
+    CreditsRefunded {
+        at: Timestamp,
+        refund: Refund,
+    },
     /// Overage paid from credits that became available.
     OverageRepaid {
         at: Timestamp,
@@ -168,6 +178,41 @@ pub struct Debit {
     pub occurred_at: Option<Timestamp>,
 }
 
+/// The payload of [`Event::CreditsRefunded`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refund {
+    /// The idempotency key of the charge refunded.
+    pub charge_key: IdempotencyKey,
+    /// Everything given back: returned + overage_cancelled + the refund
+    /// bucket's amount.
+    pub amount: Millicredits,
+    pub returned: Vec<Draw>,
+    pub overage_cancelled: Millicredits,
+    /// The bucket that takes credits whose own bucket is gone (spent,
+    /// expired or voided since), with what it holds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refund_grant: Option<Draw>,
+    pub cycle_returned: Millicredits,
+    /// The charge's whole cost, and how much of it refunds have given
+    /// back by now, this one included: never more than `charged`.
+    pub charged: Millicredits,
+    pub refunded: Millicredits,
+    /// The charge's action, as usage reports file the refund.
+    pub member: MemberId,
+    pub action: ActionKey,
+    pub model: Option<ModelName>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capability: Option<String>,
+    pub reason: String,
+}
+
+impl Refund {
+    /// Of the charge, what is left to refund after this refund.
+    pub fn refundable(&self) -> Millicredits {
+        self.charged - self.refunded
+    }
+}
+
 impl Debit {
     pub fn released(&self) -> Millicredits {
         self.returned.iter().map(|d| d.amount).sum()
@@ -203,6 +248,7 @@ impl Event {
             | Event::HoldReleased { at, .. }
             | Event::HoldExpired { at, .. }
             | Event::CreditsDebited { at, .. }
+            | Event::CreditsRefunded { at, .. }
             | Event::OverageRepaid { at, .. }
             | Event::BucketExpired { at, .. }
             | Event::AlertThresholdsSet { at, .. }
@@ -233,6 +279,7 @@ impl Event {
             Event::HoldReleased { .. } => EventKind::HoldReleased,
             Event::HoldExpired { .. } => EventKind::HoldExpired,
             Event::CreditsDebited { .. } => EventKind::CreditsDebited,
+            Event::CreditsRefunded { .. } => EventKind::CreditsRefunded,
             Event::OverageRepaid { .. } => EventKind::OverageRepaid,
             Event::BucketExpired { .. } => EventKind::BucketExpired,
             Event::AlertThresholdsSet { .. } => EventKind::AlertThresholdsSet,
@@ -252,6 +299,7 @@ impl Event {
             | Event::BucketExpired { amount, .. } => *amount,
             Event::CreditsHeld { reservation, .. } => reservation.amount,
             Event::CreditsDebited { debit, .. } => debit.charged,
+            Event::CreditsRefunded { refund, .. } => refund.amount,
             // Signed: what was added or (negative) removed.
             Event::CreditsAdjusted { amount, .. } => *amount,
             Event::AccountOpened { .. }
@@ -284,6 +332,7 @@ impl Event {
             | Event::GrantVoided { .. }
             | Event::CreditsAdjusted { .. }
             | Event::CreditsDebited { .. }
+            | Event::CreditsRefunded { .. }
             | Event::OverageRepaid { .. }
             | Event::BucketExpired { .. }
             | Event::AlertThresholdsSet { .. }
@@ -341,6 +390,7 @@ event_kinds! {
     HoldReleased => "hold_released",
     HoldExpired => "hold_expired",
     CreditsDebited => "credits_debited",
+    CreditsRefunded => "credits_refunded",
     OverageRepaid => "overage_repaid",
     BucketExpired => "bucket_expired",
     AlertThresholdsSet => "alert_thresholds_set",

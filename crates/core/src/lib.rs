@@ -11,6 +11,7 @@ mod alert;
 mod amount;
 mod bucket;
 pub mod calendar;
+mod charge;
 mod command;
 mod decide;
 mod event;
@@ -28,9 +29,10 @@ pub use alert::{Alert, AlertKey, Severity};
 pub use amount::Millicredits;
 pub use bucket::{Bucket, BucketKind, CostBasis, Draw, GrantSource};
 pub use calendar::{BillingAnchor, CalendarError, TimeZoneName};
+pub use charge::{Charge, RefundSource};
 pub use command::{Command, GrantCommand, OpenAccount, Outcome};
 pub use decide::{Context, Decision, advance, decide, execute, next_due, settle};
-pub use event::{Debit, Event, EventKind};
+pub use event::{Debit, Event, EventKind, Refund};
 pub use ids::{
     AccountId, ActionKey, GrantId, IdError, IdempotencyKey, MemberId, ModelName, PackName,
     PlanName, ReservationId, UnitName,

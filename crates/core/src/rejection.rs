@@ -3,7 +3,9 @@
 
 use thiserror::Error;
 
-use crate::{ActionKey, GrantId, Millicredits, PackName, PlanName, ReservationId, Resolution};
+use crate::{
+    ActionKey, GrantId, IdempotencyKey, Millicredits, PackName, PlanName, ReservationId, Resolution,
+};
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum Rejection {
@@ -46,6 +48,18 @@ pub enum Rejection {
     GrantNotFound { id: GrantId },
     #[error("grant {id} is already voided")]
     GrantAlreadyVoided { id: GrantId },
+    /// A refund names a charge the account has no record of: no debit,
+    /// commit or usage record was made with that idempotency key.
+    #[error(
+        "charge {key} not found: no debit, commit or usage record of this account has that idempotency key"
+    )]
+    ChargeNotFound { key: IdempotencyKey },
+    #[error("refund of {asked} exceeds what charge {key} has left to refund ({refundable})")]
+    RefundExceedsCharge {
+        key: IdempotencyKey,
+        asked: Millicredits,
+        refundable: Millicredits,
+    },
     /// A field that is well-formed but wrong against the account's state or
     /// the current time (e.g. an expiry in the past).
     #[error("{field}: {reason}")]
@@ -73,6 +87,8 @@ impl Rejection {
             Rejection::AlreadyResolved { .. } => "ALREADY_RESOLVED",
             Rejection::GrantNotFound { .. } => "GRANT_NOT_FOUND",
             Rejection::GrantAlreadyVoided { .. } => "GRANT_ALREADY_VOIDED",
+            Rejection::ChargeNotFound { .. } => "CHARGE_NOT_FOUND",
+            Rejection::RefundExceedsCharge { .. } => "REFUND_EXCEEDS_CHARGE",
             Rejection::InvalidField { .. } => "INVALID_ARGUMENT",
             Rejection::TotalsOverflow { .. } => "TOTALS_OVERFLOW",
         }

@@ -1,10 +1,12 @@
 //! One account's actor: decides its commands in order and group-commits
 //! their events.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use tally_core::{Account, AccountId, Context, advance, execute, next_due};
+use tally_core::{
+    Account, AccountId, Context, IdempotencyKey, Outcome, advance, execute, next_due,
+};
 use tally_store::{
     AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, Snapshot, StoreError,
 };
@@ -262,6 +264,7 @@ impl<S: EventStore> Actor<S> {
             events,
             idempotency: Vec::new(),
             holds,
+            charges: Vec::new(),
             next_wakeup_ms: wakeup,
         })
         .await?;
@@ -341,6 +344,12 @@ impl<S: EventStore> Actor<S> {
             HashMap::new()
         };
         self.load_named_holds(mutations).await?;
+        self.load_named_charges(mutations).await?;
+        let refunds_named: HashSet<&str> = mutations
+            .iter()
+            .filter_map(|(m, _)| m.command.charge_key())
+            .map(|key| key.as_str())
+            .collect();
 
         let catalog = self.shared.catalog();
         let clock_now = self.shared.clock.now();
@@ -364,6 +373,8 @@ impl<S: EventStore> Actor<S> {
 
         let mut records = Vec::new();
         let mut decided_here: HashMap<&str, (&[u8], usize)> = HashMap::new();
+        // Charges whose refunded total this batch moves: written with it.
+        let mut refunded_here: HashSet<&str> = HashSet::new();
         let mut settled = Vec::with_capacity(mutations.len());
         for (index, (mutation, _)) in mutations.iter().enumerate() {
             let key = mutation.idempotency_key.as_str();
@@ -378,6 +389,9 @@ impl<S: EventStore> Actor<S> {
             } else {
                 match execute(state, &mutation.command, &ctx) {
                     Ok(decision) => {
+                        if let Some(charge_key) = mutation.command.charge_key() {
+                            refunded_here.insert(charge_key.as_str());
+                        }
                         for event in &decision.events {
                             events.push(codec::encode_event(event, Some(key))?);
                             observed.note(event, state);
@@ -386,12 +400,22 @@ impl<S: EventStore> Actor<S> {
                             .outcome
                             .shows_balance()
                             .then(|| state.balance_at(now));
+                        let charged_at =
+                            matches!(decision.outcome, Outcome::Charged { .. }).then_some(now);
                         let reply = StoredReply {
                             available: state.available_at(now),
                             outcome: decision.outcome,
                             balance,
                             last_version: state.version,
+                            charged_at,
                         };
+                        // A refund later in this batch may name this charge:
+                        // it is not in the store yet.
+                        if refunds_named.contains(key)
+                            && let Some(charge) = reply.charge(&mutation.idempotency_key)
+                        {
+                            state.charges.insert(charge.key.clone(), charge);
+                        }
                         records.push(IdempotencyRecord {
                             key: key.to_owned(),
                             fingerprint: mutation.fingerprint.clone(),
@@ -412,6 +436,12 @@ impl<S: EventStore> Actor<S> {
             .resolved
             .values()
             .map(codec::encode_hold)
+            .collect::<Result<Vec<_>, _>>()?;
+        let charges = state
+            .charges
+            .values()
+            .filter(|charge| refunded_here.contains(charge.key.as_str()))
+            .map(codec::encode_charge)
             .collect::<Result<Vec<_>, _>>()?;
         let next_wakeup_ms = next_due(state).map(|at| at.as_millis());
 
@@ -453,6 +483,7 @@ impl<S: EventStore> Actor<S> {
                     events,
                     idempotency: records,
                     holds,
+                    charges,
                     next_wakeup_ms,
                 })
                 .await?;
@@ -465,6 +496,13 @@ impl<S: EventStore> Actor<S> {
             self.maybe_snapshot(version_before).await;
             appended.positions
         };
+
+        if let Some(state) = self.state.as_mut() {
+            // Written, or refused: either way the store has the charges'
+            // truth, and a copy kept here could be overtaken by another
+            // replica's refund before the next batch looks.
+            state.charges.clear();
+        }
 
         let mut results: Vec<Result<Applied, EngineError>> = Vec::with_capacity(settled.len());
         for outcome in settled {
@@ -541,6 +579,46 @@ impl<S: EventStore> Actor<S> {
         for record in &found {
             let hold = codec::decode_hold(record)?;
             state.resolved.insert(hold.reservation.id.clone(), hold);
+        }
+        Ok(())
+    }
+
+    /// Brings into the state the charges that the batch's refunds name and
+    /// the state does not have: the record of earlier refunds of the charge
+    /// if there is one, else the charge's own stored answer (its receipt).
+    /// A charge made earlier in the same batch is added as it is decided.
+    async fn load_named_charges(
+        &mut self,
+        mutations: &[(Mutation, oneshot::Sender<Result<Applied, EngineError>>)],
+    ) -> Result<(), EngineError> {
+        let state = self.loaded_state().await?;
+        let mut missing: Vec<String> = mutations
+            .iter()
+            .filter_map(|(m, _)| m.command.charge_key())
+            .filter(|key| !state.charges.contains_key(*key))
+            .map(ToString::to_string)
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        missing.sort();
+        missing.dedup();
+        let store = &self.shared.store;
+        let account = self.account.as_str();
+        let mut charges = Vec::new();
+        for record in store.find_charges(account, &missing).await? {
+            charges.push(codec::decode_charge(&record)?);
+        }
+        missing.retain(|key| !charges.iter().any(|c| c.key.as_str() == key));
+        for record in store.find_idempotency(account, &missing).await? {
+            let key = IdempotencyKey::parse(record.key.clone()).map_err(|e| {
+                EngineError::Corrupt(format!("stored idempotency key {:?}: {e}", record.key))
+            })?;
+            charges.extend(codec::decode_reply(&record.response)?.charge(&key));
+        }
+        let state = self.loaded_state().await?;
+        for charge in charges {
+            state.charges.insert(charge.key.clone(), charge);
         }
         Ok(())
     }

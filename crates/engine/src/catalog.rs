@@ -206,6 +206,7 @@ impl<S: EventStore> Engine<S> {
                     }],
                     idempotency: Vec::new(),
                     holds: Vec::new(),
+                    charges: Vec::new(),
                     next_wakeup_ms: None,
                 })
                 .await;

@@ -1,11 +1,14 @@
-//! How answers, snapshots and resolved holds are stored: JSON, so an
+//! How answers, snapshots, resolved holds and refunded charges are stored: JSON, so an
 //! operator can read them with nothing but a SQL client. Events are
 //! `tally-codec`'s.
 
 use serde::{Deserialize, Serialize};
 use tally_codec::DecodedEvent;
-use tally_core::{Account, BalanceView, Event, Millicredits, Outcome, ResolvedReservation};
-use tally_store::{HoldRecord, NewEvent, RecordedEvent};
+use tally_core::{
+    Account, BalanceView, Charge, Event, IdempotencyKey, Millicredits, Outcome,
+    ResolvedReservation, Timestamp,
+};
+use tally_store::{ChargeRecord, HoldRecord, NewEvent, RecordedEvent};
 
 use crate::EngineError;
 
@@ -36,6 +39,27 @@ pub struct StoredReply {
     /// Stream version of the command's last event; the global position is
     /// looked up from it, since it is only known once the append commits.
     pub last_version: u64,
+    /// When a charge was made, for a refund of it to know whether it was
+    /// this cycle's spending; `None` for other outcomes (and for charges
+    /// answered before Tally kept it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub charged_at: Option<Timestamp>,
+}
+
+impl StoredReply {
+    /// The charge this answer records, for a refund of it: `None` unless
+    /// the command charged credits.
+    pub(crate) fn charge(&self, key: &IdempotencyKey) -> Option<Charge> {
+        match &self.outcome {
+            Outcome::Charged { debit } => Some(Charge {
+                key: key.clone(),
+                charged_at: self.charged_at,
+                debit: debit.clone(),
+                refunded: Millicredits::ZERO,
+            }),
+            _ => None,
+        }
+    }
 }
 
 pub(crate) fn encode_reply(reply: &StoredReply) -> Result<Vec<u8>, EngineError> {
@@ -85,6 +109,24 @@ pub(crate) fn decode_hold(record: &HoldRecord) -> Result<ResolvedReservation, En
         EngineError::Corrupt(format!(
             "stored hold {} does not decode: {e}",
             record.hold_id
+        ))
+    })
+}
+
+/// A refunded charge as the store keeps it (`refunded_charges`), in JSON.
+pub(crate) fn encode_charge(charge: &Charge) -> Result<ChargeRecord, EngineError> {
+    Ok(ChargeRecord {
+        charge_key: charge.key.to_string(),
+        payload: serde_json::to_vec(charge)
+            .map_err(|e| EngineError::Corrupt(format!("cannot encode charge: {e}")))?,
+    })
+}
+
+pub(crate) fn decode_charge(record: &ChargeRecord) -> Result<Charge, EngineError> {
+    serde_json::from_slice(&record.payload).map_err(|e| {
+        EngineError::Corrupt(format!(
+            "stored charge {} does not decode: {e}",
+            record.charge_key
         ))
     })
 }

@@ -14,6 +14,7 @@ enum Measurement {
     Reserved(u64, Metered),
     Committed(u64, Metered),
     Overage(u64, Metered),
+    Refunded(u64, Metered),
     Released(u64, Metered, ReleaseReason),
 }
 
@@ -114,6 +115,16 @@ impl Observations {
                 metered_hold(state, reservation_id),
                 ReleaseReason::Expired,
             ),
+            Event::CreditsRefunded { refund, .. } => Measurement::Refunded(
+                count(refund.amount),
+                Metered {
+                    action: refund.action.to_string(),
+                    capability: refund
+                        .action
+                        .capability(refund.capability.as_deref())
+                        .to_owned(),
+                },
+            ),
             // Credits an operator added are granted, in a promotional
             // bucket; what one removed counts like a void: not at all.
             Event::CreditsAdjusted { amount, .. } if amount.is_positive() => {
@@ -148,6 +159,9 @@ impl Observations {
                 }
                 Measurement::Committed(amount, m) => {
                     metrics.committed(amount, &m.action, &m.capability)
+                }
+                Measurement::Refunded(amount, m) => {
+                    metrics.refunded(amount, &m.action, &m.capability)
                 }
                 Measurement::Overage(amount, m) => {
                     metrics.overage(amount, &m.action, &m.capability)

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde::Serialize;
 use tally_codec::decode_event;
-use tally_core::{Account, Bucket, Debit, Event, Millicredits, Timestamp};
+use tally_core::{Account, Bucket, Debit, Event, Millicredits, Refund, Timestamp};
 use tally_store::{LogPosition, ProjectionStore, RecordedEvent, SqlStatement, SqlValue};
 
 use crate::reads::UsageGroup;
@@ -206,9 +206,18 @@ impl<'a> Fold<'a> {
                 ],
             ));
         }
-        if usage && let Event::CreditsDebited { at, debit } = event {
-            let (key, sums) = usage_of(account, state, *at, debit);
-            self.usage.entry(key).or_default().add(&sums);
+        if usage {
+            match event {
+                Event::CreditsDebited { at, debit } => {
+                    let (key, sums) = usage_of(account, state, *at, debit);
+                    self.usage.entry(key).or_default().add(&sums);
+                }
+                Event::CreditsRefunded { at, refund } => {
+                    let (key, sums) = refund_usage_of(account, state, *at, refund);
+                    self.usage.entry(key).or_default().add(&sums);
+                }
+                _ => {}
+            }
         }
         Ok(())
     }
@@ -320,12 +329,22 @@ struct LedgerContext {
 }
 
 fn ledger_context(state: &Account, event: &Event) -> LedgerContext {
-    if let Event::CreditsDebited { debit, .. } = event {
-        return LedgerContext {
-            member: Some(debit.member.to_string()),
-            action: Some(debit.action.to_string()),
-            model: debit.model.as_ref().map(ToString::to_string),
-        };
+    match event {
+        Event::CreditsDebited { debit, .. } => {
+            return LedgerContext {
+                member: Some(debit.member.to_string()),
+                action: Some(debit.action.to_string()),
+                model: debit.model.as_ref().map(ToString::to_string),
+            };
+        }
+        Event::CreditsRefunded { refund, .. } => {
+            return LedgerContext {
+                member: Some(refund.member.to_string()),
+                action: Some(refund.action.to_string()),
+                model: refund.model.as_ref().map(ToString::to_string),
+            };
+        }
+        _ => {}
     }
     let reservation = match event {
         Event::CreditsHeld { reservation, .. } => Some(reservation),
@@ -351,19 +370,59 @@ pub(crate) fn capability_of(debit: &Debit) -> String {
         .to_owned()
 }
 
+/// The cycle usage counts in: the current one. A trial has no cycle yet;
+/// its usage counts from the opening, as the cap does.
+fn cycle_start_of(state: &Account, at: Timestamp) -> Timestamp {
+    state
+        .cycle
+        .map(|c| c.start)
+        .or(state.opened_at)
+        .unwrap_or(at)
+}
+
+/// A refund is negative usage of the charge's action, on the refund's day
+/// and in the refund's cycle: reports already read for earlier days stay
+/// as they were, and the action's total over any period that contains
+/// both is what the customer was finally charged. It is not an action of
+/// its own (`actions` is unchanged) and moves no dimensions.
+fn refund_usage_of(
+    account: &str,
+    state: &Account,
+    at: Timestamp,
+    refund: &Refund,
+) -> (UsageKey, UsageGroup) {
+    let key = UsageKey {
+        account: account.to_owned(),
+        day: tally_core::calendar::local(&state.terms.time_zone, at)
+            .date()
+            .to_string(),
+        cycle_start_ms: cycle_start_of(state, at).as_millis(),
+        action: refund.action.to_string(),
+        capability: refund
+            .action
+            .capability(refund.capability.as_deref())
+            .to_owned(),
+        member: refund.member.to_string(),
+        model: refund
+            .model
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default(),
+    };
+    let sums = UsageGroup {
+        charged: -refund.amount,
+        ..UsageGroup::default()
+    };
+    (key, sums)
+}
+
 fn usage_of(
     account: &str,
     state: &Account,
     at: Timestamp,
     debit: &Debit,
 ) -> (UsageKey, UsageGroup) {
-    // A trial has no cycle yet; its usage counts from the opening, as the
-    // cap does.
-    let cycle_start = state
-        .cycle
-        .map(|c| c.start)
-        .or(state.opened_at)
-        .unwrap_or(at);
+    let cycle_start = cycle_start_of(state, at);
     // An action reported after the fact counts on the day it happened; its
     // cycle is the one it was charged in, as for the cap.
     let day = tally_core::calendar::local(&state.terms.time_zone, debit.occurred_at.unwrap_or(at))

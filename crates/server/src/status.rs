@@ -224,6 +224,26 @@ fn rejection_status(rejection: Rejection, message: String) -> Status {
             message,
             &[("grant_id", id.to_string())],
         ),
+        Rejection::ChargeNotFound { key } => status(
+            Code::NotFound,
+            reason,
+            message,
+            &[("charge_idempotency_key", key.to_string())],
+        ),
+        Rejection::RefundExceedsCharge {
+            key,
+            asked,
+            refundable,
+        } => status(
+            Code::FailedPrecondition,
+            reason,
+            message,
+            &[
+                ("charge_idempotency_key", key.to_string()),
+                ("asked_millicredits", asked.get().to_string()),
+                ("refundable_millicredits", refundable.get().to_string()),
+            ],
+        ),
         Rejection::InvalidField { field, reason } => InvalidArgument::field(field, reason).into(),
         Rejection::TotalsOverflow { total } => status(
             Code::OutOfRange,

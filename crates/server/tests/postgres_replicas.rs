@@ -89,6 +89,86 @@ async fn two_replicas_never_hold_more_than_granted() {
     }
 }
 
+/// Refunds racing on two replicas for one charge: the store's version
+/// check and the refunded-charge record written in the same append keep
+/// their sum at what the charge cost, however they interleave.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_never_refund_more_than_was_charged() {
+    let url = migrated_database().await;
+    let a = Tallyd::spawn(&["--database-url", &url]);
+    let b = Tallyd::spawn(&["--database-url", &url]);
+    let (channel_a, channel_b) = (a.connect().await, b.connect().await);
+    support::open_funded_account(channel_a.clone(), "shared", pb::BucketKind::TopUp, 50_000).await;
+    MeteringServiceClient::new(channel_a.clone())
+        .debit(pb::DebitRequest {
+            idempotency_key: "charge".into(),
+            account_id: "shared".into(),
+            member_id: "ann".into(),
+            action: "agent.step".into(),
+            amount_millicredits: Some(20_000),
+            ..Default::default()
+        })
+        .await
+        .expect("debit");
+
+    // 32 callers, half on each replica, 3 refunds of 0.7 credits each: 96
+    // attempts at 67.2 credits for a 20-credit charge.
+    let tasks = (0..32).map(|caller| {
+        let channel = if caller % 2 == 0 {
+            channel_a.clone()
+        } else {
+            channel_b.clone()
+        };
+        tokio::spawn(async move {
+            let mut metering = MeteringServiceClient::new(channel);
+            let mut refunded = Vec::new();
+            for attempt in 0..3 {
+                let request = pb::RefundRequest {
+                    idempotency_key: format!("refund-{caller}-{attempt}"),
+                    account_id: "shared".into(),
+                    charge_idempotency_key: "charge".into(),
+                    amount_millicredits: Some(700),
+                    reason: "race".into(),
+                };
+                match metering.refund(request).await {
+                    Ok(r) => refunded.push(r.into_inner().refund.unwrap().amount_millicredits),
+                    Err(status) => {
+                        assert_eq!(status.code(), tonic::Code::FailedPrecondition, "{status:?}")
+                    }
+                }
+            }
+            refunded
+        })
+    });
+    let refunded: Vec<i64> = join_all(tasks)
+        .await
+        .into_iter()
+        .flat_map(|t| t.unwrap())
+        .collect();
+    assert_eq!(
+        refunded.len(),
+        20_000 / 700,
+        "every refund that fits is made, no more"
+    );
+    let total: i64 = refunded.iter().sum();
+    for channel in [channel_a, channel_b] {
+        let balance = AccountServiceClient::new(channel)
+            .get_balance(pb::GetBalanceRequest {
+                account_id: "shared".into(),
+                consistency: Some(pb::ReadConsistency {
+                    requirement: Some(pb::read_consistency::Requirement::FullyConsistent(true)),
+                }),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .balance
+            .unwrap();
+        assert_eq!(balance.consumed_millicredits, 20_000 - total);
+        assert_eq!(balance.available_millicredits, 30_000 + total);
+    }
+}
+
 /// SPEC §4 invariant 5 on PostgreSQL.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_debit() {

@@ -66,6 +66,7 @@ async fn run<S: EventStore>(
                     events: new,
                     idempotency: records,
                     holds: Vec::new(),
+                    charges: Vec::new(),
                     next_wakeup_ms: None,
                 }
             })

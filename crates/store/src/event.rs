@@ -50,6 +50,17 @@ pub struct HoldRecord {
     pub payload: Vec<u8>,
 }
 
+/// A charge (a debit or commit, named by the idempotency key it was made
+/// with) that refunds have drawn on: what the refunds need of it, kept in
+/// the store rather than the account's state for the same reason as
+/// [`HoldRecord`]. Opaque to the store; keyed by `(stream_id, charge_key)`
+/// and overwritten by each later refund of the same charge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChargeRecord {
+    pub charge_key: String,
+    pub payload: Vec<u8>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AppendRequest {
     pub stream_id: String,
@@ -64,6 +75,8 @@ pub struct AppendRequest {
     pub idempotency: Vec<IdempotencyRecord>,
     /// Holds that ended, written (or overwritten) in the same transaction.
     pub holds: Vec<HoldRecord>,
+    /// Charges refunded, written (or overwritten) in the same transaction.
+    pub charges: Vec<ChargeRecord>,
     /// The stream's wakeup once these events are in (see [`Wakeup`]):
     /// `Some(at_ms)` replaces it, `None` clears it. Written in the same
     /// transaction, so the wakeup always belongs to the version the caller
@@ -158,6 +171,7 @@ mod tests {
             ],
             idempotency: vec![],
             holds: vec![],
+            charges: vec![],
             next_wakeup_ms: None,
         }
     }

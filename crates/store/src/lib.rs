@@ -29,8 +29,8 @@ pub mod conformance;
 pub use changes::{ProjectedTo, StoreChange};
 pub use error::StoreError;
 pub use event::{
-    AppendRequest, AppendResult, HoldRecord, IdempotencyRecord, NewEvent, RecordedEvent, Snapshot,
-    Wakeup,
+    AppendRequest, AppendResult, ChargeRecord, HoldRecord, IdempotencyRecord, NewEvent,
+    RecordedEvent, Snapshot, Wakeup,
 };
 pub use position::{LogPosition, ParseLogPositionError};
 pub use projection::{

@@ -4,8 +4,8 @@ use std::sync::Arc;
 use tokio::sync::broadcast;
 
 use crate::{
-    AppendRequest, AppendResult, HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent,
-    Snapshot, StoreChange, StoreError, Wakeup,
+    AppendRequest, AppendResult, ChargeRecord, HoldRecord, IdempotencyRecord, LogPosition,
+    RecordedEvent, Snapshot, StoreChange, StoreError, Wakeup,
 };
 
 /// An append-only store of event streams and the global log they form.
@@ -158,6 +158,14 @@ pub trait EventStore: Send + Sync + 'static {
         hold_ids: &[String],
     ) -> impl Future<Output = Result<Vec<HoldRecord>, StoreError>> + Send;
 
+    /// The [`ChargeRecord`]s of this stream whose key is among
+    /// `charge_keys`, like [`find_holds`](Self::find_holds).
+    fn find_charges(
+        &self,
+        stream_id: &str,
+        charge_keys: &[String],
+    ) -> impl Future<Output = Result<Vec<ChargeRecord>, StoreError>> + Send;
+
     /// Stores `snapshot` as the stream's snapshot, replacing any previous one.
     ///
     /// Snapshots are a cache of a fold over the stream, not part of the log:
@@ -296,6 +304,14 @@ impl<S: EventStore> EventStore for Arc<S> {
         hold_ids: &[String],
     ) -> impl Future<Output = Result<Vec<HoldRecord>, StoreError>> + Send {
         (**self).find_holds(stream_id, hold_ids)
+    }
+
+    fn find_charges(
+        &self,
+        stream_id: &str,
+        charge_keys: &[String],
+    ) -> impl Future<Output = Result<Vec<ChargeRecord>, StoreError>> + Send {
+        (**self).find_charges(stream_id, charge_keys)
     }
 
     fn save_snapshot(

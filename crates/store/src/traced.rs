@@ -7,9 +7,10 @@
 use tracing::{Instrument, Span};
 
 use crate::{
-    AppendRequest, AppendResult, CommitOutcome, EventStore, HoldRecord, IdempotencyRecord,
-    LogPosition, PoolStatus, ProjectionCheckpoint, ProjectionCommit, ProjectionLock,
-    ProjectionStore, RecordedEvent, Snapshot, SqlRow, SqlStatement, StoreError, Wakeup,
+    AppendRequest, AppendResult, ChargeRecord, CommitOutcome, EventStore, HoldRecord,
+    IdempotencyRecord, LogPosition, PoolStatus, ProjectionCheckpoint, ProjectionCommit,
+    ProjectionLock, ProjectionStore, RecordedEvent, Snapshot, SqlRow, SqlStatement, StoreError,
+    Wakeup,
 };
 
 #[derive(Clone, Debug)]
@@ -120,6 +121,15 @@ impl<S: EventStore> EventStore for Traced<S> {
     ) -> impl Future<Output = Result<Vec<HoldRecord>, StoreError>> + Send {
         let span = self.span("find_holds", Some(stream_id));
         self.0.find_holds(stream_id, hold_ids).instrument(span)
+    }
+
+    fn find_charges(
+        &self,
+        stream_id: &str,
+        charge_keys: &[String],
+    ) -> impl Future<Output = Result<Vec<ChargeRecord>, StoreError>> + Send {
+        let span = self.span("find_charges", Some(stream_id));
+        self.0.find_charges(stream_id, charge_keys).instrument(span)
     }
 
     fn save_snapshot(

@@ -33,6 +33,7 @@ fn append(stream_id: &str, expected_version: u64, count: usize) -> AppendRequest
             response: vec![2],
         }],
         holds: Vec::new(),
+        charges: Vec::new(),
         next_wakeup_ms: None,
     }
 }
@@ -177,7 +178,7 @@ async fn a_database_from_a_newer_build_is_refused() {
 /// written before have none until an append or `set_wakeup` gives them one.
 #[tokio::test]
 async fn a_database_at_schema_2_migrates_with_its_data() {
-    assert_eq!(SCHEMA_VERSION, 6, "extend this test for the new migration");
+    assert_eq!(SCHEMA_VERSION, 7, "extend this test for the new migration");
     let harness = PostgresHarness::new();
     let (store, location) = harness.create_at_schema_version(2).await;
     assert_eq!(
@@ -206,10 +207,10 @@ async fn a_database_at_schema_2_migrates_with_its_data() {
     assert_eq!(log_before.len(), 3);
 
     let report = store.migrate().await.expect("migrate");
-    assert_eq!((report.from_version, report.to_version), (2, 6));
-    assert_eq!(report.applied, vec![3, 4, 5, 6]);
+    assert_eq!((report.from_version, report.to_version), (2, 7));
+    assert_eq!(report.applied, vec![3, 4, 5, 6, 7]);
     assert!(store.schema_status().await.expect("status").is_current());
-    assert_eq!(applied_versions(&admin).await, vec![1, 2, 3, 4, 5, 6]);
+    assert_eq!(applied_versions(&admin).await, vec![1, 2, 3, 4, 5, 6, 7]);
     // Usage of a card's own units has a table of its own, empty until a
     // charge reports units.
     let units: i64 = admin
@@ -218,6 +219,14 @@ async fn a_database_at_schema_2_migrates_with_its_data() {
         .expect("usage_daily_units exists")
         .get(0);
     assert_eq!(units, 0);
+    // Refunds have not drawn on any charge yet.
+    assert_eq!(
+        store
+            .find_charges("old", &["key-old".to_owned()])
+            .await
+            .expect("refunded_charges exists"),
+        Vec::new()
+    );
     // Projections start empty and rebuild from the log that was there.
     assert_eq!(
         store
@@ -367,12 +376,13 @@ async fn tally_app_privileges_by_table() {
                 .get::<_, bool>(0)
         }
     };
-    let expected: [(&str, &[&str]); 7] = [
+    let expected: [(&str, &[&str]); 8] = [
         ("events", &["SELECT", "INSERT"]),
         ("idempotency", &["SELECT", "INSERT"]),
         ("snapshots", &["SELECT", "INSERT", "UPDATE"]),
         ("wakeups", &["SELECT", "INSERT", "UPDATE", "DELETE"]),
         ("resolved_holds", &["SELECT", "INSERT", "UPDATE"]),
+        ("refunded_charges", &["SELECT", "INSERT", "UPDATE"]),
         (
             "usage_daily_units",
             &["SELECT", "INSERT", "UPDATE", "DELETE"],

@@ -30,6 +30,7 @@ fn append(stream_id: &str, expected_version: u64, tag: &str, count: usize) -> Ap
             .collect(),
         idempotency: Vec::new(),
         holds: Vec::new(),
+        charges: Vec::new(),
         next_wakeup_ms: None,
     }
 }

@@ -14,10 +14,11 @@ const STREAMS: i64 = 1_000;
 
 /// Tables whose size grows with history: reading any of them whole is what
 /// makes a store slow down as it ages.
-const GROWING: [&str; 6] = [
+const GROWING: [&str; 7] = [
     "events",
     "idempotency",
     "resolved_holds",
+    "refunded_charges",
     "snapshots",
     "wakeups",
     "account_buckets",
@@ -41,6 +42,9 @@ async fn hot_path_plans_are_index_lookups_at_a_million_events() {
              FROM generate_series(0, {last}) AS g;
              INSERT INTO resolved_holds (stream_id, hold_id, payload)
              SELECT 'acct-' || (g % {STREAMS}), 'h-' || g, '\\x00'
+             FROM generate_series(0, 99999) AS g;
+             INSERT INTO refunded_charges (stream_id, charge_key, payload)
+             SELECT 'acct-' || (g % {STREAMS}), 'key-' || g, '\\x00'
              FROM generate_series(0, 99999) AS g;
              INSERT INTO snapshots (stream_id, version, payload)
              SELECT 'acct-' || g, 1000, '\\x00' FROM generate_series(0, {STREAMS} - 1) AS g;

@@ -24,6 +24,7 @@ fn append(stream_id: &str, expected_version: u64, count: usize) -> AppendRequest
             response: vec![2],
         }],
         holds: Vec::new(),
+        charges: Vec::new(),
         next_wakeup_ms: None,
     }
 }

@@ -106,6 +106,7 @@ fn child_appends_until_killed() {
                     events,
                     idempotency: Vec::new(),
                     holds: Vec::new(),
+                    charges: Vec::new(),
                     next_wakeup_ms: None,
                 })
                 .await

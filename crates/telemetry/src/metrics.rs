@@ -31,6 +31,7 @@ pub struct Metrics {
     released: Counter<u64>,
     expired: Counter<u64>,
     overage: Counter<u64>,
+    refunded: Counter<u64>,
     refusals: Counter<u64>,
     append_duration: Histogram<f64>,
     append_batch_size: Histogram<u64>,
@@ -104,6 +105,7 @@ impl Metrics {
             released: counter(names::CREDITS_RELEASED),
             expired: counter(names::CREDITS_EXPIRED),
             overage: counter(names::CREDITS_OVERAGE),
+            refunded: counter(names::CREDITS_REFUNDED),
             refusals: counter(names::REFUSALS),
             append_duration: seconds(names::STORE_APPEND_DURATION),
             append_batch_size: meter
@@ -142,6 +144,11 @@ impl Metrics {
 
     pub fn committed(&self, millicredits: u64, action: &str, capability: &str) {
         self.committed
+            .add(millicredits, &action_attributes(action, capability));
+    }
+
+    pub fn refunded(&self, millicredits: u64, action: &str, capability: &str) {
+        self.refunded
             .add(millicredits, &action_attributes(action, capability));
     }
 

@@ -86,6 +86,12 @@ pub const CREDITS_EXPIRED: Instrument = instrument(
     "{millicredit}",
     "Unspent credits lost when their bucket expired",
 );
+pub const CREDITS_REFUNDED: Instrument = instrument(
+    "tally.credits.refunded",
+    Kind::Counter,
+    "{millicredit}",
+    "Credits of earlier charges given back by refunds",
+);
 pub const CREDITS_OVERAGE: Instrument = instrument(
     "tally.credits.overage",
     Kind::Counter,
@@ -155,6 +161,7 @@ pub const ALL: &[Instrument] = &[
     CREDITS_COMMITTED,
     CREDITS_RELEASED,
     CREDITS_EXPIRED,
+    CREDITS_REFUNDED,
     CREDITS_OVERAGE,
     REFUSALS,
     RESERVATIONS_OPEN,

@@ -9,6 +9,7 @@ mod debit;
 mod grant;
 mod hold;
 mod price;
+mod refund;
 mod settle;
 
 use crate::alert::{Levels, raise};
@@ -26,6 +27,7 @@ pub use boundaries::{advance, next_due};
 use debit::{decide_commit, decide_debit};
 use grant::{decide_grant, decide_void_grant};
 use hold::{decide_extend, decide_release, decide_reserve};
+use refund::decide_refund;
 pub use settle::settle;
 
 /// What a decision may depend on besides the account.
@@ -123,6 +125,12 @@ pub fn decide(
             reason,
             operator,
         } => decide_adjust(account, *amount, grant_id, reason, operator, now),
+        Command::Refund {
+            charge_key,
+            amount,
+            reason,
+            refund_grant_id,
+        } => decide_refund(account, charge_key, *amount, reason, refund_grant_id, now),
         Command::Reserve {
             reservation_id,
             member,

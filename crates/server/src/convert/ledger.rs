@@ -6,7 +6,9 @@ use tally_core::{BucketKind, EventKind, Millicredits};
 
 use super::Validator;
 use super::alerts::{alert, describe_alert, describe_thresholds};
-use super::wire::{bucket_kind, draws, model, receipt, rfc3339, timestamp, version};
+use super::wire::{
+    bucket_kind, draws, model, receipt, refund_receipt, rfc3339, timestamp, version,
+};
 
 /// The ledger kind an event shows as.
 fn ledger_kind(kind: EventKind) -> pb::LedgerEntryKind {
@@ -21,6 +23,7 @@ fn ledger_kind(kind: EventKind) -> pb::LedgerEntryKind {
         EventKind::HoldReleased => Ledger::HoldReleased,
         EventKind::HoldExpired => Ledger::HoldExpired,
         EventKind::CreditsDebited => Ledger::Debit,
+        EventKind::CreditsRefunded => Ledger::Refund,
         EventKind::OverageRepaid => Ledger::OverageRepaid,
         EventKind::BucketExpired => Ledger::BucketExpired,
         EventKind::CycleStarted => Ledger::CycleStarted,
@@ -47,6 +50,7 @@ fn event_kind(kind: pb::LedgerEntryKind) -> Option<EventKind> {
         Ledger::HoldReleased => EventKind::HoldReleased,
         Ledger::HoldExpired => EventKind::HoldExpired,
         Ledger::Debit => EventKind::CreditsDebited,
+        Ledger::Refund => EventKind::CreditsRefunded,
         Ledger::OverageRepaid => EventKind::OverageRepaid,
         Ledger::BucketExpired => EventKind::BucketExpired,
         Ledger::CycleStarted => EventKind::CycleStarted,
@@ -168,6 +172,19 @@ pub fn ledger_entry(entry: &tally_projections::LedgerEntry) -> pb::LedgerEntry {
                 .unwrap_or_default();
             out.draws = draws(&debit.paid_by());
             out.receipt = Some(receipt(debit));
+        }
+        Event::CreditsRefunded { refund, .. } => {
+            out.amount_millicredits = refund.amount.get();
+            out.member_id = refund.member.to_string();
+            out.action = refund.action.to_string();
+            out.model = model(&refund.model);
+            out.draws = draws(&refund.returned);
+            if let Some(bucket) = &refund.refund_grant {
+                out.grant_id = bucket.grant_id.to_string();
+                out.bucket_kind = bucket_kind(bucket.kind).into();
+            }
+            out.note = refund.reason.clone();
+            out.refund = Some(refund_receipt(refund));
         }
         Event::OverageRepaid {
             amount,

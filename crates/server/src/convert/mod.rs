@@ -10,4 +10,6 @@ mod wire;
 pub use alerts::alert;
 pub use ledger::ledger_entry;
 pub use validate::Validator;
-pub use wire::{balance, bucket, bucket_kind, draws, receipt, reservation, timestamp, version};
+pub use wire::{
+    balance, bucket, bucket_kind, draws, receipt, refund_receipt, reservation, timestamp, version,
+};

@@ -266,6 +266,13 @@ impl Validator {
             Ok(pb::GrantSource::Promo) => Some(GrantSource::Promo),
             Ok(pb::GrantSource::Referral) => Some(GrantSource::Referral),
             Ok(pb::GrantSource::Adjustment) => Some(GrantSource::Adjustment),
+            Ok(pb::GrantSource::Refund) => {
+                self.violation(
+                    field,
+                    "GRANT_SOURCE_REFUND is set by the server on the buckets Refund creates",
+                );
+                None
+            }
             Err(_) => {
                 self.violation(field, format!("unknown value {value}"));
                 None

@@ -4,7 +4,7 @@
 use tally_api::v1 as pb;
 use tally_core::{
     AccountId, BalanceView, Bucket, BucketKind, Debit, Dimensions, Draw, GrantSource, Millicredits,
-    ModelName, Reservation, Timestamp,
+    ModelName, Refund, Reservation, Timestamp,
 };
 
 use super::alerts::alert_thresholds;
@@ -43,6 +43,7 @@ fn grant_source(source: GrantSource) -> pb::GrantSource {
         GrantSource::Promo => pb::GrantSource::Promo,
         GrantSource::Referral => pb::GrantSource::Referral,
         GrantSource::Adjustment => pb::GrantSource::Adjustment,
+        GrantSource::Refund => pb::GrantSource::Refund,
     }
 }
 
@@ -66,14 +67,15 @@ pub fn bucket(bucket: &Bucket) -> pb::Bucket {
 }
 
 pub fn draws(draws: &[Draw]) -> Vec<pb::Draw> {
-    draws
-        .iter()
-        .map(|d| pb::Draw {
-            grant_id: d.grant_id.to_string(),
-            kind: bucket_kind(d.kind).into(),
-            amount_millicredits: d.amount.get(),
-        })
-        .collect()
+    draws.iter().map(draw).collect()
+}
+
+fn draw(d: &Draw) -> pb::Draw {
+    pb::Draw {
+        grant_id: d.grant_id.to_string(),
+        kind: bucket_kind(d.kind).into(),
+        amount_millicredits: d.amount.get(),
+    }
 }
 
 pub fn dimensions(d: &Dimensions) -> pb::Dimensions {
@@ -114,6 +116,23 @@ pub fn receipt(debit: &Debit) -> pb::Receipt {
         rate_card_version: version(debit.rate_card_version),
         dimensions: debit.dimensions.as_ref().map(dimensions),
         capability: debit.capability.clone().unwrap_or_default(),
+    }
+}
+
+pub fn refund_receipt(refund: &Refund) -> pb::RefundReceipt {
+    pb::RefundReceipt {
+        charge_idempotency_key: refund.charge_key.to_string(),
+        amount_millicredits: refund.amount.get(),
+        returned: draws(&refund.returned),
+        overage_cancelled_millicredits: refund.overage_cancelled.get(),
+        refund_bucket: refund.refund_grant.as_ref().map(draw),
+        refunded_millicredits: refund.refunded.get(),
+        refundable_millicredits: refund.refundable().get(),
+        cycle_returned_millicredits: refund.cycle_returned.get(),
+        member_id: refund.member.to_string(),
+        action: refund.action.to_string(),
+        model: model(&refund.model),
+        reason: refund.reason.clone(),
     }
 }
 

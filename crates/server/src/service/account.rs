@@ -9,11 +9,8 @@ use tonic::{Request, Response, Status};
 use tally_engine::Engine;
 
 use super::reads::WatchStream;
-use super::{Api, balance_of, unexpected};
+use super::{Api, NOTE_MAX_BYTES, balance_of, unexpected};
 use crate::convert::{self, Validator};
-
-/// Longest free-text note (reference, reason).
-const NOTE_MAX_BYTES: usize = 256;
 
 pub struct AccountApi<S: Store>(pub Api<S>);
 

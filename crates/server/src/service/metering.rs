@@ -7,7 +7,7 @@ use tally_core::{Command, Outcome};
 use tally_engine::{Applied, Engine, Mutation, QuoteItem};
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{Api, fingerprint, unexpected};
+use super::{Api, NOTE_MAX_BYTES, fingerprint, unexpected};
 use crate::ServiceError;
 use crate::convert::{self, Validator};
 use crate::status::{InvalidArgument, record_error};
@@ -331,6 +331,53 @@ impl<S: Store> MeteringService for MeteringApi<S> {
             .await?;
         Ok(Response::new(pb::DebitResponse {
             receipt: Some(receipt_of(&applied)?),
+            available_millicredits: applied.reply.available.get(),
+            consistency_token: applied.position.to_string(),
+        }))
+    }
+
+    async fn refund(
+        &self,
+        request: Request<pb::RefundRequest>,
+    ) -> Result<Response<pb::RefundResponse>, Status> {
+        let request = request.into_inner();
+        let pb::RefundRequest {
+            idempotency_key,
+            account_id,
+            charge_idempotency_key,
+            amount_millicredits,
+            reason,
+        } = request.clone();
+        let mut v = Validator::default();
+        let key = v.idempotency_key("idempotency_key", &idempotency_key);
+        let account = v.account("account_id", &account_id);
+        let charge_key = v.idempotency_key("charge_idempotency_key", &charge_idempotency_key);
+        let amount = amount_millicredits.map(|a| v.positive_amount("amount_millicredits", a));
+        let reason = v.required_text("reason", reason, NOTE_MAX_BYTES);
+        let (Some(key), Some(account), Some(charge_key)) = (key, account, charge_key) else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let applied = self
+            .0
+            .mutate(
+                "Refund",
+                &request,
+                account,
+                key,
+                Command::Refund {
+                    charge_key,
+                    amount: amount.flatten(),
+                    reason,
+                    refund_grant_id: Engine::<S>::mint_grant_id(),
+                },
+            )
+            .await?;
+        let Outcome::Refunded { refund } = &applied.reply.outcome else {
+            return Err(unexpected(&applied.reply.outcome));
+        };
+        Ok(Response::new(pb::RefundResponse {
+            refund: Some(convert::refund_receipt(refund)),
             available_millicredits: applied.reply.available.get(),
             consistency_token: applied.position.to_string(),
         }))

@@ -102,7 +102,9 @@ fn fingerprint(method: &str, request: &impl prost::Message) -> Vec<u8> {
     hasher.finalize().to_vec()
 }
 
-/// An engine answer of the wrong shape: a bug, never the caller's fault.
+/// Longest free-text note stored with an event (a reference, a reason).
+const NOTE_MAX_BYTES: usize = 256;
+
 /// The balance a mutation's answer carries, on the wire.
 fn balance_of(applied: &Applied, account: &AccountId) -> Option<tally_api::v1::Balance> {
     applied
@@ -112,6 +114,7 @@ fn balance_of(applied: &Applied, account: &AccountId) -> Option<tally_api::v1::B
         .map(|b| crate::convert::balance(account, b))
 }
 
+/// An engine answer of the wrong shape: a bug, never the caller's fault.
 fn unexpected(outcome: &tally_core::Outcome) -> Status {
     Status::internal(format!("unexpected outcome {outcome:?}"))
 }

@@ -1,4 +1,5 @@
-//! Group commit across streams (`append_batch`) and resolved holds.
+//! Group commit across streams (`append_batch`), resolved holds and
+//! refunded charges.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -7,7 +8,7 @@ use super::{
     Harness, assert_strictly_increasing, events, keys, read_whole_log, read_whole_stream, record,
     request,
 };
-use crate::{AppendRequest, EventStore, HoldRecord, StoreError};
+use crate::{AppendRequest, ChargeRecord, EventStore, HoldRecord, StoreError};
 
 fn hold(id: &str, payload: &str) -> HoldRecord {
     HoldRecord {
@@ -275,4 +276,73 @@ pub async fn resolved_holds_are_kept_per_stream<H: Harness>(harness: &H) {
 fn sorted(mut holds: Vec<HoldRecord>) -> Vec<HoldRecord> {
     holds.sort_by(|a, b| a.hold_id.cmp(&b.hold_id));
     holds
+}
+
+fn charge(key: &str, payload: &str) -> ChargeRecord {
+    ChargeRecord {
+        charge_key: key.to_owned(),
+        payload: payload.as_bytes().to_vec(),
+    }
+}
+
+/// Refunded charges are found by key within their stream, written by the
+/// streams of a batch that commit and not by one that conflicts, and
+/// overwritten by a later refund of the same charge.
+pub async fn refunded_charges_are_kept_per_stream<H: Harness>(harness: &H) {
+    let (store, _location) = harness.create().await;
+    store
+        .append(request("charges-b", 0, events("open", 1)))
+        .await
+        .expect("open b");
+    let mut a = request("charges-a", 0, events("refund", 1));
+    a.charges = vec![
+        charge("debit-1", "refunded 100"),
+        charge("debit-2", "refunded 5"),
+    ];
+    let mut b_stale = request("charges-b", 0, events("refund", 1));
+    b_stale.charges = vec![charge("debit-1", "lost")];
+    let results = store.append_batch(vec![a, b_stale]).await;
+    assert!(results[0].is_ok(), "a commits: {:?}", results[0]);
+    assert!(
+        matches!(results[1], Err(StoreError::VersionConflict { .. })),
+        "b conflicts: {:?}",
+        results[1]
+    );
+    let store = Arc::new(store);
+    let found = |stream: &'static str, wanted: &'static [&'static str]| {
+        let store = Arc::clone(&store);
+        async move {
+            let mut found = store
+                .find_charges(stream, &keys(wanted))
+                .await
+                .expect("find charges");
+            found.sort_by(|x, y| x.charge_key.cmp(&y.charge_key));
+            found
+        }
+    };
+    assert_eq!(
+        found("charges-a", &["debit-2", "missing", "debit-1", "debit-1"]).await,
+        vec![
+            charge("debit-1", "refunded 100"),
+            charge("debit-2", "refunded 5")
+        ],
+        "each present charge once, absent ones missing"
+    );
+    assert!(
+        found("charges-b", &["debit-1"]).await.is_empty(),
+        "the conflicting stream wrote nothing, and charges are scoped to their stream"
+    );
+    assert!(found("charges-a", &[]).await.is_empty());
+
+    let mut again = request("charges-a", 1, events("refund", 1));
+    again.charges = vec![charge("debit-1", "refunded 150")];
+    store.append(again).await.expect("second refund");
+    assert_eq!(
+        found("charges-a", &["debit-1", "debit-2"]).await,
+        vec![
+            charge("debit-1", "refunded 150"),
+            charge("debit-2", "refunded 5")
+        ],
+        "overwritten by the later refund"
+    );
 }

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 pub use self::batch::{
     append_batch_judges_each_stream_alone, racing_batches_win_each_version_once,
-    resolved_holds_are_kept_per_stream,
+    refunded_charges_are_kept_per_stream, resolved_holds_are_kept_per_stream,
 };
 pub use self::changes::{changes_signal_appends_and_projection_commits, next_signal};
 pub use self::concurrency::{concurrent_appenders_win_each_version_once, tail_log_while_appending};
@@ -116,6 +116,7 @@ macro_rules! conformance_tests {
             append_batch_judges_each_stream_alone,
             racing_batches_win_each_version_once,
             resolved_holds_are_kept_per_stream,
+            refunded_charges_are_kept_per_stream,
             changes_signal_appends_and_projection_commits,
         );
     };
@@ -192,6 +193,7 @@ fn request(stream_id: &str, expected_version: u64, events: Vec<NewEvent>) -> App
         events,
         idempotency: Vec::new(),
         holds: Vec::new(),
+        charges: Vec::new(),
         next_wakeup_ms: None,
     }
 }

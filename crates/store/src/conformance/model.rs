@@ -63,6 +63,7 @@ pub async fn random_operations_match_model<H: Harness>(harness: &H) {
                     events,
                     idempotency,
                     holds: Vec::new(),
+                    charges: Vec::new(),
                     next_wakeup_ms,
                 };
                 let result = store.append(request.clone()).await;

@@ -22,7 +22,7 @@ use super::sql::{get, get_u64, stream_version};
 use crate::{AppendRequest, AppendResult, LogPosition, StoreError};
 
 /// Every stream's version check, events, idempotency records, resolved
-/// holds and wakeup, for all streams of the batch.
+/// holds, wakeup and refunded charges, for all streams of the batch.
 ///
 /// - `guard` keeps the streams whose last version is the expected one, read
 ///   from the statement's snapshot. It is read before this statement's first
@@ -34,7 +34,8 @@ use crate::{AppendRequest, AppendResult, LogPosition, StoreError};
 /// - `WITH ORDINALITY` + `ORDER BY` insert events in request order, so
 ///   identity values (positions) follow versions; the caller checks it.
 /// - Records and wakeups are written only for streams that passed `guard`.
-///   Holds may be overwritten (an expired hold settled late); wakeups are
+///   Holds may be overwritten (an expired hold settled late), and charges
+///   (each refund of a charge rewrites its record); wakeups are
 ///   overwritten unconditionally, and the row lock that takes is what a
 ///   concurrent `set_wakeup` waits on and then loses to.
 pub(super) const APPEND: &str = "
@@ -73,6 +74,13 @@ wakeups AS (
     FROM unnest($15::text[], $16::bigint[], $17::bigint[]) AS w(stream_id, version, at_ms)
     WHERE w.stream_id IN (SELECT stream_id FROM guard)
     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, at_ms = excluded.at_ms
+),
+charges AS (
+    INSERT INTO refunded_charges (stream_id, charge_key, payload)
+    SELECT c.stream_id, c.charge_key, c.payload
+    FROM unnest($18::text[], $19::text[], $20::bytea[]) AS c(stream_id, charge_key, payload)
+    WHERE c.stream_id IN (SELECT stream_id FROM guard)
+    ON CONFLICT (stream_id, charge_key) DO UPDATE SET payload = excluded.payload
 )
 SELECT stream_id, version, position, tx FROM inserted";
 
@@ -226,6 +234,9 @@ async fn write(
                 &columns.wakeup_streams,
                 &columns.wakeup_versions,
                 &columns.wakeup_at,
+                &columns.charge_streams,
+                &columns.charge_keys,
+                &columns.charge_payloads,
             ],
         )
         .await?;
@@ -266,6 +277,9 @@ struct Columns<'a> {
     wakeup_streams: Vec<&'a str>,
     wakeup_versions: Vec<i64>,
     wakeup_at: Vec<Option<i64>>,
+    charge_streams: Vec<&'a str>,
+    charge_keys: Vec<&'a str>,
+    charge_payloads: Vec<&'a [u8]>,
 }
 
 impl<'a> Columns<'a> {
@@ -292,6 +306,11 @@ impl<'a> Columns<'a> {
             self.hold_streams.push(stream);
             self.hold_ids.push(&hold.hold_id);
             self.hold_payloads.push(&hold.payload);
+        }
+        for charge in &request.charges {
+            self.charge_streams.push(stream);
+            self.charge_keys.push(&charge.charge_key);
+            self.charge_payloads.push(&charge.payload);
         }
         self.wakeup_streams.push(stream);
         self.wakeup_versions

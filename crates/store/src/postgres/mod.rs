@@ -47,8 +47,8 @@ pub use self::harness::{PostgresHarness, PostgresLocation, TEST_DATABASE_URL_ENV
 use self::relay::Relay;
 pub use self::schema::{MigrationReport, SCHEMA_VERSION, SchemaStatus};
 use crate::{
-    AppendRequest, AppendResult, EventStore, HoldRecord, IdempotencyRecord, LogPosition,
-    PoolStatus, RecordedEvent, Snapshot, StoreChange, StoreError, Wakeup,
+    AppendRequest, AppendResult, ChargeRecord, EventStore, HoldRecord, IdempotencyRecord,
+    LogPosition, PoolStatus, RecordedEvent, Snapshot, StoreChange, StoreError, Wakeup,
 };
 
 /// The statements an append or a command's lookups run, with example
@@ -73,7 +73,8 @@ pub fn hot_path_statements() -> Vec<(&'static str, String, &'static str)> {
             "ARRAY['acct-7'], ARRAY[1000::bigint], ARRAY['acct-7'], ARRAY[1001::bigint], \
              ARRAY['t'], ARRAY['\\x00'::bytea], ARRAY[0::bigint], ARRAY['acct-7'], ARRAY['new-key'], \
              ARRAY['\\x00'::bytea], ARRAY['\\x00'::bytea], ARRAY['acct-7'], ARRAY['h'], \
-             ARRAY['\\x00'::bytea], ARRAY['acct-7'], ARRAY[1001::bigint], ARRAY[NULL::bigint]",
+             ARRAY['\\x00'::bytea], ARRAY['acct-7'], ARRAY[1001::bigint], ARRAY[NULL::bigint], \
+             ARRAY['acct-7'], ARRAY['charge-key'], ARRAY['\\x00'::bytea]",
         ),
         ("stream_version", sql::STREAM_VERSION, "'acct-0'"),
         ("read_stream", sql::READ_STREAM, "'acct-0', 990, 1000"),
@@ -86,6 +87,11 @@ pub fn hot_path_statements() -> Vec<(&'static str, String, &'static str)> {
             "find_holds",
             sql::FIND_HOLDS,
             "'acct-0', ARRAY['h-1', 'missing']",
+        ),
+        (
+            "find_charges",
+            sql::FIND_CHARGES,
+            "'acct-0', ARRAY['key-17', 'missing']",
         ),
         ("load_snapshot", sql::LOAD_SNAPSHOT, "'acct-0'"),
         ("log_head", projection::LOG_HEAD, ""),
@@ -340,6 +346,16 @@ impl EventStore for PostgresStore {
     ) -> Result<Vec<HoldRecord>, StoreError> {
         let client = self.client().await?;
         sql::find_holds(&client, stream_id, hold_ids).await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, charge_keys), fields(charges = charge_keys.len()))]
+    async fn find_charges(
+        &self,
+        stream_id: &str,
+        charge_keys: &[String],
+    ) -> Result<Vec<ChargeRecord>, StoreError> {
+        let client = self.client().await?;
+        sql::find_charges(&client, stream_id, charge_keys).await
     }
 
     #[tracing::instrument(level = "debug", skip(self, snapshot), fields(version = snapshot.version))]

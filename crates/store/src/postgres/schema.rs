@@ -65,6 +65,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "usage_units",
         sql: include_str!("migrations/0006_usage_units.sql"),
     },
+    Migration {
+        version: 7,
+        name: "refunded_charges",
+        sql: include_str!("migrations/0007_refunded_charges.sql"),
+    },
 ];
 
 /// The schema version this build writes and understands.

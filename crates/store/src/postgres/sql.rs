@@ -8,7 +8,8 @@ use tokio_postgres::types::FromSql;
 
 use super::error::{Failure, store_error};
 use crate::{
-    HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot, StoreError, Wakeup,
+    ChargeRecord, HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent, Snapshot, StoreError,
+    Wakeup,
 };
 
 /// A stream's events from a version on: its primary key, in order, in the
@@ -32,6 +33,12 @@ pub(super) const FIND_HOLDS: &str = "
     SELECT h.hold_id, h.payload
     FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS k) AS wanted(hold_id)
     JOIN resolved_holds h ON h.stream_id = $1 AND h.hold_id = wanted.hold_id";
+
+/// Like [`FIND_IDEMPOTENCY`], by primary key.
+pub(super) const FIND_CHARGES: &str = "
+    SELECT c.charge_key, c.payload
+    FROM (SELECT DISTINCT k FROM unnest($2::text[]) AS k) AS wanted(charge_key)
+    JOIN refunded_charges c ON c.stream_id = $1 AND c.charge_key = wanted.charge_key";
 
 pub(super) const LOAD_SNAPSHOT: &str =
     "SELECT version, payload FROM snapshots WHERE stream_id = $1";
@@ -164,6 +171,32 @@ pub(super) async fn find_holds(
         .map(|row| {
             Ok(HoldRecord {
                 hold_id: get(row, 0)?,
+                payload: get(row, 1)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn find_charges(
+    client: &Client,
+    stream_id: &str,
+    charge_keys: &[String],
+) -> Result<Vec<ChargeRecord>, StoreError> {
+    if charge_keys.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = client
+        .prepare_cached(FIND_CHARGES)
+        .await
+        .map_err(store_error)?;
+    client
+        .query(&statement, &[&stream_id, &charge_keys])
+        .await
+        .map_err(store_error)?
+        .iter()
+        .map(|row| {
+            Ok(ChargeRecord {
+                charge_key: get(row, 0)?,
                 payload: get(row, 1)?,
             })
         })

@@ -46,8 +46,8 @@ pub(crate) use self::projection::LocalLock;
 pub use self::schema::SCHEMA_VERSION;
 use crate::changes::ChangeHub;
 use crate::{
-    AppendRequest, AppendResult, EventStore, HoldRecord, IdempotencyRecord, LogPosition,
-    RecordedEvent, Snapshot, StoreChange, StoreError, Wakeup,
+    AppendRequest, AppendResult, ChargeRecord, EventStore, HoldRecord, IdempotencyRecord,
+    LogPosition, RecordedEvent, Snapshot, StoreChange, StoreError, Wakeup,
 };
 
 /// Tuning for [`SqliteStore::open_with`].
@@ -371,6 +371,18 @@ impl EventStore for SqliteStore {
         let stream_id = stream_id.to_owned();
         let hold_ids = hold_ids.to_vec();
         self.read(move |conn| sql::find_holds(conn, &stream_id, &hold_ids))
+            .await
+    }
+
+    #[tracing::instrument(level = "debug", skip(self, charge_keys), fields(charges = charge_keys.len()))]
+    async fn find_charges(
+        &self,
+        stream_id: &str,
+        charge_keys: &[String],
+    ) -> Result<Vec<ChargeRecord>, StoreError> {
+        let stream_id = stream_id.to_owned();
+        let charge_keys = charge_keys.to_vec();
+        self.read(move |conn| sql::find_charges(conn, &stream_id, &charge_keys))
             .await
     }
 

@@ -224,6 +224,17 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE ledger_entries;
     DROP TABLE usage_daily;
     "#,
+    // 6: refunded charges, kept out of the account's state like resolved
+    // holds. The same table as PostgreSQL's migration 7.
+    r#"
+    -- Not append-only: each refund of a charge overwrites its row.
+    CREATE TABLE refunded_charges (
+        stream_id  TEXT NOT NULL,
+        charge_key TEXT NOT NULL,
+        payload    BLOB NOT NULL,
+        PRIMARY KEY (stream_id, charge_key)
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The projections file's migrations, counted by its own `user_version`.
@@ -385,6 +396,7 @@ mod tests {
             }],
             idempotency: Vec::new(),
             holds: Vec::new(),
+            charges: Vec::new(),
             next_wakeup_ms: None,
         };
         {
@@ -429,7 +441,7 @@ mod tests {
     /// and its streams then take wakeups.
     #[tokio::test]
     async fn a_file_at_schema_1_migrates_with_its_data() {
-        assert_eq!(SCHEMA_VERSION, 5, "extend this test for the new migration");
+        assert_eq!(SCHEMA_VERSION, 6, "extend this test for the new migration");
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tally.sqlite");
         {
@@ -479,6 +491,11 @@ mod tests {
         assert_eq!(
             store.find_holds("old", &["h".into()]).await.unwrap(),
             Vec::new()
+        );
+        assert_eq!(
+            store.find_charges("old", &["k".into()]).await.unwrap(),
+            Vec::new(),
+            "migration 6 adds refunded charges"
         );
         assert_eq!(store.due_wakeups(i64::MAX, 10).await.unwrap(), Vec::new());
         assert!(!store.set_wakeup("old", 1, Some(5)).await.unwrap());

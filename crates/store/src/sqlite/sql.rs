@@ -7,8 +7,8 @@ use rusqlite::{Connection, OptionalExtension, Row, Transaction, TransactionBehav
 
 use super::error::{is_unique_violation, store_error};
 use crate::{
-    AppendRequest, AppendResult, HoldRecord, IdempotencyRecord, LogPosition, RecordedEvent,
-    Snapshot, StoreError, Wakeup,
+    AppendRequest, AppendResult, ChargeRecord, HoldRecord, IdempotencyRecord, LogPosition,
+    RecordedEvent, Snapshot, StoreError, Wakeup,
 };
 
 // Both read the columns in the order `recorded_event` expects.
@@ -86,6 +86,7 @@ fn append_one(
         events,
         idempotency,
         holds,
+        charges,
         next_wakeup_ms,
     } = request;
     let last_version = expected_version + events.len() as u64;
@@ -161,6 +162,19 @@ fn append_one(
         for hold in &holds {
             upsert
                 .execute(params![stream_id, hold.hold_id, hold.payload])
+                .map_err(store_error)?;
+        }
+    }
+    if !charges.is_empty() {
+        let mut upsert = savepoint
+            .prepare_cached(
+                "INSERT INTO refunded_charges (stream_id, charge_key, payload) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (stream_id, charge_key) DO UPDATE SET payload = excluded.payload",
+            )
+            .map_err(store_error)?;
+        for charge in &charges {
+            upsert
+                .execute(params![stream_id, charge.charge_key, charge.payload])
                 .map_err(store_error)?;
         }
     }
@@ -277,6 +291,37 @@ pub(super) fn find_idempotency(
     }
     tx.finish().map_err(store_error)?;
     Ok(records)
+}
+
+pub(super) fn find_charges(
+    conn: &mut Connection,
+    stream_id: &str,
+    charge_keys: &[String],
+) -> Result<Vec<ChargeRecord>, StoreError> {
+    let charge_keys: BTreeSet<&String> = charge_keys.iter().collect();
+    let tx = conn.transaction().map_err(store_error)?;
+    let mut charges = Vec::new();
+    {
+        let mut select = tx
+            .prepare_cached(
+                "SELECT payload FROM refunded_charges WHERE stream_id = ?1 AND charge_key = ?2",
+            )
+            .map_err(store_error)?;
+        for charge_key in charge_keys {
+            let found = select
+                .query_row(params![stream_id, charge_key], |row| {
+                    Ok(ChargeRecord {
+                        charge_key: charge_key.clone(),
+                        payload: row.get(0)?,
+                    })
+                })
+                .optional()
+                .map_err(store_error)?;
+            charges.extend(found);
+        }
+    }
+    tx.finish().map_err(store_error)?;
+    Ok(charges)
 }
 
 pub(super) fn find_holds(
