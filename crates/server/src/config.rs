@@ -37,6 +37,20 @@ pub enum Command {
         #[arg(long)]
         projection: Option<String>,
     },
+    /// Mint an API key: prints the secret once (give it to the caller) and
+    /// the entry to add to the key file (which stores only its SHA-256).
+    Keygen {
+        /// The key's name in logs and metrics, e.g. the calling service.
+        #[arg(long)]
+        id: String,
+        /// meter, read or admin; repeat for several.
+        #[arg(long = "scope", required = true)]
+        scopes: Vec<String>,
+        /// An account the key may touch (`tenant-7/*` for a prefix);
+        /// repeat for several. Without any: every account.
+        #[arg(long = "account")]
+        accounts: Vec<String>,
+    },
     /// Rebuild the projections into a scratch copy up to their live
     /// checkpoints and compare every row; exits non-zero on any difference.
     Verify {
@@ -176,6 +190,19 @@ pub struct Config {
         default_value_t = 20
     )]
     pub projection_commit_interval_ms: u64,
+
+    /// API key file (TOML; see docs/security.md). With one, every call but
+    /// health checks needs `authorization: Bearer <key>` with the scope the
+    /// call needs; the file is read again on SIGHUP and when it changes.
+    /// Without one, anyone who reaches the port may do anything: keep the
+    /// default loopback address.
+    #[arg(long, global = true, env = "TALLY_API_KEYS")]
+    pub api_keys: Option<PathBuf>,
+
+    /// Serve gRPC reflection to callers without a key (grpcurl can then
+    /// list the API without one; calls still need a key).
+    #[arg(long, global = true, env = "TALLY_OPEN_REFLECTION")]
+    pub open_reflection: bool,
 
     /// Log format.
     #[arg(long, global = true, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -1,6 +1,7 @@
 //! tallyd: Tally's gRPC server. `start` opens the store, builds the engine
 //! and serves tally.v1 with health and reflection; `main.rs` adds signals.
 
+mod auth;
 pub mod config;
 mod convert;
 mod drain;
@@ -50,6 +51,9 @@ impl<S: EventStore + ProjectionStore + Clone> Store for S {}
 pub enum ServiceError {
     #[error("invalid argument")]
     Invalid(InvalidArgument),
+    /// The caller's API key may not touch an account the request names.
+    #[error(transparent)]
+    Denied(#[from] tally_auth::Denied),
     #[error(transparent)]
     Engine(#[from] EngineError),
     #[error(transparent)]
@@ -69,6 +73,15 @@ pub enum ServiceError {
 impl From<InvalidArgument> for ServiceError {
     fn from(invalid: InvalidArgument) -> Self {
         ServiceError::Invalid(invalid)
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -245,6 +258,19 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
             .transpose()?,
         plans: config.plans.as_deref().map(load_plans).transpose()?,
     };
+    let keys = config
+        .api_keys
+        .as_deref()
+        .map(auth::KeyRing::open)
+        .transpose()
+        .context("loading the API keys (--api-keys)")?;
+    if keys.is_none() && !config.listen.ip().is_loopback() {
+        warn!(
+            listen = %config.listen,
+            "SERVING WITHOUT API KEYS on a non-loopback address: anyone who can reach it can \
+             debit, grant and publish rate cards for every account. Give --api-keys."
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -252,7 +278,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
     if let Some(url) = config.database_url.clone() {
         let options = config.postgres_options();
         let open = async move { open_postgres(url, options).await.map(Traced::new) };
-        return serve(listener, &config, clock, seeds, open).await;
+        return serve(listener, &config, keys, clock, seeds, open).await;
     }
     let store_path = config.data_dir.join(EMBEDDED_STORE_FILE);
     let open = async move {
@@ -262,11 +288,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         info!(path = %store_path.display(), "embedded store open");
         Ok(Traced::new(store))
     };
-    serve(listener, &config, clock, seeds, open).await
+    serve(listener, &config, keys, clock, seeds, open).await
 }
 
-/// Serves tally.v1 on `listener` over the store `open` yields. Until it
-/// does, health says NOT_SERVING and calls get UNAVAILABLE.
 /// Accepted connections, with Nagle's algorithm off: a unary answer is one
 /// small write, and held back waiting for the client's delayed ACK it
 /// arrives some 40 ms late. (`tonic` sets this only on listeners it binds.)
@@ -281,9 +305,12 @@ fn accepted(
     })
 }
 
+/// Serves tally.v1 on `listener` over the store `open` yields. Until it
+/// does, health says NOT_SERVING and calls get UNAVAILABLE.
 async fn serve<S: Store>(
     listener: TcpListener,
     config: &Config,
+    keys: Option<Arc<auth::KeyRing>>,
     clock: Arc<dyn Clock>,
     seeds: Seeds,
     open: impl Future<Output = anyhow::Result<S>> + Send + 'static,
@@ -304,9 +331,16 @@ async fn serve<S: Store>(
     let (shutdown_tx, mut shutdown_rx) = oneshot::channel::<()>();
     let (stop_accepting_tx, stop_accepting_rx) = oneshot::channel::<()>();
     let in_flight = Arc::new(drain::InFlight::default());
+    let key_watch = keys.as_ref().map(|keys| AbortOnDrop(keys.watch()));
+    let authenticate = keys.map(|keys| auth::Authenticate {
+        keys,
+        open_reflection: config.open_reflection,
+        metrics: Metrics::global(),
+    });
     let server = tonic::transport::Server::builder()
         .layer(drain::TrackInFlight(in_flight.clone()))
         .layer(GrpcTelemetryLayer::new(Metrics::global()))
+        .layer(tower::util::option_layer(authenticate))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
@@ -321,6 +355,8 @@ async fn serve<S: Store>(
     let settings = config.clone();
     let max_lag = config.max_projection_lag();
     let task = tokio::spawn(async move {
+        // Key reloads end with the server.
+        let _key_watch = key_watch;
         let mut serving = tokio::spawn(server);
         let mut readiness = None;
         let mut gauges = None;

@@ -19,6 +19,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let Cli { command, config } = Cli::parse();
+    if let Some(Command::Keygen {
+        id,
+        scopes,
+        accounts,
+    }) = &command
+    {
+        return keygen(id, scopes, accounts);
+    }
     if let Err(e) = config.validate() {
         eprintln!("tallyd: invalid configuration: {e}");
         return ExitCode::from(2);
@@ -56,6 +64,7 @@ fn main() -> ExitCode {
     let verifying = matches!(command, Command::Verify { .. });
     let mut differences = false;
     let result = match command {
+        Command::Keygen { .. } => unreachable!("handled before the runtime starts"),
         Command::Serve => runtime.block_on(run(config)),
         Command::Migrate => runtime.block_on(tally_server::migrate(&config)),
         Command::Rebuild { projection } => runtime.block_on(tally_server::rebuild_projections(
@@ -87,6 +96,24 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(_) if verifying => ExitCode::from(2),
         Err(_) => ExitCode::FAILURE,
+    }
+}
+
+/// `tallyd keygen`: the secret on stdout's first line (for the caller),
+/// then the key file entry; the secret is shown only here.
+fn keygen(id: &str, scopes: &[String], accounts: &[String]) -> ExitCode {
+    match tally_auth::new_key_entry(id, scopes, accounts) {
+        Ok((secret, entry)) => {
+            println!("{secret}");
+            println!();
+            println!("# Add to the key file (it keeps only the secret's SHA-256):");
+            print!("{entry}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("tallyd keygen: {e}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use tally_auth::{Denied, Unauthenticated};
 use tally_core::Rejection;
 use tally_engine::EngineError;
 use tally_projections::ProjectionError;
@@ -87,6 +88,7 @@ impl From<super::ServiceError> for Status {
     fn from(error: super::ServiceError) -> Status {
         match error {
             super::ServiceError::Invalid(invalid) => invalid.into(),
+            super::ServiceError::Denied(denied) => permission_denied(&denied),
             super::ServiceError::Engine(e) => engine_status(e),
             super::ServiceError::Projection(e) => projection_status(e),
             e @ super::ServiceError::UnknownVersion { document, version } => status(
@@ -103,6 +105,28 @@ impl From<super::ServiceError> for Status {
             }
         }
     }
+}
+
+/// A call without a valid API key: it reached no handler.
+pub fn unauthenticated(why: &Unauthenticated) -> Status {
+    status(Code::Unauthenticated, why.reason(), why.to_string(), &[])
+}
+
+/// A valid key that may not do this: the wrong scope, or an account
+/// outside the key's.
+pub fn permission_denied(why: &Denied) -> Status {
+    let detail = match why {
+        Denied::Scope { key, scope } => [("key_id", key.clone()), ("scope", scope.to_string())],
+        Denied::Account { key, account } => {
+            [("key_id", key.clone()), ("account_id", account.clone())]
+        }
+    };
+    status(
+        Code::PermissionDenied,
+        why.reason(),
+        why.to_string(),
+        &detail,
+    )
 }
 
 fn projection_status(error: ProjectionError) -> Status {

@@ -33,6 +33,7 @@ pub struct Metrics {
     overage: Counter<u64>,
     refunded: Counter<u64>,
     refusals: Counter<u64>,
+    auth_refusals: Counter<u64>,
     append_duration: Histogram<f64>,
     append_batch_size: Histogram<u64>,
 }
@@ -107,6 +108,7 @@ impl Metrics {
             overage: counter(names::CREDITS_OVERAGE),
             refunded: counter(names::CREDITS_REFUNDED),
             refusals: counter(names::REFUSALS),
+            auth_refusals: counter(names::AUTH_REFUSALS),
             append_duration: seconds(names::STORE_APPEND_DURATION),
             append_batch_size: meter
                 .u64_histogram(names::STORE_APPEND_BATCH_SIZE.name)
@@ -177,6 +179,13 @@ impl Metrics {
     }
 
     /// A command refused with `reason` (the caller's `ErrorInfo.reason`).
+    /// A call refused before any handler ran: no valid key
+    /// (`API_KEY_*`) or a key without the scope (`SCOPE_MISSING`).
+    pub fn auth_refused(&self, reason: &'static str) {
+        self.auth_refusals
+            .add(1, &[KeyValue::new(attr::REASON, reason)]);
+    }
+
     pub fn refused(&self, reason: &'static str, command: &'static str) {
         self.refusals.add(
             1,

@@ -104,6 +104,12 @@ pub const REFUSALS: Instrument = instrument(
     "{refusal}",
     "Commands refused, by reason",
 );
+pub const AUTH_REFUSALS: Instrument = instrument(
+    "tally.auth.refusals",
+    Kind::Counter,
+    "{call}",
+    "Calls refused for their API key, by reason",
+);
 pub const RESERVATIONS_OPEN: Instrument = instrument(
     "tally.reservations.open",
     Kind::Gauge,
@@ -164,6 +170,7 @@ pub const ALL: &[Instrument] = &[
     CREDITS_REFUNDED,
     CREDITS_OVERAGE,
     REFUSALS,
+    AUTH_REFUSALS,
     RESERVATIONS_OPEN,
     STORE_APPEND_DURATION,
     STORE_APPEND_BATCH_SIZE,

@@ -60,6 +60,9 @@ pub struct Options {
     pub plans: Option<String>,
     /// Where the clock starts.
     pub start: Timestamp,
+    /// API key file (TOML), written to the data dir as `api-keys.toml` and
+    /// given as --api-keys; rewrite that file to rotate keys.
+    pub api_keys: Option<String>,
 }
 
 impl Default for Options {
@@ -69,6 +72,7 @@ impl Default for Options {
             rate_card: RATE_CARD.into(),
             plans: None,
             start: START,
+            api_keys: None,
         }
     }
 }
@@ -93,6 +97,9 @@ impl TestServer {
         std::fs::write(data.path().join("rate-card.toml"), &options.rate_card).expect("rate card");
         if let Some(plans) = &options.plans {
             std::fs::write(data.path().join("plans.toml"), plans).expect("plans");
+        }
+        if let Some(keys) = &options.api_keys {
+            std::fs::write(data.path().join(API_KEYS_FILE), keys).expect("api keys");
         }
         let (database_url, database) = match options.backend {
             Backend::Embedded => (None, None),
@@ -167,6 +174,9 @@ impl TestServer {
     }
 }
 
+/// The key file's name in the data dir (see [`Options::api_keys`]).
+pub const API_KEYS_FILE: &str = "api-keys.toml";
+
 /// The test server's URL with another database name.
 fn database_url(name: &str) -> String {
     let admin = PostgresHarness::admin_url();
@@ -188,6 +198,8 @@ async fn launch(
     let plans = data_dir.join("plans.toml");
     config.plans = plans.exists().then_some(plans);
     config.database_url = database_url;
+    let keys = data_dir.join(API_KEYS_FILE);
+    config.api_keys = keys.exists().then_some(keys);
     let running = tally_server::start(config, clock)
         .await
         .expect("server starts");

@@ -11,12 +11,17 @@ use tally_core::{
     PlanName, ReservationId, TimeZoneName, Timestamp, UnitName,
 };
 
+use tally_auth::Denied;
+
+use crate::ServiceError;
 use crate::status::InvalidArgument;
 
-/// Collects field violations while reading a request.
+/// Collects field violations while reading a request, and checks that the
+/// caller's API key covers every account the request names.
 #[derive(Debug, Default)]
 pub struct Validator {
     invalid: InvalidArgument,
+    denied: Option<Denied>,
 }
 
 impl Validator {
@@ -26,18 +31,22 @@ impl Validator {
             .push((field.to_owned(), description.into()));
     }
 
-    /// Ok when nothing was wrong.
-    pub fn finish(self) -> Result<(), InvalidArgument> {
-        if self.invalid.violations.is_empty() {
-            Ok(())
-        } else {
-            Err(self.invalid)
+    /// Ok when nothing was wrong. An account the caller may not touch is
+    /// reported before bad fields: it says nothing about the account.
+    pub fn finish(self) -> Result<(), ServiceError> {
+        match self.denied {
+            Some(denied) => Err(denied.into()),
+            None if self.invalid.violations.is_empty() => Ok(()),
+            None => Err(self.invalid.into()),
         }
     }
 
-    /// The collected violations, for when a required value is missing.
-    pub fn into_error(self) -> InvalidArgument {
-        self.invalid
+    /// What was wrong, for when a required value is missing.
+    pub fn into_error(self) -> ServiceError {
+        match self.denied {
+            Some(denied) => denied.into(),
+            None => self.invalid.into(),
+        }
     }
 
     fn id<T>(
@@ -51,8 +60,15 @@ impl Validator {
             .ok()
     }
 
+    /// Every account id a request names is read here, so this is where the
+    /// caller's key is checked against it (see `crate::auth`).
     pub fn account(&mut self, field: &str, value: &str) -> Option<AccountId> {
-        self.id(field, value, AccountId::parse)
+        let account = self.id(field, value, AccountId::parse)?;
+        if let Err(denied) = crate::auth::may_touch(account.as_str()) {
+            tally_telemetry::Metrics::global().auth_refused(denied.reason());
+            self.denied.get_or_insert(denied);
+        }
+        Some(account)
     }
 
     pub fn idempotency_key(&mut self, field: &str, value: &str) -> Option<IdempotencyKey> {
