@@ -1,12 +1,105 @@
 //! SPEC §4 invariants 1, 2 and 4, and the determinism of time, checked over
-//! random command sequences against the pure core.
+//! random command sequences against the pure core: grants, voids and
+//! corrections, holds and debits of several actions at different prices,
+//! commits, releases and extensions, spending caps set and removed, plan
+//! changes across a small catalogue with allowances, and waits short and
+//! long (so holds expire, days and cycles turn).
+//!
+//! No oversell is judged against a reference model written in the test
+//! (`model/mod.rs`), not against the aggregate's own balance: before each
+//! hold or debit the model says what is available and whether the cap
+//! allows it, and the core must accept exactly what the model can afford.
+
+mod model;
 
 use proptest::prelude::*;
 use tally_core::{
     Account, ActionKey, ActionPrice, BucketKind, Command, Context, Event, GrantCommand, GrantId,
-    MemberId, Millicredits, PlanCatalogue, RateCard, RateCards, Rejection, ReservationId,
-    Timestamp, advance, execute,
+    MemberId, Millicredits, OpenAccount, Outcome, Plan, PlanCatalogue, PlanName, RateCard,
+    RateCards, Rejection, ReservationId, Rollover, Timestamp, Trial, advance, execute,
 };
+
+use model::{HoldState, Model, ModelPlan};
+
+const HOUR: i64 = 3_600_000;
+
+/// The rate card's actions: (key, price, default hold when not the price).
+const ACTIONS: [(&str, i64, Option<i64>); 4] = [
+    ("article.draft", 1_500, None),
+    ("image.render", 4_000, Some(6_000)),
+    ("web.search", 250, None),
+    // Free: costs nothing, still recorded, never stopped by the cap.
+    ("topic.research", 0, None),
+];
+
+/// The plan catalogue: (name, monthly, daily, cap, trial, rollover).
+type PlanRow = (
+    &'static str,
+    i64,
+    i64,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+);
+const PLANS: [PlanRow; 4] = [
+    ("starter", 5_000, 0, None, Some(3_000), None),
+    ("pro", 20_000, 0, Some(15_000), None, Some(4_000)),
+    ("daily", 8_000, 2_000, None, None, None),
+    ("capped", 3_000, 0, Some(2_500), None, None),
+];
+
+fn model_plans() -> Vec<ModelPlan> {
+    PLANS
+        .iter()
+        .map(|&(name, _, _, cap, _, _)| ModelPlan { name, cap })
+        .collect()
+}
+
+fn catalogue() -> PlanCatalogue {
+    let mut catalogue = PlanCatalogue {
+        version: 2,
+        ..PlanCatalogue::default()
+    };
+    for (name, monthly, daily, cap, trial, rollover) in PLANS {
+        catalogue.plans.insert(
+            PlanName::parse(name).unwrap(),
+            Plan {
+                monthly_allowance_millicredits: mc(monthly),
+                daily_allowance_millicredits: mc(daily),
+                spending_cap_millicredits: cap.map(mc),
+                trial: trial.map(|allowance| Trial {
+                    allowance_millicredits: mc(allowance),
+                    days: 1,
+                }),
+                rollover: rollover.map(|max| Rollover {
+                    max_millicredits: mc(max),
+                    min_millicredits: Millicredits::ZERO,
+                }),
+                ..Plan::default()
+            },
+        );
+    }
+    catalogue
+}
+
+fn rate_card() -> RateCard {
+    let mut card = RateCard {
+        version: 7,
+        ..RateCard::default()
+    };
+    for (key, price, hold) in ACTIONS {
+        let mut action = ActionPrice::fixed(mc(price));
+        action.hold_millicredits = hold.map(mc);
+        card.actions.insert(ActionKey::parse(key).unwrap(), action);
+    }
+    card
+}
+
+/// What the card charges for `action`, and what it holds by default.
+fn price_of(action: &str) -> (i64, i64) {
+    let (_, price, hold) = ACTIONS.iter().find(|(k, ..)| *k == action).unwrap();
+    (*price, hold.unwrap_or(*price))
+}
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -19,6 +112,7 @@ enum Op {
     },
     Void(usize),
     Reserve {
+        action: usize,
         amount: Option<i64>,
         ttl: i64,
     },
@@ -31,9 +125,15 @@ enum Op {
         pick: usize,
         ttl: i64,
     },
-    Debit(Option<i64>),
+    Debit {
+        action: usize,
+        amount: Option<i64>,
+    },
     /// An operator's correction, signed.
     Adjust(i64),
+    /// `None` removes the cap.
+    SetCap(Option<i64>),
+    ChangePlan(usize),
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -44,30 +144,38 @@ fn op() -> impl Strategy<Value = Op> {
         Just(BucketKind::Promotional),
         Just(BucketKind::Trial),
     ];
+    let action = 0..ACTIONS.len();
     prop_oneof![
-        2 => (0i64..4_000).prop_map(Op::Wait),
+        3 => (0i64..4_000).prop_map(Op::Wait),
+        // Hours to weeks: days and cycles turn, allowances renew.
+        1 => (1i64..=40 * 24).prop_map(|hours| Op::Wait(hours * HOUR)),
         3 => (kind, 1i64..5_000, proptest::option::of(0i64..3_000), proptest::option::of(1i64..8_000))
             .prop_map(|(kind, amount, effective_in, expires_in)| Op::Grant { kind, amount, effective_in, expires_in }),
         1 => any::<usize>().prop_map(Op::Void),
-        4 => (proptest::option::weighted(0.8, 1i64..3_000), 1i64..6_000).prop_map(|(amount, ttl)| Op::Reserve { amount, ttl }),
-        4 => (any::<usize>(), proptest::option::weighted(0.8, 0i64..8_000)).prop_map(|(pick, amount)| Op::Commit { pick, amount }),
+        4 => (action.clone(), proptest::option::weighted(0.6, 1i64..3_000), 1i64..6_000)
+            .prop_map(|(action, amount, ttl)| Op::Reserve { action, amount, ttl }),
+        4 => (any::<usize>(), proptest::option::weighted(0.7, 0i64..8_000)).prop_map(|(pick, amount)| Op::Commit { pick, amount }),
         1 => any::<usize>().prop_map(Op::Release),
         1 => (any::<usize>(), 1i64..6_000).prop_map(|(pick, ttl)| Op::Extend { pick, ttl }),
-        2 => proptest::option::weighted(0.8, 1i64..2_000).prop_map(Op::Debit),
+        3 => (action, proptest::option::weighted(0.6, 1i64..2_000)).prop_map(|(action, amount)| Op::Debit { action, amount }),
         1 => prop_oneof![-4_000i64..-1, 1i64..4_000].prop_map(Op::Adjust),
+        1 => proptest::option::weighted(0.7, 1i64..25_000).prop_map(Op::SetCap),
+        1 => (0..PLANS.len()).prop_map(Op::ChangePlan),
     ]
 }
 
-fn rate_card() -> RateCard {
-    let mut card = RateCard {
-        version: 7,
-        ..RateCard::default()
-    };
-    card.actions.insert(
-        ActionKey::parse("article.draft").unwrap(),
-        ActionPrice::fixed(Millicredits::new(1_500)),
-    );
-    card
+/// How the account opens: a plan of the catalogue or none, with its trial
+/// when it has one and the coin says so.
+fn opening() -> impl Strategy<Value = OpenAccount> {
+    (
+        proptest::option::weighted(0.7, 0..PLANS.len()),
+        any::<bool>(),
+    )
+        .prop_map(|(plan, trial)| OpenAccount {
+            plan: plan.map(|i| PlanName::parse(PLANS[i].0).unwrap()),
+            trial: trial && plan.is_some_and(|i| PLANS[i].4.is_some()),
+            ..OpenAccount::default()
+        })
 }
 
 fn mc(v: i64) -> Millicredits {
@@ -100,32 +208,114 @@ fn assert_conserved(account: &Account) {
     assert!(account.overage.get() >= 0);
 }
 
+/// The aggregate and the reference model tell the same story: every
+/// bucket, hold, total, the debt, the cap and the cycle's usage.
+fn assert_agrees(account: &Account, model: &Model, now: Timestamp) {
+    let shown: Vec<_> = model.buckets.iter().filter(|(_, b)| b.exists()).collect();
+    assert_eq!(
+        account.buckets.len(),
+        shown.len(),
+        "buckets: {:?}",
+        account.buckets
+    );
+    for (grant_id, bucket) in shown {
+        let actual = account
+            .bucket(grant_id)
+            .unwrap_or_else(|| panic!("the account lost bucket {grant_id}"));
+        assert_eq!(
+            (actual.remaining.get(), actual.held.get(), actual.voided),
+            (bucket.remaining, bucket.held, bucket.voided),
+            "bucket {grant_id}"
+        );
+    }
+    assert!(
+        account.reservations.keys().eq(model.holds.keys()),
+        "open holds"
+    );
+    assert_eq!(account.overage.get(), model.overage, "overage");
+    assert_eq!(
+        account.used_in_cycle.get(),
+        model.used_in_cycle,
+        "used in cycle"
+    );
+    assert_eq!(
+        account.terms.spending_cap.map(|c| c.get()),
+        model.cap,
+        "cap"
+    );
+    let t = account.totals;
+    assert_eq!(
+        (
+            t.granted.get(),
+            t.consumed.get(),
+            t.expired.get(),
+            t.voided.get()
+        ),
+        (model.granted, model.consumed, model.expired, model.voided),
+        "totals"
+    );
+    assert_eq!(
+        account.available_at(now).get(),
+        model.available(now),
+        "available"
+    );
+    // Overage is debt paid from the first credits available: while any is
+    // owed, nothing is spendable.
+    if model.overage > 0 {
+        assert_eq!(
+            model.spendable(now),
+            0,
+            "credits spendable while overage is owed"
+        );
+    }
+    // Nothing is left due: advancing ended every hold past its expiry and
+    // emptied every bucket past its own, and nothing stays in a voided one.
+    assert!(
+        model.holds.values().all(|h| h.expires_at > now),
+        "a hold outlived its expiry"
+    );
+    for (grant_id, bucket) in &model.buckets {
+        let due = bucket.voided || bucket.expires_at.is_some_and(|e| e <= now);
+        assert!(
+            !due || bucket.remaining == 0,
+            "{grant_id} kept credits past its end: {bucket:?}"
+        );
+    }
+}
+
 struct Run {
     account: Account,
+    model: Model,
+    plans_known: Vec<ModelPlan>,
     now: Timestamp,
     card: RateCards,
     plans: PlanCatalogue,
     log: Vec<Event>,
     reservations: Vec<ReservationId>,
-    grants: Vec<GrantId>,
     next_id: u64,
+    /// How often each situation came up, so a test can show the runs reach
+    /// them: `accepted`, a refusal's reason, `overage`, `late`.
+    seen: std::collections::BTreeMap<&'static str, usize>,
+    /// When the plan last changed at once.
+    upgraded_at: Option<Timestamp>,
 }
 
 impl Run {
-    fn new() -> Self {
-        let card = RateCards::new([rate_card()]);
+    fn new(open: OpenAccount) -> Self {
         let mut run = Run {
             account: Account::default(),
+            model: Model::default(),
+            plans_known: model_plans(),
             now: Timestamp::from_millis(1_000_000),
-            card,
-            plans: PlanCatalogue::default(),
+            card: RateCards::new([rate_card()]),
+            plans: catalogue(),
             log: Vec::new(),
             reservations: Vec::new(),
-            grants: Vec::new(),
             next_id: 0,
+            seen: Default::default(),
+            upgraded_at: None,
         };
-        run.execute(Command::OpenAccount(Default::default()))
-            .expect("opens");
+        run.execute(Command::OpenAccount(open)).expect("opens");
         run
     }
 
@@ -134,9 +324,27 @@ impl Run {
         format!("{prefix}-{}", self.next_id)
     }
 
-    fn execute(&mut self, command: Command) -> Result<(), Rejection> {
+    fn record(&mut self, events: Vec<Event>) {
+        for event in &events {
+            self.model.apply(event, &self.plans_known);
+        }
+        self.log.extend(events);
+    }
+
+    /// Applies what time made due up to now: to the account, the log and
+    /// the model. The model is then as the command will find the account.
+    fn tick(&mut self) {
         let ticked = advance(&mut self.account, self.now);
-        self.log.extend(ticked);
+        self.record(ticked);
+    }
+
+    fn execute(&mut self, command: Command) -> Result<Outcome, Rejection> {
+        self.tick();
+        self.decide(command)
+    }
+
+    /// Executes on an account already advanced to now.
+    fn decide(&mut self, command: Command) -> Result<Outcome, Rejection> {
         let before = self.account.clone();
         let ctx = Context {
             now: self.now,
@@ -145,8 +353,8 @@ impl Run {
         };
         match execute(&mut self.account, &command, &ctx) {
             Ok(decision) => {
-                self.log.extend(decision.events);
-                Ok(())
+                self.record(decision.events);
+                Ok(decision.outcome)
             }
             Err(rejection) => {
                 assert_eq!(
@@ -162,13 +370,64 @@ impl Run {
         (!list.is_empty()).then(|| list[pick % list.len()].clone())
     }
 
+    /// A new hold or debit of `needed`: the core must accept it exactly
+    /// when the model can afford it within the cap (no oversell, invariant
+    /// 2), refuse it with the model's numbers otherwise, and an accepted
+    /// one takes exactly `needed` from what is available.
+    fn spend(&mut self, command: Command, needed: i64) -> Result<Outcome, Rejection> {
+        self.tick();
+        let available = self.model.available(self.now);
+        let over_cap = self.model.over_cap(needed);
+        let short = needed > available;
+        let (used, held, cap) = (self.model.used_in_cycle, self.model.held(), self.model.cap);
+        let result = self.decide(command);
+        let label = result.as_ref().map_or_else(|r| r.reason(), |_| "accepted");
+        *self.seen.entry(label).or_default() += 1;
+        match &result {
+            Ok(_) => {
+                assert!(
+                    !short && !over_cap,
+                    "accepted {needed} with {available} available (cap {cap:?}, used {used}, held {held})"
+                );
+                assert_eq!(
+                    self.model.available(self.now),
+                    available - needed,
+                    "took other than {needed} from what was available"
+                );
+            }
+            Err(Rejection::InsufficientCredits {
+                available: a,
+                needed: n,
+            }) => {
+                assert!(short, "refused {needed} with {available} available");
+                assert_eq!((a.get(), n.get()), (available, needed));
+            }
+            Err(Rejection::SpendingCapReached {
+                cap: c,
+                used: u,
+                held: h,
+                needed: n,
+            }) => {
+                assert!(
+                    over_cap,
+                    "refused {needed} for a cap of {cap:?} (used {used}, held {held})"
+                );
+                assert_eq!(
+                    (Some(c.get()), u.get(), h.get(), n.get()),
+                    (cap, used, held, needed)
+                );
+            }
+            Err(other) => panic!("unexpected rejection {other:?}"),
+        }
+        result
+    }
+
     fn step(&mut self, op: Op) {
         let member = MemberId::parse("alice").unwrap();
-        let action = ActionKey::parse("article.draft").unwrap();
         match op {
             Op::Wait(ms) => {
                 self.now = self.now.plus_millis(ms);
-                self.log.extend(advance(&mut self.account, self.now));
+                self.tick();
             }
             Op::Grant {
                 kind,
@@ -181,7 +440,7 @@ impl Run {
                 let expires_at =
                     expires_in.map(|ms| effective_at.unwrap_or(self.now).plus_millis(ms));
                 let granted = self.execute(Command::Grant(GrantCommand {
-                    grant_id: grant_id.clone(),
+                    grant_id,
                     pack: None,
                     kind,
                     source: None,
@@ -193,93 +452,164 @@ impl Run {
                     reference: String::new(),
                 }));
                 assert!(granted.is_ok(), "{granted:?}");
-                self.grants.push(grant_id);
             }
             Op::Void(pick) => {
-                if let Some(grant_id) = Self::pick(&self.grants, pick) {
-                    let _ = self.execute(Command::VoidGrant {
-                        grant_id,
-                        reason: "test".into(),
-                    });
+                let grants: Vec<GrantId> = self.model.buckets.keys().cloned().collect();
+                let Some(grant_id) = Self::pick(&grants, pick) else {
+                    return;
+                };
+                self.tick();
+                let bucket = self.model.buckets[&grant_id].clone();
+                let result = self.decide(Command::VoidGrant {
+                    grant_id: grant_id.clone(),
+                    reason: "test".into(),
+                });
+                match result {
+                    Ok(Outcome::Voided { amount }) => {
+                        assert!(bucket.exists() && !bucket.voided);
+                        assert_eq!(amount.get(), bucket.remaining);
+                    }
+                    Err(Rejection::GrantAlreadyVoided { .. }) => {
+                        assert!(bucket.exists() && bucket.voided)
+                    }
+                    Err(Rejection::GrantNotFound { .. }) => assert!(!bucket.exists()),
+                    other => panic!("void of {bucket:?}: {other:?}"),
                 }
             }
-            Op::Reserve { amount, ttl } => {
+            Op::Reserve {
+                action: pick,
+                amount,
+                ttl,
+            } => {
+                let action = ACTIONS[pick].0;
+                let needed = amount.unwrap_or(price_of(action).1);
                 let reservation_id = ReservationId::parse(self.mint("r")).unwrap();
-                let mut probe = self.account.clone();
-                advance(&mut probe, self.now);
-                let available = probe.available_at(self.now);
-                let needed = amount.map(mc).unwrap_or(mc(1_500));
-                let result = self.execute(Command::Reserve {
-                    reservation_id: reservation_id.clone(),
-                    member,
-                    action,
-                    model: None,
-                    amount: amount.map(mc),
-                    dimensions: None,
-                    ttl_millis: ttl,
-                });
-                // No oversell (invariant 2): a hold is granted exactly when
-                // the available balance covers it.
-                match result {
-                    Ok(()) => {
-                        assert!(needed <= available, "held {needed} of {available}");
-                        self.reservations.push(reservation_id);
-                    }
-                    Err(Rejection::InsufficientCredits {
-                        available: a,
-                        needed: n,
-                    }) => {
-                        assert!(needed > available);
-                        assert_eq!((a, n), (available, needed));
-                    }
-                    Err(other) => panic!("unexpected rejection {other:?}"),
+                let result = self.spend(
+                    Command::Reserve {
+                        reservation_id: reservation_id.clone(),
+                        member,
+                        action: ActionKey::parse(action).unwrap(),
+                        model: None,
+                        amount: amount.map(mc),
+                        dimensions: None,
+                        ttl_millis: ttl,
+                    },
+                    needed,
+                );
+                if let Ok(outcome) = result {
+                    let Outcome::Reserved { reservation } = outcome else {
+                        panic!("a reserve answered {outcome:?}");
+                    };
+                    assert_eq!(reservation.amount.get(), needed);
+                    assert_eq!(reservation.rate_card_version != 0, amount.is_none());
+                    self.reservations.push(reservation_id);
+                }
+            }
+            Op::Debit {
+                action: pick,
+                amount,
+            } => {
+                let action = ACTIONS[pick].0;
+                let needed = amount.unwrap_or(price_of(action).0);
+                let result = self.spend(
+                    Command::Debit {
+                        occurred_at: None,
+                        member,
+                        action: ActionKey::parse(action).unwrap(),
+                        model: None,
+                        amount: amount.map(mc),
+                        dimensions: None,
+                    },
+                    needed,
+                );
+                if let Ok(outcome) = result {
+                    let Outcome::Charged { debit } = outcome else {
+                        panic!("a debit answered {outcome:?}");
+                    };
+                    assert_eq!(debit.charged.get(), needed);
                 }
             }
             Op::Commit { pick, amount } => {
-                if let Some(id) = Self::pick(&self.reservations, pick) {
-                    let mut probe = self.account.clone();
-                    advance(&mut probe, self.now);
-                    let was_open = probe.reservations.contains_key(&id);
-                    let was_expired = probe
-                        .resolved_hold(&id, self.now)
-                        .is_some_and(|r| r.resolution == tally_core::Resolution::Expired);
-                    let result = self.execute(Command::Commit {
-                        reservation_id: id,
-                        amount: amount.map(mc),
-                        dimensions: None,
-                    });
-                    // In-flight completion (invariant 4): a live or expired
-                    // reservation's commit always succeeds, whatever it costs.
-                    if was_open || was_expired {
-                        assert!(result.is_ok(), "commit refused: {result:?}");
-                    } else {
-                        assert!(matches!(
-                            result,
-                            Err(Rejection::AlreadyResolved { .. })
-                                | Err(Rejection::ReservationNotFound { .. })
-                        ));
+                let Some(id) = Self::pick(&self.reservations, pick) else {
+                    return;
+                };
+                self.tick();
+                let state = self.model.hold_state(&id, self.now);
+                let hold = match state {
+                    HoldState::Open => Some(self.model.holds[&id].clone()),
+                    HoldState::Expired => Some(self.model.ended[&id].hold.clone()),
+                    _ => None,
+                };
+                let result = self.decide(Command::Commit {
+                    reservation_id: id,
+                    amount: amount.map(mc),
+                    dimensions: None,
+                });
+                // In-flight completion (invariant 4): a live or expired
+                // reservation's commit always succeeds, whatever it costs,
+                // past the balance and the cap.
+                match (state, hold, result) {
+                    (HoldState::Open | HoldState::Expired, Some(hold), Ok(outcome)) => {
+                        let Outcome::Charged { debit } = outcome else {
+                            panic!("a commit answered {outcome:?}");
+                        };
+                        // The caller's amount, else what the card charges
+                        // for a hold sized by the caller, else what was held.
+                        let expected = match amount {
+                            Some(amount) => amount,
+                            None if hold.card_priced => hold.amount,
+                            None => price_of(&hold.action).0,
+                        };
+                        assert_eq!(debit.charged.get(), expected);
+                        assert_eq!(debit.late, state == HoldState::Expired);
+                        if debit.overage.is_positive() {
+                            *self.seen.entry("overage").or_default() += 1;
+                        }
+                        if debit.late {
+                            *self.seen.entry("late").or_default() += 1;
+                        }
                     }
+                    (HoldState::Resolved(resolution), None, Err(rejection)) => assert_eq!(
+                        rejection.reason(),
+                        "ALREADY_RESOLVED",
+                        "{resolution:?}: {rejection:?}"
+                    ),
+                    (HoldState::Unknown, None, Err(Rejection::ReservationNotFound { .. })) => {}
+                    (state, _, result) => panic!("commit of a hold {state:?}: {result:?}"),
                 }
             }
-            Op::Release(pick) => {
-                if let Some(id) = Self::pick(&self.reservations, pick) {
-                    let _ = self.execute(Command::Release { reservation_id: id });
-                }
-            }
-            Op::Extend { pick, ttl } => {
-                if let Some(id) = Self::pick(&self.reservations, pick) {
-                    let _ = self.execute(Command::Extend {
+            Op::Release(pick) | Op::Extend { pick, .. } => {
+                let Some(id) = Self::pick(&self.reservations, pick) else {
+                    return;
+                };
+                self.tick();
+                let state = self.model.hold_state(&id, self.now);
+                let command = match op {
+                    Op::Extend { ttl, .. } => Command::Extend {
                         reservation_id: id,
                         ttl_millis: ttl,
-                    });
+                    },
+                    _ => Command::Release { reservation_id: id },
+                };
+                match (state, self.decide(command)) {
+                    (HoldState::Open, Ok(_)) => {}
+                    (HoldState::Expired, Err(Rejection::ReservationExpired { .. })) => {}
+                    (
+                        HoldState::Resolved(expected),
+                        Err(Rejection::AlreadyResolved { resolution, .. }),
+                    ) => assert_eq!(resolution, expected),
+                    (HoldState::Unknown, Err(Rejection::ReservationNotFound { .. })) => {}
+                    (state, result) => panic!("release or extend of a hold {state:?}: {result:?}"),
                 }
             }
             Op::Adjust(amount) => {
-                let mut probe = self.account.clone();
-                advance(&mut probe, self.now);
-                let available = probe.available_at(self.now);
                 let grant_id = GrantId::parse(self.mint("adj")).unwrap();
-                let result = self.execute(Command::Adjust {
+                self.tick();
+                let available = self.model.available(self.now);
+                // An addition pays outstanding overage first.
+                let expected =
+                    (self.model.spendable(self.now) - self.model.overage + amount).max(0);
+                let result = self.decide(Command::Adjust {
                     amount: mc(amount),
                     grant_id,
                     reason: "correction".into(),
@@ -287,32 +617,53 @@ impl Run {
                 });
                 // Adding always works; removing never takes more than is
                 // available (a correction never makes debt).
-                if amount > 0 || mc(-amount) <= available {
+                if amount > 0 || -amount <= available {
                     assert!(result.is_ok(), "adjust {amount} of {available}: {result:?}");
+                    assert_eq!(self.model.available(self.now), expected);
                 } else {
-                    assert!(
-                        matches!(result, Err(Rejection::InsufficientCredits { .. })),
-                        "{result:?}"
+                    assert_eq!(
+                        result,
+                        Err(Rejection::InsufficientCredits {
+                            available: mc(available),
+                            needed: mc(-amount)
+                        })
                     );
                 }
             }
-            Op::Debit(amount) => {
-                let _ = self.execute(Command::Debit {
-                    occurred_at: None,
-                    member,
-                    action,
-                    model: None,
-                    amount: amount.map(mc),
-                    dimensions: None,
+            Op::SetCap(cap) => {
+                let result = self.execute(Command::SetSpendingCap { cap: cap.map(mc) });
+                assert_eq!(result, Ok(Outcome::SpendingCapSet));
+            }
+            Op::ChangePlan(pick) => {
+                let plan = PLANS[pick].0;
+                // Two upgrades in one millisecond mint the same grant id and
+                // the core panics (see `two_upgrades_in_one_millisecond` in
+                // plans.rs): until that is fixed, keep them a millisecond
+                // apart.
+                if self.upgraded_at == Some(self.now) {
+                    self.now = self.now.plus_millis(1);
+                }
+                self.tick();
+                let current = self.model.plan.clone();
+                let result = self.decide(Command::ChangePlan {
+                    plan: PlanName::parse(plan).unwrap(),
                 });
+                match result {
+                    Ok(Outcome::PlanChanged { effective_at }) => {
+                        assert_ne!(current.as_deref(), Some(plan));
+                        if effective_at == self.now {
+                            self.upgraded_at = Some(self.now);
+                        }
+                    }
+                    Err(Rejection::InvalidField { field: "plan", .. }) => {
+                        assert_eq!(current.as_deref(), Some(plan))
+                    }
+                    other => panic!("change to {plan}: {other:?}"),
+                }
             }
         }
         assert_conserved(&self.account);
-        // Overage is debt paid from the first credits available: while any
-        // is owed, nothing is spendable.
-        if self.account.overage.is_positive() {
-            assert_eq!(self.account.available_at(self.now), Millicredits::ZERO);
-        }
+        assert_agrees(&self.account, &self.model, self.now);
     }
 }
 
@@ -320,8 +671,11 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
 
     #[test]
-    fn conservation_no_oversell_and_commits_hold_at_every_event(ops in prop::collection::vec(op(), 1..80)) {
-        let mut run = Run::new();
+    fn conservation_no_oversell_and_commits_hold_at_every_event(
+        open in opening(),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        let mut run = Run::new(open);
         for op in ops {
             run.step(op);
         }
@@ -340,10 +694,11 @@ proptest! {
 
     #[test]
     fn advancing_in_steps_or_at_once_gives_the_same_events(
+        open in opening(),
         ops in prop::collection::vec(op(), 1..40),
         steps in prop::collection::vec(0i64..3_000, 1..6),
     ) {
-        let mut run = Run::new();
+        let mut run = Run::new(open);
         for op in ops {
             if !matches!(op, Op::Wait(_)) {
                 run.step(op);
@@ -367,12 +722,60 @@ proptest! {
     }
 }
 
+/// The model is not vacuous: across runs (the same ones every time), the
+/// generated commands reach every situation the checks above tell apart.
+#[test]
+fn the_runs_reach_refusals_caps_overage_and_plan_changes() {
+    use proptest::strategy::ValueTree;
+    use proptest::test_runner::TestRunner;
+    let mut runner = TestRunner::deterministic();
+    let strategy = (opening(), prop::collection::vec(op(), 40..80));
+    let mut seen = std::collections::BTreeMap::new();
+    let (mut cycles, mut days, mut downgrades) = (0, 0, 0);
+    for _ in 0..64 {
+        let (open, ops) = strategy.new_tree(&mut runner).unwrap().current();
+        let mut run = Run::new(open);
+        for op in ops {
+            run.step(op);
+        }
+        for (label, count) in run.seen {
+            *seen.entry(label).or_insert(0) += count;
+        }
+        for event in &run.log {
+            match event {
+                Event::CycleStarted { .. } => cycles += 1,
+                Event::DayStarted { .. } => days += 1,
+                Event::PlanChanged {
+                    at, effective_at, ..
+                } if effective_at > at => downgrades += 1,
+                _ => {}
+            }
+        }
+    }
+    for label in [
+        "accepted",
+        "INSUFFICIENT_CREDITS",
+        "SPENDING_CAP_REACHED",
+        "overage",
+        "late",
+    ] {
+        assert!(
+            seen.get(label).is_some_and(|n| *n > 0),
+            "never {label}: {seen:?}"
+        );
+    }
+    assert!(
+        cycles > 64 && days > 0 && downgrades > 0,
+        "{cycles} cycles, {days} days, {downgrades} downgrades"
+    );
+}
+
 /// Past the ceiling of what its lifetime totals may reach, an account
 /// refuses every command with a typed reason, and changes nothing, rather
 /// than let a sum overflow.
 #[test]
 fn totals_past_the_ceiling_refuse_every_command() {
-    let mut run = Run::new();
+    let mut run = Run::new(OpenAccount::default());
     let grant = |run: &mut Run, amount: i64| {
         let grant_id = GrantId::parse(run.mint("g")).unwrap();
         run.execute(Command::Grant(GrantCommand {

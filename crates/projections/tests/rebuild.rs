@@ -1,13 +1,21 @@
-//! SPEC §4 invariant 6 on both stores: after a long random run, with the
-//! runners restarted half-way as a crash would, every projection matches
-//! the log (verify finds no difference), a rebuild reproduces it row for
-//! row, and it agrees with the account aggregate the engine decides on.
+//! SPEC §4 invariant 6 on both stores: after a random run of commands on
+//! four accounts (a proptest strategy), with the runners restarted
+//! half-way as a crash would, every projection matches the log (verify
+//! finds no difference), a rebuild reproduces it row for row, and it
+//! agrees with the account aggregate the engine decides on. The ledger is
+//! checked against an oracle of its own: each entry starts where the one
+//! before it ended, and moves the available balance by exactly the signed
+//! effect worked out from its event.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
 use tally_core::{
-    Account, AccountId, ActionKey, BucketKind, Clock, Command, GrantCommand, GrantId,
+    Account, AccountId, ActionKey, BucketKind, Clock, Command, Event, GrantCommand, GrantId,
     IdempotencyKey, ManualClock, MemberId, Millicredits, ModelName, OpenAccount, Plan,
     PlanCatalogue, PlanName, ReservationId, TimeZoneName, Timestamp,
 };
@@ -26,19 +34,6 @@ use tokio::time::Instant;
 const START: i64 = 1_774_612_800_000;
 const HOUR: i64 = 3_600_000;
 const ACCOUNTS: [&str; 4] = ["acme", "globex", "initech", "umbrella"];
-
-/// A deterministic generator: the run is random but repeatable by seed.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n
-    }
-}
 
 fn plans() -> PlanCatalogue {
     let mut catalogue = PlanCatalogue {
@@ -73,82 +68,363 @@ fn mutation(account: &str, key: String, command: Command) -> Mutation {
     }
 }
 
-fn command(
-    rng: &mut Lcg,
-    step: usize,
-    open_holds: &mut Vec<(String, String)>,
-    account: &str,
-) -> Command {
-    let credits = |rng: &mut Lcg, max: u64| Millicredits::new(1 + rng.below(max * 1_000) as i64);
-    let member = MemberId::parse(format!("m{}", rng.below(3))).unwrap();
-    let action = ActionKey::parse(
-        [
-            "article.draft",
-            "article.edit",
-            "image.render",
-            "agent.task",
-        ][rng.below(4) as usize],
+const ACTIONS: [&str; 4] = [
+    "article.draft",
+    "article.edit",
+    "image.render",
+    "agent.task",
+];
+const MODELS: [&str; 2] = ["gpt", "claude"];
+
+/// Who acts and on what: a member, an action and perhaps a model.
+#[derive(Clone, Debug)]
+struct Actor {
+    member: u8,
+    action: usize,
+    model: Option<usize>,
+}
+
+/// What happens to the account's oldest hold the test still knows open.
+#[derive(Clone, Debug)]
+enum Resolve {
+    Release,
+    Extend,
+    Commit(i64),
+}
+
+#[derive(Clone, Debug)]
+enum Cmd {
+    Grant {
+        kind: BucketKind,
+        amount: i64,
+        expires_in_hours: Option<i64>,
+        /// A grant that becomes effective later (upcoming until then).
+        effective_in_hours: Option<i64>,
+    },
+    Reserve {
+        by: Actor,
+        amount: i64,
+        ttl_hours: i64,
+    },
+    /// Without an open hold: sets the spending cap (true) or removes it
+    /// instead.
+    Resolve(Resolve, bool),
+    Debit {
+        by: Actor,
+        amount: i64,
+    },
+    /// Voids one of the account's grants, picked by index.
+    Void(usize),
+    /// An operator's signed correction.
+    Adjust(i64),
+}
+
+/// One step of a run: a command on one account, then perhaps some hours
+/// pass and the sweep writes what they made due.
+#[derive(Clone, Debug)]
+struct Step {
+    account: usize,
+    cmd: Cmd,
+    wait_hours: Option<i64>,
+}
+
+fn actor() -> impl Strategy<Value = Actor> {
+    (
+        0u8..3,
+        0..ACTIONS.len(),
+        proptest::option::of(0..MODELS.len()),
     )
-    .unwrap();
-    let model = (rng.below(2) == 0)
-        .then(|| ModelName::parse(["gpt", "claude"][rng.below(2) as usize]).unwrap());
-    match rng.below(10) {
-        0 | 1 => Command::Grant(GrantCommand {
-            grant_id: GrantId::parse(format!("g{step}")).unwrap(),
-            pack: None,
-            kind: [BucketKind::TopUp, BucketKind::Promotional][rng.below(2) as usize],
-            source: None,
-            priority: None,
-            amount: credits(rng, 60),
-            effective_at: None,
-            expires_at: (rng.below(3) == 0).then(|| {
-                Timestamp::from_millis(START + (step as i64 + 1 + rng.below(40) as i64) * HOUR)
+        .prop_map(|(member, action, model)| Actor {
+            member,
+            action,
+            model,
+        })
+}
+
+/// Credits up to `max`, in milli-credits.
+fn credits(max: i64) -> impl Strategy<Value = i64> {
+    1..=max * 1_000
+}
+
+fn cmd() -> impl Strategy<Value = Cmd> {
+    let resolve = prop_oneof![
+        Just(Resolve::Release),
+        Just(Resolve::Extend),
+        credits(25).prop_map(Resolve::Commit),
+    ];
+    prop_oneof![
+        4 => (
+            prop_oneof![Just(BucketKind::TopUp), Just(BucketKind::Promotional)],
+            credits(60),
+            proptest::option::weighted(0.33, 1i64..=40),
+            proptest::option::weighted(0.15, 1i64..=48),
+        )
+            .prop_map(|(kind, amount, expires_in_hours, effective_in_hours)| Cmd::Grant {
+                kind,
+                amount,
+                expires_in_hours,
+                effective_in_hours,
             }),
-            cost_basis: None,
-            reference: format!("ref {step}"),
-        }),
-        2 | 3 => {
-            let id = format!("r{step}");
-            open_holds.push((account.to_owned(), id.clone()));
+        4 => (actor(), credits(15), 1i64..=6)
+            .prop_map(|(by, amount, ttl_hours)| Cmd::Reserve { by, amount, ttl_hours }),
+        4 => (resolve, any::<bool>()).prop_map(|(resolve, cap)| Cmd::Resolve(resolve, cap)),
+        7 => (actor(), credits(12)).prop_map(|(by, amount)| Cmd::Debit { by, amount }),
+        1 => any::<usize>().prop_map(Cmd::Void),
+        1 => prop_oneof![-20_000i64..=-1, 1i64..=20_000].prop_map(Cmd::Adjust),
+    ]
+}
+
+fn steps(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Step>> {
+    let step = (
+        0..ACCOUNTS.len(),
+        cmd(),
+        proptest::option::weighted(0.125, 1i64..=10),
+    )
+        .prop_map(|(account, cmd, wait_hours)| Step {
+            account,
+            cmd,
+            wait_hours,
+        });
+    prop::collection::vec(step, len)
+}
+
+/// What the test knows of each account while it runs: the holds it asked
+/// for (answered or refused) and the grants it made.
+#[derive(Default)]
+struct Known {
+    open_holds: Vec<(usize, String)>,
+    grants: Vec<Vec<String>>,
+}
+
+fn command(step: &Step, index: usize, known: &mut Known, now: Timestamp) -> Command {
+    let actor = |by: &Actor| {
+        (
+            MemberId::parse(format!("m{}", by.member)).unwrap(),
+            ActionKey::parse(ACTIONS[by.action]).unwrap(),
+            by.model.map(|m| ModelName::parse(MODELS[m]).unwrap()),
+        )
+    };
+    let account = step.account;
+    match &step.cmd {
+        Cmd::Grant {
+            kind,
+            amount,
+            expires_in_hours,
+            effective_in_hours,
+        } => {
+            let id = format!("g{index}");
+            known.grants[account].push(id.clone());
+            let effective_at = effective_in_hours.map(|h| now.plus_millis(h * HOUR));
+            Command::Grant(GrantCommand {
+                grant_id: GrantId::parse(id).unwrap(),
+                pack: None,
+                kind: *kind,
+                source: None,
+                priority: None,
+                amount: Millicredits::new(*amount),
+                effective_at,
+                expires_at: expires_in_hours
+                    .map(|h| effective_at.unwrap_or(now).plus_millis(h * HOUR)),
+                cost_basis: None,
+                reference: format!("ref {index}"),
+            })
+        }
+        Cmd::Reserve {
+            by,
+            amount,
+            ttl_hours,
+        } => {
+            let id = format!("r{index}");
+            known.open_holds.push((account, id.clone()));
+            let (member, action, model) = actor(by);
             Command::Reserve {
                 reservation_id: ReservationId::parse(id).unwrap(),
                 member,
                 action,
                 model,
-                amount: Some(credits(rng, 15)),
+                amount: Some(Millicredits::new(*amount)),
                 dimensions: None,
-                ttl_millis: (1 + rng.below(6) as i64) * HOUR,
+                ttl_millis: ttl_hours * HOUR,
             }
         }
-        4 | 5 => match open_holds.iter().position(|(a, _)| a == account) {
-            Some(i) => {
-                let (_, id) = open_holds.remove(i);
-                let reservation_id = ReservationId::parse(id).unwrap();
-                match rng.below(3) {
-                    0 => Command::Release { reservation_id },
-                    1 => Command::Extend {
-                        reservation_id,
-                        ttl_millis: 2 * HOUR,
-                    },
-                    _ => Command::Commit {
-                        reservation_id,
-                        amount: Some(credits(rng, 25)),
-                        dimensions: None,
-                    },
+        Cmd::Resolve(resolve, cap) => {
+            match known.open_holds.iter().position(|(a, _)| *a == account) {
+                Some(i) => {
+                    let (_, id) = known.open_holds.remove(i);
+                    let reservation_id = ReservationId::parse(id).unwrap();
+                    match resolve {
+                        Resolve::Release => Command::Release { reservation_id },
+                        Resolve::Extend => Command::Extend {
+                            reservation_id,
+                            ttl_millis: 2 * HOUR,
+                        },
+                        Resolve::Commit(amount) => Command::Commit {
+                            reservation_id,
+                            amount: Some(Millicredits::new(*amount)),
+                            dimensions: None,
+                        },
+                    }
                 }
+                None => Command::SetSpendingCap {
+                    cap: cap.then(|| Millicredits::from_credits(400)),
+                },
             }
-            None => Command::SetSpendingCap {
-                cap: (rng.below(2) == 0).then(|| Millicredits::from_credits(400)),
-            },
+        }
+        Cmd::Debit { by, amount } => {
+            let (member, action, model) = actor(by);
+            Command::Debit {
+                occurred_at: None,
+                member,
+                action,
+                model,
+                amount: Some(Millicredits::new(*amount)),
+                dimensions: None,
+            }
+        }
+        Cmd::Void(pick) => {
+            let grants = &known.grants[account];
+            let id = match grants.len() {
+                0 => "g-none".to_owned(),
+                n => grants[pick % n].clone(),
+            };
+            Command::VoidGrant {
+                grant_id: GrantId::parse(id).unwrap(),
+                reason: "test".into(),
+            }
+        }
+        Cmd::Adjust(amount) => Command::Adjust {
+            amount: Millicredits::new(*amount),
+            grant_id: GrantId::parse(format!("adj{index}")).unwrap(),
+            reason: "correction".into(),
+            operator: "ops".into(),
         },
-        _ => Command::Debit {
-            occurred_at: None,
-            member,
-            action,
-            model,
-            amount: Some(credits(rng, 12)),
-            dimensions: None,
+    }
+}
+
+/// The window in which a bucket's credits count as available, as the
+/// ledger sees it: from its effective time to its expiry, both included
+/// (an expiry at the event's instant still shows on both sides), unless
+/// voided.
+#[derive(Clone, Copy)]
+struct Window {
+    effective_at: Timestamp,
+    expires_at: Option<Timestamp>,
+    voided: bool,
+    /// What a grant not yet effective when granted holds: nothing can draw
+    /// on it until it takes effect.
+    upcoming: i64,
+}
+
+impl Window {
+    fn counts_at(&self, at: Timestamp) -> bool {
+        !self.voided && self.effective_at <= at && self.expires_at.is_none_or(|e| e >= at)
+    }
+}
+
+/// What upcoming grants add to the balance by taking effect after `from`
+/// and by `to`, without an event of their own.
+fn taking_effect(windows: &HashMap<GrantId, Window>, from: Timestamp, to: Timestamp) -> i64 {
+    windows
+        .values()
+        .filter(|w| w.effective_at > from && w.counts_at(to))
+        .map(|w| w.upcoming)
+        .sum()
+}
+
+/// What an event does to the available balance, worked out from the event
+/// alone and the windows of the buckets it names (learnt from the grants
+/// before it): credits moved into a bucket that counts add, credits moved
+/// out of one subtract, everything else (held credits, upcoming, expired
+/// or voided buckets) does not show. The ledger's `available_after −
+/// available_before` must be exactly this.
+fn signed_effect(windows: &mut HashMap<GrantId, Window>, event: &Event) -> i64 {
+    let at = event.at();
+    let counted = |windows: &HashMap<GrantId, Window>, draws: &[tally_core::Draw]| -> i64 {
+        draws
+            .iter()
+            .filter(|d| windows[&d.grant_id].counts_at(at))
+            .map(|d| d.amount.get())
+            .sum()
+    };
+    match event {
+        Event::CreditsGranted {
+            grant_id,
+            amount,
+            effective_at,
+            expires_at,
+            ..
+        } => {
+            let window = Window {
+                effective_at: *effective_at,
+                expires_at: *expires_at,
+                voided: false,
+                upcoming: if effective_at > &at { amount.get() } else { 0 },
+            };
+            windows.insert(grant_id.clone(), window);
+            if window.counts_at(at) {
+                amount.get()
+            } else {
+                0
+            }
+        }
+        Event::CreditsAdjusted {
+            amount,
+            grant_id,
+            draws,
+            ..
+        } => match grant_id {
+            Some(grant_id) => {
+                windows.insert(
+                    grant_id.clone(),
+                    Window {
+                        effective_at: at,
+                        expires_at: None,
+                        voided: false,
+                        upcoming: 0,
+                    },
+                );
+                amount.get()
+            }
+            None => -counted(windows, draws),
         },
+        Event::GrantVoided {
+            grant_id, amount, ..
+        } => {
+            let window = windows.get_mut(grant_id).expect("a granted bucket");
+            let effect = if window.counts_at(at) {
+                -amount.get()
+            } else {
+                0
+            };
+            window.voided = true;
+            effect
+        }
+        Event::CreditsHeld { reservation, .. } => -counted(windows, &reservation.draws),
+        Event::HoldReleased { returned, .. } | Event::HoldExpired { returned, .. } => {
+            counted(windows, returned)
+        }
+        Event::CreditsDebited { debit, .. } => {
+            counted(windows, &debit.returned) - counted(windows, &debit.from_available)
+        }
+        Event::OverageRepaid { draws, .. } => -counted(windows, draws),
+        Event::BucketExpired {
+            grant_id, amount, ..
+        } => {
+            if windows[grant_id].counts_at(at) {
+                -amount.get()
+            } else {
+                0
+            }
+        }
+        Event::AccountOpened { .. }
+        | Event::CycleStarted { .. }
+        | Event::DayStarted { .. }
+        | Event::PlanChanged { .. }
+        | Event::SpendingCapSet { .. }
+        | Event::BillingAnchorSet { .. }
+        | Event::HoldExtended { .. }
+        | Event::AlertThresholdsSet { .. }
+        | Event::AlertRaised { .. } => 0,
     }
 }
 
@@ -184,7 +460,7 @@ async fn caught_up<S: EventStore + ProjectionStore + Clone>(projections: &Projec
     }
 }
 
-async fn rebuild_equals_live<H: Harness>(harness: H, steps: usize, seed: u64)
+async fn rebuild_equals_live<H: Harness>(harness: H, steps: Vec<Step>)
 where
     H::Store: Clone,
 {
@@ -195,7 +471,6 @@ where
     let mut projections = Projections::new(store.clone(), clock.clone(), runner_config());
     projections.start();
 
-    let mut rng = Lcg(seed);
     for (i, account) in ACCOUNTS.iter().enumerate() {
         let open = Command::OpenAccount(OpenAccount {
             plan: [None, Some("daily"), Some("monthly"), Some("daily")][i]
@@ -213,19 +488,26 @@ where
             .await
             .unwrap();
     }
-    let mut open_holds = Vec::new();
-    for step in 0..steps {
-        let account = ACCOUNTS[rng.below(ACCOUNTS.len() as u64) as usize];
-        let command = command(&mut rng, step, &mut open_holds, account);
+    let mut known = Known {
+        grants: vec![Vec::new(); ACCOUNTS.len()],
+        ..Known::default()
+    };
+    let half = steps.len() / 2;
+    for (index, step) in steps.iter().enumerate() {
+        let command = command(step, index, &mut known, clock.now());
         // Refusals (no credits, cap, expired hold) are part of the run.
         let _ = engine
-            .execute(mutation(account, format!("k{step}"), command))
+            .execute(mutation(
+                ACCOUNTS[step.account],
+                format!("k{index}"),
+                command,
+            ))
             .await;
-        if rng.below(8) == 0 {
-            clock.advance_millis((1 + rng.below(10) as i64) * HOUR);
+        if let Some(hours) = step.wait_hours {
+            clock.advance_millis(hours * HOUR);
             engine.sweep_once().await.unwrap();
         }
-        if step == steps / 2 {
+        if index == half {
             // A crash of the read side: runners stop wherever they are and
             // new ones resume from the committed checkpoints.
             projections.shutdown().await;
@@ -252,6 +534,7 @@ where
     );
 
     let now = clock.now().as_millis();
+    let logged = store.read_log(None, 1_000_000).await.unwrap().len() as u64;
     for projection in Projection::ALL {
         let report = verify(&store, projection, 101, now).await.unwrap();
         assert!(report.is_clean(), "{projection}: {report:?}");
@@ -260,10 +543,9 @@ where
         let rebuilt = rebuild(&store, &[projection], 53, || now, |_| {})
             .await
             .unwrap();
-        assert!(
-            rebuilt.events > steps as u64,
-            "{projection} folded {} events",
-            rebuilt.events
+        assert_eq!(
+            rebuilt.events, logged,
+            "{projection} folded other than the whole log"
         );
         assert_eq!(
             dump(&store, projection).await.unwrap(),
@@ -314,16 +596,38 @@ where
         .unwrap()
         .unwrap();
         assert_eq!(page.entries.len(), events.len(), "{account} ledger length");
-        // The entries chain: each starts where the one before it ended.
-        for pair in page.entries.windows(2) {
+        // The entries chain: each starts where the one before it ended,
+        // and moves the balance by exactly what its event says. The one
+        // gap: a grant that becomes effective later has no event of its
+        // own when it does (see the ignored test
+        // `an_upcoming_grant_taking_effect_keeps_the_ledger_chained`), so
+        // the next entry starts higher by what took effect in between, and
+        // by nothing else.
+        let mut windows = HashMap::new();
+        for (i, entry) in page.entries.iter().enumerate() {
+            if i > 0 {
+                let previous = &page.entries[i - 1];
+                let took_effect = taking_effect(&windows, previous.event.at(), entry.event.at());
+                assert_eq!(
+                    (entry.available_before - previous.available_after).get(),
+                    took_effect,
+                    "{account}: entry {} ({}) does not start where {} ({}) ended",
+                    entry.version,
+                    entry.event.type_name(),
+                    previous.version,
+                    previous.event.type_name(),
+                );
+            }
+            let effect = signed_effect(&mut windows, &entry.event);
             assert_eq!(
-                pair[1].available_before,
-                pair[0].available_after,
-                "{account}: entry {} ({}) does not start where {} ({}) ended",
-                pair[1].version,
-                pair[1].event.type_name(),
-                pair[0].version,
-                pair[0].event.type_name(),
+                (entry.available_after - entry.available_before).get(),
+                effect,
+                "{account}: entry {} ({}) moved the balance from {} to {}: {:?}",
+                entry.version,
+                entry.event.type_name(),
+                entry.available_before,
+                entry.available_after,
+                entry.event,
             );
         }
         let last = page.entries.last().unwrap();
@@ -360,24 +664,52 @@ where
     engine.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rebuild_equals_live_on_sqlite() {
-    tokio::time::timeout(
-        Duration::from_secs(300),
-        rebuild_equals_live(SqliteHarness::default(), 1_500, 7),
-    )
-    .await
-    .expect("finished in time");
+/// One case on a runtime of its own, as a test of its own would have.
+fn run_case<H: Harness>(harness: H, steps: Vec<Step>)
+where
+    H::Store: Clone,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(120),
+            rebuild_equals_live(harness, steps),
+        )
+        .await
+        .expect("finished in time")
+    });
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rebuild_equals_live_on_postgres() {
-    tokio::time::timeout(
-        Duration::from_secs(300),
-        rebuild_equals_live(PostgresHarness::new(), 1_000, 11),
-    )
-    .await
-    .expect("finished in time");
+proptest! {
+    // Each case is a whole store, engine and set of runners; a failure
+    // shrinks for a bounded while.
+    #![proptest_config(ProptestConfig {
+        cases: 12,
+        max_shrink_iters: 64,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn rebuild_equals_live_on_sqlite(steps in steps(100..400)) {
+        run_case(SqliteHarness::default(), steps);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 8,
+        max_shrink_iters: 32,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn rebuild_equals_live_on_postgres(steps in steps(100..300)) {
+        run_case(PostgresHarness::new(), steps);
+    }
 }
 
 /// Verify is not vacuous: a live row changed behind the projection's back
@@ -395,14 +727,20 @@ async fn verify_reports_a_tampered_row_and_rebuild_repairs_it() {
         ))
         .await
         .unwrap();
-    let mut rng = Lcg(3);
-    let mut holds = Vec::new();
-    for step in 0..40 {
+    // Forty steps on the one account, the same in every run.
+    let mut runner = TestRunner::deterministic();
+    let mut known = Known {
+        grants: vec![Vec::new(); ACCOUNTS.len()],
+        ..Known::default()
+    };
+    let run = steps(40..41).new_tree(&mut runner).unwrap().current();
+    for (index, step) in run.into_iter().enumerate() {
+        let step = Step { account: 0, ..step };
         let _ = engine
             .execute(mutation(
                 "acme",
-                format!("k{step}"),
-                command(&mut rng, step, &mut holds, "acme"),
+                format!("k{index}"),
+                command(&step, index, &mut known, clock.now()),
             ))
             .await;
     }
@@ -443,5 +781,82 @@ async fn verify_reports_a_tampered_row_and_rebuild_repairs_it() {
             .unwrap()
             .is_clean()
     );
+    engine.shutdown().await;
+}
+
+/// A grant that becomes effective later lifts the available balance when
+/// it does, but no event marks that moment: the next ledger entry starts
+/// from more than the one before it left, and nothing in the ledger shows
+/// why (docs/projections.md says the entries chain).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: an upcoming grant becoming effective breaks the ledger's chain"]
+async fn an_upcoming_grant_taking_effect_keeps_the_ledger_chained() {
+    let (store, _location) = SqliteHarness::default().create().await;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(START)));
+    let engine = Engine::new(store.clone(), clock.clone(), EngineConfig::default());
+    let run = |key: &str, command: Command| engine.execute(mutation("acme", key.into(), command));
+    run("open", Command::OpenAccount(OpenAccount::default()))
+        .await
+        .unwrap();
+    run(
+        "grant",
+        Command::Grant(GrantCommand {
+            grant_id: GrantId::parse("later").unwrap(),
+            pack: None,
+            kind: BucketKind::TopUp,
+            source: None,
+            priority: None,
+            amount: Millicredits::from_credits(10),
+            effective_at: Some(Timestamp::from_millis(START + HOUR)),
+            expires_at: None,
+            cost_basis: None,
+            reference: String::new(),
+        }),
+    )
+    .await
+    .unwrap();
+    clock.advance_millis(2 * HOUR);
+    run(
+        "debit",
+        Command::Debit {
+            member: MemberId::parse("m").unwrap(),
+            action: ActionKey::parse("agent.task").unwrap(),
+            model: None,
+            amount: Some(Millicredits::from_credits(1)),
+            dimensions: None,
+            occurred_at: None,
+        },
+    )
+    .await
+    .unwrap();
+    let projections = Projections::new(store.clone(), clock.clone(), runner_config());
+    projections.start();
+    caught_up(&projections).await;
+    projections.shutdown().await;
+    let page = reads::ledger_page(
+        &store,
+        "acme",
+        &reads::LedgerQuery {
+            limit: 100,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    let shown: Vec<_> = page
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                e.event.type_name(),
+                e.available_before.get(),
+                e.available_after.get(),
+            )
+        })
+        .collect();
+    for pair in shown.windows(2) {
+        assert_eq!(pair[1].1, pair[0].2, "the ledger does not chain: {shown:?}");
+    }
     engine.shutdown().await;
 }

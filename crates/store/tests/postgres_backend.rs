@@ -44,6 +44,34 @@ async fn connect_raw(config: &Config) -> Client {
     client
 }
 
+/// Waits until one of the store's sessions (application `tallyd`) in
+/// `admin`'s database waits on a lock while running a statement that
+/// contains `statement`: the wait observed, not guessed from a sleep.
+/// Panics after 10 s, when it never waited.
+async fn store_waits_on_lock(admin: &Client, statement: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let waiting: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'tallyd'
+                   AND wait_event_type = 'Lock' AND strpos(query, $1) > 0",
+                &[&statement],
+            )
+            .await
+            .expect("read pg_stat_activity")
+            .get(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no store session waited on a lock running {statement:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 async fn applied_versions(client: &Client) -> Vec<i32> {
     client
         .query(
@@ -574,24 +602,18 @@ async fn killed_connections_are_unavailable_then_replaced() {
         tokio::spawn(async move { store.append(append("a", 1, 1)).await })
     };
     let admin = connect_raw(&location.config).await;
-    let mut killed = 0;
-    for _ in 0..100 {
-        killed = admin
-            .query_one(
-                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
-                 WHERE datname = current_database() AND application_name = 'tallyd'
-                   AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get::<_, i64>(0);
-        if killed > 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(killed, 1, "the append never waited on the lock");
+    store_waits_on_lock(&admin, "INSERT INTO events").await;
+    let killed = admin
+        .query_one(
+            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'tallyd'
+               AND wait_event_type = 'Lock'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(killed, 1, "one append waited on the lock");
     match parked.await.unwrap() {
         Err(StoreError::Unavailable(_)) => {}
         other => panic!("expected Unavailable, got {other:?}"),
@@ -607,7 +629,23 @@ async fn killed_connections_are_unavailable_then_replaced() {
         )
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Until the server has let them go: the pool then holds only dead
+    // connections.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while admin
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'tallyd'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get::<_, i64>(0)
+        > 0
+    {
+        assert!(Instant::now() < deadline, "the killed sessions lingered");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let mut version = None;
     for _ in 0..3 {
         match store.stream_version("a").await {
@@ -634,6 +672,7 @@ async fn losing_on_the_primary_key_is_a_version_conflict() {
     let (store, location) = PostgresHarness::new().create().await;
     let store = Arc::new(store);
     let mut raw = connect_raw(&location.config).await;
+    let admin = connect_raw(&location.config).await;
 
     for commit in [true, false] {
         let stream_id = if commit { "committed" } else { "rolled-back" };
@@ -652,7 +691,7 @@ async fn losing_on_the_primary_key_is_a_version_conflict() {
             let stream_id = stream_id.to_owned();
             tokio::spawn(async move { store.append(append(&stream_id, 0, 1)).await })
         };
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        store_waits_on_lock(&admin, "INSERT INTO events").await;
         assert!(!racing.is_finished(), "the append did not wait on the key");
         if commit {
             tx.commit().await.unwrap();

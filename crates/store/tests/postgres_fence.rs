@@ -59,6 +59,32 @@ async fn insert_raw(
     LogPosition::new(row.get::<_, i64>(0) as u64, row.get::<_, i64>(1) as u64)
 }
 
+/// Waits until the store's sessions (application `tallyd`) in `admin`'s
+/// database have started the log read (the fence's `pg_snapshot_xmin`) at
+/// two different times: a reader that found the fence holding events back
+/// and read again. Panics after 10 s.
+async fn reads_log_again(admin: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut starts = HashSet::new();
+    while starts.len() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the reader never read the log again: {starts:?}"
+        );
+        let rows = admin
+            .query(
+                "SELECT query_start::text FROM pg_stat_activity
+                 WHERE datname = current_database() AND application_name = 'tallyd'
+                   AND strpos(query, 'pg_snapshot_xmin') > 0",
+                &[],
+            )
+            .await
+            .expect("read pg_stat_activity");
+        starts.extend(rows.iter().map(|row| row.get::<_, String>(0)));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
 fn payloads(events: &[RecordedEvent]) -> Vec<String> {
     events
         .iter()
@@ -197,7 +223,11 @@ async fn reader_waits_for_an_older_writer_to_see_its_own_append() {
         let store = store.clone();
         tokio::spawn(async move { store.read_log(None, ALL).await })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The reader does not block on a lock: it polls, reading the log again
+    // while the fence hides B. Seeing it read twice shows it is waiting,
+    // not merely slow to start; A is still open, so it cannot be done.
+    let admin = connect_raw(&location.config).await;
+    reads_log_again(&admin).await;
     assert!(!reader.is_finished(), "returned while A was still open");
     a.commit().await.expect("commit A");
     let read = reader.await.unwrap().expect("read_log");

@@ -163,28 +163,54 @@ async fn reads_do_not_wait_behind_a_blocked_append() {
     let started = Instant::now();
     let blocked = tokio::spawn({
         let store = store.clone();
-        async move { store.append(append("acct", 1, 1)).await }
+        async move {
+            let result = store.append(append("acct", 1, 1)).await;
+            (result, Instant::now())
+        }
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        !blocked.is_finished(),
-        "the append did not wait for the lock"
-    );
-    assert_eq!(store.read_log(None, 10).await.unwrap().len(), 1);
-    assert_eq!(store.stream_version("acct").await.unwrap(), 1);
-    assert!(
-        !blocked.is_finished() && started.elapsed() < BUSY_TIMEOUT,
-        "reads waited behind the append"
-    );
-
-    match blocked.await.unwrap() {
+    // Read over and over while the append is out. Which reads overlapped
+    // its wait is known once it gives up: SQLite waits at least
+    // busy_timeout for the lock, so the append was waiting from
+    // `gave_up - BUSY_TIMEOUT` on at the latest. No sleep has to guess
+    // when it got there.
+    let mut reads = Vec::new();
+    while !blocked.is_finished() {
+        let read_at = Instant::now();
+        assert_eq!(store.read_log(None, 10).await.unwrap().len(), 1);
+        assert_eq!(store.stream_version("acct").await.unwrap(), 1);
+        reads.push((read_at, Instant::now()));
+        // Pacing only.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (result, gave_up) = blocked.await.unwrap();
+    match result {
         Err(StoreError::Unavailable(_)) => {}
         other => panic!("expected Unavailable while another writer holds the lock, got {other:?}"),
     }
     assert!(
-        started.elapsed() >= BUSY_TIMEOUT,
+        gave_up - started >= BUSY_TIMEOUT,
         "gave up before busy_timeout"
     );
+    // Reads that started while the append waited, early enough that a read
+    // answering at once ends well before it gives up; one queued behind
+    // the append would end only after.
+    let waiting = gave_up - BUSY_TIMEOUT..gave_up - Duration::from_millis(500);
+    let during: Vec<_> = reads
+        .iter()
+        .filter(|(read_at, _)| waiting.contains(read_at))
+        .collect();
+    assert!(
+        during.len() >= 10,
+        "only {} reads while the append waited",
+        during.len()
+    );
+    for (read_at, answered) in during {
+        assert!(
+            *answered < gave_up,
+            "a read at +{:?} waited behind the append",
+            *read_at - started
+        );
+    }
     other.execute_batch("ROLLBACK").unwrap();
     let result = store
         .append(append("acct", 1, 1))
