@@ -91,7 +91,8 @@ struct Cluster {
     bindir: PathBuf,
     data: PathBuf,
     port: u16,
-    // Last: removed after the server has stopped.
+    /// Holds the data directory, the socket and the server's log; removed
+    /// after `drop` has stopped the server.
     dir: tempfile::TempDir,
 }
 
@@ -111,7 +112,9 @@ impl Cluster {
         succeeded(
             "initdb",
             server_program(&bindir, "initdb")
-                .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8"])
+                .args(["-U", "postgres", "--auth=trust", "--no-sync"])
+                // Whatever the machine's locale: C goes with any encoding.
+                .args(["-E", "UTF8", "--locale=C"])
                 .arg("-D")
                 .arg(&data)
                 .output()
