@@ -14,9 +14,10 @@ mod model;
 
 use proptest::prelude::*;
 use tally_core::{
-    Account, ActionKey, ActionPrice, BucketKind, Command, Context, Event, GrantCommand, GrantId,
-    MemberId, Millicredits, OpenAccount, Outcome, Plan, PlanCatalogue, PlanName, RateCard,
-    RateCards, Rejection, ReservationId, Rollover, Timestamp, Trial, advance, execute,
+    Account, ActionKey, ActionPrice, BucketKind, Charge, Command, Context, Debit, Event,
+    GrantCommand, GrantId, IdempotencyKey, MemberId, Millicredits, OpenAccount, Outcome, Plan,
+    PlanCatalogue, PlanName, RateCard, RateCards, Rejection, ReservationId, Rollover, Timestamp,
+    Trial, advance, execute,
 };
 
 use model::{HoldState, Model, ModelPlan};
@@ -131,6 +132,11 @@ enum Op {
     },
     /// An operator's correction, signed.
     Adjust(i64),
+    /// Part (or, `None`, all that is left) of an earlier charge.
+    Refund {
+        pick: usize,
+        amount: Option<i64>,
+    },
     /// `None` removes the cap.
     SetCap(Option<i64>),
     ChangePlan(usize),
@@ -159,6 +165,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => (any::<usize>(), 1i64..6_000).prop_map(|(pick, ttl)| Op::Extend { pick, ttl }),
         3 => (action, proptest::option::weighted(0.6, 1i64..2_000)).prop_map(|(action, amount)| Op::Debit { action, amount }),
         1 => prop_oneof![-4_000i64..-1, 1i64..4_000].prop_map(Op::Adjust),
+        2 => (any::<usize>(), proptest::option::weighted(0.6, 1i64..3_000)).prop_map(|(pick, amount)| Op::Refund { pick, amount }),
         1 => proptest::option::weighted(0.7, 1i64..25_000).prop_map(Op::SetCap),
         1 => (0..PLANS.len()).prop_map(Op::ChangePlan),
     ]
@@ -292,6 +299,9 @@ struct Run {
     plans: PlanCatalogue,
     log: Vec<Event>,
     reservations: Vec<ReservationId>,
+    /// Charges made so far: their key, cost and what refunds gave back,
+    /// as the test counted it.
+    charges: Vec<(IdempotencyKey, i64, i64)>,
     next_id: u64,
     /// How often each situation came up, so a test can show the runs reach
     /// them: `accepted`, a refusal's reason, `overage`, `late`.
@@ -311,6 +321,7 @@ impl Run {
             plans: catalogue(),
             log: Vec::new(),
             reservations: Vec::new(),
+            charges: Vec::new(),
             next_id: 0,
             seen: Default::default(),
             upgraded_at: None,
@@ -322,6 +333,22 @@ impl Run {
     fn mint(&mut self, prefix: &str) -> String {
         self.next_id += 1;
         format!("{prefix}-{}", self.next_id)
+    }
+
+    /// A charge went through: kept where the engine's store would keep
+    /// it, for a refund to name.
+    fn charged(&mut self, debit: &Debit) {
+        let key = IdempotencyKey::parse(self.mint("charge")).unwrap();
+        self.account.charges.insert(
+            key.clone(),
+            Charge {
+                key: key.clone(),
+                charged_at: Some(self.now),
+                debit: debit.clone(),
+                refunded: Millicredits::ZERO,
+            },
+        );
+        self.charges.push((key, debit.charged.get(), 0));
     }
 
     fn record(&mut self, events: Vec<Event>) {
@@ -527,6 +554,7 @@ impl Run {
                         panic!("a debit answered {outcome:?}");
                     };
                     assert_eq!(debit.charged.get(), needed);
+                    self.charged(&debit);
                 }
             }
             Op::Commit { pick, amount } => {
@@ -568,6 +596,7 @@ impl Run {
                         if debit.late {
                             *self.seen.entry("late").or_default() += 1;
                         }
+                        self.charged(&debit);
                     }
                     (HoldState::Resolved(resolution), None, Err(rejection)) => assert_eq!(
                         rejection.reason(),
@@ -630,6 +659,36 @@ impl Run {
                     );
                 }
             }
+            Op::Refund { pick, amount } => {
+                if self.charges.is_empty() {
+                    return;
+                }
+                let index = pick % self.charges.len();
+                let (key, charged, refunded) = self.charges[index].clone();
+                let refundable = charged - refunded;
+                let asked = amount.unwrap_or(refundable);
+                let grant_id = GrantId::parse(self.mint("refund")).unwrap();
+                self.tick();
+                let result = self.decide(Command::Refund {
+                    charge_key: key,
+                    amount: amount.map(mc),
+                    reason: "refund".into(),
+                    refund_grant_id: grant_id,
+                });
+                // Never more than the charge cost, in all.
+                if asked <= 0 || asked > refundable {
+                    let label = result.as_ref().map_or_else(|r| r.reason(), |_| "accepted");
+                    assert_eq!(label, "REFUND_EXCEEDS_CHARGE", "{asked} of {refundable}");
+                } else {
+                    let Ok(Outcome::Refunded { refund }) = result else {
+                        panic!("a refund of {asked} of {refundable} answered {result:?}");
+                    };
+                    assert_eq!(refund.amount.get(), asked);
+                    assert_eq!(refund.refunded.get(), refunded + asked);
+                    self.charges[index].2 += asked;
+                    *self.seen.entry("refunded").or_default() += 1;
+                }
+            }
             Op::SetCap(cap) => {
                 let result = self.execute(Command::SetSpendingCap { cap: cap.map(mc) });
                 assert_eq!(result, Ok(Outcome::SpendingCapSet));
@@ -686,8 +745,11 @@ proptest! {
             replayed.apply(event).expect("the log applies");
             assert_conserved(&replayed);
         }
-        // The fold of the log is the state: a rebuild reproduces it.
-        prop_assert_eq!(&replayed, &run.account);
+        // The fold of the log is the state: a rebuild reproduces it (less
+        // the charges the test put where the engine's store would be).
+        let mut live = run.account.clone();
+        live.charges.clear();
+        prop_assert_eq!(&replayed, &live);
         // Event times never go backwards within an account.
         prop_assert!(run.log.windows(2).all(|w| w[0].at() <= w[1].at()));
     }
@@ -758,6 +820,7 @@ fn the_runs_reach_refusals_caps_overage_and_plan_changes() {
         "SPENDING_CAP_REACHED",
         "overage",
         "late",
+        "refunded",
     ] {
         assert!(
             seen.get(label).is_some_and(|n| *n > 0),

@@ -117,6 +117,9 @@ enum Cmd {
     Void(usize),
     /// An operator's signed correction.
     Adjust(i64),
+    /// Refunds part (or, `None`, the rest) of one of the account's charges,
+    /// picked by index.
+    Refund(usize, Option<i64>),
 }
 
 /// One step of a run: a command on one account, then perhaps some hours
@@ -171,6 +174,8 @@ fn cmd() -> impl Strategy<Value = Cmd> {
         7 => (actor(), credits(12)).prop_map(|(by, amount)| Cmd::Debit { by, amount }),
         1 => any::<usize>().prop_map(Cmd::Void),
         1 => prop_oneof![-20_000i64..=-1, 1i64..=20_000].prop_map(Cmd::Adjust),
+        2 => (any::<usize>(), proptest::option::weighted(0.5, 1i64..=8_000))
+            .prop_map(|(pick, amount)| Cmd::Refund(pick, amount)),
     ]
 }
 
@@ -194,6 +199,9 @@ fn steps(len: std::ops::Range<usize>) -> impl Strategy<Value = Vec<Step>> {
 struct Known {
     open_holds: Vec<(usize, String)>,
     grants: Vec<Vec<String>>,
+    /// The keys of debits and commits asked for, per account (a refused
+    /// one makes a refund of it refused too).
+    charges: Vec<Vec<String>>,
 }
 
 fn command(step: &Step, index: usize, known: &mut Known, now: Timestamp) -> Command {
@@ -258,11 +266,14 @@ fn command(step: &Step, index: usize, known: &mut Known, now: Timestamp) -> Comm
                             reservation_id,
                             ttl_millis: 2 * HOUR,
                         },
-                        Resolve::Commit(amount) => Command::Commit {
-                            reservation_id,
-                            amount: Some(Millicredits::new(*amount)),
-                            dimensions: None,
-                        },
+                        Resolve::Commit(amount) => {
+                            known.charges[account].push(format!("k{index}"));
+                            Command::Commit {
+                                reservation_id,
+                                amount: Some(Millicredits::new(*amount)),
+                                dimensions: None,
+                            }
+                        }
                     }
                 }
                 None => Command::SetSpendingCap {
@@ -271,6 +282,7 @@ fn command(step: &Step, index: usize, known: &mut Known, now: Timestamp) -> Comm
             }
         }
         Cmd::Debit { by, amount } => {
+            known.charges[account].push(format!("k{index}"));
             let (member, action, model) = actor(by);
             Command::Debit {
                 occurred_at: None,
@@ -298,6 +310,19 @@ fn command(step: &Step, index: usize, known: &mut Known, now: Timestamp) -> Comm
             reason: "correction".into(),
             operator: "ops".into(),
         },
+        Cmd::Refund(pick, amount) => {
+            let charges = &known.charges[account];
+            let key = match charges.len() {
+                0 => "k-none".to_owned(),
+                n => charges[pick % n].clone(),
+            };
+            Command::Refund {
+                charge_key: IdempotencyKey::parse(key).unwrap(),
+                amount: amount.map(Millicredits::new),
+                reason: "refund".into(),
+                refund_grant_id: GrantId::parse(format!("rf{index}")).unwrap(),
+            }
+        }
     }
 }
 
@@ -406,6 +431,21 @@ fn signed_effect(windows: &mut HashMap<GrantId, Window>, event: &Event) -> i64 {
         Event::CreditsDebited { debit, .. } => {
             counted(windows, &debit.returned) - counted(windows, &debit.from_available)
         }
+        Event::CreditsRefunded { refund, .. } => {
+            let new_bucket = refund.refund_grant.as_ref().map_or(0, |draw| {
+                windows.insert(
+                    draw.grant_id.clone(),
+                    Window {
+                        effective_at: at,
+                        expires_at: None,
+                        voided: false,
+                        upcoming: 0,
+                    },
+                );
+                draw.amount.get()
+            });
+            counted(windows, &refund.returned) + new_bucket
+        }
         Event::OverageRepaid { draws, .. } => -counted(windows, draws),
         Event::BucketExpired {
             grant_id, amount, ..
@@ -490,6 +530,7 @@ where
     }
     let mut known = Known {
         grants: vec![Vec::new(); ACCOUNTS.len()],
+        charges: vec![Vec::new(); ACCOUNTS.len()],
         ..Known::default()
     };
     let half = steps.len() / 2;
@@ -731,6 +772,7 @@ async fn verify_reports_a_tampered_row_and_rebuild_repairs_it() {
     let mut runner = TestRunner::deterministic();
     let mut known = Known {
         grants: vec![Vec::new(); ACCOUNTS.len()],
+        charges: vec![Vec::new(); ACCOUNTS.len()],
         ..Known::default()
     };
     let run = steps(40..41).new_tree(&mut runner).unwrap().current();

@@ -35,7 +35,7 @@ use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
 pub use config::Config;
-pub use maintenance::{rebuild_projections, verify_projections};
+pub use maintenance::{Verdict, rebuild_projections, verify_projections};
 pub use status::{ERROR_DOMAIN, InvalidArgument};
 
 use service::{AccountApi, Api, CatalogApi, HoldTtl, MeteringApi, Running};
@@ -214,6 +214,7 @@ pub async fn migrate(config: &Config) -> anyhow::Result<()> {
         from = report.from_version,
         to = report.to_version,
         applied = report.applied.len(),
+        renumbered = ?report.renumbered,
         "schema migrated"
     );
     Ok(())

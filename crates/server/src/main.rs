@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use clap::Parser;
 use tally_core::SystemClock;
-use tally_server::Config;
 use tally_server::config::{Cli, Command, LogFormat, redact_password};
+use tally_server::{Config, Verdict};
 use tally_telemetry::TelemetryConfig;
 use tracing::{error, info, warn};
 
@@ -60,9 +60,10 @@ fn main() -> ExitCode {
         "telemetry"
     );
     let command = command.unwrap_or(Command::Serve);
-    // Like diff: 1 means differences found, 2 that verify could not tell.
+    // Like diff: 1 means differences found, 2 that verify could not tell;
+    // and 3 that the log itself is out of order (docs/operations.md).
     let verifying = matches!(command, Command::Verify { .. });
-    let mut differences = false;
+    let mut verdict = Verdict::Clean;
     let result = match command {
         Command::Keygen { .. } => unreachable!("handled before the runtime starts"),
         Command::Serve => runtime.block_on(run(config)),
@@ -72,18 +73,13 @@ fn main() -> ExitCode {
             projection.as_deref(),
         )),
         Command::Verify { projection } => {
-            match runtime.block_on(tally_server::verify_projections(
-                &config,
-                projection.as_deref(),
-            )) {
-                Ok(true) => Ok(()),
-                // Differences were printed; the exit code says so to scripts.
-                Ok(false) => {
-                    differences = true;
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            }
+            // Findings were printed; the exit code says so to scripts.
+            runtime
+                .block_on(tally_server::verify_projections(
+                    &config,
+                    projection.as_deref(),
+                ))
+                .map(|found| verdict = found)
         }
     };
     if let Err(e) = &result {
@@ -92,8 +88,11 @@ fn main() -> ExitCode {
     // The last spans and metrics, unless the collector is unreachable.
     runtime.block_on(telemetry.shutdown(TELEMETRY_FLUSH));
     match result {
-        Ok(()) if differences => ExitCode::from(1),
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => match verdict {
+            Verdict::Clean => ExitCode::SUCCESS,
+            Verdict::ProjectionsDiffer => ExitCode::from(1),
+            Verdict::LogOutOfOrder => ExitCode::from(3),
+        },
         Err(_) if verifying => ExitCode::from(2),
         Err(_) => ExitCode::FAILURE,
     }

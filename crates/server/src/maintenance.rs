@@ -1,5 +1,5 @@
-//! `tallyd rebuild` and `tallyd verify`: operator commands over the
-//! projections, run against the same store the service uses.
+//! `tallyd rebuild` and `tallyd verify`: operator commands over the log
+//! and the projections, run against the same store the service uses.
 
 use std::time::{Duration, Instant};
 
@@ -7,10 +7,10 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use tally_core::{Clock, SystemClock};
 use tally_projections::rebuild::{Progress, rebuild, request_rebuild};
-use tally_projections::verify::verify;
+use tally_projections::verify::{verify, verify_log};
 use tally_projections::{Projection, ProjectionError};
 use tally_store::LogPosition;
-use tally_store::postgres::PostgresStore;
+use tally_store::postgres::{PostgresStore, SchemaStatus};
 use tally_store::sqlite::SqliteStore;
 
 use crate::{Config, EMBEDDED_STORE_FILE, Store};
@@ -31,22 +31,16 @@ fn now_ms() -> i64 {
     SystemClock.now().as_millis()
 }
 
-/// Runs `work` over the store the configuration names.
-async fn with_store<T>(
-    config: &Config,
-    work: impl AsyncFnOnce(PostgresOrSqlite) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
+/// Opens the store the configuration names; on PostgreSQL, also says
+/// whether its schema and log are current.
+async fn open(config: &Config) -> anyhow::Result<PostgresOrSqlite> {
     match &config.database_url {
         Some(url) => {
             let store = PostgresStore::connect(url, config.postgres_options())
                 .await
                 .context("connecting to PostgreSQL")?;
             let status = store.schema_status().await?;
-            anyhow::ensure!(
-                status.is_current(),
-                "schema is not current ({status}): run `tallyd migrate`"
-            );
-            work(PostgresOrSqlite::Postgres(store)).await
+            Ok(PostgresOrSqlite::Postgres(store, status))
         }
         None => {
             let path = config.data_dir.join(EMBEDDED_STORE_FILE);
@@ -54,34 +48,80 @@ async fn with_store<T>(
             let store = SqliteStore::open(&path)
                 .await
                 .with_context(|| format!("opening {}", path.display()))?;
-            work(PostgresOrSqlite::Sqlite(store)).await
+            Ok(PostgresOrSqlite::Sqlite(store))
         }
     }
 }
 
+/// Runs `work` over the store the configuration names, once its schema and
+/// log are current.
+async fn with_store<T>(
+    config: &Config,
+    work: impl AsyncFnOnce(PostgresOrSqlite) -> anyhow::Result<T>,
+) -> anyhow::Result<T> {
+    let store = open(config).await?;
+    if let PostgresOrSqlite::Postgres(_, status) = &store {
+        anyhow::ensure!(
+            status.is_current(),
+            "schema is not current ({status}): run `tallyd migrate`"
+        );
+    }
+    work(store).await
+}
+
 enum PostgresOrSqlite {
-    Postgres(PostgresStore),
+    Postgres(PostgresStore, SchemaStatus),
     Sqlite(SqliteStore),
+}
+
+/// What `tallyd verify` found; `main` makes it the exit code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The log is in order and every projection matches a rebuild from it.
+    Clean,
+    /// A projection differs from a rebuild: `tallyd rebuild` repairs it.
+    ProjectionsDiffer,
+    /// The log itself is out of order, so the projections were not
+    /// compared: after a logical restore, `tallyd migrate`; otherwise the
+    /// log was written behind the store's back.
+    LogOutOfOrder,
 }
 
 /// `tallyd rebuild [--projection NAME]`.
 pub async fn rebuild_projections(config: &Config, projection: Option<&str>) -> anyhow::Result<()> {
     let projections = selected(projection)?;
     with_store(config, async |store| match store {
-        PostgresOrSqlite::Postgres(store) => rebuild_all(&store, &projections).await,
+        PostgresOrSqlite::Postgres(store, _) => rebuild_all(&store, &projections).await,
         PostgresOrSqlite::Sqlite(store) => rebuild_all(&store, &projections).await,
     })
     .await
 }
 
-/// `tallyd verify [--projection NAME]`: whether every projection matched.
-pub async fn verify_projections(config: &Config, projection: Option<&str>) -> anyhow::Result<bool> {
+/// `tallyd verify [--projection NAME]`: the log's order, then every
+/// projection against a rebuild from it.
+pub async fn verify_projections(
+    config: &Config,
+    projection: Option<&str>,
+) -> anyhow::Result<Verdict> {
     let projections = selected(projection)?;
-    with_store(config, async |store| match store {
-        PostgresOrSqlite::Postgres(store) => verify_all(&store, &projections).await,
+    match open(config).await? {
+        PostgresOrSqlite::Postgres(store, SchemaStatus::Current) => {
+            verify_all(&store, &projections).await
+        }
+        PostgresOrSqlite::Postgres(_, status @ SchemaStatus::LogNeedsRenumbering { .. }) => {
+            // Reading on would wait on the fence for events that sit beyond
+            // it, and fold the ones before it in the wrong order.
+            println!("log: OUT OF ORDER: {status}");
+            println!(
+                "  run `tallyd migrate`, then `tallyd verify` again; projections not verified"
+            );
+            Ok(Verdict::LogOutOfOrder)
+        }
+        PostgresOrSqlite::Postgres(_, status) => {
+            anyhow::bail!("schema is not current ({status}): run `tallyd migrate`")
+        }
         PostgresOrSqlite::Sqlite(store) => verify_all(&store, &projections).await,
-    })
-    .await
+    }
 }
 
 fn bar(names: &str, head: Option<LogPosition>) -> ProgressBar {
@@ -170,7 +210,28 @@ async fn rebuild_all<S: Store>(store: &S, projections: &[Projection]) -> anyhow:
     Ok(())
 }
 
-async fn verify_all<S: Store>(store: &S, projections: &[Projection]) -> anyhow::Result<bool> {
+async fn verify_all<S: Store>(store: &S, projections: &[Projection]) -> anyhow::Result<Verdict> {
+    let log = verify_log(store, REBUILD_BATCH).await?;
+    let up_to = log
+        .scanned_to
+        .map_or_else(|| "the start".to_owned(), |p| p.to_string());
+    if !log.is_ordered() {
+        println!(
+            "log: OUT OF ORDER: {} of {} events up to {up_to} do not follow their stream's previous version ({} of {} streams)",
+            log.out_of_order, log.events, log.disordered_streams, log.streams
+        );
+        for example in &log.examples {
+            println!("  {example}");
+        }
+        println!(
+            "  projections not verified: they fold each stream in log order; see \"Verifying the log\" in docs/operations.md"
+        );
+        return Ok(Verdict::LogOutOfOrder);
+    }
+    println!(
+        "log: ok ({} events over {} streams in order, up to {up_to})",
+        log.events, log.streams
+    );
     let mut clean = true;
     for &projection in projections {
         let report = verify(store, projection, REBUILD_BATCH, now_ms()).await?;
@@ -193,5 +254,9 @@ async fn verify_all<S: Store>(store: &S, projections: &[Projection]) -> anyhow::
             }
         }
     }
-    Ok(clean)
+    Ok(if clean {
+        Verdict::Clean
+    } else {
+        Verdict::ProjectionsDiffer
+    })
 }

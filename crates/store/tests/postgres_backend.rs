@@ -206,7 +206,7 @@ async fn a_database_from_a_newer_build_is_refused() {
 /// written before have none until an append or `set_wakeup` gives them one.
 #[tokio::test]
 async fn a_database_at_schema_2_migrates_with_its_data() {
-    assert_eq!(SCHEMA_VERSION, 7, "extend this test for the new migration");
+    assert_eq!(SCHEMA_VERSION, 8, "extend this test for the new migration");
     let harness = PostgresHarness::new();
     let (store, location) = harness.create_at_schema_version(2).await;
     assert_eq!(
@@ -231,14 +231,41 @@ async fn a_database_at_schema_2_migrates_with_its_data() {
         store.append(append("old", 2, 1)).await,
         Err(StoreError::Unavailable(_))
     ));
-    let log_before = store.read_log(None, 100).await.expect("read_log");
+    // Nor can it read the log: its fence needs the log's offset (schema 7).
+    assert!(matches!(
+        store.read_log(None, 100).await,
+        Err(StoreError::Unavailable(_))
+    ));
+    let raw_log = async || -> Vec<(String, i64, i64, i64, Vec<u8>)> {
+        admin
+            .query(
+                "SELECT stream_id, version, tx::text::bigint, position, payload
+                 FROM events ORDER BY tx, position",
+                &[],
+            )
+            .await
+            .expect("read the log")
+            .iter()
+            .map(|row| (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4)))
+            .collect()
+    };
+    let log_before = raw_log().await;
     assert_eq!(log_before.len(), 3);
 
     let report = store.migrate().await.expect("migrate");
-    assert_eq!((report.from_version, report.to_version), (2, 7));
-    assert_eq!(report.applied, vec![3, 4, 5, 6, 7]);
+    assert_eq!((report.from_version, report.to_version), (2, 8));
+    assert_eq!(report.applied, vec![3, 4, 5, 6, 7, 8]);
+    assert_eq!(report.renumbered, None, "a log this cluster wrote");
     assert!(store.schema_status().await.expect("status").is_current());
-    assert_eq!(applied_versions(&admin).await, vec![1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(applied_versions(&admin).await, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    // The log's order starts with no offset: the events keep their
+    // transaction ids.
+    let offset: i64 = admin
+        .query_one("SELECT tx_offset FROM log_order", &[])
+        .await
+        .expect("log_order exists")
+        .get(0);
+    assert_eq!(offset, 0);
     // Usage of a card's own units has a table of its own, empty until a
     // charge reports units.
     let units: i64 = admin
@@ -264,10 +291,23 @@ async fn a_database_at_schema_2_migrates_with_its_data() {
         ProjectionCheckpoint::default()
     );
 
-    assert_eq!(
-        store.read_log(None, 100).await.expect("read_log"),
-        log_before
-    );
+    let log_after: Vec<_> = store
+        .read_log(None, 100)
+        .await
+        .expect("read_log")
+        .into_iter()
+        .map(|e| {
+            (
+                e.stream_id,
+                e.version as i64,
+                e.position.tx as i64,
+                e.position.seq as i64,
+                e.payload,
+            )
+        })
+        .collect();
+    assert_eq!(log_after, log_before);
+    assert_eq!(raw_log().await, log_before);
     assert_eq!(store.stream_version("old").await.expect("version"), 2);
     assert_eq!(
         store
@@ -404,7 +444,7 @@ async fn tally_app_privileges_by_table() {
                 .get::<_, bool>(0)
         }
     };
-    let expected: [(&str, &[&str]); 8] = [
+    let expected: [(&str, &[&str]); 9] = [
         ("events", &["SELECT", "INSERT"]),
         ("idempotency", &["SELECT", "INSERT"]),
         ("snapshots", &["SELECT", "INSERT", "UPDATE"]),
@@ -416,6 +456,8 @@ async fn tally_app_privileges_by_table() {
             &["SELECT", "INSERT", "UPDATE", "DELETE"],
         ),
         ("tally_schema_migrations", &["SELECT"]),
+        // Read for the fence; only the owner's migrate changes it.
+        ("log_order", &["SELECT"]),
     ];
     for (table, allowed) in expected {
         for privilege in [

@@ -440,6 +440,55 @@ impl Model {
                 self.used_in_cycle += debit.charged.get();
                 self.consumed += debit.charged.get();
             }
+            Event::CreditsRefunded { at, refund } => {
+                let (returned, cancelled) = (sum(&refund.returned), refund.overage_cancelled.get());
+                let to_new = refund.refund_grant.as_ref().map_or(0, |d| d.amount.get());
+                assert_eq!(
+                    returned + cancelled + to_new,
+                    refund.amount.get(),
+                    "a refund gives back what it says"
+                );
+                assert!(
+                    cancelled <= self.overage,
+                    "cancelled more debt than was owed"
+                );
+                self.overage -= cancelled;
+                for (grant_id, amount) in per_bucket(&refund.returned) {
+                    let bucket = self
+                        .buckets
+                        .get_mut(&grant_id)
+                        .unwrap_or_else(|| panic!("a refund to unknown bucket {grant_id}"));
+                    assert!(
+                        bucket.exists()
+                            && !bucket.voided
+                            && bucket.expires_at.is_none_or(|e| e > *at),
+                        "a refund to {grant_id}, which is not live: {bucket:?}"
+                    );
+                    bucket.remaining += amount;
+                }
+                if let Some(draw) = &refund.refund_grant {
+                    assert!(draw.amount.is_positive());
+                    let fresh = self.buckets.insert(
+                        draw.grant_id.clone(),
+                        Bucket {
+                            remaining: draw.amount.get(),
+                            held: 0,
+                            effective_at: *at,
+                            expires_at: None,
+                            voided: false,
+                        },
+                    );
+                    assert!(fresh.is_none(), "a refund bucket reused a grant id");
+                }
+                let back = refund.cycle_returned.get();
+                assert!(
+                    (0..=self.used_in_cycle).contains(&back),
+                    "{back} off a cycle that used {}",
+                    self.used_in_cycle
+                );
+                self.used_in_cycle -= back;
+                self.consumed -= refund.amount.get();
+            }
             Event::OverageRepaid { at, amount, draws } => {
                 assert_eq!(sum(draws), amount.get());
                 assert!(amount.get() <= self.overage, "repaid more than was owed");

@@ -27,6 +27,14 @@
 //! commit has `tx >= xmin`, above everything returned. Rows of one
 //! transaction keep their insert order through `position`.
 //!
+//! # The offset
+//!
+//! `tx` is, more exactly, the transaction id plus `log_order.tx_offset`: 0
+//! until a logical restore into a cluster whose ids are behind the dump's
+//! makes `migrate` raise it (`order.rs`). The fence is `xmin` plus the same
+//! offset, read in the same statement, so everything above holds with
+//! `xmin + offset` in place of `xmin`.
+//!
 //! The price is latency, not correctness: an event is held back while any
 //! older transaction on the cluster is still running (in any database: ids
 //! are cluster-wide), e.g. an idle-in-transaction session. Set
@@ -52,15 +60,21 @@ use super::error::store_error;
 use super::sql::{get, recorded_event, to_sql_limit};
 use crate::{LogPosition, RecordedEvent, StoreError};
 
-/// `settled`: the row's transaction is below the fence. The payload of a
-/// held-back row is not sent: only its existence matters. Read through the
-/// `(tx, position)` index from the cursor, stopping after `$3` rows.
+/// `settled`: the row's transaction is below the fence, `xmin` plus the
+/// log's offset. The payload of a held-back row is not sent: only its
+/// existence matters. Read through the `(tx, position)` index from the
+/// cursor, stopping after `$3` rows. The offset is a scalar subquery so that
+/// a missing `log_order` row makes the fence NULL, an error below, rather
+/// than an empty log.
 pub(super) const READ_LOG: &str = "
     SELECT e.stream_id, e.version, e.position, e.tx::text::bigint, e.event_type,
-           CASE WHEN e.tx < f.xmin THEN e.payload END,
+           CASE WHEN e.tx < f.fence THEN e.payload END,
            e.recorded_at_ms,
-           e.tx < f.xmin AS settled
-    FROM (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) f
+           e.tx < f.fence AS settled
+    FROM (
+        SELECT ((pg_snapshot_xmin(pg_current_snapshot())::text::bigint
+                 + (SELECT tx_offset FROM log_order))::text)::xid8 AS fence
+    ) f
     CROSS JOIN LATERAL (
         SELECT * FROM events
         WHERE (tx, position) > ($1::text::xid8, $2::bigint)
@@ -126,7 +140,12 @@ async fn read_page(
     for row in &rows {
         // Rows are in (tx, position) order and the fence is one number, so
         // the settled rows are a prefix.
-        if !get::<bool>(row, 7)? {
+        let Some(below_fence) = get::<Option<bool>>(row, 7)? else {
+            return Err(StoreError::Corrupt(
+                "log_order has no row: the log's fence is unknown".into(),
+            ));
+        };
+        if !below_fence {
             return Ok(Page {
                 settled,
                 held_back: true,

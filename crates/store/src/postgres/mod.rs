@@ -14,7 +14,9 @@
 //!   replicas can share the database.
 //! - The global log is ordered by `(tx, position)` and read behind a
 //!   snapshot fence, so a reader never skips an event although transactions
-//!   commit out of position order: see `log.rs`.
+//!   commit out of position order: see `log.rs`. `tx` is the transaction id
+//!   plus an offset that `migrate` raises after a logical restore into a
+//!   cluster whose ids are behind the dump's: see `order.rs`.
 //! - Each append also overwrites its stream's row in `wakeups`, in the same
 //!   transaction; `set_wakeup` is one guarded upsert that loses to it.
 //! - The schema's `tally_app` role may only read and insert events and
@@ -29,6 +31,7 @@ mod error;
 #[cfg(feature = "test-util")]
 mod harness;
 mod log;
+mod order;
 mod projection;
 mod relay;
 mod schema;
@@ -44,6 +47,7 @@ use tokio_postgres::NoTls;
 use self::error::{Failure, store_error};
 #[cfg(feature = "test-util")]
 pub use self::harness::{PostgresHarness, PostgresLocation, TEST_DATABASE_URL_ENV};
+pub use self::order::Renumbering;
 use self::relay::Relay;
 pub use self::schema::{MigrationReport, SCHEMA_VERSION, SchemaStatus};
 use crate::{

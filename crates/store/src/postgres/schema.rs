@@ -9,8 +9,11 @@
 
 use std::fmt;
 
+use tokio_postgres::IsolationLevel;
+
 use super::PostgresStore;
 use super::error::store_error;
+use super::order::{self, LOG_ORDER_VERSION, Renumbering};
 use crate::StoreError;
 
 struct Migration {
@@ -67,8 +70,13 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 7,
+        name: "log_order",
+        sql: include_str!("migrations/0007_log_order.sql"),
+    },
+    Migration {
+        version: 8,
         name: "refunded_charges",
-        sql: include_str!("migrations/0007_refunded_charges.sql"),
+        sql: include_str!("migrations/0008_refunded_charges.sql"),
     },
 ];
 
@@ -99,9 +107,14 @@ pub struct MigrationReport {
     /// The migrations this call applied, in order. Empty when the database
     /// was current, including when a concurrent migrator got there first.
     pub applied: Vec<u32>,
+    /// Set when the log came from a cluster whose transaction ids were
+    /// ahead of this one's (a logical restore) and this call moved new
+    /// transactions past it (`order.rs`).
+    pub renumbered: Option<Renumbering>,
 }
 
-/// Whether a database's schema is the one this build expects.
+/// Whether a database's schema is the one this build expects, and its log
+/// in an order this cluster can continue.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SchemaStatus {
     /// At [`SCHEMA_VERSION`]: ready to serve.
@@ -110,6 +123,12 @@ pub enum SchemaStatus {
     Behind { found: u32 },
     /// Migrated by a newer build: this one must not write to it.
     Ahead { found: u32 },
+    /// At [`SCHEMA_VERSION`], but the newest event's `tx` is at or past
+    /// `next_tx`, where this cluster's transactions stand (every event it
+    /// wrote is below): the log was restored from a logical dump of a
+    /// cluster ahead of this one, and new events would sort before it. Run
+    /// the migration: it moves new transactions past the log (`order.rs`).
+    LogNeedsRenumbering { newest_tx: u64, next_tx: u64 },
 }
 
 impl SchemaStatus {
@@ -138,6 +157,13 @@ impl fmt::Display for SchemaStatus {
                 f,
                 "schema is at version {found}, newer than this build's {SCHEMA_VERSION}: upgrade tallyd"
             ),
+            Self::LogNeedsRenumbering { newest_tx, next_tx } => write!(
+                f,
+                "the log's newest event (tx {newest_tx}) is ahead of this cluster's transactions \
+                 (at tx {next_tx}), as after restoring a logical dump into a new cluster: new \
+                 events would sort before it and never reach the projections; run the migration, \
+                 which moves new transactions past the log"
+            ),
         }
     }
 }
@@ -150,6 +176,11 @@ impl PostgresStore {
     /// transaction-scoped advisory lock first, so one migrates and the
     /// others then find the database current. Refuses a database migrated
     /// by a newer build.
+    ///
+    /// Then, in the same transaction, puts the log back in order if it was
+    /// restored from a cluster ahead of this one
+    /// ([`SchemaStatus::LogNeedsRenumbering`]); that step waits for appends
+    /// in flight and holds new ones until the commit.
     #[tracing::instrument(level = "info", skip(self))]
     pub async fn migrate(&self) -> Result<MigrationReport, StoreError> {
         self.migrate_to(SCHEMA_VERSION).await
@@ -164,7 +195,14 @@ impl PostgresStore {
             )));
         }
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(store_error)?;
+        // Whatever the database's default: renumbering the log must see the
+        // appends that committed while it waited for its lock.
+        let tx = client
+            .build_transaction()
+            .isolation_level(IsolationLevel::ReadCommitted)
+            .start()
+            .await
+            .map_err(store_error)?;
         // Migrations may rewrite big tables: the configured statement
         // timeout is for the service's queries, not for this.
         tx.batch_execute("SET LOCAL statement_timeout = 0")
@@ -204,16 +242,32 @@ impl PostgresStore {
             .map_err(store_error)?;
             applied.push(migration.version);
         }
+        let to_version = from_version.max(target);
+        let renumbered = if to_version >= LOG_ORDER_VERSION {
+            order::renumber(&tx).await?
+        } else {
+            None
+        };
+        if let Some(renumbered) = &renumbered {
+            tracing::info!(
+                newest_tx = renumbered.newest_tx,
+                offset_before = renumbered.offset_before,
+                offset_after = renumbered.offset_after,
+                "the log came from a cluster ahead of this one: new transactions now sort after it"
+            );
+        }
         tx.commit().await.map_err(store_error)?;
         Ok(MigrationReport {
             from_version,
-            to_version: from_version.max(target),
+            to_version,
             applied,
+            renumbered,
         })
     }
 
-    /// Whether the database is at the schema version this build expects.
-    /// Connecting does not migrate, so the server asks this before serving.
+    /// Whether the database is at the schema version this build expects,
+    /// with a log this cluster can append to in order. Connecting does not
+    /// migrate, so the server asks this before serving.
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn schema_status(&self) -> Result<SchemaStatus, StoreError> {
         let client = self.client().await?;
@@ -230,7 +284,19 @@ impl PostgresStore {
         } else {
             0
         };
-        Ok(SchemaStatus::of(found))
+        let status = SchemaStatus::of(found);
+        if !status.is_current() {
+            return Ok(status);
+        }
+        let order = order::read(&client).await?;
+        if order.needs_renumbering() {
+            let unsigned = |value: i64| u64::try_from(value).unwrap_or_default();
+            return Ok(SchemaStatus::LogNeedsRenumbering {
+                newest_tx: unsigned(order.newest_tx.unwrap_or_default()),
+                next_tx: unsigned(order.next_tx()),
+            });
+        }
+        Ok(status)
     }
 }
 
@@ -260,6 +326,13 @@ mod tests {
             assert!(!migration.sql.trim().is_empty(), "{}", migration.name);
         }
         assert_eq!(SCHEMA_VERSION as usize, MIGRATIONS.len());
+    }
+
+    #[test]
+    fn the_log_order_is_read_from_the_migration_that_creates_it() {
+        let migration = &MIGRATIONS[LOG_ORDER_VERSION as usize - 1];
+        assert_eq!(migration.name, "log_order");
+        assert!(migration.sql.contains("CREATE TABLE log_order"));
     }
 
     #[test]

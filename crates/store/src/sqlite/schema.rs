@@ -225,7 +225,7 @@ const MIGRATIONS: &[&str] = &[
     DROP TABLE usage_daily;
     "#,
     // 6: refunded charges, kept out of the account's state like resolved
-    // holds. The same table as PostgreSQL's migration 7.
+    // holds. The same table as PostgreSQL's migration 8.
     r#"
     -- Not append-only: each refund of a charge overwrites its row.
     CREATE TABLE refunded_charges (

@@ -1,0 +1,475 @@
+//! Issue 14, the log's order. A `pg_dump` of a database tallyd has been
+//! writing, restored into a new cluster (made here with `initdb`, on a port
+//! of its own) whose transaction ids are behind the source's: before
+//! `tallyd migrate` the server does not serve and `tallyd verify` says the
+//! log is out of order; after it, new writes reach the projections and
+//! verify is clean. And `tallyd verify` on a log whose rows were put out of
+//! order behind the store's back.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::str::FromStr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use support::{Tallyd, migrated_database, open_funded_account, run_tallyd};
+use tally_api::v1 as pb;
+use tally_api::v1::account_service_client::AccountServiceClient;
+use tally_api::v1::metering_service_client::MeteringServiceClient;
+use tally_store::LogPosition;
+use tally_store::postgres::{PostgresOptions, PostgresStore, SchemaStatus};
+use tokio_postgres::NoTls;
+use tonic::transport::Channel;
+
+const DEBIT: i64 = 7;
+
+/// Runs a PostgreSQL server program; as the `postgres` OS user when this
+/// runs as root, since `initdb` and `pg_ctl` refuse root.
+fn server_program(bindir: &Path, program: &str) -> Command {
+    if is_root() {
+        let mut command = Command::new("runuser");
+        command
+            .args(["-u", "postgres", "--"])
+            .arg(bindir.join(program));
+        command
+    } else {
+        Command::new(bindir.join(program))
+    }
+}
+
+fn is_root() -> bool {
+    let id = Command::new("id").arg("-u").output().expect("id runs");
+    String::from_utf8_lossy(&id.stdout).trim() == "0"
+}
+
+fn succeeded(what: &str, output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// The directory of the installed PostgreSQL's programs: `pg_config`'s, or
+/// Debian's newest `/usr/lib/postgresql/<version>/bin`.
+fn postgres_bindir() -> PathBuf {
+    let from_pg_config = Command::new("pg_config")
+        .arg("--bindir")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
+    if let Some(dir) = from_pg_config.filter(|dir| dir.join("initdb").exists()) {
+        return dir;
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's programs: no pg_config, no /usr/lib/postgresql")
+        .filter_map(|entry| {
+            let entry = entry.ok()?;
+            let version = entry.file_name().to_str()?.parse().ok()?;
+            Some((version, entry.path().join("bin")))
+        })
+        .filter(|(_, dir)| dir.join("initdb").exists())
+        .collect();
+    versions.sort();
+    versions
+        .pop()
+        .expect("an initdb under /usr/lib/postgresql")
+        .1
+}
+
+/// A new PostgreSQL cluster in a temporary directory, listening on
+/// 127.0.0.1 on a free port; stopped and removed when dropped, also when
+/// the test fails.
+struct Cluster {
+    bindir: PathBuf,
+    data: PathBuf,
+    port: u16,
+    /// Holds the data directory, the socket and the server's log; removed
+    /// after `drop` has stopped the server.
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn start(bindir: PathBuf) -> Cluster {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        if is_root() {
+            succeeded(
+                "chown",
+                Command::new("chown")
+                    .args(["postgres:", dir.path().to_str().unwrap()])
+                    .output()
+                    .unwrap(),
+            );
+        }
+        let data = dir.path().join("data");
+        succeeded(
+            "initdb",
+            server_program(&bindir, "initdb")
+                .args(["-U", "postgres", "--auth=trust", "--no-sync"])
+                // Whatever the machine's locale: C goes with any encoding.
+                .args(["-E", "UTF8", "--locale=C"])
+                .arg("-D")
+                .arg(&data)
+                .output()
+                .expect("initdb runs"),
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = Cluster {
+            bindir,
+            data,
+            port,
+            dir,
+        };
+        let options = format!(
+            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            cluster.dir.path().display()
+        );
+        succeeded(
+            "pg_ctl start",
+            server_program(&cluster.bindir, "pg_ctl")
+                .args(["start", "-w", "-t", "30", "-o", &options, "-D"])
+                .arg(&cluster.data)
+                .arg("-l")
+                .arg(cluster.dir.path().join("server.log"))
+                .stdout(Stdio::null())
+                .output()
+                .expect("pg_ctl runs"),
+        );
+        cluster
+    }
+
+    fn url(&self, database: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let stopped = server_program(&self.bindir, "pg_ctl")
+            .args(["stop", "-w", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .output();
+        if !stopped.is_ok_and(|o| o.status.success()) {
+            eprintln!("could not stop the cluster in {}", self.data.display());
+        }
+    }
+}
+
+async fn connect(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect to {url}: {e}"));
+    tokio::spawn(connection);
+    client
+}
+
+async fn current_xid(client: &tokio_postgres::Client) -> i64 {
+    client
+        .query_one("SELECT pg_current_xact_id()::text::bigint", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Moves the server's transaction ids to at least `target`, one short
+/// transaction each (not waiting for the WAL: nothing is written).
+async fn burn_xids_until(url: &str, target: i64) {
+    let client = connect(url).await;
+    client
+        .batch_execute("SET synchronous_commit = off")
+        .await
+        .unwrap();
+    while current_xid(&client).await < target {}
+}
+
+/// tallyd, with its log lines handed to the test as they come.
+fn spawn_tallyd_with_log(args: &[&str]) -> (Tallyd, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tallyd"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tallyd starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Keep reading when the test stops listening: a full pipe
+            // would block tallyd.
+            let _ = lines.send(line);
+        }
+    });
+    let addr = loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(30))
+            .expect("tallyd logs its address");
+        if line.contains("tallyd listening") {
+            let start = line.find("\"addr\":\"").expect("addr field") + 8;
+            let end = start + line[start..].find('"').expect("end of addr");
+            break line[start..end].to_owned();
+        }
+    };
+    let tallyd = Tallyd {
+        child,
+        uri: format!("http://{addr}"),
+    };
+    (tallyd, received)
+}
+
+fn debit(account: &str, key: String) -> pb::DebitRequest {
+    pb::DebitRequest {
+        idempotency_key: key,
+        account_id: account.into(),
+        member_id: "m".into(),
+        action: "agent.step".into(),
+        amount_millicredits: Some(DEBIT),
+        ..Default::default()
+    }
+}
+
+/// `count` debits of `account`; the last one's consistency token.
+async fn debits(channel: &Channel, account: &str, prefix: &str, count: usize) -> LogPosition {
+    let mut metering = MeteringServiceClient::new(channel.clone());
+    let mut token = String::new();
+    for i in 0..count {
+        token = metering
+            .debit(debit(account, format!("{prefix}-{i}")))
+            .await
+            .expect("debit")
+            .into_inner()
+            .consistency_token;
+    }
+    LogPosition::from_str(&token).expect("a log position")
+}
+
+/// `account`'s balance and the idempotency keys of its debits in the
+/// ledger, at least as fresh as `token`.
+async fn balance_and_ledger(
+    channel: &Channel,
+    account: &str,
+    token: LogPosition,
+) -> (pb::Balance, Vec<String>) {
+    let mut accounts = AccountServiceClient::new(channel.clone());
+    let fresh = || {
+        Some(pb::ReadConsistency {
+            requirement: Some(pb::read_consistency::Requirement::AtLeastAsFresh(
+                token.to_string(),
+            )),
+        })
+    };
+    let balance = accounts
+        .get_balance(pb::GetBalanceRequest {
+            account_id: account.into(),
+            consistency: fresh(),
+        })
+        .await
+        .expect("get_balance")
+        .into_inner()
+        .balance
+        .expect("a balance");
+    let ledger = accounts
+        .list_ledger(pb::ListLedgerRequest {
+            account_id: account.into(),
+            page_size: 1000,
+            kinds: vec![pb::LedgerEntryKind::Debit.into()],
+            consistency: fresh(),
+            ..Default::default()
+        })
+        .await
+        .expect("list_ledger")
+        .into_inner();
+    assert!(ledger.next_page_token.is_empty());
+    let keys = ledger
+        .entries
+        .into_iter()
+        .map(|e| e.idempotency_key)
+        .collect();
+    (balance, keys)
+}
+
+fn keys(prefix: &str, count: usize) -> Vec<String> {
+    (0..count).map(|i| format!("{prefix}-{i}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_logical_dump_restored_into_a_new_cluster_keeps_its_log_in_order() {
+    let bindir = postgres_bindir();
+    let work = tempfile::tempdir().unwrap();
+    // Made first, so that the source can be taken past its transaction ids,
+    // as any cluster that has served a while is past a new one's.
+    let cluster = Cluster::start(bindir.clone());
+    let new_cluster_xid = current_xid(&connect(&cluster.url("postgres")).await).await;
+
+    let source = migrated_database().await;
+    burn_xids_until(&source, new_cluster_xid + 2_000).await;
+    let before_dump = {
+        let tallyd = Tallyd::spawn(&["--database-url", &source]);
+        let channel = tallyd.connect().await;
+        open_funded_account(channel.clone(), "a", pb::BucketKind::TopUp, 1_000_000).await;
+        let token = debits(&channel, "a", "before", 10).await;
+        let (balance, ledger) = balance_and_ledger(&channel, "a", token).await;
+        assert_eq!(balance.consumed_millicredits, 10 * DEBIT);
+        assert_eq!(ledger, keys("before", 10));
+        token
+    };
+
+    // Dump, and restore into the new cluster: the roles first (they belong
+    // to the cluster, not to the dump), then the database.
+    let dump = work.path().join("tally.dump");
+    succeeded(
+        "pg_dump",
+        Command::new(bindir.join("pg_dump"))
+            .args(["-Fc", "-f", dump.to_str().unwrap(), "--dbname", &*source])
+            .output()
+            .expect("pg_dump runs"),
+    );
+    let admin = connect(&cluster.url("postgres")).await;
+    for statement in ["CREATE ROLE tally_app NOLOGIN", "CREATE DATABASE tally"] {
+        admin.batch_execute(statement).await.expect(statement);
+    }
+    let restored = cluster.url("tally");
+    succeeded(
+        "pg_restore",
+        Command::new(bindir.join("pg_restore"))
+            .args(["--exit-on-error", "--no-owner", "--dbname", &restored])
+            .arg(&dump)
+            .output()
+            .expect("pg_restore runs"),
+    );
+
+    // The case this is about: the log's newest transaction is ahead of the
+    // new cluster's.
+    let client = connect(&restored).await;
+    let newest: i64 = client
+        .query_one("SELECT max(tx::text::bigint) FROM events", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let xid = current_xid(&client).await;
+    assert!(
+        xid < newest,
+        "the new cluster (at {xid}) is not behind the restored log (at {newest})"
+    );
+
+    let store = PostgresStore::connect(&restored, PostgresOptions::default())
+        .await
+        .expect("connect");
+    let status = store.schema_status().await.expect("status");
+    assert!(
+        matches!(status, SchemaStatus::LogNeedsRenumbering { .. }),
+        "{status:?}"
+    );
+
+    // tallyd waits, and says why.
+    let (tallyd, log) = spawn_tallyd_with_log(&["--database-url", &restored]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = log
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("tallyd says it will not serve");
+        if line.contains("not serving until the schema is current") {
+            assert!(line.contains("run the migration"), "{line}");
+            assert!(line.contains("newest event"), "{line}");
+            break;
+        }
+    }
+    // So does verify, with an exit code of its own.
+    let verified = run_tallyd(&["verify", "--database-url", &restored]);
+    let out = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(verified.status.code(), Some(3), "{out}");
+    assert!(out.contains("log: OUT OF ORDER"), "{out}");
+    assert!(out.contains("tallyd migrate"), "{out}");
+
+    succeeded(
+        "tallyd migrate",
+        run_tallyd(&["migrate", "--database-url", &restored]),
+    );
+    assert_eq!(
+        store.schema_status().await.expect("status"),
+        SchemaStatus::Current
+    );
+
+    // The waiting tallyd serves now; writes go on, on the restored account
+    // and a new one, and reach the projections.
+    let channel = tallyd.connect().await;
+    let token = debits(&channel, "a", "after", 10).await;
+    assert!(
+        token > before_dump,
+        "a new write ({token}) sorts before the dump's ({before_dump})"
+    );
+    let (balance, ledger) = balance_and_ledger(&channel, "a", token).await;
+    assert_eq!(balance.consumed_millicredits, 20 * DEBIT);
+    assert_eq!(
+        balance.available_millicredits,
+        1_000_000 - balance.consumed_millicredits
+    );
+    assert_eq!(ledger, [keys("before", 10), keys("after", 10)].concat());
+    open_funded_account(channel.clone(), "b", pb::BucketKind::TopUp, 1_000).await;
+    let token = debits(&channel, "b", "new", 3).await;
+    let (balance, ledger) = balance_and_ledger(&channel, "b", token).await;
+    assert_eq!(balance.consumed_millicredits, 3 * DEBIT);
+    assert_eq!(ledger, keys("new", 3));
+
+    let verified = run_tallyd(&["verify", "--database-url", &restored]);
+    let out = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{out}");
+    assert!(out.contains("log: ok"), "{out}");
+    for projection in ["balances", "ledger", "usage"] {
+        assert!(out.contains(&format!("{projection}: ok")), "{out}");
+    }
+    drop(tallyd);
+    drop(store);
+}
+
+/// An event written as the restore bug writes them (a stream's next
+/// version, with a transaction id below its first) is what `tallyd verify`
+/// reports, naming the stream, with exit code 3.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_a_stream_out_of_order() {
+    let url = migrated_database().await;
+    {
+        let tallyd = Tallyd::spawn(&["--database-url", &url]);
+        let channel = tallyd.connect().await;
+        open_funded_account(channel.clone(), "a", pb::BucketKind::TopUp, 1_000).await;
+        debits(&channel, "a", "d", 3).await;
+    }
+    let verified = run_tallyd(&["verify", "--database-url", &url]);
+    let out = String::from_utf8_lossy(&verified.stdout);
+    assert!(verified.status.success(), "{out}");
+    assert!(out.contains("log: ok"), "{out}");
+
+    let owner = connect(&url).await;
+    let version: i64 = owner
+        .query_one(
+            "INSERT INTO events (stream_id, version, tx, event_type, payload, recorded_at_ms)
+             SELECT 'a', max(version) + 1, '3'::xid8, 'test', '\\x00', 0
+             FROM events WHERE stream_id = 'a'
+             RETURNING version",
+            &[],
+        )
+        .await
+        .expect("an event out of order")
+        .get(0);
+    let verified = run_tallyd(&["verify", "--database-url", &url]);
+    let out = String::from_utf8_lossy(&verified.stdout);
+    assert_eq!(verified.status.code(), Some(3), "{out}");
+    assert!(out.contains("log: OUT OF ORDER"), "{out}");
+    assert!(
+        out.contains(&format!("stream \"a\": version {version} at 3.")),
+        "{out}"
+    );
+    assert!(out.contains("where version 1 was due"), "{out}");
+    assert!(out.contains("projections not verified"), "{out}");
+}
