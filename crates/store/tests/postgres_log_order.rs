@@ -31,6 +31,7 @@ fn append(stream_id: &str, expected_version: u64, count: usize) -> AppendRequest
             .collect(),
         idempotency: Vec::new(),
         holds: Vec::new(),
+        charges: Vec::new(),
         next_wakeup_ms: None,
     }
 }
