@@ -56,7 +56,7 @@ pub fn schema_version(kind: EventKind) -> u32 {
         | EventKind::PlanChanged
         | EventKind::SpendingCapSet
         | EventKind::BillingAnchorSet
-        | EventKind::CreditsGranted
+        | EventKind::GrantTookEffect
         | EventKind::GrantVoided
         | EventKind::CreditsAdjusted
         | EventKind::CreditsHeld
@@ -69,6 +69,8 @@ pub fn schema_version(kind: EventKind) -> u32 {
         | EventKind::BucketExpired
         | EventKind::AlertThresholdsSet
         | EventKind::AlertRaised => 1,
+        // 2: `upcoming`, a grant that announces when it takes effect.
+        EventKind::CreditsGranted => 2,
     }
 }
 
@@ -77,10 +79,24 @@ pub fn schema_version(kind: EventKind) -> u32 {
 pub type Upcaster = fn(Value) -> Result<Value, String>;
 
 /// The upcaster from `from` to `from + 1` for the type named `event_type`.
-/// None yet: every type is at version 1. When a type moves to version 2,
-/// its upcaster from 1 goes here and `schema_version` says 2.
-fn upcaster(_event_type: &str, _from: u32) -> Option<Upcaster> {
-    None
+/// When a type moves to a new version, its upcaster from the previous one
+/// goes here and `schema_version` says the new one.
+fn upcaster(event_type: &str, from: u32) -> Option<Upcaster> {
+    match (EventKind::from_name(event_type)?, from) {
+        (EventKind::CreditsGranted, 1) => Some(grant_took_effect_silently),
+        _ => None,
+    }
+}
+
+/// A grant of version 1 never announced when it took effect: its bucket
+/// became spendable at `effective_at` by the clock alone. Said explicitly,
+/// so version 2's reading (upcoming until announced) never strands it.
+fn grant_took_effect_silently(mut event: Value) -> Result<Value, String> {
+    let fields = event
+        .as_object_mut()
+        .ok_or("a credits_granted event is not an object")?;
+    fields.insert("upcoming".into(), Value::Bool(false));
+    Ok(event)
 }
 
 /// The current version of the type named `event_type`; unknown types are

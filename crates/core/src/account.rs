@@ -269,7 +269,7 @@ impl Account {
                 expires_at,
                 cost_basis,
                 reference,
-                ..
+                upcoming,
             } => {
                 if self.bucket(grant_id).is_some() {
                     return Err(corrupt(format!("grant {grant_id} exists already")));
@@ -288,6 +288,7 @@ impl Account {
                     reference: reference.clone(),
                     granted_version: version,
                     voided: false,
+                    upcoming: *upcoming,
                 });
                 self.totals.granted += *amount;
                 // Credits not effective yet still lift the balance the next
@@ -329,6 +330,7 @@ impl Account {
                         reference: reason.clone(),
                         granted_version: version,
                         voided: false,
+                        upcoming: false,
                     });
                     self.totals.granted += *amount;
                     let available = self.available_at(*at);
@@ -346,6 +348,17 @@ impl Account {
                     }
                     self.totals.voided += removed;
                 }
+            }
+            Event::GrantTookEffect {
+                grant_id, amount, ..
+            } => {
+                let bucket = self.bucket_mut(grant_id).map_err(corrupt)?;
+                if !bucket.upcoming || bucket.remaining != *amount {
+                    return Err(corrupt(format!(
+                        "{grant_id} takes effect with {amount}, but is {bucket:?}"
+                    )));
+                }
+                bucket.upcoming = false;
             }
             Event::GrantVoided {
                 grant_id, amount, ..
@@ -426,6 +439,7 @@ impl Account {
                         reference: format!("refund of {}", refund.charge_key),
                         granted_version: version,
                         voided: false,
+                        upcoming: false,
                     });
                     given += draw.amount;
                 }

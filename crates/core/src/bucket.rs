@@ -91,6 +91,10 @@ pub struct Bucket {
     /// Set once the grant is voided: credits that come back to it from a
     /// hold are withdrawn too.
     pub voided: bool,
+    /// Granted to take effect later and not yet announced by
+    /// [`crate::Event::GrantTookEffect`]: not spendable until then.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub upcoming: bool,
 }
 
 impl Bucket {
@@ -98,12 +102,15 @@ impl Bucket {
     /// as [`is_spendable_at`](Self::is_spendable_at), but a bucket expiring
     /// at `at` itself still counts.
     pub fn is_spendable_just_before(&self, at: Timestamp) -> bool {
-        !self.voided && self.effective_at <= at && self.expires_at.is_none_or(|e| e >= at)
+        !self.voided
+            && !self.upcoming
+            && self.effective_at <= at
+            && self.expires_at.is_none_or(|e| e >= at)
     }
 
     /// Whether its credits may be spent or held at `at`.
     pub fn is_spendable_at(&self, at: Timestamp) -> bool {
-        !self.voided && self.effective_at <= at && !self.is_expired_at(at)
+        !self.voided && !self.upcoming && self.effective_at <= at && !self.is_expired_at(at)
     }
 
     pub fn is_expired_at(&self, at: Timestamp) -> bool {

@@ -61,6 +61,21 @@ pub enum Event {
         expires_at: Option<Timestamp>,
         cost_basis: Option<CostBasis>,
         reference: String,
+        /// The bucket takes effect later, and a [`Event::GrantTookEffect`]
+        /// will say when: until then it is not spendable. `false` for
+        /// grants effective at once, and for grants written before schema
+        /// version 2 of this event, whose buckets took effect silently at
+        /// `effective_at`.
+        #[serde(default)]
+        upcoming: bool,
+    },
+    /// An upcoming bucket's credits became spendable, at its
+    /// `effective_at`: the ledger's line for a balance that rose with no
+    /// command.
+    GrantTookEffect {
+        at: Timestamp,
+        grant_id: GrantId,
+        amount: Millicredits,
     },
     /// What was spendable in a bucket is withdrawn (at the void, or later
     /// when held credits come back to a voided bucket).
@@ -241,6 +256,7 @@ impl Event {
             | Event::SpendingCapSet { at, .. }
             | Event::BillingAnchorSet { at, .. }
             | Event::CreditsGranted { at, .. }
+            | Event::GrantTookEffect { at, .. }
             | Event::GrantVoided { at, .. }
             | Event::CreditsAdjusted { at, .. }
             | Event::CreditsHeld { at, .. }
@@ -272,6 +288,7 @@ impl Event {
             Event::SpendingCapSet { .. } => EventKind::SpendingCapSet,
             Event::BillingAnchorSet { .. } => EventKind::BillingAnchorSet,
             Event::CreditsGranted { .. } => EventKind::CreditsGranted,
+            Event::GrantTookEffect { .. } => EventKind::GrantTookEffect,
             Event::GrantVoided { .. } => EventKind::GrantVoided,
             Event::CreditsAdjusted { .. } => EventKind::CreditsAdjusted,
             Event::CreditsHeld { .. } => EventKind::CreditsHeld,
@@ -292,6 +309,7 @@ impl Event {
     pub fn amount_moved(&self) -> Millicredits {
         match self {
             Event::CreditsGranted { amount, .. }
+            | Event::GrantTookEffect { amount, .. }
             | Event::GrantVoided { amount, .. }
             | Event::HoldReleased { amount, .. }
             | Event::HoldExpired { amount, .. }
@@ -329,6 +347,7 @@ impl Event {
             | Event::SpendingCapSet { .. }
             | Event::BillingAnchorSet { .. }
             | Event::CreditsGranted { .. }
+            | Event::GrantTookEffect { .. }
             | Event::GrantVoided { .. }
             | Event::CreditsAdjusted { .. }
             | Event::CreditsDebited { .. }
@@ -383,6 +402,7 @@ event_kinds! {
     SpendingCapSet => "spending_cap_set",
     BillingAnchorSet => "billing_anchor_set",
     CreditsGranted => "credits_granted",
+    GrantTookEffect => "grant_took_effect",
     GrantVoided => "grant_voided",
     CreditsAdjusted => "credits_adjusted",
     CreditsHeld => "credits_held",

@@ -306,8 +306,6 @@ struct Run {
     /// How often each situation came up, so a test can show the runs reach
     /// them: `accepted`, a refusal's reason, `overage`, `late`.
     seen: std::collections::BTreeMap<&'static str, usize>,
-    /// When the plan last changed at once.
-    upgraded_at: Option<Timestamp>,
 }
 
 impl Run {
@@ -324,7 +322,6 @@ impl Run {
             charges: Vec::new(),
             next_id: 0,
             seen: Default::default(),
-            upgraded_at: None,
         };
         run.execute(Command::OpenAccount(open)).expect("opens");
         run
@@ -695,24 +692,14 @@ impl Run {
             }
             Op::ChangePlan(pick) => {
                 let plan = PLANS[pick].0;
-                // Two upgrades in one millisecond mint the same grant id and
-                // the core panics (see `two_upgrades_in_one_millisecond` in
-                // plans.rs): until that is fixed, keep them a millisecond
-                // apart.
-                if self.upgraded_at == Some(self.now) {
-                    self.now = self.now.plus_millis(1);
-                }
                 self.tick();
                 let current = self.model.plan.clone();
                 let result = self.decide(Command::ChangePlan {
                     plan: PlanName::parse(plan).unwrap(),
                 });
                 match result {
-                    Ok(Outcome::PlanChanged { effective_at }) => {
+                    Ok(Outcome::PlanChanged { .. }) => {
                         assert_ne!(current.as_deref(), Some(plan));
-                        if effective_at == self.now {
-                            self.upgraded_at = Some(self.now);
-                        }
                     }
                     Err(Rejection::InvalidField { field: "plan", .. }) => {
                         assert_eq!(current.as_deref(), Some(plan))

@@ -382,11 +382,11 @@ fn upgrades_apply_now_with_the_difference_and_downgrades_wait() {
 
 /// Two upgrades decided at the same instant (one engine batch decides all
 /// its commands at one `now`) each grant their difference. Found by the
-/// invariant property test: both grants are named
-/// `plan:upgrade-monthly:<millis>`, so the second collides with the first
-/// and the core panics ("the core produced an event apply refuses").
+/// invariant property test: both grants were named
+/// `plan:upgrade-monthly:<millis>`, so the second collided with the first
+/// and the core panicked; a change's grants now carry their stream
+/// version too.
 #[test]
-#[ignore = "bug: two upgrades in one millisecond mint the same grant id and panic"]
 fn two_upgrades_in_one_millisecond() {
     let mut ws = Ws::on("basic", "2026-01-15T00:00:00Z");
     ws.at("2026-01-20T00:00:00Z");

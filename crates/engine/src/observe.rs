@@ -131,8 +131,10 @@ impl Observations {
                 Measurement::Granted(count(*amount), BucketKind::Promotional.as_str())
             }
             // Nothing the credit counters count: terms, boundaries,
-            // alerts, extensions, voids and repaid overage.
+            // alerts, extensions, voids, repaid overage and upcoming
+            // grants taking effect (counted as granted when granted).
             Event::AccountOpened { .. }
+            | Event::GrantTookEffect { .. }
             | Event::CycleStarted { .. }
             | Event::DayStarted { .. }
             | Event::PlanChanged { .. }

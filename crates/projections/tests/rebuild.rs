@@ -335,25 +335,12 @@ struct Window {
     effective_at: Timestamp,
     expires_at: Option<Timestamp>,
     voided: bool,
-    /// What a grant not yet effective when granted holds: nothing can draw
-    /// on it until it takes effect.
-    upcoming: i64,
 }
 
 impl Window {
     fn counts_at(&self, at: Timestamp) -> bool {
         !self.voided && self.effective_at <= at && self.expires_at.is_none_or(|e| e >= at)
     }
-}
-
-/// What upcoming grants add to the balance by taking effect after `from`
-/// and by `to`, without an event of their own.
-fn taking_effect(windows: &HashMap<GrantId, Window>, from: Timestamp, to: Timestamp) -> i64 {
-    windows
-        .values()
-        .filter(|w| w.effective_at > from && w.counts_at(to))
-        .map(|w| w.upcoming)
-        .sum()
 }
 
 /// What an event does to the available balance, worked out from the event
@@ -383,7 +370,6 @@ fn signed_effect(windows: &mut HashMap<GrantId, Window>, event: &Event) -> i64 {
                 effective_at: *effective_at,
                 expires_at: *expires_at,
                 voided: false,
-                upcoming: if effective_at > &at { amount.get() } else { 0 },
             };
             windows.insert(grant_id.clone(), window);
             if window.counts_at(at) {
@@ -405,13 +391,22 @@ fn signed_effect(windows: &mut HashMap<GrantId, Window>, event: &Event) -> i64 {
                         effective_at: at,
                         expires_at: None,
                         voided: false,
-                        upcoming: 0,
                     },
                 );
                 amount.get()
             }
             None => -counted(windows, draws),
         },
+        Event::GrantTookEffect {
+            grant_id, amount, ..
+        } => {
+            let window = windows.get_mut(grant_id).expect("a granted bucket");
+            assert_eq!(
+                window.effective_at, at,
+                "takes effect at its effective time"
+            );
+            amount.get()
+        }
         Event::GrantVoided {
             grant_id, amount, ..
         } => {
@@ -439,7 +434,6 @@ fn signed_effect(windows: &mut HashMap<GrantId, Window>, event: &Event) -> i64 {
                         effective_at: at,
                         expires_at: None,
                         voided: false,
-                        upcoming: 0,
                     },
                 );
                 draw.amount.get()
@@ -638,20 +632,16 @@ where
         .unwrap();
         assert_eq!(page.entries.len(), events.len(), "{account} ledger length");
         // The entries chain: each starts where the one before it ended,
-        // and moves the balance by exactly what its event says. The one
-        // gap: a grant that becomes effective later has no event of its
-        // own when it does (see the ignored test
-        // `an_upcoming_grant_taking_effect_keeps_the_ledger_chained`), so
-        // the next entry starts higher by what took effect in between, and
-        // by nothing else.
+        // and moves the balance by exactly what its event says (a grant
+        // that becomes effective later has an entry of its own when it
+        // does).
         let mut windows = HashMap::new();
         for (i, entry) in page.entries.iter().enumerate() {
             if i > 0 {
                 let previous = &page.entries[i - 1];
-                let took_effect = taking_effect(&windows, previous.event.at(), entry.event.at());
                 assert_eq!(
-                    (entry.available_before - previous.available_after).get(),
-                    took_effect,
+                    entry.available_before,
+                    previous.available_after,
                     "{account}: entry {} ({}) does not start where {} ({}) ended",
                     entry.version,
                     entry.event.type_name(),
@@ -827,11 +817,10 @@ async fn verify_reports_a_tampered_row_and_rebuild_repairs_it() {
 }
 
 /// A grant that becomes effective later lifts the available balance when
-/// it does, but no event marks that moment: the next ledger entry starts
-/// from more than the one before it left, and nothing in the ledger shows
-/// why (docs/projections.md says the entries chain).
+/// it does. Found by the ledger oracle: no event marked that moment, so the
+/// next entry started from more than the one before it left. Now the
+/// moment has its own event (`grant_took_effect`) and ledger entry.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "bug: an upcoming grant becoming effective breaks the ledger's chain"]
 async fn an_upcoming_grant_taking_effect_keeps_the_ledger_chained() {
     let (store, _location) = SqliteHarness::default().create().await;
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(START)));
@@ -900,5 +889,9 @@ async fn an_upcoming_grant_taking_effect_keeps_the_ledger_chained() {
     for pair in shown.windows(2) {
         assert_eq!(pair[1].1, pair[0].2, "the ledger does not chain: {shown:?}");
     }
+    assert!(
+        shown.contains(&("grant_took_effect", 0, 10_000)),
+        "the moment the grant took effect has its entry: {shown:?}"
+    );
     engine.shutdown().await;
 }

@@ -7,7 +7,7 @@ use crate::{
     InvalidThresholds, Millicredits, OpenAccount, Outcome, PlanName, Rejection, Timestamp,
 };
 
-use super::boundaries::plan_grant;
+use super::boundaries::change_grant;
 use super::{Context, Decision};
 
 pub(super) fn decide_open(open: &OpenAccount, ctx: &Context<'_>) -> Result<Decision, Rejection> {
@@ -64,6 +64,7 @@ pub(super) fn decide_open(open: &OpenAccount, ctx: &Context<'_>) -> Result<Decis
             expires_at: Some(allowances_from),
             cost_basis: None,
             reference: "plan trial allowance".into(),
+            upcoming: false,
         });
     }
     Ok(Decision {
@@ -113,9 +114,12 @@ pub(super) fn decide_change_plan(
             effective_at: now,
         }];
         if let Some(cycle) = account.cycle {
+            // The stream version the next event will have.
+            let next = |events: &[Event]| account.version + events.len() as u64 + 1;
             let extra = new_monthly - old_monthly;
             if extra.is_positive() {
-                events.push(plan_grant(
+                events.push(change_grant(
+                    next(&events),
                     "upgrade-monthly",
                     BucketKind::Monthly,
                     extra,
@@ -124,7 +128,8 @@ pub(super) fn decide_change_plan(
                 ));
             }
             match account.day.filter(|day| day.end > now) {
-                Some(day) if (new_daily - old_daily).is_positive() => events.push(plan_grant(
+                Some(day) if (new_daily - old_daily).is_positive() => events.push(change_grant(
+                    next(&events),
                     "upgrade-daily",
                     BucketKind::Daily,
                     new_daily - old_daily,
@@ -135,7 +140,14 @@ pub(super) fn decide_change_plan(
                 None if new_daily.is_positive() => {
                     let end = next_midnight(&account.terms.time_zone, now);
                     events.push(Event::DayStarted { at: now, end });
-                    events.push(plan_grant("daily", BucketKind::Daily, new_daily, now, end));
+                    events.push(change_grant(
+                        next(&events),
+                        "daily",
+                        BucketKind::Daily,
+                        new_daily,
+                        now,
+                        end,
+                    ));
                 }
                 None => {}
             }

@@ -1,6 +1,7 @@
 //! Time boundaries: what time alone makes due (holds and buckets expiring,
-//! cycles and days starting with their allowances, overage paid when a
-//! grant becomes effective), and when the next such moment is.
+//! upcoming grants taking effect, cycles and days starting with their
+//! allowances, overage paid when a grant becomes effective), and when the
+//! next such moment is.
 
 use crate::alert::{Levels, raise};
 use crate::calendar::{next_anchor, next_midnight};
@@ -66,6 +67,26 @@ pub(super) fn advance_boundaries(
             })
             .collect();
         for event in expired {
+            apply_decided(account, &event);
+            time_events.push(event);
+        }
+        // Upcoming buckets whose time has come: spendable from here on,
+        // before anything below draws on them (overage first).
+        let mut taking_effect: Vec<&crate::Bucket> = account
+            .buckets
+            .iter()
+            .filter(|b| b.upcoming && b.effective_at <= due && b.remaining.is_positive())
+            .collect();
+        taking_effect.sort_by_key(|b| (b.effective_at, b.granted_version));
+        let took_effect: Vec<Event> = taking_effect
+            .into_iter()
+            .map(|b| Event::GrantTookEffect {
+                at: b.effective_at,
+                grant_id: b.grant_id.clone(),
+                amount: b.remaining,
+            })
+            .collect();
+        for event in took_effect {
             apply_decided(account, &event);
             time_events.push(event);
         }
@@ -170,9 +191,39 @@ fn start_day(account: &mut Account, at: Timestamp, out: &mut Vec<Event>) {
     }
 }
 
-/// A grant the plan makes. Its id is derived from what and when, so the
-/// same boundary always yields the same grant, whoever notices it.
-pub(super) fn plan_grant(
+/// A grant the plan makes at a boundary. Its id is derived from what and
+/// when, so the same boundary always yields the same grant, whoever
+/// notices it.
+fn plan_grant(
+    label: &str,
+    kind: BucketKind,
+    amount: Millicredits,
+    at: Timestamp,
+    expires_at: Timestamp,
+) -> Event {
+    let grant_id = GrantId::parse(format!("plan:{label}:{}", at.as_millis()))
+        .expect("plan grant ids are well-formed");
+    plan_grant_named(grant_id, label, kind, amount, at, expires_at)
+}
+
+/// A grant a plan change makes (`ChangePlan`): named by the stream version
+/// it will be written at as well as the time, because two changes can be
+/// decided in one millisecond (one batch) and must not mint the same id.
+pub(super) fn change_grant(
+    version: u64,
+    label: &str,
+    kind: BucketKind,
+    amount: Millicredits,
+    at: Timestamp,
+    expires_at: Timestamp,
+) -> Event {
+    let grant_id = GrantId::parse(format!("plan:{label}:{}:v{version}", at.as_millis()))
+        .expect("plan grant ids are well-formed");
+    plan_grant_named(grant_id, label, kind, amount, at, expires_at)
+}
+
+fn plan_grant_named(
+    grant_id: GrantId,
     label: &str,
     kind: BucketKind,
     amount: Millicredits,
@@ -181,8 +232,7 @@ pub(super) fn plan_grant(
 ) -> Event {
     Event::CreditsGranted {
         at,
-        grant_id: GrantId::parse(format!("plan:{label}:{}", at.as_millis()))
-            .expect("plan grant ids are well-formed"),
+        grant_id,
         kind,
         source: GrantSource::Plan,
         priority: kind.default_priority(),
@@ -191,6 +241,7 @@ pub(super) fn plan_grant(
         expires_at: Some(expires_at),
         cost_basis: None,
         reference: format!("plan {label} allowance"),
+        upcoming: false,
     }
 }
 
@@ -220,9 +271,18 @@ fn next_boundary(account: &Account, cursor: Timestamp) -> Option<Timestamp> {
         .filter(|b| account.overage.is_positive() && b.remaining.is_positive())
         .map(|b| b.effective_at)
         .filter(|at| *at > cursor);
+    // An upcoming bucket announces itself when it takes effect (buckets of
+    // logs written before that, past their time, never will).
+    let taking_effect = account
+        .buckets
+        .iter()
+        .filter(|b| b.upcoming && b.remaining.is_positive())
+        .map(|b| b.effective_at)
+        .filter(|at| *at > cursor);
     hold_expiries
         .chain(bucket_expiries)
         .chain(allowances)
         .chain(repayments)
+        .chain(taking_effect)
         .min()
 }

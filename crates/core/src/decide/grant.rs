@@ -64,6 +64,7 @@ pub(super) fn decide_grant(
             expires_at: grant.expires_at,
             cost_basis: grant.cost_basis.clone(),
             reference: grant.reference.clone(),
+            upcoming: effective_at > now,
         }],
         outcome: Outcome::Granted {
             grant_id: grant.grant_id.clone(),

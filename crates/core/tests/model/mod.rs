@@ -240,6 +240,22 @@ impl Model {
                 assert!(fresh.is_none(), "bucket {grant_id} granted twice");
                 self.granted += amount.get();
             }
+            Event::GrantTookEffect {
+                at,
+                grant_id,
+                amount,
+            } => {
+                let bucket = &self.buckets[grant_id];
+                assert_eq!(
+                    *at, bucket.effective_at,
+                    "{grant_id} took effect off its time"
+                );
+                assert_eq!(
+                    amount.get(),
+                    bucket.remaining,
+                    "{grant_id} took effect with other than it holds"
+                );
+            }
             Event::GrantVoided {
                 grant_id, amount, ..
             } => {

@@ -16,6 +16,7 @@ fn ledger_kind(kind: EventKind) -> pb::LedgerEntryKind {
     match kind {
         EventKind::AccountOpened => Ledger::AccountOpened,
         EventKind::CreditsGranted => Ledger::Grant,
+        EventKind::GrantTookEffect => Ledger::GrantEffective,
         EventKind::GrantVoided => Ledger::GrantVoided,
         EventKind::CreditsAdjusted => Ledger::Adjustment,
         EventKind::CreditsHeld => Ledger::Hold,
@@ -43,6 +44,7 @@ fn event_kind(kind: pb::LedgerEntryKind) -> Option<EventKind> {
         Ledger::Unspecified => return None,
         Ledger::AccountOpened => EventKind::AccountOpened,
         Ledger::Grant => EventKind::CreditsGranted,
+        Ledger::GrantEffective => EventKind::GrantTookEffect,
         Ledger::GrantVoided => EventKind::GrantVoided,
         Ledger::Adjustment => EventKind::CreditsAdjusted,
         Ledger::Hold => EventKind::CreditsHeld,
@@ -105,6 +107,13 @@ pub fn ledger_entry(entry: &tally_projections::LedgerEntry) -> pb::LedgerEntry {
             out.grant_id = grant_id.to_string();
             out.bucket_kind = bucket_kind(*kind).into();
             out.note = reference.clone();
+        }
+        Event::GrantTookEffect {
+            grant_id, amount, ..
+        } => {
+            out.amount_millicredits = amount.get();
+            out.grant_id = grant_id.to_string();
+            out.note = "granted earlier, spendable from now".into();
         }
         Event::GrantVoided {
             grant_id,
