@@ -124,6 +124,17 @@ impl<S: EventStore> Actor<S> {
                         reply,
                         span,
                     } = *job;
+                    // Its caller is gone (its deadline passed, or it hung
+                    // up) before anything was decided: nothing is written,
+                    // and a retry with the same key decides it afresh.
+                    if reply.is_closed() {
+                        debug!(
+                            account = %self.account,
+                            key = %mutation.idempotency_key,
+                            "caller gone before the command was decided; skipped"
+                        );
+                        continue;
+                    }
                     mutations.push((mutation, reply));
                     spans.push(span);
                 }
@@ -746,6 +757,10 @@ fn duplicate(e: &EngineError) -> EngineError {
             attempts: *attempts,
         },
         EngineError::ShuttingDown => EngineError::ShuttingDown,
+        EngineError::AccountOverloaded { account, queued } => EngineError::AccountOverloaded {
+            account: account.clone(),
+            queued: *queued,
+        },
     }
 }
 

@@ -22,6 +22,11 @@ pub enum EngineError {
     Contention { account: String, attempts: u32 },
     #[error("the engine is shutting down")]
     ShuttingDown,
+    /// The account already has `queued` commands waiting: refused at once
+    /// rather than queued without end (retry shortly, with the same
+    /// idempotency key).
+    #[error("account {account} has {queued} commands waiting; try again shortly")]
+    AccountOverloaded { account: String, queued: usize },
 }
 
 impl From<CorruptEvent> for EngineError {

@@ -52,7 +52,9 @@ pub struct EngineConfig {
     pub snapshot_every: u64,
     /// Version races lost in a row before a batch gives up.
     pub max_attempts: u32,
-    /// Commands that may queue for one account before senders wait.
+    /// Commands that may queue for one account. Past it a single call is
+    /// refused at once (`AccountOverloaded`), and a batch call's next
+    /// record waits for room.
     pub mailbox: usize,
     /// How often the background sweep looks for accounts with time-due
     /// work (cycle resets, expiries) and the catalog for new versions.
@@ -85,6 +87,13 @@ impl Default for EngineConfig {
             max_cached_accounts: 100_000,
         }
     }
+}
+
+/// What sending to a full mailbox does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WhenFull {
+    Wait,
+    Refuse,
 }
 
 /// A mutation as the engine takes it: the command and what makes it safe
@@ -241,21 +250,25 @@ impl<S: EventStore> Engine<S> {
     /// decided and committed together.
     pub async fn submit(&self, mutation: Mutation) -> Result<Submitted, EngineError> {
         let span = command_span!(tracing::Level::INFO, mutation);
-        self.submit_in(mutation, span).await
+        self.submit_in(mutation, span, WhenFull::Refuse).await
     }
 
     /// [`Engine::submit`] for one of many mutations of a batch call: its span
     /// is at debug level, so that a call of a thousand records traces (and
     /// costs) as one call unless debug tracing is on.
+    /// Unlike a single call's, a batch record waits for room in a full
+    /// mailbox: the batch's caller is then held back (a stream by its flow
+    /// control) instead of refused record by record.
     pub async fn submit_batched(&self, mutation: Mutation) -> Result<Submitted, EngineError> {
         let span = command_span!(tracing::Level::DEBUG, mutation);
-        self.submit_in(mutation, span).await
+        self.submit_in(mutation, span, WhenFull::Wait).await
     }
 
     async fn submit_in(
         &self,
         mutation: Mutation,
         span: tracing::Span,
+        when_full: WhenFull,
     ) -> Result<Submitted, EngineError> {
         let (reply, answer) = oneshot::channel();
         let account = mutation.account.clone();
@@ -264,7 +277,9 @@ impl<S: EventStore> Engine<S> {
             reply,
             span: span.clone(),
         }));
-        self.send(&account, job).instrument(span.clone()).await?;
+        self.send(&account, job, when_full)
+            .instrument(span.clone())
+            .await?;
         Ok(Submitted { answer, span })
     }
 
@@ -290,7 +305,8 @@ impl<S: EventStore> Engine<S> {
             };
             let _ = reply.send(result);
         });
-        self.send(account, actor::Job::Read(read)).await?;
+        self.send(account, actor::Job::Read(read), WhenFull::Refuse)
+            .await?;
         answer.await.map_err(|_| EngineError::ShuttingDown)?
     }
 
@@ -298,14 +314,29 @@ impl<S: EventStore> Engine<S> {
         &self,
         account: &AccountId,
         mut job: actor::Job,
+        when_full: WhenFull,
     ) -> Result<(), EngineError> {
         // An actor may be letting its account go just as we send; its
         // mailbox is then closed and a fresh actor takes over.
         for _ in 0..3 {
             let (id, mailbox) = self.mailbox(account);
-            match mailbox.send(job).await {
+            let sent = match when_full {
+                WhenFull::Wait => mailbox.send(job).await.map_err(|e| e.0),
+                WhenFull::Refuse => match mailbox.try_send(job) {
+                    Ok(()) => Ok(()),
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        self.shared.metrics.shed("ACCOUNT_OVERLOADED");
+                        return Err(EngineError::AccountOverloaded {
+                            account: account.to_string(),
+                            queued: self.shared.config.mailbox,
+                        });
+                    }
+                    Err(mpsc::error::TrySendError::Closed(returned)) => Err(returned),
+                },
+            };
+            match sent {
                 Ok(()) => return Ok(()),
-                Err(mpsc::error::SendError(returned)) => {
+                Err(returned) => {
                     job = returned;
                     self.forget_actor(account, id);
                 }

@@ -16,7 +16,7 @@ use tally_store::EventStore;
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::{Engine, EngineError, actor};
+use crate::{Engine, EngineError, WhenFull, actor};
 
 /// What one sweep round did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -49,7 +49,8 @@ impl<S: EventStore> Engine<S> {
                 continue;
             };
             let (reply, answer) = oneshot::channel();
-            self.send(&account, actor::Job::Sweep(reply)).await?;
+            self.send(&account, actor::Job::Sweep(reply), WhenFull::Wait)
+                .await?;
             answers.push((account, answer));
         }
         for (account, answer) in answers {

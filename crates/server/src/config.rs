@@ -191,6 +191,17 @@ pub struct Config {
     )]
     pub projection_commit_interval_ms: u64,
 
+    /// Calls in flight at once (health checks and WatchAccount streams
+    /// aside); past it a call is refused at once with RESOURCE_EXHAUSTED
+    /// (`SERVER_OVERLOADED`) and a retry hint, rather than queued.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_MAX_CONCURRENT_CALLS",
+        default_value_t = 4_096
+    )]
+    pub max_concurrent_calls: usize,
+
     /// API key file (TOML; see docs/security.md). With one, every call but
     /// health checks needs `authorization: Bearer <key>` with the scope the
     /// call needs; the file is read again on SIGHUP and when it changes.
@@ -238,6 +249,9 @@ impl Config {
         }
         if self.commit_concurrency == Some(0) {
             return Err("commit-concurrency must be at least 1".into());
+        }
+        if self.max_concurrent_calls == 0 {
+            return Err("max-concurrent-calls must be at least 1".into());
         }
         if self.max_cached_accounts == 0 {
             return Err("max-cached-accounts must be at least 1".into());

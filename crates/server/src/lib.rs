@@ -8,6 +8,7 @@ mod drain;
 mod gauges;
 mod maintenance;
 mod service;
+mod shed;
 mod status;
 
 use std::net::SocketAddr;
@@ -341,6 +342,10 @@ async fn serve<S: Store>(
     let server = tonic::transport::Server::builder()
         .layer(drain::TrackInFlight(in_flight.clone()))
         .layer(GrpcTelemetryLayer::new(Metrics::global()))
+        .layer(shed::ShedLoad::new(
+            config.max_concurrent_calls,
+            Metrics::global(),
+        ))
         .layer(tower::util::option_layer(authenticate))
         .add_service(health_service)
         .add_service(reflection().build_v1()?)

@@ -107,6 +107,21 @@ impl From<super::ServiceError> for Status {
     }
 }
 
+/// How long an overloaded server asks callers to wait before a retry.
+const OVERLOAD_RETRY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Refused at once for load, with a retry hint (`google.rpc.RetryInfo`):
+/// nothing was decided, so a retry with the same idempotency key is safe.
+pub fn overloaded(reason: &str, message: String, metadata: &[(&str, String)]) -> Status {
+    let metadata = metadata
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .collect::<HashMap<_, _>>();
+    let mut details = ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata);
+    details.set_retry_info(Some(OVERLOAD_RETRY));
+    Status::with_error_details(Code::ResourceExhausted, message, details)
+}
+
 /// A call without a valid API key: it reached no handler.
 pub fn unauthenticated(why: &Unauthenticated) -> Status {
     status(Code::Unauthenticated, why.reason(), why.to_string(), &[])
@@ -163,6 +178,11 @@ fn engine_status(error: EngineError) -> Status {
         EngineError::Corrupt(_) => status(Code::DataLoss, "DATA_CORRUPT", message, &[]),
         EngineError::Contention { .. } => status(Code::Aborted, "CONTENTION", message, &[]),
         EngineError::ShuttingDown => status(Code::Unavailable, "SHUTTING_DOWN", message, &[]),
+        EngineError::AccountOverloaded { account, queued } => overloaded(
+            "ACCOUNT_OVERLOADED",
+            message,
+            &[("account_id", account), ("queued", queued.to_string())],
+        ),
     }
 }
 
@@ -309,5 +329,22 @@ mod tests {
             info.metadata.get("total").map(String::as_str),
             Some("granted")
         );
+    }
+
+    #[test]
+    fn a_full_account_is_resource_exhausted_with_a_retry_hint() {
+        let status = engine_status(EngineError::AccountOverloaded {
+            account: "acme".into(),
+            queued: 4_096,
+        });
+        assert_eq!(status.code(), Code::ResourceExhausted);
+        let details = status.get_error_details();
+        let info = details.error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "ACCOUNT_OVERLOADED");
+        assert_eq!(
+            info.metadata.get("account_id").map(String::as_str),
+            Some("acme")
+        );
+        assert!(details.retry_info().and_then(|r| r.retry_delay).is_some());
     }
 }

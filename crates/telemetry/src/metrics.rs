@@ -34,6 +34,7 @@ pub struct Metrics {
     refunded: Counter<u64>,
     refusals: Counter<u64>,
     auth_refusals: Counter<u64>,
+    shed: Counter<u64>,
     append_duration: Histogram<f64>,
     append_batch_size: Histogram<u64>,
 }
@@ -109,6 +110,7 @@ impl Metrics {
             refunded: counter(names::CREDITS_REFUNDED),
             refusals: counter(names::REFUSALS),
             auth_refusals: counter(names::AUTH_REFUSALS),
+            shed: counter(names::SHED),
             append_duration: seconds(names::STORE_APPEND_DURATION),
             append_batch_size: meter
                 .u64_histogram(names::STORE_APPEND_BATCH_SIZE.name)
@@ -184,6 +186,12 @@ impl Metrics {
     pub fn auth_refused(&self, reason: &'static str) {
         self.auth_refusals
             .add(1, &[KeyValue::new(attr::REASON, reason)]);
+    }
+
+    /// A call refused at once for load (`SERVER_OVERLOADED`,
+    /// `ACCOUNT_OVERLOADED`), nothing decided.
+    pub fn shed(&self, reason: &'static str) {
+        self.shed.add(1, &[KeyValue::new(attr::REASON, reason)]);
     }
 
     pub fn refused(&self, reason: &'static str, command: &'static str) {

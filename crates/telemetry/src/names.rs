@@ -110,6 +110,12 @@ pub const AUTH_REFUSALS: Instrument = instrument(
     "{call}",
     "Calls refused for their API key, by reason",
 );
+pub const SHED: Instrument = instrument(
+    "tally.shed",
+    Kind::Counter,
+    "{call}",
+    "Calls refused at once for load, by reason",
+);
 pub const RESERVATIONS_OPEN: Instrument = instrument(
     "tally.reservations.open",
     Kind::Gauge,
@@ -171,6 +177,7 @@ pub const ALL: &[Instrument] = &[
     CREDITS_OVERAGE,
     REFUSALS,
     AUTH_REFUSALS,
+    SHED,
     RESERVATIONS_OPEN,
     STORE_APPEND_DURATION,
     STORE_APPEND_BATCH_SIZE,
