@@ -14,6 +14,7 @@ mod codec;
 mod error;
 mod observe;
 mod quote;
+mod snapshots;
 mod sweeper;
 mod writer;
 
@@ -36,6 +37,7 @@ pub use catalog::{CATALOG_STREAM, Catalog, Published};
 pub use codec::{StoredReply, decode_event};
 pub use error::EngineError;
 pub use quote::{Quote, QuoteItem, QuoteLine};
+pub use snapshots::{SnapshotReport, verify_snapshots};
 pub use sweeper::SweepReport;
 pub use tally_codec::DecodedEvent;
 use tracing::Instrument as _;

@@ -298,3 +298,74 @@ on_both_stores!(
     resolved_holds_answer_from_the_store,
     evicted_accounts_come_back_exact
 );
+
+/// `verify_snapshots` finds a snapshot forged behind the engine's back
+/// (the service's role may write snapshots), and passes honest ones.
+async fn forged_snapshots_are_found<S: EventStore + Clone>(store: S) {
+    let mut bench = Bench::open(
+        store.clone(),
+        EngineConfig {
+            snapshot_every: 4,
+            ..EngineConfig::default()
+        },
+    )
+    .await;
+    for _ in 0..10 {
+        bench
+            .run(Command::Debit {
+                member: MemberId::parse("m").unwrap(),
+                action: ActionKey::parse("agent.step").unwrap(),
+                model: None,
+                amount: Some(Millicredits::new(1_000)),
+                dimensions: None,
+                occurred_at: None,
+            })
+            .await
+            .expect("debit");
+    }
+    let streams = vec!["acme".to_owned()];
+    let honest = tally_engine::verify_snapshots(&store, &streams)
+        .await
+        .unwrap();
+    assert_eq!((honest.checked, honest.differing), (1, 0), "{honest:?}");
+
+    // A richer account, consistent with itself, at the same version.
+    let snapshot = store
+        .load_snapshot("acme")
+        .await
+        .unwrap()
+        .expect("a snapshot");
+    let mut payload: serde_json::Value = serde_json::from_slice(&snapshot.payload).unwrap();
+    let account = &mut payload["account"];
+    let remaining = account["buckets"][0]["remaining"].as_i64().unwrap();
+    account["buckets"][0]["remaining"] = (remaining + 1_000_000).into();
+    let granted = account["totals"]["granted"].as_i64().unwrap();
+    account["totals"]["granted"] = (granted + 1_000_000).into();
+    store
+        .save_snapshot(
+            "acme",
+            tally_store::Snapshot {
+                version: snapshot.version,
+                payload: serde_json::to_vec(&payload).unwrap(),
+            },
+        )
+        .await
+        .unwrap();
+    let forged = tally_engine::verify_snapshots(&store, &streams)
+        .await
+        .unwrap();
+    assert_eq!((forged.checked, forged.differing), (1, 1), "{forged:?}");
+    assert!(forged.examples[0].contains("acme"));
+}
+
+#[tokio::test]
+async fn forged_snapshots_are_found_on_sqlite() {
+    let (store, _location) = SqliteHarness::new().create().await;
+    forged_snapshots_are_found(store).await;
+}
+
+#[tokio::test]
+async fn forged_snapshots_are_found_on_postgres() {
+    let (store, _location) = PostgresHarness::new().create().await;
+    forged_snapshots_are_found(store).await;
+}

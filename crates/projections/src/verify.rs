@@ -109,6 +109,9 @@ pub struct LogReport {
     pub disordered_streams: u64,
     /// The first few, described.
     pub examples: Vec<String>,
+    /// Every stream seen, in order: what other checks (the engine's
+    /// snapshots) go through.
+    pub stream_ids: Vec<String>,
 }
 
 impl LogReport {
@@ -163,6 +166,8 @@ pub async fn verify_log<S: EventStore + ProjectionStore>(
     }
     report.streams = due.len() as u64;
     report.disordered_streams = disordered.len() as u64;
+    report.stream_ids = due.into_keys().collect();
+    report.stream_ids.sort_unstable();
     Ok(report)
 }
 

@@ -90,7 +90,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => match verdict {
             Verdict::Clean => ExitCode::SUCCESS,
-            Verdict::ProjectionsDiffer => ExitCode::from(1),
+            Verdict::ProjectionsDiffer | Verdict::SnapshotsDiffer => ExitCode::from(1),
             Verdict::LogOutOfOrder => ExitCode::from(3),
         },
         Err(_) if verifying => ExitCode::from(2),

@@ -81,6 +81,9 @@ pub enum Verdict {
     Clean,
     /// A projection differs from a rebuild: `tallyd rebuild` repairs it.
     ProjectionsDiffer,
+    /// An engine snapshot is not the fold of its stream: written behind
+    /// the service's back (the service's role may write snapshots).
+    SnapshotsDiffer,
     /// The log itself is out of order, so the projections were not
     /// compared: after a logical restore, `tallyd migrate`; otherwise the
     /// log was written behind the store's back.
@@ -232,6 +235,22 @@ async fn verify_all<S: Store>(store: &S, projections: &[Projection]) -> anyhow::
         "log: ok ({} events over {} streams in order, up to {up_to})",
         log.events, log.streams
     );
+    let snapshots = tally_engine::verify_snapshots(store, &log.stream_ids).await?;
+    let snapshots_differ = snapshots.differing > 0;
+    if snapshots_differ {
+        println!(
+            "snapshots: {} of {} are not the fold of their stream",
+            snapshots.differing, snapshots.checked
+        );
+        for example in &snapshots.examples {
+            println!("  {example}");
+        }
+        println!(
+            "  delete those rows from `snapshots` (they are a cache) and find out who wrote them; see docs/security.md"
+        );
+    } else {
+        println!("snapshots: ok ({} match their stream)", snapshots.checked);
+    }
     let mut clean = true;
     for &projection in projections {
         let report = verify(store, projection, REBUILD_BATCH, now_ms()).await?;
@@ -254,9 +273,11 @@ async fn verify_all<S: Store>(store: &S, projections: &[Projection]) -> anyhow::
             }
         }
     }
-    Ok(if clean {
-        Verdict::Clean
-    } else {
+    Ok(if !clean {
         Verdict::ProjectionsDiffer
+    } else if snapshots_differ {
+        Verdict::SnapshotsDiffer
+    } else {
+        Verdict::Clean
     })
 }
