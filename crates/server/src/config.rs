@@ -124,6 +124,18 @@ pub struct Config {
     )]
     pub shutdown_grace_secs: u64,
 
+    /// On SIGTERM/SIGINT, how long to keep serving with health NOT_SERVING
+    /// before stopping to take calls, in seconds: time for load balancers
+    /// and Kubernetes endpoints to stop sending calls here (instead of a
+    /// `preStop` sleep). 0 stops taking calls at once.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_SHUTDOWN_DELAY_SECS",
+        default_value_t = 0
+    )]
+    pub shutdown_delay_secs: u64,
+
     /// AccountService (reads) reports NOT_SERVING while a projection lags
     /// the log by more than this, in seconds.
     #[arg(

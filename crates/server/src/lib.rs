@@ -181,9 +181,27 @@ pub struct RunningServer {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
+    health: HealthReporter,
+    /// The services health reports on, "" (the whole server) included.
+    health_names: Vec<&'static str>,
+    /// Set while draining: lag changes no longer flip health back.
+    draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl RunningServer {
+    /// Health says NOT_SERVING from now on, while calls are still served:
+    /// the first step of a shutdown, so load balancers and endpoint
+    /// controllers stop sending calls before the server stops taking them.
+    pub async fn drain(&self) {
+        self.draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for name in &self.health_names {
+            self.health
+                .set_service_status(*name, ServingStatus::NotServing)
+                .await;
+        }
+    }
+
     /// Resolves when the server stops on its own: it could not open its
     /// store, or serving failed.
     pub async fn stopped(&mut self) -> anyhow::Result<()> {
@@ -320,6 +338,9 @@ async fn serve<S: Store>(
     let addr = listener.local_addr()?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_health::<S>(&reporter, ServingStatus::NotServing).await;
+    let health = reporter.clone();
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let lag_draining = draining.clone();
 
     let running_cell: Arc<OnceLock<Running<S>>> = Arc::new(OnceLock::new());
     let api = Api::new(
@@ -395,11 +416,14 @@ async fn serve<S: Store>(
                     engine: engine.clone(),
                     projections: projections.clone(),
                 });
-                set_health::<S>(&reporter, ServingStatus::Serving).await;
+                if !lag_draining.load(std::sync::atomic::Ordering::SeqCst) {
+                    set_health::<S>(&reporter, ServingStatus::Serving).await;
+                }
                 readiness = Some(tokio::spawn(follow_projection_lag::<S>(
                     reporter.clone(),
                     projections.clone(),
                     max_lag,
+                    lag_draining,
                 )));
                 Some((engine, projections))
             }
@@ -449,6 +473,13 @@ async fn serve<S: Store>(
         addr,
         shutdown: Some(shutdown_tx),
         task,
+        health,
+        health_names: vec![
+            <AccountServiceServer<AccountApi<S>> as NamedService>::NAME,
+            <MeteringServiceServer<MeteringApi<S>> as NamedService>::NAME,
+            "",
+        ],
+        draining,
     })
 }
 
@@ -477,10 +508,14 @@ async fn follow_projection_lag<S: Store>(
     reporter: HealthReporter,
     projections: Projections<S>,
     max_lag: std::time::Duration,
+    draining: Arc<std::sync::atomic::AtomicBool>,
 ) {
     let mut fresh = true;
     loop {
         tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        if draining.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let lagging: Vec<String> = projections
             .lag()
             .into_iter()

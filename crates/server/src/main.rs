@@ -122,6 +122,7 @@ const TELEMETRY_FLUSH: Duration = Duration::from_secs(5);
 async fn run(config: Config) -> anyhow::Result<()> {
     info!(config = ?config.redacted(), "effective configuration");
     let grace = Duration::from_secs(config.shutdown_grace_secs);
+    let delay = Duration::from_secs(config.shutdown_delay_secs);
     let mut server = tally_server::start(config, Arc::new(SystemClock)).await?;
     info!(addr = %server.addr, "tallyd listening");
 
@@ -129,12 +130,23 @@ async fn run(config: Config) -> anyhow::Result<()> {
         _ = shutdown_signal() => {}
         stopped = server.stopped() => return stopped,
     }
-    info!("shutting down: finishing in-flight calls (a second signal exits at once)");
     tokio::spawn(async {
         shutdown_signal().await;
         warn!("second signal: exiting now");
         std::process::exit(130);
     });
+    if delay > Duration::ZERO {
+        info!(
+            delay_secs = delay.as_secs(),
+            "shutting down: health NOT_SERVING, still serving while endpoints drain (a second signal exits at once)"
+        );
+        server.drain().await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            stopped = server.stopped() => return stopped,
+        }
+    }
+    info!("shutting down: finishing in-flight calls (a second signal exits at once)");
     match tokio::time::timeout(grace, server.stop()).await {
         Ok(result) => result,
         Err(_) => {

@@ -30,6 +30,50 @@ async fn sigterm_shuts_down_cleanly() {
     );
 }
 
+/// With a shutdown delay, SIGTERM first turns health NOT_SERVING while
+/// calls are still served (endpoints drain), then shuts down cleanly.
+#[tokio::test]
+async fn sigterm_with_a_delay_drains_before_it_stops() {
+    let data = tempfile::tempdir().unwrap();
+    let mut tallyd = Tallyd::spawn(&[
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--shutdown-delay-secs",
+        "3",
+    ]);
+    let channel = tallyd.connect().await;
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let status = || tonic_health::pb::HealthCheckRequest {
+        service: String::new(),
+    };
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    assert_eq!(
+        health.check(status()).await.unwrap().into_inner().status,
+        serving
+    );
+    tallyd.signal("TERM");
+    let mut draining = false;
+    for _ in 0..100 {
+        if health.check(status()).await.unwrap().into_inner().status != serving {
+            draining = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(draining, "health never turned NOT_SERVING after SIGTERM");
+    // Still taking calls while endpoints drain.
+    AccountServiceClient::new(channel)
+        .open_account(pb::OpenAccountRequest {
+            idempotency_key: "k".into(),
+            account_id: "during-the-delay".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("served during the delay");
+    let status = tallyd.wait_for_exit(Duration::from_secs(20));
+    assert!(status.success(), "exits 0 after the delay, got {status:?}");
+}
+
 /// A collector that takes connections and never answers (the worst kind
 /// of dead endpoint) holds up neither the calls nor the shutdown: spans
 /// and metrics leave on the SDK's threads, and exiting gives up on them
