@@ -37,6 +37,18 @@ pub enum Command {
         #[arg(long)]
         projection: Option<String>,
     },
+    /// Ask the tallyd at --listen whether it is serving (gRPC health check):
+    /// exit 0 if SERVING, 1 if not, 2 if it cannot be reached. For Docker's
+    /// HEALTHCHECK in images without a shell.
+    Health {
+        /// The service to check (e.g. tally.v1.AccountService); the whole
+        /// server by default.
+        #[arg(long, default_value = "")]
+        service: String,
+        /// How long to wait for an answer, in seconds.
+        #[arg(long, default_value_t = 3)]
+        timeout_secs: u64,
+    },
     /// Mint an API key: prints the secret once (give it to the caller) and
     /// the entry to add to the key file (which stores only its SHA-256).
     Keygen {

@@ -218,6 +218,36 @@ impl RunningServer {
     }
 }
 
+/// `tallyd health`: asks the server at `config.listen` (the loopback
+/// address when it listens on all) for the health of `service` ("" is the
+/// whole server).
+pub async fn check_health(
+    config: &Config,
+    service: &str,
+    timeout: std::time::Duration,
+) -> anyhow::Result<i32> {
+    let mut addr = config.listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect_timeout(timeout)
+        .timeout(timeout)
+        .connect()
+        .await
+        .with_context(|| format!("connecting to {addr}"))?;
+    let response = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await
+        .with_context(|| format!("checking the health of {addr}"))?;
+    Ok(response.into_inner().status)
+}
+
 /// `tallyd migrate`: brings the PostgreSQL schema to this build's version.
 /// Safe to run from several places at once (an advisory lock serialises
 /// migrators).

@@ -60,12 +60,22 @@ fn main() -> ExitCode {
         "telemetry"
     );
     let command = command.unwrap_or(Command::Serve);
+    if let Command::Health {
+        service,
+        timeout_secs,
+    } = &command
+    {
+        // Quiet: a probe's output is its exit code.
+        return runtime.block_on(health(&config, service, *timeout_secs));
+    }
     // Like diff: 1 means differences found, 2 that verify could not tell;
     // and 3 that the log itself is out of order (docs/operations.md).
     let verifying = matches!(command, Command::Verify { .. });
     let mut verdict = Verdict::Clean;
     let result = match command {
-        Command::Keygen { .. } => unreachable!("handled before the runtime starts"),
+        Command::Keygen { .. } | Command::Health { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
         Command::Serve => runtime.block_on(run(config)),
         Command::Migrate => runtime.block_on(tally_server::migrate(&config)),
         Command::Rebuild { projection } => runtime.block_on(tally_server::rebuild_projections(
@@ -111,6 +121,26 @@ fn keygen(id: &str, scopes: &[String], accounts: &[String]) -> ExitCode {
         }
         Err(e) => {
             eprintln!("tallyd keygen: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// `tallyd health`: 0 serving, 1 not serving, 2 unreachable.
+async fn health(config: &Config, service: &str, timeout_secs: u64) -> ExitCode {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let timeout = Duration::from_secs(timeout_secs.max(1));
+    match tally_server::check_health(config, service, timeout).await {
+        Ok(status) if status == ServingStatus::Serving as i32 => ExitCode::SUCCESS,
+        Ok(status) => {
+            eprintln!(
+                "tallyd health: {}",
+                ServingStatus::try_from(status).map_or("unknown", |s| s.as_str_name())
+            );
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("tallyd health: {e:#}");
             ExitCode::from(2)
         }
     }

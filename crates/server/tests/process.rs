@@ -51,6 +51,14 @@ async fn sigterm_with_a_delay_drains_before_it_stops() {
         health.check(status()).await.unwrap().into_inner().status,
         serving
     );
+    // `tallyd health`, as a container's HEALTHCHECK runs it.
+    let addr = tallyd.uri.trim_start_matches("http://").to_owned();
+    let probe = || {
+        support::run_tallyd(&["health", "--listen", &addr])
+            .status
+            .code()
+    };
+    assert_eq!(probe(), Some(0), "serving");
     tallyd.signal("TERM");
     let mut draining = false;
     for _ in 0..100 {
@@ -61,6 +69,7 @@ async fn sigterm_with_a_delay_drains_before_it_stops() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(draining, "health never turned NOT_SERVING after SIGTERM");
+    assert_eq!(probe(), Some(1), "draining: not serving");
     // Still taking calls while endpoints drain.
     AccountServiceClient::new(channel)
         .open_account(pb::OpenAccountRequest {
@@ -72,6 +81,7 @@ async fn sigterm_with_a_delay_drains_before_it_stops() {
         .expect("served during the delay");
     let status = tallyd.wait_for_exit(Duration::from_secs(20));
     assert!(status.success(), "exits 0 after the delay, got {status:?}");
+    assert_eq!(probe(), Some(2), "gone: unreachable");
 }
 
 /// A collector that takes connections and never answers (the worst kind
