@@ -14,6 +14,7 @@ use std::time::Instant;
 use http::{HeaderMap, Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
+use opentelemetry::trace::{TraceContextExt, TraceId};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing::field::Empty;
 use tracing::{Instrument, Span};
@@ -85,10 +86,18 @@ where
             rpc.service = %service,
             rpc.method = %method,
             rpc.grpc.status_code = Empty,
+            trace_id = Empty,
         );
         let caller = TraceContextPropagator::new().extract(&HeaderExtractor(request.headers()));
         // A call without a (valid) traceparent starts a trace of its own.
         let _ = span.set_parent(caller);
+        // In the span's fields, so every log line of the call (JSON logs
+        // list the current span's fields) leads to its trace. Invalid when
+        // traces are not exported.
+        let trace_id = span.context().span().span_context().trace_id();
+        if trace_id != TraceId::INVALID {
+            span.record("trace_id", tracing::field::display(trace_id));
+        }
         let call = Call {
             span: span.clone(),
             started: Instant::now(),
@@ -245,6 +254,65 @@ mod tests {
         assert_eq!(rpc_of("/"), None);
         assert_eq!(rpc_of("/only-a-service"), None);
         assert_eq!(rpc_of("/svc/"), None);
+    }
+
+    /// A log line written while a call is handled carries the call's
+    /// trace id (the caller's, from its traceparent) in its span fields.
+    #[test]
+    fn log_lines_of_a_call_carry_its_trace_id() {
+        use opentelemetry::trace::TracerProvider as _;
+        use std::sync::{Arc, Mutex};
+        use tower::{Layer, Service};
+        use tracing_subscriber::layer::SubscriberExt;
+
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Captured {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder().build();
+        let subscriber = tracing_subscriber::registry()
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(move || writer.clone()),
+            )
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let _guard = tracing::subscriber::set_default(subscriber);
+
+        let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+        let request = http::Request::builder()
+            .uri("/tally.v1.MeteringService/Debit")
+            .header("traceparent", format!("00-{trace}-00f067aa0ba902b7-01"))
+            .body(())
+            .unwrap();
+        let inner = tower::service_fn(|_: Request<()>| async {
+            tracing::info!("handled");
+            Ok::<_, std::convert::Infallible>(Response::new(String::new()))
+        });
+        let mut service = GrpcTelemetryLayer::new(Metrics::global()).layer(inner);
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(service.call(request)).unwrap();
+
+        let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line = logs
+            .lines()
+            .find(|line| line.contains("handled"))
+            .expect("the handler's log line");
+        assert!(
+            line.contains(&format!("\"trace_id\":\"{trace}\"")),
+            "{line}"
+        );
     }
 
     #[test]
