@@ -162,6 +162,25 @@ pub struct Config {
     )]
     pub pg_acquire_timeout_secs: u64,
 
+    /// PostgreSQL's statement_timeout for tallyd's sessions, in seconds: a
+    /// statement running longer is cancelled and its call answers
+    /// UNAVAILABLE. 0: the server's own setting. `tallyd migrate` lifts it
+    /// for its transaction, which may wait on locks and rewrite tables.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_PG_STATEMENT_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub pg_statement_timeout_secs: u64,
+
+    /// CA certificates (PEM) that PostgreSQL's certificate must lead to,
+    /// for `sslmode=verify-ca` or `verify-full` in the URL (the URL's
+    /// `sslrootcert` takes precedence). With `require` or `prefer` it makes
+    /// them check the chain too, as libpq does.
+    #[arg(long, global = true, env = "TALLY_PG_CA_FILE")]
+    pub pg_ca_file: Option<PathBuf>,
+
     /// Group-commit transactions in flight at once, each carrying the
     /// appends of many accounts. Default: 4 on PostgreSQL, 1 on the
     /// embedded store (SQLite has one writer).
@@ -267,6 +286,9 @@ impl Config {
             max_connections: self.pg_max_connections,
             connect_timeout: Duration::from_secs(self.pg_connect_timeout_secs),
             acquire_timeout: Duration::from_secs(self.pg_acquire_timeout_secs),
+            statement_timeout: (self.pg_statement_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.pg_statement_timeout_secs)),
+            ca_file: self.pg_ca_file.clone(),
             ..PostgresOptions::default()
         }
     }
@@ -336,6 +358,25 @@ mod tests {
         let set =
             Cli::parse_from(["tallyd", "serve", "--projection-commit-interval-ms", "250"]).config;
         assert_eq!(set.projection_commit_interval(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn postgres_sessions_get_a_statement_timeout_and_a_ca() {
+        let default = Cli::parse_from(["tallyd"]).config.postgres_options();
+        assert_eq!(default.statement_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(default.ca_file, None);
+        let set = Cli::parse_from([
+            "tallyd",
+            "migrate",
+            "--pg-statement-timeout-secs",
+            "0",
+            "--pg-ca-file",
+            "/etc/tally/pg-ca.pem",
+        ])
+        .config
+        .postgres_options();
+        assert_eq!(set.statement_timeout, None);
+        assert_eq!(set.ca_file, Some("/etc/tally/pg-ca.pem".into()));
     }
 
     #[test]
