@@ -218,6 +218,32 @@ pub struct Config {
     #[arg(long, global = true, env = "TALLY_API_KEYS")]
     pub api_keys: Option<PathBuf>,
 
+    /// The listener's TLS certificate chain (PEM, leaf first). With
+    /// --tls-key, tallyd serves TLS only; without, plaintext. Read again on
+    /// SIGHUP and when the files change.
+    #[arg(long, global = true, env = "TALLY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "TALLY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: every client must present a certificate issued by a CA
+    /// in this file (PEM). Needs --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// A second, plaintext address serving only grpc.health.v1, for probes
+    /// that cannot speak TLS or present a client certificate (the kubelet's
+    /// gRPC probes).
+    #[arg(long, global = true, env = "TALLY_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Serve gRPC reflection to callers without a key (grpcurl can then
     /// list the API without one; calls still need a key).
     #[arg(long, global = true, env = "TALLY_OPEN_REFLECTION")]
@@ -261,6 +287,19 @@ impl Config {
         if self.max_cached_accounts == 0 {
             return Err("max-cached-accounts must be at least 1".into());
         }
+        // clap checks the flags; these also cover settings made in code.
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls-cert and tls-key go together".into());
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err("tls-client-ca needs tls-cert and tls-key".into());
+        }
+        if self
+            .health_listen
+            .is_some_and(|health| health == self.listen && health.port() != 0)
+        {
+            return Err("health-listen must differ from listen".into());
+        }
         Ok(())
     }
 
@@ -278,6 +317,15 @@ impl Config {
 
     pub fn max_hold_ttl(&self) -> Duration {
         Duration::from_secs(self.max_hold_ttl_secs)
+    }
+
+    /// The listener's TLS files, when it serves TLS.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
     }
 
     /// The PostgreSQL pool's settings.
@@ -377,6 +425,36 @@ mod tests {
         .postgres_options();
         assert_eq!(set.statement_timeout, None);
         assert_eq!(set.ca_file, Some("/etc/tally/pg-ca.pem".into()));
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        assert!(Cli::try_parse_from(["tallyd", "--tls-cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["tallyd", "--tls-key", "k.pem"]).is_err());
+        assert!(Cli::try_parse_from(["tallyd", "--tls-client-ca", "ca.pem"]).is_err());
+        let plain = Cli::parse_from(["tallyd"]).config;
+        assert!(plain.tls_files().is_none());
+        let mutual = Cli::parse_from([
+            "tallyd",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ])
+        .config;
+        let files = mutual.tls_files().expect("TLS files");
+        assert_eq!(files.cert, std::path::Path::new("c.pem"));
+        assert_eq!(files.key, std::path::Path::new("k.pem"));
+        assert_eq!(
+            files.client_ca.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert!(mutual.validate().is_ok());
+        let mut half = plain.clone();
+        half.tls_cert = Some("c.pem".into());
+        assert!(half.validate().is_err());
     }
 
     #[test]
