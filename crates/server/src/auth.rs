@@ -6,21 +6,21 @@
 //! checked where requests name them: [`crate::convert::Validator::account`]
 //! asks [`may_touch`], which sees the key this layer let in.
 //!
-//! The key file is read again on SIGHUP and whenever it changes on disk;
-//! a file that does not parse is refused with a warning and the keys in
-//! use stay.
+//! The key file is read again on SIGHUP and whenever it changes on disk
+//! (`reload.rs`); a file that does not parse is refused with a warning and
+//! the keys in use stay.
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime};
 
 use tally_auth::{Denied, Key, KeyFileError, Keys, Scope};
 use tally_telemetry::Metrics;
 use tracing::{info, warn};
 
+use crate::reload::WatchedFiles;
 use crate::status;
 
 tokio::task_local! {
@@ -89,20 +89,19 @@ fn needs(path: &str, open_reflection: bool) -> Needs {
 pub struct KeyRing {
     path: PathBuf,
     keys: RwLock<Arc<Keys>>,
-    /// The file's modification time and length when last read.
-    seen: RwLock<Option<(SystemTime, u64)>>,
+    file: Arc<WatchedFiles>,
 }
 
 impl KeyRing {
     /// Reads the key file; tallyd does not start without a usable one.
     pub fn open(path: &Path) -> Result<Arc<KeyRing>, KeyFileError> {
-        let seen = stamp(path);
+        let file = Arc::new(WatchedFiles::new(vec![path.to_owned()]));
         let keys = Keys::load(path)?;
         info!(path = %path.display(), keys = keys.len(), "API keys loaded");
         Ok(Arc::new(KeyRing {
             path: path.to_owned(),
             keys: RwLock::new(Arc::new(keys)),
-            seen: RwLock::new(seen),
+            file,
         }))
     }
 
@@ -112,7 +111,6 @@ impl KeyRing {
 
     /// Reads the file again; on failure the keys in use stay.
     pub fn reload(&self) {
-        let seen = stamp(&self.path);
         match Keys::load(&self.path) {
             Ok(keys) => {
                 info!(path = %self.path.display(), keys = keys.len(), "API keys reloaded");
@@ -124,48 +122,14 @@ impl KeyRing {
                 "the key file did not load; the keys in use stay"
             ),
         }
-        *self.seen.write().expect("key ring lock") = seen;
     }
 
-    /// Reloads whenever the file's modification time or length changes,
-    /// and on SIGHUP, until the server stops.
+    /// Reloads whenever the file changes and on SIGHUP, until the server
+    /// stops.
     pub fn watch(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
         let ring = self.clone();
-        tokio::spawn(async move {
-            #[cfg(unix)]
-            let mut hangup =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
-            let mut tick = tokio::time::interval(WATCH_INTERVAL);
-            loop {
-                #[cfg(unix)]
-                let hung_up = async {
-                    match hangup.as_mut() {
-                        Some(signal) => signal.recv().await,
-                        None => std::future::pending().await,
-                    }
-                };
-                #[cfg(not(unix))]
-                let hung_up = std::future::pending::<Option<()>>();
-                tokio::select! {
-                    _ = tick.tick() => {
-                        let seen = *ring.seen.read().expect("key ring lock");
-                        if stamp(&ring.path) != seen {
-                            ring.reload();
-                        }
-                    }
-                    _ = hung_up => ring.reload(),
-                }
-            }
-        })
+        self.file.clone().watch(move || ring.reload())
     }
-}
-
-/// How often the key file is looked at for changes.
-const WATCH_INTERVAL: Duration = Duration::from_secs(1);
-
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let metadata = std::fs::metadata(path).ok()?;
-    Some((metadata.modified().ok()?, metadata.len()))
 }
 
 /// The tower layer that lets in only calls with a key that may make them.

@@ -37,9 +37,10 @@ pub enum Command {
         #[arg(long)]
         projection: Option<String>,
     },
-    /// Ask the tallyd at --listen whether it is serving (gRPC health check):
-    /// exit 0 if SERVING, 1 if not, 2 if it cannot be reached. For Docker's
-    /// HEALTHCHECK in images without a shell.
+    /// Ask the tallyd at --health-listen (else --listen, plaintext only)
+    /// whether it is serving (gRPC health check): exit 0 if SERVING, 1 if
+    /// not, 2 if it cannot be reached. For Docker's HEALTHCHECK in images
+    /// without a shell.
     Health {
         /// The service to check (e.g. tally.v1.AccountService); the whole
         /// server by default.
@@ -186,6 +187,25 @@ pub struct Config {
     )]
     pub pg_acquire_timeout_secs: u64,
 
+    /// PostgreSQL's statement_timeout for tallyd's sessions, in seconds: a
+    /// statement running longer is cancelled and its call answers
+    /// UNAVAILABLE. 0: the server's own setting. `tallyd migrate` lifts it
+    /// for its transaction, which may wait on locks and rewrite tables.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_PG_STATEMENT_TIMEOUT_SECS",
+        default_value_t = 30
+    )]
+    pub pg_statement_timeout_secs: u64,
+
+    /// CA certificates (PEM) that PostgreSQL's certificate must lead to,
+    /// for `sslmode=verify-ca` or `verify-full` in the URL (the URL's
+    /// `sslrootcert` takes precedence). With `require` or `prefer` it makes
+    /// them check the chain too, as libpq does.
+    #[arg(long, global = true, env = "TALLY_PG_CA_FILE")]
+    pub pg_ca_file: Option<PathBuf>,
+
     /// Group-commit transactions in flight at once, each carrying the
     /// appends of many accounts. Default: 4 on PostgreSQL, 1 on the
     /// embedded store (SQLite has one writer).
@@ -234,6 +254,32 @@ pub struct Config {
     #[arg(long, global = true, env = "TALLY_API_KEYS")]
     pub api_keys: Option<PathBuf>,
 
+    /// The listener's TLS certificate chain (PEM, leaf first). With
+    /// --tls-key, tallyd serves TLS only; without, plaintext. Read again on
+    /// SIGHUP and when the files change.
+    #[arg(long, global = true, env = "TALLY_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "TALLY_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Mutual TLS: every client must present a certificate issued by a CA
+    /// in this file (PEM). Needs --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_TLS_CLIENT_CA",
+        requires = "tls_cert"
+    )]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// A second, plaintext address serving only grpc.health.v1, for probes
+    /// that cannot speak TLS or present a client certificate (the kubelet's
+    /// gRPC probes).
+    #[arg(long, global = true, env = "TALLY_HEALTH_LISTEN")]
+    pub health_listen: Option<SocketAddr>,
+
     /// Serve gRPC reflection to callers without a key (grpcurl can then
     /// list the API without one; calls still need a key).
     #[arg(long, global = true, env = "TALLY_OPEN_REFLECTION")]
@@ -280,6 +326,19 @@ impl Config {
         if self.max_cached_accounts == 0 {
             return Err("max-cached-accounts must be at least 1".into());
         }
+        // clap checks the flags; these also cover settings made in code.
+        if self.tls_cert.is_some() != self.tls_key.is_some() {
+            return Err("tls-cert and tls-key go together".into());
+        }
+        if self.tls_client_ca.is_some() && self.tls_cert.is_none() {
+            return Err("tls-client-ca needs tls-cert and tls-key".into());
+        }
+        if self
+            .health_listen
+            .is_some_and(|health| health == self.listen && health.port() != 0)
+        {
+            return Err("health-listen must differ from listen".into());
+        }
         Ok(())
     }
 
@@ -299,12 +358,24 @@ impl Config {
         Duration::from_secs(self.max_hold_ttl_secs)
     }
 
+    /// The listener's TLS files, when it serves TLS.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        Some(crate::tls::TlsFiles {
+            cert: self.tls_cert.clone()?,
+            key: self.tls_key.clone()?,
+            client_ca: self.tls_client_ca.clone(),
+        })
+    }
+
     /// The PostgreSQL pool's settings.
     pub fn postgres_options(&self) -> PostgresOptions {
         PostgresOptions {
             max_connections: self.pg_max_connections,
             connect_timeout: Duration::from_secs(self.pg_connect_timeout_secs),
             acquire_timeout: Duration::from_secs(self.pg_acquire_timeout_secs),
+            statement_timeout: (self.pg_statement_timeout_secs > 0)
+                .then(|| Duration::from_secs(self.pg_statement_timeout_secs)),
+            ca_file: self.pg_ca_file.clone(),
             ..PostgresOptions::default()
         }
     }
@@ -374,6 +445,55 @@ mod tests {
         let set =
             Cli::parse_from(["tallyd", "serve", "--projection-commit-interval-ms", "250"]).config;
         assert_eq!(set.projection_commit_interval(), Duration::from_millis(250));
+    }
+
+    #[test]
+    fn postgres_sessions_get_a_statement_timeout_and_a_ca() {
+        let default = Cli::parse_from(["tallyd"]).config.postgres_options();
+        assert_eq!(default.statement_timeout, Some(Duration::from_secs(30)));
+        assert_eq!(default.ca_file, None);
+        let set = Cli::parse_from([
+            "tallyd",
+            "migrate",
+            "--pg-statement-timeout-secs",
+            "0",
+            "--pg-ca-file",
+            "/etc/tally/pg-ca.pem",
+        ])
+        .config
+        .postgres_options();
+        assert_eq!(set.statement_timeout, None);
+        assert_eq!(set.ca_file, Some("/etc/tally/pg-ca.pem".into()));
+    }
+
+    #[test]
+    fn tls_flags_go_together() {
+        assert!(Cli::try_parse_from(["tallyd", "--tls-cert", "c.pem"]).is_err());
+        assert!(Cli::try_parse_from(["tallyd", "--tls-key", "k.pem"]).is_err());
+        assert!(Cli::try_parse_from(["tallyd", "--tls-client-ca", "ca.pem"]).is_err());
+        let plain = Cli::parse_from(["tallyd"]).config;
+        assert!(plain.tls_files().is_none());
+        let mutual = Cli::parse_from([
+            "tallyd",
+            "--tls-cert",
+            "c.pem",
+            "--tls-key",
+            "k.pem",
+            "--tls-client-ca",
+            "ca.pem",
+        ])
+        .config;
+        let files = mutual.tls_files().expect("TLS files");
+        assert_eq!(files.cert, std::path::Path::new("c.pem"));
+        assert_eq!(files.key, std::path::Path::new("k.pem"));
+        assert_eq!(
+            files.client_ca.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert!(mutual.validate().is_ok());
+        let mut half = plain.clone();
+        half.tls_cert = Some("c.pem".into());
+        assert!(half.validate().is_err());
     }
 
     #[test]

@@ -7,12 +7,15 @@ mod convert;
 mod drain;
 mod gauges;
 mod maintenance;
+mod reload;
 mod service;
 mod shed;
 mod status;
+mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use anyhow::Context as _;
@@ -27,7 +30,7 @@ use tally_store::sqlite::SqliteStore;
 use tally_store::{EventStore, ProjectionStore, Traced};
 use tally_telemetry::{GrpcTelemetryLayer, Metrics};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::server::NamedService;
@@ -38,6 +41,7 @@ use tracing::{info, warn};
 pub use config::Config;
 pub use maintenance::{Verdict, rebuild_projections, verify_projections};
 pub use status::{ERROR_DOMAIN, InvalidArgument};
+pub use tls::TlsFiles;
 
 use service::{AccountApi, Api, CatalogApi, HoldTtl, MeteringApi, Running};
 
@@ -179,6 +183,8 @@ fn reflection() -> tonic_reflection::server::Builder<'static> {
 /// A running server.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The plaintext health-only address, with --health-listen.
+    pub health_addr: Option<SocketAddr>,
     shutdown: Option<oneshot::Sender<()>>,
     task: JoinHandle<anyhow::Result<()>>,
     health: HealthReporter,
@@ -218,15 +224,22 @@ impl RunningServer {
     }
 }
 
-/// `tallyd health`: asks the server at `config.listen` (the loopback
-/// address when it listens on all) for the health of `service` ("" is the
-/// whole server).
+/// `tallyd health`: asks the server for the health of `service` ("" is
+/// the whole server), on its plaintext health listener when it has one
+/// (`--health-listen`), else on `--listen` (the loopback address when it
+/// listens on all interfaces), which must then be plaintext.
 pub async fn check_health(
     config: &Config,
     service: &str,
     timeout: std::time::Duration,
 ) -> anyhow::Result<i32> {
-    let mut addr = config.listen;
+    let mut addr = match config.health_listen {
+        Some(health) => health,
+        None if config.tls_cert.is_some() => anyhow::bail!(
+            "the server serves TLS: give it a plaintext health listener (--health-listen) for this check"
+        ),
+        None => config.listen,
+    };
     if addr.ip().is_unspecified() {
         addr.set_ip(match addr {
             SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
@@ -314,21 +327,34 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         .map(auth::KeyRing::open)
         .transpose()
         .context("loading the API keys (--api-keys)")?;
-    if keys.is_none() && !config.listen.ip().is_loopback() {
-        warn!(
-            listen = %config.listen,
-            "SERVING WITHOUT API KEYS on a non-loopback address: anyone who can reach it can \
-             debit, grant and publish rate cards for every account. Give --api-keys."
-        );
+    let tls = config
+        .tls_files()
+        .map(tls::ServerTls::open)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!(e))
+        .context("loading the TLS certificate (--tls-cert, --tls-key, --tls-client-ca)")?;
+    if let Some(warning) = exposure_warning(config.listen, keys.is_some(), tls.is_some()) {
+        warn!(listen = %config.listen, "{warning}");
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listeners = Listeners {
+        grpc: TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("binding {}", config.listen))?,
+        health: match config.health_listen {
+            Some(addr) => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the health address {addr}"))?,
+            ),
+            None => None,
+        },
+        tls,
+    };
     // Store calls made for a traced request get spans of their own.
     if let Some(url) = config.database_url.clone() {
         let options = config.postgres_options();
         let open = async move { open_postgres(url, options).await.map(Traced::new) };
-        return serve(listener, &config, keys, clock, seeds, open).await;
+        return serve(listeners, &config, keys, clock, seeds, open).await;
     }
     let store_path = config.data_dir.join(EMBEDDED_STORE_FILE);
     let open = async move {
@@ -338,7 +364,41 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> anyhow::Result<Runn
         info!(path = %store_path.display(), "embedded store open");
         Ok(Traced::new(store))
     };
-    serve(listener, &config, keys, clock, seeds, open).await
+    serve(listeners, &config, keys, clock, seeds, open).await
+}
+
+/// What to shout at start when the listener is reachable from other hosts
+/// and a caller there could act without a key or be read on the way.
+fn exposure_warning(listen: SocketAddr, keys: bool, tls: bool) -> Option<&'static str> {
+    if listen.ip().is_loopback() {
+        return None;
+    }
+    match (keys, tls) {
+        (true, true) => None,
+        (false, false) => Some(
+            "SERVING WITHOUT API KEYS OR TLS on a non-loopback address: anyone who can reach it \
+             can debit, grant and publish rate cards for every account, and anyone on the path \
+             can read every call. Give --api-keys, and --tls-cert with --tls-key.",
+        ),
+        (false, true) => Some(
+            "SERVING WITHOUT API KEYS on a non-loopback address: anyone who can reach it can \
+             debit, grant and publish rate cards for every account. Give --api-keys.",
+        ),
+        (true, false) => Some(
+            "SERVING WITHOUT TLS on a non-loopback address: API keys and every call cross the \
+             network in the clear, for anyone on the path to read and replay. Give --tls-cert \
+             and --tls-key (or terminate TLS in front of tallyd on the same host).",
+        ),
+    }
+}
+
+/// The sockets tallyd serves on.
+struct Listeners {
+    grpc: TcpListener,
+    /// Plaintext, grpc.health.v1 only (--health-listen).
+    health: Option<TcpListener>,
+    /// TLS on `grpc`, when configured.
+    tls: Option<Arc<tls::ServerTls>>,
 }
 
 /// Accepted connections, with Nagle's algorithm off: a unary answer is one
@@ -358,14 +418,19 @@ fn accepted(
 /// Serves tally.v1 on `listener` over the store `open` yields. Until it
 /// does, health says NOT_SERVING and calls get UNAVAILABLE.
 async fn serve<S: Store>(
-    listener: TcpListener,
+    listeners: Listeners,
     config: &Config,
     keys: Option<Arc<auth::KeyRing>>,
     clock: Arc<dyn Clock>,
     seeds: Seeds,
     open: impl Future<Output = anyhow::Result<S>> + Send + 'static,
 ) -> anyhow::Result<RunningServer> {
-    let addr = listener.local_addr()?;
+    let addr = listeners.grpc.local_addr()?;
+    let health_addr = listeners
+        .health
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()?;
     let (reporter, health_service) = tonic_health::server::health_reporter();
     set_health::<S>(&reporter, ServingStatus::NotServing).await;
     let health = reporter.clone();
@@ -382,15 +447,28 @@ async fn serve<S: Store>(
     );
 
     let (shutdown_tx, mut shutdown_rx) = oneshot::channel::<()>();
-    let (stop_accepting_tx, stop_accepting_rx) = oneshot::channel::<()>();
+    // Both listeners stop accepting when this says so (or is dropped).
+    let (stop_accepting_tx, stop_accepting_rx) = watch::channel(false);
+    let stop_accepting = move || {
+        let mut stop = stop_accepting_rx.clone();
+        async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+        }
+    };
     let in_flight = Arc::new(drain::InFlight::default());
     let key_watch = keys.as_ref().map(|keys| AbortOnDrop(keys.watch()));
+    let tls_watch = listeners.tls.as_ref().map(|tls| AbortOnDrop(tls.watch()));
+    let health_server = listeners.health.map(|listener| {
+        tonic::transport::Server::builder()
+            .add_service(health_service.clone())
+            .serve_with_incoming_shutdown(accepted(listener), stop_accepting())
+    });
     let authenticate = keys.map(|keys| auth::Authenticate {
         keys,
         open_reflection: config.open_reflection,
         metrics: Metrics::global(),
     });
-    let server = tonic::transport::Server::builder()
+    let router = tonic::transport::Server::builder()
         .layer(drain::TrackInFlight(in_flight.clone()))
         .layer(GrpcTelemetryLayer::new(Metrics::global()))
         .layer(shed::ShedLoad::new(
@@ -403,17 +481,31 @@ async fn serve<S: Store>(
         .add_service(reflection().build_v1alpha()?)
         .add_service(AccountServiceServer::new(AccountApi(api.clone())))
         .add_service(MeteringServiceServer::new(MeteringApi(api.clone())))
-        .add_service(CatalogServiceServer::new(CatalogApi(api)))
-        .serve_with_incoming_shutdown(accepted(listener), async {
-            let _ = stop_accepting_rx.await;
-        });
+        .add_service(CatalogServiceServer::new(CatalogApi(api)));
+    let tcp = accepted(listeners.grpc);
+    let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
+        match listeners.tls {
+            Some(tls) => Box::pin(
+                router.serve_with_incoming_shutdown(tls::incoming(tcp, tls), stop_accepting()),
+            ),
+            None => Box::pin(router.serve_with_incoming_shutdown(tcp, stop_accepting())),
+        };
 
     let grace = std::time::Duration::from_secs(config.shutdown_grace_secs);
     let settings = config.clone();
     let max_lag = config.max_projection_lag();
     let task = tokio::spawn(async move {
-        // Key reloads end with the server.
+        // Key and certificate reloads end with the server, and so does
+        // the health listener.
         let _key_watch = key_watch;
+        let _tls_watch = tls_watch;
+        let _health = health_server.map(|health| {
+            AbortOnDrop(tokio::spawn(async move {
+                if let Err(e) = health.await {
+                    warn!(error = %e, "the health listener stopped");
+                }
+            }))
+        });
         let mut serving = tokio::spawn(server);
         let mut readiness = None;
         let mut gauges = None;
@@ -470,7 +562,7 @@ async fn serve<S: Store>(
             Some(served) => served,
             None => {
                 set_health::<S>(&reporter, ServingStatus::NotServing).await;
-                let _ = stop_accepting_tx.send(());
+                let _ = stop_accepting_tx.send(true);
                 // In-flight calls finish; idle connections do not hold us.
                 if tokio::time::timeout(grace, in_flight.idle()).await.is_err() {
                     tracing::warn!(
@@ -501,6 +593,7 @@ async fn serve<S: Store>(
 
     Ok(RunningServer {
         addr,
+        health_addr,
         shutdown: Some(shutdown_tx),
         task,
         health,
@@ -584,5 +677,19 @@ mod tests {
         let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
         let stream = incoming.next().await.unwrap().unwrap();
         assert!(stream.nodelay().unwrap(), "TCP_NODELAY is off");
+    }
+
+    #[test]
+    fn a_reachable_listener_without_keys_or_tls_is_shouted_about() {
+        let loopback = SocketAddr::from(([127, 0, 0, 1], 50051));
+        let everywhere = SocketAddr::from(([0, 0, 0, 0], 50051));
+        for (keys, tls) in [(false, false), (true, false), (false, true), (true, true)] {
+            assert_eq!(exposure_warning(loopback, keys, tls), None);
+        }
+        assert_eq!(exposure_warning(everywhere, true, true), None);
+        let warned = |keys, tls| exposure_warning(everywhere, keys, tls).expect("a warning");
+        assert!(warned(false, false).contains("WITHOUT API KEYS OR TLS"));
+        assert!(warned(false, true).contains("WITHOUT API KEYS on"));
+        assert!(warned(true, false).contains("WITHOUT TLS"));
     }
 }

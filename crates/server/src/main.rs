@@ -154,7 +154,11 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let grace = Duration::from_secs(config.shutdown_grace_secs);
     let delay = Duration::from_secs(config.shutdown_delay_secs);
     let mut server = tally_server::start(config, Arc::new(SystemClock)).await?;
-    info!(addr = %server.addr, "tallyd listening");
+    info!(
+        addr = %server.addr,
+        health_addr = server.health_addr.map(tracing::field::display),
+        "tallyd listening"
+    );
 
     tokio::select! {
         _ = shutdown_signal() => {}

@@ -9,7 +9,6 @@
 mod support;
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::str::FromStr;
 use std::sync::mpsc;
@@ -20,30 +19,11 @@ use tally_api::v1 as pb;
 use tally_api::v1::account_service_client::AccountServiceClient;
 use tally_api::v1::metering_service_client::MeteringServiceClient;
 use tally_store::LogPosition;
-use tally_store::postgres::{PostgresOptions, PostgresStore, SchemaStatus};
+use tally_store::postgres::{PostgresOptions, PostgresStore, SchemaStatus, TempCluster};
 use tokio_postgres::NoTls;
 use tonic::transport::Channel;
 
 const DEBIT: i64 = 7;
-
-/// Runs a PostgreSQL server program; as the `postgres` OS user when this
-/// runs as root, since `initdb` and `pg_ctl` refuse root.
-fn server_program(bindir: &Path, program: &str) -> Command {
-    if is_root() {
-        let mut command = Command::new("runuser");
-        command
-            .args(["-u", "postgres", "--"])
-            .arg(bindir.join(program));
-        command
-    } else {
-        Command::new(bindir.join(program))
-    }
-}
-
-fn is_root() -> bool {
-    let id = Command::new("id").arg("-u").output().expect("id runs");
-    String::from_utf8_lossy(&id.stdout).trim() == "0"
-}
 
 fn succeeded(what: &str, output: Output) -> Output {
     assert!(
@@ -54,116 +34,6 @@ fn succeeded(what: &str, output: Output) -> Output {
         String::from_utf8_lossy(&output.stderr)
     );
     output
-}
-
-/// The directory of the installed PostgreSQL's programs: `pg_config`'s, or
-/// Debian's newest `/usr/lib/postgresql/<version>/bin`.
-fn postgres_bindir() -> PathBuf {
-    let from_pg_config = Command::new("pg_config")
-        .arg("--bindir")
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()));
-    if let Some(dir) = from_pg_config.filter(|dir| dir.join("initdb").exists()) {
-        return dir;
-    }
-    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL's programs: no pg_config, no /usr/lib/postgresql")
-        .filter_map(|entry| {
-            let entry = entry.ok()?;
-            let version = entry.file_name().to_str()?.parse().ok()?;
-            Some((version, entry.path().join("bin")))
-        })
-        .filter(|(_, dir)| dir.join("initdb").exists())
-        .collect();
-    versions.sort();
-    versions
-        .pop()
-        .expect("an initdb under /usr/lib/postgresql")
-        .1
-}
-
-/// A new PostgreSQL cluster in a temporary directory, listening on
-/// 127.0.0.1 on a free port; stopped and removed when dropped, also when
-/// the test fails.
-struct Cluster {
-    bindir: PathBuf,
-    data: PathBuf,
-    port: u16,
-    /// Holds the data directory, the socket and the server's log; removed
-    /// after `drop` has stopped the server.
-    dir: tempfile::TempDir,
-}
-
-impl Cluster {
-    fn start(bindir: PathBuf) -> Cluster {
-        let dir = tempfile::tempdir().expect("temporary directory");
-        if is_root() {
-            succeeded(
-                "chown",
-                Command::new("chown")
-                    .args(["postgres:", dir.path().to_str().unwrap()])
-                    .output()
-                    .unwrap(),
-            );
-        }
-        let data = dir.path().join("data");
-        succeeded(
-            "initdb",
-            server_program(&bindir, "initdb")
-                .args(["-U", "postgres", "--auth=trust", "--no-sync"])
-                // Whatever the machine's locale: C goes with any encoding.
-                .args(["-E", "UTF8", "--locale=C"])
-                .arg("-D")
-                .arg(&data)
-                .output()
-                .expect("initdb runs"),
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cluster = Cluster {
-            bindir,
-            data,
-            port,
-            dir,
-        };
-        let options = format!(
-            "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
-            cluster.dir.path().display()
-        );
-        succeeded(
-            "pg_ctl start",
-            server_program(&cluster.bindir, "pg_ctl")
-                .args(["start", "-w", "-t", "30", "-o", &options, "-D"])
-                .arg(&cluster.data)
-                .arg("-l")
-                .arg(cluster.dir.path().join("server.log"))
-                .stdout(Stdio::null())
-                .output()
-                .expect("pg_ctl runs"),
-        );
-        cluster
-    }
-
-    fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let stopped = server_program(&self.bindir, "pg_ctl")
-            .args(["stop", "-w", "-m", "immediate", "-D"])
-            .arg(&self.data)
-            .output();
-        if !stopped.is_ok_and(|o| o.status.success()) {
-            eprintln!("could not stop the cluster in {}", self.data.display());
-        }
-    }
 }
 
 async fn connect(url: &str) -> tokio_postgres::Client {
@@ -305,11 +175,11 @@ fn keys(prefix: &str, count: usize) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_logical_dump_restored_into_a_new_cluster_keeps_its_log_in_order() {
-    let bindir = postgres_bindir();
     let work = tempfile::tempdir().unwrap();
     // Made first, so that the source can be taken past its transaction ids,
     // as any cluster that has served a while is past a new one's.
-    let cluster = Cluster::start(bindir.clone());
+    let cluster = TempCluster::start();
+    let bindir = cluster.bindir().to_owned();
     let new_cluster_xid = current_xid(&connect(&cluster.url("postgres")).await).await;
 
     let source = migrated_database().await;

@@ -305,3 +305,108 @@ fn the_database_roles_are_created_by_the_init_script() {
         .unwrap();
     assert!(creates_app.contains("IN ROLE tally_app"), "{creates_app}");
 }
+
+/// Where a service mounts the named volume `volume`, if it does.
+fn volume_mount(service: &Value, volume: &str) -> Option<String> {
+    service["volumes"]
+        .as_array()?
+        .iter()
+        .filter_map(|v| v.as_str())
+        .find_map(|spec| {
+            let mut parts = spec.split(':');
+            (parts.next()? == volume).then(|| parts.next().map(str::to_owned))?
+        })
+}
+
+#[test]
+fn tallyd_serves_tls_with_api_keys_and_verifies_postgres() {
+    let compose = compose();
+    assert!(
+        compose["volumes"].get("tls").is_some(),
+        "a `tls` volume for the certificates"
+    );
+    // The certs service writes into the volume, with the script from the
+    // repository, before PostgreSQL (and so tallyd) starts.
+    let certs = service(&compose, "certs");
+    let written = volume_mount(certs, "tls").expect("certs mounts the tls volume");
+    let entrypoint: Vec<&str> = certs["entrypoint"]
+        .as_array()
+        .expect("an entrypoint")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(entrypoint.last(), Some(&written.as_str()));
+    let script_path = entrypoint
+        .iter()
+        .find(|a| a.ends_with(".sh"))
+        .expect("a script");
+    let script = read(&mounted_from(certs, script_path));
+    let postgres = service(&compose, "postgres");
+    assert_eq!(
+        postgres["depends_on"]["certs"]["condition"],
+        "service_completed_successfully"
+    );
+
+    // What a file under the volume is called in the script, once checked
+    // that `service` mounts the volume where the path says.
+    let made = |service: &Value, path: &str| {
+        let mount = volume_mount(service, "tls").expect("mounts the tls volume");
+        let name = Path::new(path)
+            .strip_prefix(&mount)
+            .unwrap_or_else(|_| panic!("{path} is not under {mount}"))
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(script.contains(&name), "the script makes no {name}");
+        name
+    };
+
+    // tallyd: TLS with the script's certificate, and API keys from the
+    // repository.
+    let tallyd = service(&compose, "tallyd");
+    for name in ["TALLY_TLS_CERT", "TALLY_TLS_KEY"] {
+        made(
+            tallyd,
+            env(tallyd, name).unwrap_or_else(|| panic!("{name}")),
+        );
+    }
+    let keys = read(&mounted_from(
+        tallyd,
+        env(tallyd, "TALLY_API_KEYS").expect("TALLY_API_KEYS"),
+    ));
+    assert!(
+        keys.contains("[[key]]") && keys.contains("sha256 = "),
+        "{keys}"
+    );
+
+    // PostgreSQL serves TLS with the script's certificate for its service
+    // name; tallyd and the migration check it (verify-full, the CA).
+    let command: Vec<&str> = postgres["command"]
+        .as_array()
+        .expect("postgres's command")
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert!(command.contains(&"ssl=on"), "{command:?}");
+    for setting in ["ssl_cert_file=", "ssl_key_file="] {
+        let path = command
+            .iter()
+            .find_map(|a| a.strip_prefix(setting))
+            .unwrap_or_else(|| panic!("no {setting}"));
+        made(postgres, path);
+    }
+    assert!(
+        script.contains("DNS:postgres"),
+        "the certificate names postgres"
+    );
+    for name in ["tallyd", "migrate"] {
+        let client = service(&compose, name);
+        let url = env(client, "TALLY_DATABASE_URL").unwrap();
+        assert!(url.contains("sslmode=verify-full"), "{name}: {url}");
+        assert_eq!(host_port(url).0, "postgres");
+        made(
+            client,
+            env(client, "TALLY_PG_CA_FILE").expect("TALLY_PG_CA_FILE"),
+        );
+    }
+}

@@ -180,36 +180,147 @@ fn every_object_is_named_and_typed() {
     }
 }
 
+/// A setting of the container: its `env` value, or its ConfigMap's.
+fn setting<'a>(
+    container: &'a Value,
+    objects: &'a BTreeMap<(String, String), Value>,
+    name: &str,
+) -> Option<&'a str> {
+    if let Some(env) = env_value(container, name) {
+        return env["value"].as_str();
+    }
+    container["envFrom"]
+        .as_array()?
+        .iter()
+        .filter_map(|source| source["configMapRef"]["name"].as_str())
+        .filter_map(|map| objects.get(&("ConfigMap".to_owned(), map.to_owned())))
+        .find_map(|map| map["data"][name].as_str())
+}
+
+/// The port of a `host:port` setting.
+fn port_of(address: &str) -> u64 {
+    address
+        .rsplit_once(':')
+        .and_then(|(_, port)| port.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {address}"))
+}
+
 #[test]
-fn the_deployment_probes_grpc_health_on_its_port() {
+fn the_deployment_probes_grpc_health_on_its_plaintext_health_port() {
     let objects = objects();
     let deployment = only(&objects, "Deployment");
     let pod = &deployment["spec"]["template"]["spec"];
     let tallyd = &containers(pod)[0];
-    let port = &tallyd["ports"][0];
-    let number = port["containerPort"].as_u64().expect("a container port");
-    assert_eq!(port["name"], "grpc");
+    let port = |name: &str| {
+        tallyd["ports"]
+            .as_array()
+            .expect("ports")
+            .iter()
+            .find(|p| p["name"] == name)
+            .and_then(|p| p["containerPort"].as_u64())
+            .unwrap_or_else(|| panic!("no container port {name}"))
+    };
+    let (grpc, health) = (port("grpc"), port("health"));
+    // tallyd listens on every interface: TLS on one, health on the other.
+    let listen = setting(tallyd, &objects, "TALLY_LISTEN").expect("TALLY_LISTEN");
+    assert_eq!(listen, format!("0.0.0.0:{grpc}"));
+    let health_listen =
+        setting(tallyd, &objects, "TALLY_HEALTH_LISTEN").expect("TALLY_HEALTH_LISTEN");
+    assert_eq!(health_listen, format!("0.0.0.0:{health}"));
+    assert_ne!(port_of(listen), port_of(health_listen));
+    // The kubelet's gRPC probes cannot do TLS: with TLS on the gRPC port,
+    // they must go to the health port.
+    assert!(setting(tallyd, &objects, "TALLY_TLS_CERT").is_some());
     for probe in ["startupProbe", "readinessProbe", "livenessProbe"] {
-        let grpc = &tallyd[probe]["grpc"];
+        let probe_grpc = &tallyd[probe]["grpc"];
         assert_eq!(
-            grpc["port"].as_u64(),
-            Some(number),
-            "{probe} probes gRPC on {number}"
+            probe_grpc["port"].as_u64(),
+            Some(health),
+            "{probe} probes gRPC on the health port {health}"
         );
         // The whole server (""), never AccountService: its lag-driven
         // NOT_SERVING is the same on every replica.
         assert!(
-            grpc["service"].is_null() || grpc["service"] == "",
+            probe_grpc["service"].is_null() || probe_grpc["service"] == "",
             "{probe} checks service \"\", not {}",
-            grpc["service"]
+            probe_grpc["service"]
         );
     }
-    // It listens on every interface, on that port.
-    let config = only(&objects, "ConfigMap");
-    let listen = env_value(tallyd, "TALLY_LISTEN")
-        .map(|e| str_at(e, "/value"))
-        .unwrap_or_else(|| str_at(config, "/data/TALLY_LISTEN"));
-    assert_eq!(listen, format!("0.0.0.0:{number}"));
+}
+
+/// The Secret and key a file path inside `container` comes from: the
+/// path's folder is a mounted Secret volume (whole, not a subPath, so that
+/// the kubelet updates it in place) holding that key.
+fn secret_file<'a>(
+    pod: &Value,
+    container: &Value,
+    objects: &'a BTreeMap<(String, String), Value>,
+    path: &str,
+) -> (&'a Value, String) {
+    let (folder, key) = path.rsplit_once('/').expect("a path");
+    let mount = container["volumeMounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|m| m["mountPath"] == folder)
+        .unwrap_or_else(|| panic!("nothing is mounted at {folder} for {path}"));
+    assert!(mount["subPath"].is_null(), "{folder} is a subPath mount");
+    let volume = pod["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .find(|v| v["name"] == mount["name"])
+        .expect("the mount's volume");
+    let name = volume["secret"]["secretName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{folder} is not a Secret"));
+    let secret = objects
+        .get(&("Secret".to_owned(), name.to_owned()))
+        .unwrap_or_else(|| panic!("no Secret {name} (an example in example/)"));
+    assert!(
+        secret["data"].get(key).is_some() || secret["stringData"].get(key).is_some(),
+        "Secret {name} has no {key} for {path}"
+    );
+    (secret, key.to_owned())
+}
+
+#[test]
+fn tallyd_serves_tls_with_api_keys_and_verifies_postgres() {
+    let objects = objects();
+    let deployment = only(&objects, "Deployment");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let tallyd = &containers(pod)[0];
+    for name in ["TALLY_TLS_CERT", "TALLY_TLS_KEY", "TALLY_API_KEYS"] {
+        let path = setting(tallyd, &objects, name).unwrap_or_else(|| panic!("{name} is set"));
+        secret_file(pod, tallyd, &objects, path);
+    }
+    let (tls, _) = secret_file(
+        pod,
+        tallyd,
+        &objects,
+        setting(tallyd, &objects, "TALLY_TLS_CERT").unwrap(),
+    );
+    assert_eq!(
+        tls["type"], "kubernetes.io/tls",
+        "cert-manager's Secret type"
+    );
+    // Every workload reaches PostgreSQL with verify-full and has its CA.
+    for (what, pod) in pod_specs(&objects) {
+        let container = &containers(pod)[0];
+        let url = env_value(container, "TALLY_DATABASE_URL").expect("a database URL");
+        let reference = &url["valueFrom"]["secretKeyRef"];
+        let secret = &objects[&("Secret".to_owned(), str_at(reference, "/name").to_owned())];
+        let url = secret["stringData"][str_at(reference, "/key")]
+            .as_str()
+            .expect("an example URL");
+        assert!(
+            url.contains("sslmode=verify-full"),
+            "{what} checks PostgreSQL's certificate: {url}"
+        );
+        let ca = setting(container, &objects, "TALLY_PG_CA_FILE")
+            .unwrap_or_else(|| panic!("{what} has TALLY_PG_CA_FILE"));
+        secret_file(pod, container, &objects, ca);
+    }
 }
 
 #[test]

@@ -109,14 +109,17 @@ fn is_transient(code: &SqlState) -> bool {
 /// timeout, TLS and authentication failures; the rest (parameter and column
 /// mismatches, protocol surprises) are bugs.
 fn client_error(err: &tokio_postgres::Error) -> StoreError {
-    let message = format!("postgres: {err}");
+    // tokio-postgres' message names the kind only ("error performing TLS
+    // handshake"); the source says why (the server has no TLS, whose
+    // certificate it was).
+    let message = match std::error::Error::source(err) {
+        Some(source) => format!("postgres: {err}: {source}"),
+        None => format!("postgres: {err}"),
+    };
     let has_io_source =
         std::error::Error::source(err).is_some_and(|source| source.is::<io::Error>());
     if err.is_closed() || has_io_source {
-        return StoreError::Unavailable(match std::error::Error::source(err) {
-            Some(source) => format!("{message}: {source}"),
-            None => message,
-        });
+        return StoreError::Unavailable(message);
     }
     match err.to_string().as_str() {
         "timeout waiting for server"

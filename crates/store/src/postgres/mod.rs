@@ -23,9 +23,15 @@
 //!   idempotency records; the service should connect as a login role that is
 //!   a member of it.
 //!
-//! Connections are plain TCP or Unix sockets: TLS is not supported yet.
+//! - Connections over TCP use TLS as the URL's `sslmode` says, with libpq's
+//!   values (`verify-ca` and `verify-full` too): see `tls.rs`.
+//! - Every session can get a `statement_timeout`
+//!   ([`PostgresOptions::statement_timeout`]); migrations lift it for their
+//!   own transaction.
 
 mod append;
+#[cfg(feature = "test-util")]
+mod cluster;
 mod coalesce;
 mod error;
 #[cfg(feature = "test-util")]
@@ -36,20 +42,24 @@ mod projection;
 mod relay;
 mod schema;
 mod sql;
+mod tls;
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_postgres::{Client, Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
+#[cfg(feature = "test-util")]
+pub use self::cluster::TempCluster;
 use self::error::{Failure, store_error};
 #[cfg(feature = "test-util")]
 pub use self::harness::{PostgresHarness, PostgresLocation, TEST_DATABASE_URL_ENV};
 pub use self::order::Renumbering;
 use self::relay::Relay;
 pub use self::schema::{MigrationReport, SCHEMA_VERSION, SchemaStatus};
+pub use self::tls::ServerCheck;
 use crate::{
     AppendRequest, AppendResult, ChargeRecord, EventStore, HoldRecord, IdempotencyRecord,
     LogPosition, PoolStatus, RecordedEvent, Snapshot, StoreChange, StoreError, Wakeup,
@@ -130,6 +140,19 @@ pub struct PostgresOptions {
     /// can return events they hold back (see the fence in `log.rs`). Past
     /// it, it returns the events before them: late, never out of order.
     pub log_fence_wait: Duration,
+    /// PostgreSQL's `statement_timeout` for every session the store opens:
+    /// a statement running longer is cancelled (and fails `Unavailable`).
+    /// Set at connection start, before the URL's own `options`, so a
+    /// `-c statement_timeout=…` there wins. `None`: the server's default.
+    pub statement_timeout: Option<Duration>,
+    /// What is checked of the server's certificate; [`connect`] sets it from
+    /// the URL's `sslmode`.
+    ///
+    /// [`connect`]: PostgresStore::connect
+    pub server_check: ServerCheck,
+    /// The CA certificates (PEM) the server's certificate must lead to. The
+    /// URL's `sslrootcert` replaces it.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for PostgresOptions {
@@ -139,6 +162,9 @@ impl Default for PostgresOptions {
             connect_timeout: Duration::from_secs(5),
             acquire_timeout: Duration::from_secs(5),
             log_fence_wait: Duration::from_secs(5),
+            statement_timeout: None,
+            server_check: ServerCheck::default(),
+            ca_file: None,
         }
     }
 }
@@ -156,17 +182,39 @@ impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/dbname?…`
     /// or `host=… dbname=…`), opening one connection to find out now, not
     /// at the first request, that it is unreachable. Does not migrate.
-    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
-        let config = url.parse().map_err(store_error)?;
+    ///
+    /// `sslmode` takes libpq's values, `verify-ca` and `verify-full`
+    /// included, and `sslrootcert` names the CA file (see `tls.rs`).
+    pub async fn connect(url: &str, mut options: PostgresOptions) -> Result<Self, StoreError> {
+        let split = tls::split_url(url)
+            .map_err(|e| StoreError::Internal(format!("postgres connection string: {e}")))?;
+        let config = split.url.parse().map_err(store_error)?;
+        options.server_check = split.check;
+        if split.root_cert.is_some() {
+            options.ca_file = split.root_cert;
+        }
         Self::connect_with_config(config, options).await
     }
 
     /// [`connect`](Self::connect) with a parsed configuration, e.g. to set a
-    /// password that is not in the URL.
+    /// password that is not in the URL. Its `sslmode` says whether to
+    /// encrypt; `options.server_check` and `options.ca_file` what to check.
     pub async fn connect_with_config(
         mut config: tokio_postgres::Config,
         options: PostgresOptions,
     ) -> Result<Self, StoreError> {
+        let tls = tls::connector(options.server_check, options.ca_file.as_deref())
+            .map_err(|e| StoreError::Internal(format!("postgres TLS: {e}")))?;
+        if let Some(timeout) = options.statement_timeout {
+            // Startup options, so the setting costs no round trip and holds
+            // on every connection, the change listener's too.
+            let own = format!("-c statement_timeout={}", timeout.as_millis());
+            let options = match config.get_options() {
+                Some(url_options) => format!("{own} {url_options}"),
+                None => own,
+            };
+            config.options(options);
+        }
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.connect_timeout);
         }
@@ -187,7 +235,7 @@ impl PostgresStore {
         let listener_config = config.clone();
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -201,7 +249,7 @@ impl PostgresStore {
             .build()
             .map_err(|err| store_error(Failure::Setup(format!("postgres pool: {err}"))))?;
         let store = Self {
-            relay: Arc::new(Relay::new(listener_config, pool.clone())),
+            relay: Arc::new(Relay::new(listener_config, tls, pool.clone())),
             pool,
             options: Arc::new(options),
         };
@@ -212,6 +260,13 @@ impl PostgresStore {
 
     pub fn options(&self) -> &PostgresOptions {
         &self.options
+    }
+
+    /// One of the pool's connections, for tests that look at the sessions
+    /// the store opens (their settings, their TLS).
+    #[cfg(feature = "test-util")]
+    pub async fn pooled_client(&self) -> Result<Client, StoreError> {
+        self.client().await
     }
 
     /// A pooled connection, or `Unavailable` within the configured timeouts.

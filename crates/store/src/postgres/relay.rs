@@ -33,7 +33,8 @@ use deadpool_postgres::Pool;
 use futures::StreamExt;
 use tokio::sync::{Notify, broadcast, mpsc};
 use tokio::task::JoinHandle;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::LogPosition;
 use crate::changes::{ChangeHub, ProjectedTo, StoreChange};
@@ -100,11 +101,13 @@ pub(crate) struct Relay {
     sender: OnceLock<JoinHandle<()>>,
     listener: OnceLock<JoinHandle<()>>,
     config: tokio_postgres::Config,
+    /// The pool's TLS connector, for the listening connection.
+    tls: MakeRustlsConnect,
     pool: Pool,
 }
 
 impl Relay {
-    pub(crate) fn new(config: tokio_postgres::Config, pool: Pool) -> Self {
+    pub(crate) fn new(config: tokio_postgres::Config, tls: MakeRustlsConnect, pool: Pool) -> Self {
         // Unique among processes (pid and start time) and among the stores
         // one process connects (tests run several replicas in one).
         static STORES: AtomicU64 = AtomicU64::new(0);
@@ -121,6 +124,7 @@ impl Relay {
             sender: OnceLock::new(),
             listener: OnceLock::new(),
             config,
+            tls,
             pool,
         }
     }
@@ -131,6 +135,7 @@ impl Relay {
             self.peers.listening.store(true, Ordering::Relaxed);
             tokio::spawn(listen(
                 self.config.clone(),
+                self.tls.clone(),
                 self.origin.clone(),
                 self.hub.clone(),
                 Arc::clone(&self.peers),
@@ -314,9 +319,15 @@ async fn send(
 
 /// Listens on its own connection, reopening it when it drops, and hands
 /// other processes' signals to this process's subscribers.
-async fn listen(config: tokio_postgres::Config, origin: String, hub: ChangeHub, peers: Arc<Peers>) {
+async fn listen(
+    config: tokio_postgres::Config,
+    tls: MakeRustlsConnect,
+    origin: String,
+    hub: ChangeHub,
+    peers: Arc<Peers>,
+) {
     loop {
-        match listen_once(&config, &origin, &hub, &peers).await {
+        match listen_once(&config, tls.clone(), &origin, &hub, &peers).await {
             Ok(()) => tracing::debug!("the change listener's connection closed"),
             Err(err) => tracing::warn!(error = %err, "the change listener lost its connection"),
         }
@@ -328,11 +339,12 @@ async fn listen(config: tokio_postgres::Config, origin: String, hub: ChangeHub, 
 
 async fn listen_once(
     config: &tokio_postgres::Config,
+    tls: MakeRustlsConnect,
     origin: &str,
     hub: &ChangeHub,
     peers: &Peers,
 ) -> Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = config.connect(NoTls).await?;
+    let (client, mut connection) = config.connect(tls).await?;
     let (notifications, mut received) = mpsc::unbounded_channel();
     // The connection must be polled for the LISTEN to complete and for
     // notifications to arrive; it ends when the server or network does.
