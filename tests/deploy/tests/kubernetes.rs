@@ -7,8 +7,8 @@ use std::path::PathBuf;
 use serde_json::Value;
 use tally_deploy::{deploy_dir, files_with_suffix, run_validator, str_at, yaml};
 
-/// The Kubernetes version the manifests are validated against: the first
-/// with the preStop `sleep` action on by default.
+/// The Kubernetes version the manifests are validated against: the oldest
+/// operations.md supports.
 const KUBERNETES_VERSION: &str = "1.30.0";
 
 fn manifest_files() -> Vec<PathBuf> {
@@ -331,6 +331,10 @@ fn the_deployment_shuts_down_within_its_grace_period() {
     let grace: u64 = str_at(config, "/data/TALLY_SHUTDOWN_GRACE_SECS")
         .parse()
         .unwrap();
+    let delay: u64 = str_at(config, "/data/TALLY_SHUTDOWN_DELAY_SECS")
+        .parse()
+        .unwrap();
+    assert!(delay > 0, "a shutdown delay lets endpoints drain first");
     let pause = containers(pod)[0]["lifecycle"]["preStop"]["sleep"]["seconds"]
         .as_u64()
         .unwrap_or(0);
@@ -338,8 +342,8 @@ fn the_deployment_shuts_down_within_its_grace_period() {
         .as_u64()
         .expect("a grace period");
     assert!(
-        termination > grace + pause,
-        "terminationGracePeriodSeconds {termination} must exceed TALLY_SHUTDOWN_GRACE_SECS {grace} + preStop {pause}"
+        termination > delay + grace + pause,
+        "terminationGracePeriodSeconds {termination} must exceed TALLY_SHUTDOWN_DELAY_SECS {delay} + TALLY_SHUTDOWN_GRACE_SECS {grace} + preStop {pause}"
     );
 }
 
