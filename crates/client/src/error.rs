@@ -75,7 +75,7 @@ pub enum ClientError {
 impl ClientError {
     /// A final status (after retries) as an error.
     pub(crate) fn from_status(status: Status, attempts: u32) -> ClientError {
-        if is_retryable(status.code()) {
+        if is_retryable(&status) {
             return ClientError::Unavailable {
                 attempts,
                 last: Box::new(status),
@@ -102,14 +102,24 @@ impl ClientError {
     }
 }
 
-/// The codes a call is retried on: nothing was decided (UNAVAILABLE,
-/// RESOURCE_EXHAUSTED, ABORTED), or we do not know (DEADLINE_EXCEEDED);
-/// the same idempotency key makes the retry safe either way.
-pub(crate) fn is_retryable(code: Code) -> bool {
+/// Whether a call that failed with `status` is retried: nothing was
+/// decided (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED), or we do not know
+/// (DEADLINE_EXCEEDED, or the connection broke: tonic reports a
+/// connection reset mid-call as UNKNOWN "transport error"); the same
+/// idempotency key makes the retry safe either way.
+pub(crate) fn is_retryable(status: &Status) -> bool {
     matches!(
-        code,
+        status.code(),
         Code::Unavailable | Code::DeadlineExceeded | Code::ResourceExhausted | Code::Aborted
-    )
+    ) || is_transport_failure(status)
+}
+
+/// The status tonic makes of a failed connection: UNKNOWN, with the
+/// transport error as its source.
+fn is_transport_failure(status: &Status) -> bool {
+    status.code() == Code::Unknown
+        && std::error::Error::source(status)
+            .is_some_and(|source| source.is::<tonic::transport::Error>())
 }
 
 /// The `ErrorInfo` reason of a status, or "".

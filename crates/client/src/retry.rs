@@ -106,7 +106,7 @@ where
             Ok(Err(status)) => status,
             Err(_) => Status::deadline_exceeded(format!("no answer within {deadline:?}")),
         };
-        if !is_retryable(status.code()) || tried >= attempts {
+        if !is_retryable(&status) || tried >= attempts {
             return Err(ClientError::from_status(status, tried));
         }
         let wait = policy.wait(tried, &status);

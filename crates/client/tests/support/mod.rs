@@ -1,0 +1,166 @@
+//! A real tallyd (embedded store, started in-process by tally-e2e) behind
+//! a TCP proxy the tests control: it can make Tally unreachable, follow
+//! the server to a new port after a restart, and lose one answer after
+//! the server has acted on it.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime};
+
+use tally_client::{ClientConfig, RetryPolicy, TallyClient, v1};
+use tally_e2e::{BucketKind, Options, TestServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+pub const ACCOUNT: &str = "acme";
+pub const GRANTED: i64 = 10_000;
+
+pub struct Proxy {
+    pub addr: SocketAddr,
+    upstream: watch::Sender<Option<SocketAddr>>,
+    lose_next: Arc<AtomicBool>,
+    lost: Arc<AtomicUsize>,
+}
+
+impl Proxy {
+    pub async fn start(upstream: SocketAddr) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("proxy binds");
+        let addr = listener.local_addr().expect("proxy addr");
+        let (tx, rx) = watch::channel(Some(upstream));
+        let lose_next = Arc::new(AtomicBool::new(false));
+        let lost = Arc::new(AtomicUsize::new(0));
+        let (lose, count) = (lose_next.clone(), lost.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((client, _)) = listener.accept().await else {
+                    return;
+                };
+                let mut rx = rx.clone();
+                let target = *rx.borrow_and_update();
+                let (lose, count) = (lose.clone(), count.clone());
+                tokio::spawn(async move {
+                    // No upstream: the connection closes at once.
+                    let Some(target) = target else { return };
+                    let Ok(server) = TcpStream::connect(target).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = pump(client, server, lose, count) => {}
+                        // Any change of upstream cuts every connection.
+                        _ = rx.changed() => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            upstream: tx,
+            lose_next,
+            lost,
+        }
+    }
+
+    /// Tally unreachable (`None`), or reachable at `addr`.
+    pub fn set_upstream(&self, addr: Option<SocketAddr>) {
+        self.upstream.send_replace(addr);
+    }
+
+    /// The next bytes the server sends are dropped, and their connection
+    /// is cut: the server has acted, the client never hears of it.
+    pub fn lose_next_answer(&self) {
+        self.lose_next.store(true, Ordering::SeqCst);
+    }
+
+    pub fn answers_lost(&self) -> usize {
+        self.lost.load(Ordering::SeqCst)
+    }
+
+    pub fn endpoint(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+async fn pump(client: TcpStream, server: TcpStream, lose: Arc<AtomicBool>, lost: Arc<AtomicUsize>) {
+    let (mut client_read, mut client_write) = client.into_split();
+    let (mut server_read, mut server_write) = server.into_split();
+    let upstream = async {
+        let _ = tokio::io::copy(&mut client_read, &mut server_write).await;
+    };
+    let downstream = async {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = match server_read.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            if lose.swap(false, Ordering::SeqCst) {
+                lost.fetch_add(1, Ordering::SeqCst);
+                return;
+            }
+            if client_write.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
+        }
+    };
+    tokio::select! {
+        _ = upstream => {}
+        _ = downstream => {}
+    }
+}
+
+/// A server whose clock is now (usage records carry the real time), an
+/// account with [`GRANTED`] mc, and a proxy in front.
+pub async fn server() -> (TestServer, Proxy) {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64;
+    let server = TestServer::start_with(Options {
+        start: tally_core::Timestamp::from_millis(now),
+        ..Options::default()
+    })
+    .await;
+    let mut accounts = server.accounts().await;
+    tally_e2e::open(&mut accounts, ACCOUNT).await;
+    tally_e2e::grant(&mut accounts, ACCOUNT, "plan", BucketKind::Monthly, GRANTED).await;
+    let proxy = Proxy::start(server.addr).await;
+    (server, proxy)
+}
+
+/// Short deadlines and waits, so an unreachable Tally is found quickly.
+pub fn config() -> ClientConfig {
+    ClientConfig {
+        deadline: Duration::from_secs(2),
+        connect_timeout: Duration::from_millis(500),
+        retry: RetryPolicy {
+            max_attempts: 4,
+            initial_backoff: Duration::from_millis(20),
+            multiplier: 2,
+            max_backoff: Duration::from_millis(200),
+            jitter: true,
+        },
+        ..ClientConfig::default()
+    }
+}
+
+pub async fn client(proxy: &Proxy, config: ClientConfig) -> TallyClient {
+    TallyClient::connect_with(proxy.endpoint(), config)
+        .await
+        .expect("client")
+}
+
+pub async fn balance(server: &TestServer) -> v1::Balance {
+    tally_e2e::balance(&mut server.accounts().await, ACCOUNT).await
+}
+
+pub async fn ledger(server: &TestServer, kind: v1::LedgerEntryKind) -> Vec<v1::LedgerEntry> {
+    tally_e2e::ledger(&mut server.accounts().await, ACCOUNT)
+        .await
+        .into_iter()
+        .filter(|e| e.kind == kind as i32)
+        .collect()
+}
