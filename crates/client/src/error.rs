@@ -105,7 +105,9 @@ impl ClientError {
 /// Whether a call that failed with `status` is retried: nothing was
 /// decided (UNAVAILABLE, RESOURCE_EXHAUSTED, ABORTED), or we do not know
 /// (DEADLINE_EXCEEDED, or the connection broke: tonic reports a
-/// connection reset mid-call as UNKNOWN "transport error"); the same
+/// connection reset mid-call as UNKNOWN "transport error", a connection
+/// closed under a call as CANCELLED, each with the transport error as its
+/// source); the same
 /// idempotency key makes the retry safe either way.
 pub(crate) fn is_retryable(status: &Status) -> bool {
     matches!(
@@ -114,12 +116,10 @@ pub(crate) fn is_retryable(status: &Status) -> bool {
     ) || is_transport_failure(status)
 }
 
-/// The status tonic makes of a failed connection: UNKNOWN, with the
-/// transport error as its source.
+/// A status tonic made of a failed connection, not one Tally sent: its
+/// source is the transport error.
 fn is_transport_failure(status: &Status) -> bool {
-    status.code() == Code::Unknown
-        && std::error::Error::source(status)
-            .is_some_and(|source| source.is::<tonic::transport::Error>())
+    std::error::Error::source(status).is_some_and(|source| source.is::<tonic::transport::Error>())
 }
 
 /// The `ErrorInfo` reason of a status, or "".
