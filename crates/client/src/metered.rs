@@ -113,39 +113,63 @@ impl Settlement {
     }
 }
 
-/// Releases the hold when dropped while armed: the metered future was
-/// dropped (cancelled) between its Reserve and the end of its Commit.
-struct ReleaseOnDrop {
-    client: TallyClient,
-    request: Option<pb::ReleaseRequest>,
+/// What must still happen to the hold if the metered future is dropped
+/// (cancelled) now.
+enum OnDrop {
+    /// The task had not finished: release the hold.
+    Release(pb::ReleaseRequest),
+    /// The task finished and its Commit was under way: the work is done,
+    /// so the Commit is sent again (same key: charged once); if Tally
+    /// cannot be reached, the usage record is queued for
+    /// [`TallyClient::flush`].
+    Commit(Box<(pb::CommitRequest, pb::UsageRecord)>),
 }
 
-impl ReleaseOnDrop {
-    fn disarm(&mut self) -> Option<pb::ReleaseRequest> {
-        self.request.take()
+/// Settles the hold in a spawned task when dropped while armed.
+struct SettleOnDrop {
+    client: TallyClient,
+    on_drop: Option<OnDrop>,
+}
+
+impl SettleOnDrop {
+    fn disarm(&mut self) {
+        self.on_drop = None;
     }
 }
 
-impl Drop for ReleaseOnDrop {
+impl Drop for SettleOnDrop {
     fn drop(&mut self) {
-        let Some(request) = self.request.take() else {
+        let Some(on_drop) = self.on_drop.take() else {
             return;
         };
-        // Drop cannot wait: the release runs on its own. Outside a tokio
-        // runtime it cannot run at all, and the hold expires at its TTL.
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let client = self.client.clone();
-                runtime.spawn(async move {
+        // Drop cannot wait: the settlement runs on its own. Outside a
+        // tokio runtime it cannot run at all, and the hold expires at its
+        // TTL.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            warn!(
+                "a metered task was dropped outside a tokio runtime; its hold expires at its TTL"
+            );
+            return;
+        };
+        let client = self.client.clone();
+        runtime.spawn(async move {
+            match on_drop {
+                OnDrop::Release(request) => {
                     if let Err(e) = client.release(request).await {
                         warn!(error = %e, "releasing the hold of a cancelled task failed; it expires at its TTL");
                     }
-                });
+                }
+                OnDrop::Commit(settle) => match client.commit(settle.0).await {
+                    Ok(_) => {}
+                    Err(e) if e.is_unavailable() => {
+                        let record = settle.1;
+                        let amount = record.amount_millicredits.unwrap_or(0);
+                        client.inner.offline.record(record, amount);
+                    }
+                    Err(e) => warn!(error = %e, "the commit of a cancelled task was refused"),
+                },
             }
-            Err(_) => warn!(
-                "a metered task was dropped outside a tokio runtime; its hold expires at its TTL"
-            ),
-        }
+        });
     }
 }
 
@@ -156,7 +180,11 @@ impl TallyClient {
     /// - The task's error releases the hold and comes back as
     ///   [`ClientError::Task`].
     /// - Dropping the returned future (a cancelled request, a timeout
-    ///   around it) releases the hold in a spawned task.
+    ///   around it) while the task runs releases the hold in a spawned
+    ///   task; dropped while the Commit is under way, the Commit is sent
+    ///   again in a spawned task (the work is done). Dropped during the
+    ///   Reserve, nothing is known of the hold: if the Reserve landed,
+    ///   the hold expires at its TTL.
     /// - While the task runs, the hold is extended by
     ///   [`ClientConfig::hold_ttl`](crate::ClientConfig::hold_ttl) each
     ///   time half of it has passed, so a long task never loses its hold.
@@ -254,13 +282,14 @@ impl TallyClient {
         // Tally answered: usage recorded while it was not can go now.
         self.flush_in_background();
 
-        let mut guard = ReleaseOnDrop {
+        let release = pb::ReleaseRequest {
+            idempotency_key: action.keys.release(),
+            account_id: account.into(),
+            reservation_id: reservation.reservation_id.clone(),
+        };
+        let mut guard = SettleOnDrop {
             client: self.clone(),
-            request: Some(pb::ReleaseRequest {
-                idempotency_key: action.keys.release(),
-                account_id: account.into(),
-                reservation_id: reservation.reservation_id.clone(),
-            }),
+            on_drop: Some(OnDrop::Release(release.clone())),
         };
         let hold = Hold {
             account_id: account.into(),
@@ -279,11 +308,12 @@ impl TallyClient {
         let cost = match outcome {
             Ok(cost) => cost,
             Err(e) => {
-                if let Some(release) = guard.disarm()
-                    && let Err(why) = self.release(release).await
-                {
+                // Armed until the release is answered: dropped before,
+                // the guard sends it again (same key).
+                if let Err(why) = self.release(release).await {
                     warn!(error = %why, "releasing the hold of a failed task failed; it expires at its TTL");
                 }
+                guard.disarm();
                 return Err(ClientError::Task(e.into()));
             }
         };
@@ -291,15 +321,16 @@ impl TallyClient {
             Cost::Amount(amount) => (Some(amount), None),
             Cost::Dimensions(dimensions) => (None, Some(dimensions)),
         };
-        let committed = self
-            .commit(pb::CommitRequest {
-                idempotency_key: action.keys.commit(),
-                account_id: account.into(),
-                reservation_id: reservation.reservation_id.clone(),
-                amount_millicredits: amount,
-                dimensions: dimensions.clone(),
-            })
-            .await;
+        let commit = pb::CommitRequest {
+            idempotency_key: action.keys.commit(),
+            account_id: account.into(),
+            reservation_id: reservation.reservation_id.clone(),
+            amount_millicredits: amount,
+            dimensions: dimensions.clone(),
+        };
+        let record = usage_record(account, member, &action, amount, dimensions);
+        guard.on_drop = Some(OnDrop::Commit(Box::new((commit.clone(), record.clone()))));
+        let committed = self.commit(commit).await;
         match committed {
             Ok(answer) => {
                 guard.disarm();
@@ -311,14 +342,16 @@ impl TallyClient {
             Err(e) if e.is_unavailable() => {
                 // The work is done and must be charged; the hold expires.
                 guard.disarm();
-                let record = usage_record(account, member, &action, amount, dimensions);
                 self.inner
                     .offline
                     .record(record.clone(), amount.unwrap_or(0));
                 Ok(Settlement::Deferred(record))
             }
-            // Refused: the guard releases the hold as it drops.
-            Err(e) => Err(e),
+            // Refused (e.g. the hold is long gone): nothing to redo.
+            Err(e) => {
+                guard.disarm();
+                Err(e)
+            }
         }
     }
 

@@ -26,7 +26,7 @@ pub enum Unreachable {
     /// it, refuse with [`ClientError::FailOpenExhausted`]. The usage is
     /// reported to Tally (ReportUsage, under each action's commit key) by
     /// [`TallyClient::flush`], which also runs on its own after the next
-    /// call Tally answers.
+    /// Reserve of [`TallyClient::metered`] that Tally answers.
     FailOpen {
         /// The most an account may have unreported at once.
         allowance_millicredits: i64,
@@ -213,6 +213,9 @@ impl TallyClient {
                     report.still_pending =
                         offline.state.lock().expect("offline lock").pending.len();
                 })?;
+            if answer.results.len() != batch.len() {
+                return Err(ClientError::Malformed("a result per record"));
+            }
             for (record, result) in batch.into_iter().zip(answer.results) {
                 match result.outcome {
                     Some(pb::usage_record_result::Outcome::Charged(charged)) => {
