@@ -150,9 +150,20 @@ impl TallyClient {
     /// The price of one run of `action` (with `model` and `dimensions`
     /// when the price depends on them), from the cache when its rate
     /// card version is known to be current, else from a Quote for
-    /// `account` (see the [module docs](self) for how the cache learns of
-    /// a new version). For showing estimates; Reserve and Debit price on
-    /// the server whatever this says.
+    /// `account`. For showing estimates; Reserve and Debit price on the
+    /// server whatever this says.
+    ///
+    /// A price depends only on the action, the model, the dimensions and
+    /// the rate card version, so a cached price is exact while its
+    /// version is current. The cache learns of a newer version from every
+    /// Quote answer, and from every hold and charge this client makes
+    /// (Reserve, Commit and Debit answers carry the version they were
+    /// priced on): a newer version drops every cached price. A version
+    /// Tally has not confirmed for
+    /// [`ClientConfig::quote_max_age`](crate::ClientConfig::quote_max_age)
+    /// (60 s by default) is asked again. So after a publish, a price can
+    /// be stale for at most `quote_max_age`, unless this client's own
+    /// traffic saw the new version sooner.
     ///
     /// ```no_run
     /// # async fn run(tally: tally_client::TallyClient) -> Result<(), tally_client::ClientError> {
