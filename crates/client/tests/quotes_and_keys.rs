@@ -225,3 +225,69 @@ async fn the_api_key_is_sent_as_a_bearer_token() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn a_future_dropped_while_its_commit_is_retried_still_commits() {
+    let (server, proxy) = server().await;
+    // Retries that outlast the outage below (about 50 ms apart).
+    let patient = ClientConfig {
+        retry: tally_client::RetryPolicy {
+            max_attempts: 100,
+            initial_backoff: Duration::from_millis(20),
+            multiplier: 2,
+            max_backoff: Duration::from_millis(50),
+            jitter: false,
+        },
+        ..config()
+    };
+    let tally = client(&proxy, patient).await;
+    let keys = ActionKeys::from_base("task-d");
+    let (finished, done) = tokio::sync::oneshot::channel();
+    let metered = tokio::spawn({
+        let tally = tally.clone();
+        let keys = keys.clone();
+        let proxy_cut = proxy.cutter();
+        async move {
+            tally
+                .metered(
+                    ACCOUNT,
+                    "alice",
+                    Action::new("article.draft").keys(keys),
+                    Estimate::Amount(3_000),
+                    |_hold| async move {
+                        // Tally goes away as the task ends: the Commit
+                        // is retried until the future is dropped.
+                        proxy_cut.set_upstream(None);
+                        let _ = finished.send(());
+                        Ok::<_, std::io::Error>(Cost::Amount(1_000))
+                    },
+                )
+                .await
+        }
+    });
+    done.await.expect("the task finished");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    metered.abort();
+    assert!(metered.await.expect_err("aborted").is_cancelled());
+    assert!(ledger(&server, LedgerEntryKind::Debit).await.is_empty());
+    proxy.set_upstream(Some(server.addr));
+    let mut debits = Vec::new();
+    for _ in 0..200 {
+        debits = ledger(&server, LedgerEntryKind::Debit).await;
+        if !debits.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(debits.len(), 1, "the work was charged");
+    assert_eq!(debits[0].idempotency_key, keys.commit());
+    assert_eq!(debits[0].amount_millicredits, 1_000);
+    assert!(
+        ledger(&server, LedgerEntryKind::HoldReleased)
+            .await
+            .is_empty()
+    );
+    let after = balance(&server).await;
+    assert_eq!(after.held_millicredits, 0);
+    assert_eq!(after.available_millicredits, GRANTED - 1_000);
+}

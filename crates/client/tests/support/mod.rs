@@ -21,7 +21,7 @@ pub const GRANTED: i64 = 10_000;
 
 pub struct Proxy {
     pub addr: SocketAddr,
-    upstream: watch::Sender<Option<SocketAddr>>,
+    upstream: Arc<watch::Sender<Option<SocketAddr>>>,
     lose_next: Arc<AtomicBool>,
     lost: Arc<AtomicUsize>,
 }
@@ -58,7 +58,7 @@ impl Proxy {
         });
         Proxy {
             addr,
-            upstream: tx,
+            upstream: Arc::new(tx),
             lose_next,
             lost,
         }
@@ -67,6 +67,11 @@ impl Proxy {
     /// Tally unreachable (`None`), or reachable at `addr`.
     pub fn set_upstream(&self, addr: Option<SocketAddr>) {
         self.upstream.send_replace(addr);
+    }
+
+    /// A handle that can move the upstream from another task.
+    pub fn cutter(&self) -> Cutter {
+        Cutter(self.upstream.clone())
     }
 
     /// The next bytes the server sends are dropped, and their connection
@@ -81,6 +86,15 @@ impl Proxy {
 
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
+    }
+}
+
+/// Moves a proxy's upstream from another task.
+pub struct Cutter(Arc<watch::Sender<Option<SocketAddr>>>);
+
+impl Cutter {
+    pub fn set_upstream(&self, addr: Option<SocketAddr>) {
+        self.0.send_replace(addr);
     }
 }
 
