@@ -182,18 +182,27 @@ async fn a_commit_whose_answer_is_lost_is_retried_with_its_key_and_charged_once(
 async fn a_debit_whose_answer_is_lost_is_retried_with_its_key_and_charged_once() {
     let (server, proxy) = server().await;
     let tally = client(&proxy, config()).await;
-    proxy.lose_next_answer();
-    let answer = tally
-        .debit(v1::DebitRequest {
-            idempotency_key: "debit-6".into(),
-            account_id: ACCOUNT.into(),
-            member_id: "alice".into(),
-            action: "article.draft".into(),
-            amount_millicredits: Some(700),
-            ..Default::default()
-        })
-        .await
-        .expect("debit");
+    proxy.lose_next_answer_and_hold();
+    let debit = tokio::spawn({
+        let tally = tally.clone();
+        async move {
+            tally
+                .debit(v1::DebitRequest {
+                    idempotency_key: "debit-6".into(),
+                    account_id: ACCOUNT.into(),
+                    member_id: "alice".into(),
+                    action: "article.draft".into(),
+                    amount_millicredits: Some(700),
+                    ..Default::default()
+                })
+                .await
+        }
+    });
+    proxy.answer_lost().await;
+    // Tally has charged; the client has heard nothing.
+    assert_eq!(balance(&server).await.available_millicredits, GRANTED - 700);
+    proxy.cut();
+    let answer = debit.await.expect("joins").expect("debit");
     assert_eq!(proxy.answers_lost(), 1);
     assert_eq!(answer.receipt.expect("receipt").charged_millicredits, 700);
     assert_eq!(balance(&server).await.available_millicredits, GRANTED - 700);

@@ -14,7 +14,7 @@ use tally_client::{ClientConfig, RetryPolicy, TallyClient, v1};
 use tally_e2e::{BucketKind, Options, TestServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 pub const ACCOUNT: &str = "acme";
 pub const GRANTED: i64 = 10_000;
@@ -24,6 +24,16 @@ pub struct Proxy {
     upstream: Arc<watch::Sender<Option<SocketAddr>>>,
     lose_next: Arc<AtomicBool>,
     lost: Arc<AtomicUsize>,
+    gate: Arc<Gate>,
+}
+
+/// Lets a test look at the server between an answer being lost and its
+/// connection being cut.
+#[derive(Default)]
+struct Gate {
+    hold: AtomicBool,
+    lost: Notify,
+    cut: Notify,
 }
 
 impl Proxy {
@@ -33,7 +43,8 @@ impl Proxy {
         let (tx, rx) = watch::channel(Some(upstream));
         let lose_next = Arc::new(AtomicBool::new(false));
         let lost = Arc::new(AtomicUsize::new(0));
-        let (lose, count) = (lose_next.clone(), lost.clone());
+        let gate = Arc::new(Gate::default());
+        let (lose, count, gates) = (lose_next.clone(), lost.clone(), gate.clone());
         tokio::spawn(async move {
             loop {
                 let Ok((client, _)) = listener.accept().await else {
@@ -41,7 +52,7 @@ impl Proxy {
                 };
                 let mut rx = rx.clone();
                 let target = *rx.borrow_and_update();
-                let (lose, count) = (lose.clone(), count.clone());
+                let (lose, count, gate) = (lose.clone(), count.clone(), gates.clone());
                 tokio::spawn(async move {
                     // No upstream: the connection closes at once.
                     let Some(target) = target else { return };
@@ -49,7 +60,7 @@ impl Proxy {
                         return;
                     };
                     tokio::select! {
-                        _ = pump(client, server, lose, count) => {}
+                        _ = pump(client, server, lose, count, gate) => {}
                         // Any change of upstream cuts every connection.
                         _ = rx.changed() => {}
                     }
@@ -61,6 +72,7 @@ impl Proxy {
             upstream: Arc::new(tx),
             lose_next,
             lost,
+            gate,
         }
     }
 
@@ -78,6 +90,24 @@ impl Proxy {
     /// is cut: the server has acted, the client never hears of it.
     pub fn lose_next_answer(&self) {
         self.lose_next.store(true, Ordering::SeqCst);
+    }
+
+    /// Like [`Proxy::lose_next_answer`], but the connection stays open
+    /// (and silent) until [`Proxy::cut`].
+    pub fn lose_next_answer_and_hold(&self) {
+        self.gate.hold.store(true, Ordering::SeqCst);
+        self.lose_next_answer();
+    }
+
+    /// Resolves once an answer was lost.
+    pub async fn answer_lost(&self) {
+        self.gate.lost.notified().await;
+    }
+
+    /// Cuts the connection whose answer was lost and held.
+    pub fn cut(&self) {
+        self.gate.hold.store(false, Ordering::SeqCst);
+        self.gate.cut.notify_one();
     }
 
     pub fn answers_lost(&self) -> usize {
@@ -98,7 +128,13 @@ impl Cutter {
     }
 }
 
-async fn pump(client: TcpStream, server: TcpStream, lose: Arc<AtomicBool>, lost: Arc<AtomicUsize>) {
+async fn pump(
+    client: TcpStream,
+    server: TcpStream,
+    lose: Arc<AtomicBool>,
+    lost: Arc<AtomicUsize>,
+    gate: Arc<Gate>,
+) {
     let (mut client_read, mut client_write) = client.into_split();
     let (mut server_read, mut server_write) = server.into_split();
     let upstream = async {
@@ -113,6 +149,10 @@ async fn pump(client: TcpStream, server: TcpStream, lose: Arc<AtomicBool>, lost:
             };
             if lose.swap(false, Ordering::SeqCst) {
                 lost.fetch_add(1, Ordering::SeqCst);
+                gate.lost.notify_one();
+                if gate.hold.load(Ordering::SeqCst) {
+                    gate.cut.notified().await;
+                }
                 return;
             }
             if client_write.write_all(&buf[..n]).await.is_err() {
