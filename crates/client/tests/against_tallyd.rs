@@ -148,22 +148,33 @@ async fn a_task_running_past_half_its_ttl_extends_its_hold() {
 #[tokio::test]
 async fn a_commit_whose_answer_is_lost_is_retried_with_its_key_and_charged_once() {
     let (server, proxy) = server().await;
+    let proxy = Arc::new(proxy);
     let tally = client(&proxy, config()).await;
     let keys = ActionKeys::from_base("task-5");
-    let settled = tally
-        .metered(
-            ACCOUNT,
-            "alice",
-            Action::new("article.draft").keys(keys.clone()),
-            Estimate::Amount(3_000),
-            |_hold| async {
-                // The Commit reaches Tally; its answer does not come back.
-                proxy.lose_next_answer();
-                Ok::<_, std::io::Error>(Cost::Amount(1_500))
-            },
-        )
-        .await
-        .expect("metered");
+    let metered = tokio::spawn({
+        let (tally, proxy, keys) = (tally.clone(), proxy.clone(), keys.clone());
+        async move {
+            tally
+                .metered(
+                    ACCOUNT,
+                    "alice",
+                    Action::new("article.draft").keys(keys),
+                    Estimate::Amount(3_000),
+                    |_hold| async move {
+                        // The Commit reaches Tally; its answer does not
+                        // come back.
+                        proxy.lose_next_answer_and_hold();
+                        Ok::<_, std::io::Error>(Cost::Amount(1_500))
+                    },
+                )
+                .await
+        }
+    });
+    proxy.answer_lost().await;
+    // Tally has committed; the client has heard nothing.
+    assert_eq!(ledger(&server, LedgerEntryKind::Debit).await.len(), 1);
+    proxy.cut();
+    let settled = metered.await.expect("joins").expect("metered");
     assert_eq!(proxy.answers_lost(), 1);
     assert_eq!(
         settled.receipt().expect("charged").charged_millicredits,
@@ -358,8 +369,15 @@ async fn a_report_whose_answer_is_lost_is_charged_once() {
     proxy.set_upstream(Some(server.addr));
     // The ReportUsage lands; its answer does not come back; the retry
     // sends the same record and key.
-    proxy.lose_next_answer();
-    let report = tally.flush().await.expect("flush");
+    proxy.lose_next_answer_and_hold();
+    let flush = tokio::spawn({
+        let tally = tally.clone();
+        async move { tally.flush().await }
+    });
+    proxy.answer_lost().await;
+    assert_eq!(balance(&server).await.available_millicredits, GRANTED - 800);
+    proxy.cut();
+    let report = flush.await.expect("joins").expect("flush");
     assert_eq!(proxy.answers_lost(), 1);
     assert_eq!(report.charged.len(), 1);
     assert_eq!(balance(&server).await.available_millicredits, GRANTED - 800);

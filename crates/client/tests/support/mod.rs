@@ -142,12 +142,16 @@ async fn pump(
     };
     let downstream = async {
         let mut buf = vec![0u8; 64 * 1024];
+        let mut frames = Frames::default();
         loop {
             let n = match server_read.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
-            if lose.swap(false, Ordering::SeqCst) {
+            // Only an answer is lost: a chunk with a HEADERS frame on a
+            // stream (settings, pings and window updates pass).
+            let answers = frames.saw_headers(&buf[..n]);
+            if answers && lose.swap(false, Ordering::SeqCst) {
                 lost.fetch_add(1, Ordering::SeqCst);
                 gate.lost.notify_one();
                 if gate.hold.load(Ordering::SeqCst) {
@@ -163,6 +167,43 @@ async fn pump(
     tokio::select! {
         _ = upstream => {}
         _ = downstream => {}
+    }
+}
+
+/// Follows HTTP/2 frame boundaries across reads (the server sends no
+/// preface: its bytes are frames from the first).
+#[derive(Default)]
+struct Frames {
+    /// Payload bytes of the current frame still to come.
+    payload_left: usize,
+    /// The part of a frame header read so far.
+    header: Vec<u8>,
+}
+
+impl Frames {
+    /// Whether `bytes` start a HEADERS frame on a stream (an answer).
+    fn saw_headers(&mut self, mut bytes: &[u8]) -> bool {
+        let mut seen = false;
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let skip = self.payload_left.min(bytes.len());
+                self.payload_left -= skip;
+                bytes = &bytes[skip..];
+                continue;
+            }
+            let take = (9 - self.header.len()).min(bytes.len());
+            self.header.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.header.len() == 9 {
+                let h = &self.header;
+                let length = (h[0] as usize) << 16 | (h[1] as usize) << 8 | h[2] as usize;
+                let stream = u32::from_be_bytes([h[5], h[6], h[7], h[8]]) & 0x7fff_ffff;
+                seen |= h[3] == 0x1 && stream != 0;
+                self.payload_left = length;
+                self.header.clear();
+            }
+        }
+        seen
     }
 }
 
