@@ -131,15 +131,16 @@ async fn a_task_running_past_half_its_ttl_extends_its_hold() {
             "article.draft",
             Estimate::Amount(3_000),
             |_hold| async {
-                tokio::time::sleep(Duration::from_millis(2_500)).await;
+                tokio::time::sleep(Duration::from_millis(1_600)).await;
                 Ok::<_, std::io::Error>(Cost::Amount(2_000))
             },
         )
         .await
         .expect("metered");
-    // Extended at 1 s and at 2 s into the task.
+    // Extended once, at 1 s (half the TTL) into the task; the next would
+    // be at 2 s. (0.6 s of slack either side for a busy machine.)
     let extended = ledger(&server, LedgerEntryKind::HoldExtended).await;
-    assert_eq!(extended.len(), 2, "{extended:?}");
+    assert_eq!(extended.len(), 1, "{extended:?}");
     let receipt = settled.receipt().expect("charged");
     assert!(!receipt.late);
     assert_eq!(receipt.charged_millicredits, 2_000);
