@@ -12,8 +12,9 @@ use tally_store::StoreError;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-/// The `ErrorInfo.domain` of every Tally error.
-pub const ERROR_DOMAIN: &str = "tally";
+/// The `ErrorInfo.domain` of every Tally error (the API's: its servers'
+/// codec uses it too).
+pub use tally_api::ERROR_DOMAIN;
 
 /// Bad input: which fields, and what is wrong with each.
 #[derive(Debug, Default)]
@@ -46,6 +47,36 @@ impl From<InvalidArgument> for Status {
         );
         details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
         Status::with_error_details(Code::InvalidArgument, message, details)
+    }
+}
+
+/// A request whose body is not a valid message: the caller's mistake, so
+/// INVALID_ARGUMENT (reason `MALFORMED_REQUEST`), never INTERNAL, which
+/// pages an operator. The servers' codec (`tally_api::codec`) answers so
+/// when the message does not decode; this is the same answer for what
+/// tonic finds wrong around it.
+pub fn malformed_request(why: impl std::fmt::Display) -> Status {
+    tally_api::codec::malformed_request(why)
+}
+
+/// What tonic said about a request it could not read, as Tally says it.
+/// tonic answers a unary call's framing errors itself, before any handler;
+/// in a client stream they surface where the handler reads the next
+/// message. Either way they come here. tonic's framing errors are told
+/// apart by its messages (it has no other way to say them); anything else
+/// passes unchanged.
+pub fn inbound(status: Status) -> Status {
+    match (status.code(), status.message()) {
+        // The body ended inside a message, or held none, or a message's
+        // compressed flag was neither 0 nor 1, or 1 without an encoding.
+        (Code::Internal, message)
+            if message == "Unexpected EOF decoding stream."
+                || message == "Missing request message."
+                || message.starts_with("protocol error: received message with") =>
+        {
+            malformed_request(message)
+        }
+        _ => status,
     }
 }
 

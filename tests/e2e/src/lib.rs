@@ -342,3 +342,72 @@ pub fn reserve_request(account: &str, key: &str, amount: i64) -> ReserveRequest 
         ..Default::default()
     }
 }
+
+/// gRPC's 5-byte frame around a message: not compressed, then its length.
+pub fn frame(message: &[u8]) -> Vec<u8> {
+    let mut framed = vec![0];
+    framed.extend_from_slice(&u32::try_from(message.len()).expect("fits").to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
+/// Sends `body` as the request body of the gRPC call `path`
+/// (`/tally.v1.MeteringService/Debit`) exactly as given, framing
+/// included, and returns the status the server answered: from the headers
+/// of a trailers-only answer, else from the trailers after any messages.
+pub async fn raw_call(channel: Channel, path: &str, body: Vec<u8>) -> tonic::Status {
+    use http_body::Body as _;
+    use tower::ServiceExt as _;
+    let request = http::Request::builder()
+        .method(http::Method::POST)
+        .uri(format!("http://tally{path}"))
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header("te", "trailers")
+        .body(tonic::body::Body::new(OneChunk(Some(body.into()))))
+        .expect("request");
+    let response = channel.oneshot(request).await.expect("an HTTP answer");
+    if let Some(status) = tonic::Status::from_header_map(response.headers()) {
+        return status;
+    }
+    let mut body = std::pin::pin!(response.into_body());
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        let frame = frame.expect("the answer's body");
+        if let Ok(trailers) = frame.into_trailers() {
+            return tonic::Status::from_header_map(&trailers).expect("grpc-status in the trailers");
+        }
+    }
+    panic!("the answer has no grpc-status");
+}
+
+/// A request body of one chunk.
+struct OneChunk(Option<tonic::codegen::Bytes>);
+
+impl http_body::Body for OneChunk {
+    type Data = tonic::codegen::Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::task::Poll::Ready(self.0.take().map(|data| Ok(http_body::Frame::data(data))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_none()
+    }
+}
+
+/// How many bytes a status takes on the wire: its `grpc-message` and
+/// `grpc-status-details-bin` values, encoded as tonic sends them.
+pub fn wire_size(status: &tonic::Status) -> usize {
+    let mut headers = http::HeaderMap::new();
+    status
+        .add_header(&mut headers)
+        .expect("a status that encodes");
+    ["grpc-message", "grpc-status-details-bin"]
+        .iter()
+        .filter_map(|name| headers.get(*name))
+        .map(|value| value.len())
+        .sum()
+}

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::{Api, NOTE_MAX_BYTES, fingerprint, unexpected};
 use crate::ServiceError;
 use crate::convert::{self, Validator};
-use crate::status::{InvalidArgument, record_error};
+use crate::status::{self, InvalidArgument, record_error};
 
 const MAX_QUOTE_ITEMS: usize = 1_000;
 const MAX_QUOTE_COUNT: i64 = 1_000_000;
@@ -406,7 +406,7 @@ impl<S: Store> MeteringService for MeteringApi<S> {
         // Each message's records are queued in order as it arrives, and
         // charged while the next is read; the answers are gathered at the end.
         let mut queued = Vec::new();
-        while let Some(message) = stream.message().await? {
+        while let Some(message) = stream.message().await.map_err(status::inbound)? {
             if message.records.len() > MAX_RECORDS_PER_MESSAGE {
                 return Err(too_many_records(MAX_RECORDS_PER_MESSAGE, "per message").into());
             }

@@ -1,0 +1,112 @@
+//! What bad input gets: requests that do not decode, that are too large,
+//! or that are wrong in every field each get the documented status, reason
+//! and fields, in an error that fits in 8 KiB, and change nothing.
+
+use tally_e2e::*;
+use tonic::Code;
+use tonic::transport::Channel;
+
+/// The account every case is checked against.
+const ACCOUNT: &str = "hostile";
+
+/// What a bad request must leave as it was.
+#[derive(Debug, PartialEq)]
+struct Witness {
+    ledger: Vec<i64>,
+    available: i64,
+    version: i64,
+}
+
+async fn witness(accounts: &mut AccountServiceClient<Channel>) -> Witness {
+    let balance = balance(accounts, ACCOUNT).await;
+    Witness {
+        ledger: ledger(accounts, ACCOUNT)
+            .await
+            .iter()
+            .map(|entry| entry.sequence)
+            .collect(),
+        available: balance.available_millicredits,
+        version: balance.version,
+    }
+}
+
+/// A server with [`ACCOUNT`] open and funded.
+async fn server(backend: Backend) -> TestServer {
+    let server = TestServer::start_with(Options {
+        backend,
+        ..Default::default()
+    })
+    .await;
+    let mut accounts = server.accounts().await;
+    open(&mut accounts, ACCOUNT).await;
+    grant(&mut accounts, ACCOUNT, "g-1", BucketKind::TopUp, 50_000).await;
+    server
+}
+
+/// A Debit of [`ACCOUNT`] that would succeed, encoded.
+fn good_debit() -> Vec<u8> {
+    use prost::Message as _;
+    DebitRequest {
+        idempotency_key: "d-raw".into(),
+        account_id: ACCOUNT.into(),
+        member_id: "alice".into(),
+        action: "article.draft".into(),
+        ..Default::default()
+    }
+    .encode_to_vec()
+}
+
+/// Field 1 (a string) holding bytes that are not UTF-8.
+const NOT_UTF8: [u8; 4] = [0x0a, 0x02, 0xff, 0xfe];
+
+fn assert_malformed(status: &tonic::Status, what: &str) {
+    assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
+    assert_eq!(reason(status), "MALFORMED_REQUEST", "{what}: {status:?}");
+    assert!(wire_size(status) <= 8 * 1024, "{what}: {status:?}");
+}
+
+#[tokio::test]
+async fn bodies_that_do_not_decode_are_invalid_argument_and_change_nothing() {
+    for backend in BOTH_BACKENDS {
+        let server = server(backend).await;
+        let mut accounts = server.accounts().await;
+        let before = witness(&mut accounts).await;
+        let debit = "/tally.v1.MeteringService/Debit";
+        let stream = "/tally.v1.MeteringService/ReportUsageStream";
+        let garbage = [0xff_u8; 16];
+        for (path, body, what) in [
+            (debit, frame(&garbage), "16 bytes of 0xff as a Debit"),
+            (debit, frame(&NOT_UTF8), "a Debit string that is not UTF-8"),
+            (
+                "/tally.v1.AccountService/GetBalance",
+                frame(&garbage),
+                "16 bytes of 0xff as a GetBalance",
+            ),
+            (
+                "/tally.v1.AccountService/WatchAccount",
+                frame(&garbage),
+                "16 bytes of 0xff as a WatchAccount (server streaming)",
+            ),
+            (stream, frame(&garbage), "16 bytes of 0xff in a stream"),
+            (
+                stream,
+                frame(&NOT_UTF8),
+                "a stream message string that is not UTF-8",
+            ),
+            (
+                stream,
+                frame(&garbage)[..10].to_vec(),
+                "a stream that ends inside a message",
+            ),
+        ] {
+            let status = raw_call(server.channel().await, path, body).await;
+            assert_malformed(&status, what);
+        }
+        // The frame is what was wrong, not the connection or the method.
+        let status = raw_call(server.channel().await, debit, frame(&good_debit())).await;
+        assert_eq!(status.code(), Code::Ok, "{status:?}");
+        let after = witness(&mut accounts).await;
+        assert_eq!(after.ledger.len(), before.ledger.len() + 1, "{backend:?}");
+        assert_eq!(after.available, before.available - 2_000, "{backend:?}");
+    }
+}
