@@ -6,6 +6,7 @@ pub mod config;
 mod convert;
 mod drain;
 mod gauges;
+mod inbound;
 mod maintenance;
 mod reload;
 mod service;
@@ -93,6 +94,11 @@ impl Drop for AbortOnDrop {
 /// After the last in-flight call answers, how long connections get to
 /// flush before they are closed.
 const FLUSH_WINDOW: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// The largest request message a tally.v1 service reads (tonic's default,
+/// said here): a larger one is refused by its length alone, before it is
+/// buffered, with RESOURCE_EXHAUSTED `REQUEST_TOO_LARGE`.
+pub const MAX_REQUEST_BYTES: usize = 4 << 20;
 
 /// The file the embedded store keeps in the data dir.
 pub const EMBEDDED_STORE_FILE: &str = "tally.sqlite";
@@ -476,12 +482,21 @@ async fn serve<S: Store>(
             Metrics::global(),
         ))
         .layer(tower::util::option_layer(authenticate))
+        .layer(inbound::InboundErrors)
         .add_service(health_service)
         .add_service(reflection().build_v1()?)
         .add_service(reflection().build_v1alpha()?)
-        .add_service(AccountServiceServer::new(AccountApi(api.clone())))
-        .add_service(MeteringServiceServer::new(MeteringApi(api.clone())))
-        .add_service(CatalogServiceServer::new(CatalogApi(api)));
+        .add_service(
+            AccountServiceServer::new(AccountApi(api.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            MeteringServiceServer::new(MeteringApi(api.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            CatalogServiceServer::new(CatalogApi(api)).max_decoding_message_size(MAX_REQUEST_BYTES),
+        );
     let tcp = accepted(listeners.grpc);
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match listeners.tls {

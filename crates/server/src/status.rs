@@ -60,12 +60,17 @@ pub fn malformed_request(why: impl std::fmt::Display) -> Status {
 }
 
 /// What tonic said about a request it could not read, as Tally says it.
-/// tonic answers a unary call's framing errors itself, before any handler;
-/// in a client stream they surface where the handler reads the next
-/// message. Either way they come here. tonic's framing errors are told
-/// apart by its messages (it has no other way to say them); anything else
-/// passes unchanged.
+/// tonic answers a unary call's framing errors itself, before any handler
+/// (`crate::inbound` rewrites those answers); in a client stream they
+/// surface where the handler reads the next message. tonic's framing
+/// errors are told apart by its messages (it has no other way to say
+/// them); anything else passes unchanged.
 pub fn inbound(status: Status) -> Status {
+    inbound_rewrite(&status).unwrap_or(status)
+}
+
+/// [`inbound`]'s answer when it differs from tonic's.
+pub fn inbound_rewrite(status: &Status) -> Option<Status> {
     match (status.code(), status.message()) {
         // The body ended inside a message, or held none, or a message's
         // compressed flag was neither 0 nor 1, or 1 without an encoding.
@@ -74,10 +79,36 @@ pub fn inbound(status: Status) -> Status {
                 || message == "Missing request message."
                 || message.starts_with("protocol error: received message with") =>
         {
-            malformed_request(message)
+            Some(malformed_request(message))
         }
-        _ => status,
+        // tonic reads the length before the message, so nothing of a
+        // message over the limit was buffered.
+        (Code::OutOfRange, message)
+            if message.starts_with("Error, decoded message length too large") =>
+        {
+            Some(request_too_large(message))
+        }
+        _ => None,
     }
+}
+
+/// "Error, decoded message length too large: found N bytes, the limit is:
+/// M bytes" as RESOURCE_EXHAUSTED `REQUEST_TOO_LARGE`, with both numbers.
+fn request_too_large(said: &str) -> Status {
+    let numbers: Vec<&str> = said
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|part| !part.is_empty())
+        .collect();
+    let (size, limit) = match numbers[..] {
+        [size, limit] => (size.to_owned(), limit.to_owned()),
+        _ => (String::new(), String::new()),
+    };
+    status(
+        Code::ResourceExhausted,
+        "REQUEST_TOO_LARGE",
+        format!("the request message is {size} bytes; a message may be at most {limit}"),
+        &[("size_bytes", size), ("limit_bytes", limit)],
+    )
 }
 
 /// A failed record of a batch call (`ReportUsage`): what the status of a

@@ -59,6 +59,13 @@ fn good_debit() -> Vec<u8> {
 /// Field 1 (a string) holding bytes that are not UTF-8.
 const NOT_UTF8: [u8; 4] = [0x0a, 0x02, 0xff, 0xfe];
 
+/// A frame whose compressed flag is `flag`.
+fn flagged(flag: u8, message: &[u8]) -> Vec<u8> {
+    let mut framed = frame(message);
+    framed[0] = flag;
+    framed
+}
+
 fn assert_malformed(status: &tonic::Status, what: &str) {
     assert_eq!(status.code(), Code::InvalidArgument, "{what}: {status:?}");
     assert_eq!(reason(status), "MALFORMED_REQUEST", "{what}: {status:?}");
@@ -98,6 +105,23 @@ async fn bodies_that_do_not_decode_are_invalid_argument_and_change_nothing() {
                 frame(&garbage)[..10].to_vec(),
                 "a stream that ends inside a message",
             ),
+            (debit, Vec::new(), "a Debit without a message"),
+            (
+                debit,
+                frame(&good_debit())[..12].to_vec(),
+                "a Debit that ends inside its message",
+            ),
+            (debit, flagged(7, &good_debit()), "a compressed flag of 7"),
+            (
+                debit,
+                flagged(1, &good_debit()),
+                "a compressed message without grpc-encoding",
+            ),
+            (
+                stream,
+                flagged(7, &good_debit()),
+                "a compressed flag of 7 in a stream",
+            ),
         ] {
             let status = raw_call(server.channel().await, path, body).await;
             assert_malformed(&status, what);
@@ -108,5 +132,102 @@ async fn bodies_that_do_not_decode_are_invalid_argument_and_change_nothing() {
         let after = witness(&mut accounts).await;
         assert_eq!(after.ledger.len(), before.ledger.len() + 1, "{backend:?}");
         assert_eq!(after.available, before.available - 2_000, "{backend:?}");
+    }
+}
+
+fn assert_too_large(status: &tonic::Status, what: &str) {
+    assert_eq!(status.code(), Code::ResourceExhausted, "{what}: {status:?}");
+    assert_eq!(reason(status), "REQUEST_TOO_LARGE", "{what}: {status:?}");
+    assert_eq!(
+        metadata(status, "limit_bytes").as_deref(),
+        Some("4194304"),
+        "{what}"
+    );
+    assert!(wire_size(status) <= 8 * 1024, "{what}: {status:?}");
+}
+
+#[tokio::test]
+async fn requests_over_the_size_limit_are_resource_exhausted_and_change_nothing() {
+    for backend in BOTH_BACKENDS {
+        let server = server(backend).await;
+        let mut accounts = server.accounts().await;
+        let mut metering = server.metering().await;
+        let mut catalog = server.catalog().await;
+        let before = witness(&mut accounts).await;
+        let card_before = catalog
+            .get_rate_card(GetRateCardRequest::default())
+            .await
+            .expect("rate card")
+            .into_inner()
+            .version;
+        let huge = "k".repeat(5 << 20);
+
+        let request = DebitRequest {
+            idempotency_key: huge.clone(),
+            account_id: ACCOUNT.into(),
+            member_id: "alice".into(),
+            action: "article.draft".into(),
+            ..Default::default()
+        };
+        let size = prost::Message::encoded_len(&request).to_string();
+        let status = metering.debit(request).await.unwrap_err();
+        assert_too_large(&status, "a 5 MiB Debit");
+        assert_eq!(metadata(&status, "size_bytes"), Some(size));
+
+        let status = catalog
+            .publish_rate_card(PublishRateCardRequest { toml: huge.clone() })
+            .await
+            .unwrap_err();
+        assert_too_large(&status, "a 5 MiB rate card");
+
+        let status = metering
+            .report_usage_stream(futures::stream::iter([ReportUsageStreamRequest {
+                records: vec![UsageRecord {
+                    idempotency_key: huge.clone(),
+                    account_id: ACCOUNT.into(),
+                    member_id: "alice".into(),
+                    action: "article.draft".into(),
+                    ..Default::default()
+                }],
+            }]))
+            .await
+            .unwrap_err();
+        assert_too_large(&status, "a 5 MiB stream message");
+
+        // The length alone is refused: the server does not wait for the
+        // bytes it announced.
+        let mut announced = frame(&good_debit());
+        announced[1..5].copy_from_slice(&(64_u32 << 20).to_be_bytes());
+        let status = raw_call(
+            server.channel().await,
+            "/tally.v1.MeteringService/Debit",
+            announced,
+        )
+        .await;
+        assert_too_large(&status, "a 64 MiB length with a few bytes");
+        assert_eq!(metadata(&status, "size_bytes").as_deref(), Some("67108864"));
+
+        // Exactly at the limit is read (and refused for its fields).
+        let at_limit = metering
+            .debit(DebitRequest {
+                idempotency_key: "k".repeat((4 << 20) - 64),
+                account_id: ACCOUNT.into(),
+                member_id: "alice".into(),
+                action: "article.draft".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(at_limit.code(), Code::InvalidArgument, "{at_limit:?}");
+        assert_eq!(violated_fields(&at_limit), vec!["idempotency_key"]);
+
+        assert_eq!(witness(&mut accounts).await, before, "{backend:?}");
+        let card_after = catalog
+            .get_rate_card(GetRateCardRequest::default())
+            .await
+            .expect("rate card")
+            .into_inner()
+            .version;
+        assert_eq!(card_after, card_before);
     }
 }
