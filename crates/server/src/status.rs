@@ -30,24 +30,106 @@ impl InvalidArgument {
     }
 }
 
+/// The most an error may take on the wire: its `grpc-message` and
+/// `grpc-status-details-bin` together. Both travel as HTTP/2 headers (or
+/// trailers), and 8 KiB is the smallest header list many clients and
+/// proxies accept; past it the caller sees a broken stream, not the error.
+pub const MAX_ERROR_BYTES: usize = 8 * 1024;
+
+/// Field violations listed in one error; the message says how many more.
+const MAX_VIOLATIONS: usize = 20;
+/// The longest field name, description or metadata value shown.
+const MAX_FIELD_BYTES: usize = 128;
+const MAX_TEXT_BYTES: usize = 256;
+/// The longest message shown.
+const MAX_MESSAGE_BYTES: usize = 1024;
+
 impl From<InvalidArgument> for Status {
+    /// Every violation is named, up to [`MAX_VIOLATIONS`] and as many as
+    /// fit in [`MAX_ERROR_BYTES`]; the message says how many more there
+    /// were (and `ErrorInfo.metadata.violations` how many in all). Text a
+    /// caller sent may be echoed in a description (a TOML document's bad
+    /// line), so each is cut to a bounded length.
     fn from(invalid: InvalidArgument) -> Status {
-        let message = invalid
+        let violations: Vec<(String, String)> = invalid
             .violations
             .iter()
-            .map(|(field, description)| format!("{field}: {description}"))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let mut details = ErrorDetails::with_bad_request(
-            invalid
-                .violations
-                .iter()
-                .map(|(field, description)| tonic_types::FieldViolation::new(field, description))
-                .collect::<Vec<_>>(),
-        );
-        details.set_error_info("INVALID_ARGUMENT", ERROR_DOMAIN, HashMap::new());
-        Status::with_error_details(Code::InvalidArgument, message, details)
+            .map(|(field, description)| {
+                (
+                    elide(field, MAX_FIELD_BYTES),
+                    elide(description, MAX_TEXT_BYTES),
+                )
+            })
+            .collect();
+        let mut shown = violations.len().min(MAX_VIOLATIONS);
+        loop {
+            let status = invalid_status(&violations[..shown], violations.len());
+            if shown <= 1 || wire_size(&status) <= MAX_ERROR_BYTES {
+                return status;
+            }
+            shown -= 1;
+        }
     }
+}
+
+/// INVALID_ARGUMENT naming `shown` of `total` violations.
+fn invalid_status(shown: &[(String, String)], total: usize) -> Status {
+    let more = match total - shown.len() {
+        0 => String::new(),
+        n => format!("; and {n} more"),
+    };
+    let listed = shown
+        .iter()
+        .map(|(field, description)| format!("{field}: {description}"))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let message = elide(&listed, MAX_MESSAGE_BYTES - more.len()) + &more;
+    let mut details = ErrorDetails::with_bad_request(
+        shown
+            .iter()
+            .map(|(field, description)| tonic_types::FieldViolation::new(field, description))
+            .collect::<Vec<_>>(),
+    );
+    details.set_error_info(
+        "INVALID_ARGUMENT",
+        ERROR_DOMAIN,
+        HashMap::from([("violations".to_owned(), total.to_string())]),
+    );
+    Status::with_error_details(Code::InvalidArgument, message, details)
+}
+
+/// How many bytes `status` takes on the wire (see [`MAX_ERROR_BYTES`]).
+pub fn wire_size(status: &Status) -> usize {
+    let mut headers = http::HeaderMap::new();
+    if status.add_header(&mut headers).is_err() {
+        return usize::MAX;
+    }
+    [Status::GRPC_MESSAGE, Status::GRPC_STATUS_DETAILS]
+        .iter()
+        .filter_map(|name| headers.get(name))
+        .map(http::HeaderValue::len)
+        .sum()
+}
+
+/// `text` in at most `max` bytes: its start and its end with ` … ` between,
+/// so a long echoed document keeps both what came first and the parser's
+/// last word (what it expected).
+fn elide(text: &str, max: usize) -> String {
+    const GAP: &str = " … ";
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let room = max.saturating_sub(GAP.len());
+    let tail_bytes = room / 3;
+    let mut head = room - tail_bytes;
+    while !text.is_char_boundary(head) {
+        head -= 1;
+    }
+    let mut tail = text.len() - tail_bytes;
+    while !text.is_char_boundary(tail) {
+        tail += 1;
+    }
+    format!("{}{GAP}{}", &text[..head], &text[tail..])
 }
 
 /// A request whose body is not a valid message: the caller's mistake, so
@@ -134,14 +216,18 @@ pub fn record_error(status: &Status) -> tally_api::v1::RecordError {
     }
 }
 
+/// An error with its reason. Messages and metadata may carry what a caller
+/// sent (an idempotency key, an action's name), so each is bounded: at
+/// most a few metadata values of [`MAX_TEXT_BYTES`] and a message of
+/// [`MAX_MESSAGE_BYTES`] fit in [`MAX_ERROR_BYTES`] however they encode.
 fn status(code: Code, reason: &str, message: String, metadata: &[(&str, String)]) -> Status {
     let metadata = metadata
         .iter()
-        .map(|(k, v)| ((*k).to_owned(), v.clone()))
+        .map(|(k, v)| ((*k).to_owned(), elide(v, MAX_TEXT_BYTES)))
         .collect::<HashMap<_, _>>();
     Status::with_error_details(
         code,
-        message,
+        elide(&message, MAX_MESSAGE_BYTES),
         ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata),
     )
 }
@@ -378,6 +464,108 @@ mod tests {
     use tonic_types::StatusExt;
 
     use super::*;
+
+    #[test]
+    fn a_thousand_long_violations_fit_in_8_kib() {
+        // Spaces and non-ASCII text take three bytes each in grpc-message.
+        let long = "é ".repeat(100_000);
+        let invalid = InvalidArgument {
+            violations: (0..1_000)
+                .map(|i| (format!("items[{i}].dimensions.units.{long}"), long.clone()))
+                .collect(),
+        };
+        let status = Status::from(invalid);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert!(
+            wire_size(&status) <= MAX_ERROR_BYTES,
+            "{}",
+            wire_size(&status)
+        );
+        let listed = status.get_details_bad_request().expect("BadRequest");
+        let shown = listed.field_violations.len();
+        assert!((1..=MAX_VIOLATIONS).contains(&shown), "{shown}");
+        assert!(listed.field_violations[0].field.starts_with("items[0]."));
+        assert!(
+            status
+                .message()
+                .ends_with(&format!("; and {} more", 1_000 - shown)),
+            "{}",
+            status.message()
+        );
+        let info = status.get_details_error_info().expect("ErrorInfo");
+        assert_eq!(info.reason, "INVALID_ARGUMENT");
+        assert_eq!(info.metadata["violations"], "1000");
+    }
+
+    #[test]
+    fn twenty_short_violations_are_all_listed_and_more_are_counted() {
+        let invalid = |n: usize| InvalidArgument {
+            violations: (0..n)
+                .map(|i| (format!("items[{i}].action"), "must not be empty".to_owned()))
+                .collect(),
+        };
+        let twenty = Status::from(invalid(20));
+        assert_eq!(
+            twenty
+                .get_details_bad_request()
+                .unwrap()
+                .field_violations
+                .len(),
+            20
+        );
+        assert!(!twenty.message().contains("more"), "{}", twenty.message());
+        let many = Status::from(invalid(1_000));
+        assert_eq!(
+            many.get_details_bad_request()
+                .unwrap()
+                .field_violations
+                .len(),
+            20
+        );
+        assert!(many.message().ends_with("; and 980 more"));
+    }
+
+    #[test]
+    fn an_echoed_document_keeps_its_start_and_the_parsers_last_word() {
+        let line = "x".repeat(1 << 20);
+        let error =
+            format!("TOML parse error at line 1, column 3\n  |\n1 | {line}\n  |   ^\nexpected `=`");
+        let status = Status::from(InvalidArgument::field("toml", error));
+        assert!(wire_size(&status) <= MAX_ERROR_BYTES);
+        let description =
+            &status.get_details_bad_request().unwrap().field_violations[0].description;
+        assert!(description.len() <= MAX_TEXT_BYTES, "{}", description.len());
+        assert!(description.starts_with("TOML parse error at line 1, column 3"));
+        assert!(description.ends_with("expected `=`"), "{description}");
+    }
+
+    #[test]
+    fn messages_and_metadata_are_bounded() {
+        let huge = "ü ".repeat(1 << 20);
+        let status = status(
+            Code::AlreadyExists,
+            "IDEMPOTENCY_KEY_REUSED",
+            huge.clone(),
+            &[("a", huge.clone()), ("b", huge.clone()), ("c", huge)],
+        );
+        assert!(
+            wire_size(&status) <= MAX_ERROR_BYTES,
+            "{}",
+            wire_size(&status)
+        );
+        assert!(status.message().len() <= MAX_MESSAGE_BYTES);
+        let internal = Status::from(crate::ServiceError::Internal("y".repeat(1 << 20)));
+        assert!(wire_size(&internal) <= MAX_ERROR_BYTES);
+    }
+
+    #[test]
+    fn elision_cuts_on_character_boundaries() {
+        assert_eq!(elide("short", 10), "short");
+        let cut = elide(&"é".repeat(100), 41);
+        assert!(cut.len() <= 41, "{}", cut.len());
+        assert!(cut.contains(" … "));
+        assert!(cut.starts_with('é') && cut.ends_with('é'));
+    }
 
     #[test]
     fn an_overflowing_account_is_out_of_range_with_its_reason() {

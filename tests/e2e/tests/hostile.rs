@@ -231,3 +231,78 @@ async fn requests_over_the_size_limit_are_resource_exhausted_and_change_nothing(
         assert_eq!(card_after, card_before);
     }
 }
+
+#[tokio::test]
+async fn errors_that_echo_what_was_sent_fit_in_8_kib() {
+    for backend in BOTH_BACKENDS {
+        let server = server(backend).await;
+        let mut accounts = server.accounts().await;
+        let mut metering = server.metering().await;
+        let mut catalog = server.catalog().await;
+        let before = witness(&mut accounts).await;
+
+        // A thousand items, each naming an action of 3 KB with a bad
+        // character at its end.
+        let bad_action = format!("{}!", "a".repeat(3_000));
+        let status = metering
+            .quote(QuoteRequest {
+                account_id: ACCOUNT.into(),
+                items: (0..1_000)
+                    .map(|_| QuoteItem {
+                        action: bad_action.clone(),
+                        ..Default::default()
+                    })
+                    .collect(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(wire_size(&status) <= 8 * 1024, "{}", wire_size(&status));
+        let fields = violated_fields(&status);
+        assert!((1..=20).contains(&fields.len()), "{fields:?}");
+        assert_eq!(fields[0], "items[0].action");
+        assert_eq!(metadata(&status, "violations").as_deref(), Some("1000"));
+        assert!(status.message().contains(" more"), "{}", status.message());
+
+        // A rate card of one line of nearly 1 MiB that does not parse: the
+        // parser quotes the line.
+        let toml = format!(
+            "version = 9\n[actions.\"x\"]\nprice_millicredits = {}",
+            "9".repeat(1 << 19)
+        );
+        let status = catalog
+            .publish_rate_card(PublishRateCardRequest { toml })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert_eq!(violated_fields(&status), vec!["toml"]);
+        assert!(wire_size(&status) <= 8 * 1024, "{}", wire_size(&status));
+
+        // A unit name of 1 MiB, quoted in its violation and in its field.
+        let unit = "u".repeat(1 << 20);
+        let status = metering
+            .debit(DebitRequest {
+                idempotency_key: "d-unit".into(),
+                account_id: ACCOUNT.into(),
+                member_id: "alice".into(),
+                action: "article.draft".into(),
+                dimensions: Some(Dimensions {
+                    units: [(unit, -1)].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+        assert!(wire_size(&status) <= 8 * 1024, "{}", wire_size(&status));
+        assert!(
+            violated_fields(&status)
+                .iter()
+                .all(|field| field.starts_with("dimensions.units")),
+            "{status:?}"
+        );
+
+        assert_eq!(witness(&mut accounts).await, before, "{backend:?}");
+    }
+}

@@ -116,5 +116,5 @@ fn balance_of(applied: &Applied, account: &AccountId) -> Option<tally_api::v1::B
 
 /// An engine answer of the wrong shape: a bug, never the caller's fault.
 fn unexpected(outcome: &tally_core::Outcome) -> Status {
-    Status::internal(format!("unexpected outcome {outcome:?}"))
+    ServiceError::Internal(format!("unexpected outcome {outcome:?}")).into()
 }
