@@ -88,9 +88,10 @@ async fn hold_appends(locker: &Client) {
         .expect("lock");
 }
 
-/// Waits until an append is seen waiting on the test's lock.
+/// Waits until an append is seen waiting on the test's lock (up to 30 s:
+/// a loaded machine may take a while to get the append that far).
 async fn until_an_append_waits(locker: &Client) {
-    for _ in 0..500 {
+    for _ in 0..3_000 {
         let waiting: i64 = locker
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity
