@@ -392,11 +392,16 @@ impl Config {
         }
     }
 
-    /// The configuration as it may be logged: the database password
-    /// replaced by `***`.
+    /// The configuration as it may be logged: the database URL as the
+    /// settings tallyd reads from it, without the password (see
+    /// [`tally_store::postgres::loggable_connection_string`]), or only why it
+    /// does not parse.
     pub fn redacted(&self) -> Config {
         let mut shown = self.clone();
-        shown.database_url = self.database_url.as_deref().map(redact_password);
+        shown.database_url = self.database_url.as_deref().map(|url| {
+            tally_store::postgres::loggable_connection_string(url)
+                .unwrap_or_else(|e| format!("(not shown: {e})"))
+        });
         shown
     }
 
@@ -409,29 +414,24 @@ impl Config {
     }
 }
 
-/// Hides the password of a `scheme://user:password@host/…` URL (a
-/// database's or a collector's) or of a `key=value` connection string.
-pub fn redact_password(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        if let Some((credentials, host)) = rest.rsplit_once('@')
-            && let Some((user, _password)) = credentials.split_once(':')
-        {
-            return format!("{scheme}://{user}:***@{host}");
-        }
-        return url.to_owned();
-    }
-    url.split_whitespace()
-        .map(|pair| match pair.split_once('=') {
-            Some((key, _)) if key.eq_ignore_ascii_case("password") => format!("{key}=***"),
-            _ => pair.to_owned(),
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
+/// An endpoint URL (a collector's) as it may be logged: its scheme, host,
+/// port and path, without user info or query, where credentials go.
+pub fn loggable_endpoint(url: &str) -> String {
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return "(not shown: not a URL)".to_owned();
+    };
+    let scheme = uri
+        .scheme_str()
+        .map(|s| format!("{s}://"))
+        .unwrap_or_default();
+    let host = uri.host().unwrap_or_default();
+    let port = uri.port().map(|p| format!(":{p}")).unwrap_or_default();
+    format!("{scheme}{host}{port}{}", uri.path())
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{Cli, redact_password};
+    use super::{Cli, loggable_endpoint};
     use clap::Parser;
     use std::time::Duration;
 
@@ -496,19 +496,86 @@ mod tests {
         assert!(half.validate().is_err());
     }
 
+    /// The line tallyd logs at start, for `url`.
+    fn logged(url: &str) -> String {
+        let mut config = Cli::parse_from(["tallyd"]).config;
+        config.database_url = Some(url.to_owned());
+        format!("{:?}", config.redacted())
+    }
+
     #[test]
     fn passwords_never_reach_the_log() {
+        for (url, secret, shown) in [
+            (
+                "postgres://tally:s3cr:et@db:5432/tally",
+                "s3cr",
+                "host=db port=5432 user=tally password=*** dbname=tally sslmode=prefer",
+            ),
+            (
+                "postgres://tally:p%40ss@db/tally",
+                "p@ss",
+                "host=db port=5432 user=tally password=*** dbname=tally",
+            ),
+            (
+                "postgres://tally@db/tally?password=s3cret&application_name=x",
+                "s3cret",
+                "user=tally password=*** dbname=tally application_name=x",
+            ),
+            (
+                "postgresql://tally@db/tally?sslmode=verify-full&password=s3cret&sslrootcert=/tls/ca.pem",
+                "s3cret",
+                "password=*** dbname=tally sslmode=verify-full sslrootcert=/tls/ca.pem",
+            ),
+            (
+                "host=db user=tally password='a b' dbname=tally",
+                "a b",
+                "host=db user=tally password=*** dbname=tally",
+            ),
+            (
+                "host=db user=tally password = s3cret dbname=tally",
+                "s3cret",
+                "host=db user=tally password=*** dbname=tally",
+            ),
+            (
+                "host=db password='it\\'s s3cret' user=tally",
+                "s3cret",
+                "host=db user=tally password=***",
+            ),
+            (
+                "host=db user=tally PASSWORD=s3cret",
+                "s3cret",
+                "(not shown: ",
+            ),
+            (
+                "host=db user=tally password=my s3cret words",
+                "s3cret",
+                "(not shown: ",
+            ),
+            (
+                "postgres://tally@db/tally?password=s3cr%zzet",
+                "s3cr",
+                "(not shown: ",
+            ),
+        ] {
+            let line = logged(url);
+            assert!(!line.contains(secret), "{url} -> {line}");
+            assert!(line.contains(shown), "{url} -> {line}");
+        }
+        let without = logged("postgres://tally@db/tally");
+        assert!(!without.contains("password"), "{without}");
+        assert!(without.contains("host=db port=5432 user=tally dbname=tally"));
+    }
+
+    #[test]
+    fn endpoints_are_logged_without_credentials() {
         assert_eq!(
-            redact_password("postgres://tally:s3cr:et@db:5432/tally"),
-            "postgres://tally:***@db:5432/tally"
+            loggable_endpoint("https://user:s3cret@collector:4317/v1/traces?token=abc"),
+            "https://collector:4317/v1/traces"
         );
         assert_eq!(
-            redact_password("host=db user=tally password=s3cret dbname=tally"),
-            "host=db user=tally password=*** dbname=tally"
+            loggable_endpoint("http://otel-collector:4317"),
+            "http://otel-collector:4317/"
         );
-        assert_eq!(
-            redact_password("postgres://tally@db/tally"),
-            "postgres://tally@db/tally"
-        );
+        assert!(!loggable_endpoint("not a url with s3cret").contains("s3cret"));
     }
 }

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use tally_core::SystemClock;
-use tally_server::config::{Cli, Command, LogFormat, redact_password};
+use tally_server::config::{Cli, Command, LogFormat, loggable_endpoint};
 use tally_server::{Config, Verdict};
 use tally_telemetry::TelemetryConfig;
 use tracing::{error, info, warn};
@@ -52,11 +52,11 @@ fn main() -> ExitCode {
         traces_endpoint = telemetry_config
             .traces_endpoint
             .as_deref()
-            .map(redact_password),
+            .map(loggable_endpoint),
         metrics_endpoint = telemetry_config
             .metrics_endpoint
             .as_deref()
-            .map(redact_password),
+            .map(loggable_endpoint),
         "telemetry"
     );
     let command = command.unwrap_or(Command::Serve);

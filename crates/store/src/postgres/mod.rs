@@ -186,14 +186,12 @@ impl PostgresStore {
     /// `sslmode` takes libpq's values, `verify-ca` and `verify-full`
     /// included, and `sslrootcert` names the CA file (see `tls.rs`).
     pub async fn connect(url: &str, mut options: PostgresOptions) -> Result<Self, StoreError> {
-        let split = tls::split_url(url)
-            .map_err(|e| StoreError::Internal(format!("postgres connection string: {e}")))?;
-        let config = split.url.parse().map_err(store_error)?;
-        options.server_check = split.check;
-        if split.root_cert.is_some() {
-            options.ca_file = split.root_cert;
+        let parsed = ConnectionString::parse(url)?;
+        options.server_check = parsed.check;
+        if parsed.root_cert.is_some() {
+            options.ca_file = parsed.root_cert;
         }
-        Self::connect_with_config(config, options).await
+        Self::connect_with_config(parsed.config, options).await
     }
 
     /// [`connect`](Self::connect) with a parsed configuration, e.g. to set a
@@ -273,6 +271,113 @@ impl PostgresStore {
     async fn client(&self) -> Result<Client, StoreError> {
         self.pool.get().await.map_err(store_error)
     }
+}
+
+/// A connection string as [`PostgresStore::connect`] reads it.
+struct ConnectionString {
+    config: tokio_postgres::Config,
+    check: ServerCheck,
+    root_cert: Option<PathBuf>,
+}
+
+impl ConnectionString {
+    /// Fails `Internal`: a connection string that does not parse will not
+    /// parse the next time either. The error names settings, never values.
+    fn parse(url: &str) -> Result<Self, StoreError> {
+        let split = tls::split_url(url)
+            .map_err(|e| StoreError::Internal(format!("postgres connection string: {e}")))?;
+        let config = split.url.parse().map_err(store_error)?;
+        Ok(ConnectionString {
+            config,
+            check: split.check,
+            root_cert: split.root_cert,
+        })
+    }
+}
+
+/// `url` as it may be logged: the settings [`PostgresStore::connect`]
+/// reads from it, as a `key=value` string, with `password=***` when it
+/// gives one. Rendered from the parsed settings rather than by editing the
+/// string, so no way of writing the password (in the URL's user info, as
+/// a query parameter, quoted with spaces, with spaces around `=`) reaches
+/// a log.
+pub fn loggable_connection_string(url: &str) -> Result<String, StoreError> {
+    use tokio_postgres::config::{Host, SslMode};
+    let ConnectionString {
+        config,
+        check,
+        root_cert,
+    } = ConnectionString::parse(url)?;
+    let mut shown: Vec<(&str, String)> = Vec::new();
+    let hosts: Vec<String> = config
+        .get_hosts()
+        .iter()
+        .map(|host| match host {
+            Host::Tcp(name) => name.clone(),
+            #[cfg(unix)]
+            Host::Unix(path) => path.display().to_string(),
+        })
+        .collect();
+    if !hosts.is_empty() {
+        shown.push(("host", hosts.join(",")));
+    }
+    if !config.get_hostaddrs().is_empty() {
+        let addrs: Vec<String> = config
+            .get_hostaddrs()
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        shown.push(("hostaddr", addrs.join(",")));
+    }
+    if !config.get_ports().is_empty() {
+        let ports: Vec<String> = config.get_ports().iter().map(ToString::to_string).collect();
+        shown.push(("port", ports.join(",")));
+    }
+    if let Some(user) = config.get_user() {
+        shown.push(("user", user.to_owned()));
+    }
+    if config.get_password().is_some() {
+        shown.push(("password", "***".to_owned()));
+    }
+    if let Some(dbname) = config.get_dbname() {
+        shown.push(("dbname", dbname.to_owned()));
+    }
+    if let Some(options) = config.get_options() {
+        shown.push(("options", options.to_owned()));
+    }
+    if let Some(name) = config.get_application_name() {
+        shown.push(("application_name", name.to_owned()));
+    }
+    let sslmode = match (check, config.get_ssl_mode()) {
+        (ServerCheck::Full, _) => "verify-full",
+        (ServerCheck::Chain, _) => "verify-ca",
+        (ServerCheck::IfCaGiven, SslMode::Disable) => "disable",
+        (ServerCheck::IfCaGiven, SslMode::Require) => "require",
+        (ServerCheck::IfCaGiven, _) => "prefer",
+    };
+    shown.push(("sslmode", sslmode.to_owned()));
+    if let Some(root_cert) = root_cert {
+        shown.push(("sslrootcert", root_cert.display().to_string()));
+    }
+    if let Some(timeout) = config.get_connect_timeout() {
+        shown.push(("connect_timeout", timeout.as_secs().to_string()));
+    }
+    Ok(shown
+        .iter()
+        .map(|(key, value)| {
+            if !value.is_empty()
+                && !value.contains(|c: char| c.is_whitespace() || c == '\'' || c == '\\')
+            {
+                format!("{key}={value}")
+            } else {
+                format!(
+                    "{key}='{}'",
+                    value.replace('\\', "\\\\").replace('\'', "\\'")
+                )
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" "))
 }
 
 /// Where the pool connects, without the password, for logs and `Debug`.

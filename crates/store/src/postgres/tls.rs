@@ -119,7 +119,8 @@ pub(super) fn split_url(url: &str) -> Result<SplitUrl, String> {
     })
 }
 
-/// The decoded `key=value` pairs of a URL's query.
+/// The decoded `key=value` pairs of a URL's query. Errors name the key,
+/// never the value: it may be the password.
 fn query_pairs(url: &str) -> Result<Vec<(String, String)>, String> {
     let Some((_, query)) = url.split_once('?') else {
         return Ok(Vec::new());
@@ -129,12 +130,16 @@ fn query_pairs(url: &str) -> Result<Vec<(String, String)>, String> {
         .filter(|pair| !pair.is_empty())
         .map(|pair| {
             let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            Ok((percent_decode(key)?, percent_decode(value)?))
+            let key = percent_decode(key)
+                .map_err(|e| format!("a parameter name in the URL's query is {e}"))?;
+            let value =
+                percent_decode(value).map_err(|e| format!("the value of {key:?} is {e}"))?;
+            Ok((key, value))
         })
         .collect()
 }
 
-fn percent_decode(text: &str) -> Result<String, String> {
+fn percent_decode(text: &str) -> Result<String, &'static str> {
     let bytes = text.as_bytes();
     let mut decoded = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -143,7 +148,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
             let hex = text
                 .get(i + 1..i + 3)
                 .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or_else(|| format!("invalid percent-encoding in {text:?}"))?;
+                .ok_or("not valid percent-encoding")?;
             decoded.push(hex);
             i += 3;
         } else {
@@ -151,7 +156,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(decoded).map_err(|_| format!("{text:?} is not UTF-8 once decoded"))
+    String::from_utf8(decoded).map_err(|_| "not UTF-8 once decoded")
 }
 
 fn percent_encode(text: &str) -> String {
@@ -168,6 +173,8 @@ fn percent_encode(text: &str) -> String {
 
 /// The pairs of a libpq `key=value` string: spaces around `=` allowed,
 /// values in single quotes or bare, `\` escaping the next character.
+/// Errors name keys, never words that may be part of a value (an unquoted
+/// password with a space in it).
 fn key_value_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
     let mut chars = text.chars().peekable();
     let mut pairs = Vec::new();
@@ -183,7 +190,8 @@ fn key_value_pairs(text: &str) -> Result<Vec<(String, String)>, String> {
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
         if chars.next() != Some('=') {
             return Err(format!(
-                "missing `=` after {key:?} in the connection string"
+                "setting {} of the connection string is not `key=value` (a value with spaces must be in single quotes)",
+                pairs.len() + 1
             ));
         }
         while chars.next_if(|c| c.is_whitespace()).is_some() {}
@@ -427,6 +435,23 @@ mod tests {
         );
         assert!(split_url("host=db sslmode").is_err());
         assert!(split_url("host='db").is_err());
+    }
+
+    #[test]
+    fn errors_never_quote_a_value() {
+        for (url, secret) in [
+            ("postgres://u@db/t?password=s3cr%zzet", "s3cr"),
+            ("postgres://u@db/t?password=%ff%fe", "%ff"),
+            ("host=db user=u password=my secret words", "secret"),
+        ] {
+            let err = split_url(url).unwrap_err();
+            assert!(!err.contains(secret), "{url}: {err}");
+        }
+        assert!(
+            split_url("postgres://u@db/t?password=%zz")
+                .unwrap_err()
+                .contains("\"password\"")
+        );
     }
 
     #[test]
