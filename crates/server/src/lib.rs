@@ -28,7 +28,7 @@ use tally_engine::{Engine, EngineError};
 use tally_projections::{ProjectionError, Projections, RunnerConfig};
 use tally_store::postgres::{PostgresOptions, PostgresStore};
 use tally_store::sqlite::SqliteStore;
-use tally_store::{EventStore, ProjectionStore, Traced};
+use tally_store::{EventStore, ProjectionStore, StoreError, Traced};
 use tally_telemetry::{GrpcTelemetryLayer, Metrics};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
@@ -293,6 +293,14 @@ const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Connects to PostgreSQL and waits until the schema is at this build's
 /// version: unreachable databases are retried, unmigrated ones waited for.
+///
+/// What the store calls `Unavailable` is retried: the server down or not
+/// yet up, timeouts, a TLS handshake that failed, authentication refused
+/// and a database that does not exist (a password rotated on one side
+/// first, roles and databases made by a job that runs beside tallyd). What
+/// it calls anything else will not change by waiting, and tallyd exits with
+/// it: a connection string that does not parse (an `sslmode` it does not
+/// know), a CA file that cannot be read, a setting the server refuses.
 async fn open_postgres(url: String, options: PostgresOptions) -> anyhow::Result<PostgresStore> {
     loop {
         match PostgresStore::connect(&url, options.clone()).await {
@@ -309,7 +317,19 @@ async fn open_postgres(url: String, options: PostgresOptions) -> anyhow::Result<
                 }
                 tokio::time::sleep(STORE_RETRY).await;
             },
-            Err(e) => warn!(error = %e, "PostgreSQL unreachable; retrying"),
+            Err(StoreError::Unavailable(e)) => {
+                warn!(error = %e, "cannot connect to PostgreSQL; retrying")
+            }
+            Err(
+                e @ (StoreError::Internal(_)
+                | StoreError::InvalidAppend(_)
+                | StoreError::Corrupt(_)
+                | StoreError::VersionConflict { .. }
+                | StoreError::DuplicateIdempotencyKey { .. }),
+            ) => {
+                return Err(anyhow::Error::new(e))
+                    .context("connecting to PostgreSQL (--database-url); retrying will not help");
+            }
         }
         tokio::time::sleep(STORE_RETRY).await;
     }
@@ -682,6 +702,42 @@ async fn follow_projection_lag<S: Store>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database URL that can never work stops the server with the
+    /// reason, instead of being retried every second (one that may work
+    /// later is retried: see tests/process.rs).
+    #[tokio::test]
+    async fn a_database_url_that_cannot_work_stops_the_server() {
+        let data = tempfile::tempdir().unwrap();
+        for (url, why) in [
+            (
+                "postgres://tally:s3cret@127.0.0.1:1/tally?sslmode=bogus",
+                "sslmode",
+            ),
+            (
+                "host=127.0.0.1 port=1 user=tally password=my s3cret words",
+                "single quotes",
+            ),
+            (
+                "postgres://tally:s3cret@127.0.0.1:1/tally?sslmode=verify-full",
+                "CA file",
+            ),
+        ] {
+            let mut config = Config::for_tests(data.path().to_owned());
+            config.database_url = Some(url.to_owned());
+            let mut server = start(config, Arc::new(tally_core::SystemClock))
+                .await
+                .expect("binds");
+            let stopped =
+                tokio::time::timeout(std::time::Duration::from_secs(10), server.stopped())
+                    .await
+                    .unwrap_or_else(|_| panic!("{url}: still retrying"));
+            let error = format!("{:#}", stopped.expect_err(url));
+            assert!(error.contains("retrying will not help"), "{error}");
+            assert!(error.contains(why), "{url}: {error}");
+            assert!(!error.contains("s3cret"), "{error}");
+        }
+    }
 
     #[tokio::test]
     async fn accepted_connections_have_nagle_off() {

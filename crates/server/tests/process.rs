@@ -264,3 +264,78 @@ async fn verify_and_rebuild_as_an_operator_runs_them() {
     assert!(!unknown.status.success());
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown projection"));
 }
+
+/// tallyd serving with `url`, its log lines arriving on the receiver.
+fn serve_with_database(url: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead as _;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tallyd"))
+        .args(["--listen", "127.0.0.1:0", "--database-url", url])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tallyd starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines, log) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, log)
+}
+
+/// A database URL that can never work is a reason to exit, not to retry
+/// every second: tallyd exits 1 with the reason, and without the password.
+/// A database that is not there yet is retried.
+#[test]
+fn a_wrong_database_url_exits_with_the_reason() {
+    let deadline = Duration::from_secs(20);
+    for (url, why) in [
+        (
+            "postgres://tally:s3cret@127.0.0.1:1/tally?sslmode=bogus",
+            "invalid value for option `sslmode`",
+        ),
+        (
+            "host=127.0.0.1 port=1 user=tally password=my s3cret words",
+            "must be in single quotes",
+        ),
+    ] {
+        let (mut child, log) = serve_with_database(url);
+        let started = std::time::Instant::now();
+        let status = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break status;
+            }
+            if started.elapsed() > deadline {
+                let _ = child.kill();
+                panic!("{url}: tallyd still running after {deadline:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let log: Vec<String> = log.try_iter().collect();
+        let log = log.join("\n");
+        assert_eq!(status.code(), Some(1), "{url}: {log}");
+        assert!(log.contains("retrying will not help"), "{log}");
+        assert!(log.contains(why), "{url}: {log}");
+        assert!(!log.contains("s3cret"), "{log}");
+    }
+
+    // Nothing listens on port 1 yet: tallyd tries again and again.
+    let (mut child, log) = serve_with_database("postgres://tally:s3cret@127.0.0.1:1/tally");
+    let mut retries = 0;
+    while retries < 2 {
+        let line = log.recv_timeout(deadline).expect("tallyd logs its retries");
+        if line.contains("cannot connect to PostgreSQL; retrying") {
+            retries += 1;
+        }
+        assert!(!line.contains("s3cret"), "{line}");
+    }
+    assert!(child.try_wait().expect("wait").is_none(), "tallyd exited");
+    let _ = child.kill();
+    let _ = child.wait();
+}
