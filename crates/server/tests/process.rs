@@ -295,6 +295,9 @@ fn serve_with_database(url: &str) -> (std::process::Child, std::sync::mpsc::Rece
 #[test]
 fn a_wrong_database_url_exits_with_the_reason() {
     let deadline = Duration::from_secs(20);
+    let admin = support::admin_url();
+    let separator = if admin.contains('?') { '&' } else { '?' };
+    let refused_setting = format!("{admin}{separator}options=-c%20no_such_setting%3D1");
     for (url, why) in [
         (
             "postgres://tally:s3cret@127.0.0.1:1/tally?sslmode=bogus",
@@ -304,6 +307,7 @@ fn a_wrong_database_url_exits_with_the_reason() {
             "host=127.0.0.1 port=1 user=tally password=my s3cret words",
             "must be in single quotes",
         ),
+        (refused_setting.as_str(), "no_such_setting"),
     ] {
         let (mut child, log) = serve_with_database(url);
         let started = std::time::Instant::now();
