@@ -726,3 +726,110 @@ async fn a_balance_shows_the_last_debit() {
         assert_eq!(seconds(&second), seconds(&first) + 60);
     }
 }
+
+/// A ledger entry lists every bucket it drew from, so a page of entries
+/// that drew from hundreds of buckets can pass the 4 MiB a gRPC client
+/// accepts by default long before its thousand entries: the page ends
+/// early (at 2 MiB) with a token, and paging still yields every entry once.
+#[tokio::test]
+async fn list_ledger_pages_are_bounded_by_bytes() {
+    use prost::Message as _;
+    const BUCKETS: i64 = 400;
+    const CYCLES: usize = 130;
+    const MAX_PAGE_BYTES: usize = 2 << 20;
+    for backend in BOTH_BACKENDS {
+        let server = TestServer::start_with(options(backend)).await;
+        let mut accounts = server.accounts().await;
+        let mut metering = server.metering().await;
+        open(&mut accounts, "wide").await;
+        for i in 0..BUCKETS {
+            grant(
+                &mut accounts,
+                "wide",
+                &format!("g-{i}"),
+                BucketKind::TopUp,
+                10,
+            )
+            .await;
+        }
+        // Each hold draws from every bucket, and its release returns to each.
+        for cycle in 0..CYCLES {
+            let held = metering
+                .reserve(reserve_request("wide", &format!("r-{cycle}"), BUCKETS * 10))
+                .await
+                .expect("reserve")
+                .into_inner()
+                .reservation
+                .expect("reservation");
+            assert_eq!(held.draws.len(), BUCKETS as usize);
+            metering
+                .release(ReleaseRequest {
+                    idempotency_key: format!("x-{cycle}"),
+                    account_id: "wide".into(),
+                    reservation_id: held.reservation_id,
+                })
+                .await
+                .expect("release");
+        }
+
+        // Small pages: each fits anyway.
+        let mut expected = Vec::new();
+        let mut total_bytes = 0;
+        let mut token = String::new();
+        loop {
+            let page = accounts
+                .list_ledger(ListLedgerRequest {
+                    account_id: "wide".into(),
+                    page_size: 20,
+                    page_token: token,
+                    consistency: fully_consistent(),
+                    ..Default::default()
+                })
+                .await
+                .expect("small page")
+                .into_inner();
+            total_bytes += page.encoded_len();
+            expected.extend(page.entries.iter().map(|e| e.sequence));
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        assert!(expected.len() > 2 * CYCLES + BUCKETS as usize);
+        assert!(
+            total_bytes > 4 << 20,
+            "the whole ledger must not fit one default message: {total_bytes}"
+        );
+
+        // Pages of up to a thousand entries stop at the byte bound.
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        let mut token = String::new();
+        loop {
+            let page = accounts
+                .list_ledger(ListLedgerRequest {
+                    account_id: "wide".into(),
+                    page_size: 1_000,
+                    page_token: token,
+                    consistency: fully_consistent(),
+                    ..Default::default()
+                })
+                .await
+                .expect("a page a default client can read")
+                .into_inner();
+            assert!(
+                page.encoded_len() <= MAX_PAGE_BYTES,
+                "page of {} bytes",
+                page.encoded_len()
+            );
+            pages += 1;
+            seen.extend(page.entries.iter().map(|e| e.sequence));
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        assert!(pages >= 3, "{pages} pages");
+        assert_eq!(seen, expected, "{backend:?}");
+    }
+}

@@ -12,6 +12,11 @@ use crate::{ServiceError, Store};
 
 const DEFAULT_PAGE_SIZE: usize = 100;
 const MAX_PAGE_SIZE: usize = 1_000;
+/// The most a page's entries take encoded. An entry lists the buckets it
+/// drew from, so it may be tens of kilobytes (35 KB for 400 buckets), and
+/// a thousand of them would pass the 4 MiB a gRPC client accepts by
+/// default. A page that would grow past this ends early, with a token.
+const MAX_PAGE_BYTES: usize = 2 << 20;
 
 impl<S: Store> Api<S> {
     pub(in crate::service) async fn list_ledger(
@@ -79,14 +84,45 @@ impl<S: Store> Api<S> {
             .await
             .map_err(ServiceError::from)?
             .ok_or_else(unknown_account)?;
+        let (entries, cut_after) = within_bytes(
+            page.entries
+                .iter()
+                .map(|entry| (entry.version, convert::ledger_entry(entry))),
+            MAX_PAGE_BYTES,
+        );
         Ok(Response::new(pb::ListLedgerResponse {
-            entries: page.entries.iter().map(convert::ledger_entry).collect(),
-            next_page_token: page
-                .next_after_version
+            entries,
+            next_page_token: cut_after
+                .or(page.next_after_version)
                 .map(page_token_after)
                 .unwrap_or_default(),
         }))
     }
+}
+
+/// The entries, in order, while they fit in `max_bytes` encoded (the first
+/// always, however large), and the version of the last one taken when
+/// some were left out.
+fn within_bytes(
+    entries: impl Iterator<Item = (u64, pb::LedgerEntry)>,
+    max_bytes: usize,
+) -> (Vec<pb::LedgerEntry>, Option<u64>) {
+    use prost::Message as _;
+    let mut taken = Vec::new();
+    let mut bytes = 0;
+    let mut last = None;
+    for (version, entry) in entries {
+        // As a field of the response: a tag, a length, the entry.
+        let len = entry.encoded_len();
+        let size = 1 + prost::encoding::encoded_len_varint(len as u64) + len;
+        if !taken.is_empty() && bytes + size > max_bytes {
+            return (taken, last);
+        }
+        bytes += size;
+        last = Some(version);
+        taken.push(entry);
+    }
+    (taken, None)
 }
 
 /// Page tokens are opaque to callers; inside, the stream version to
@@ -97,4 +133,39 @@ fn page_token_after(version: u64) -> String {
 
 fn parse_page_token(token: &str) -> Option<u64> {
     token.strip_prefix("v1.")?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    use super::*;
+
+    fn entry(note_bytes: usize) -> pb::LedgerEntry {
+        pb::LedgerEntry {
+            note: "n".repeat(note_bytes),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_page_ends_before_it_passes_its_bytes() {
+        let entries = (1..=10).map(|version| (version, entry(1_000)));
+        let (taken, cut_after) = within_bytes(entries, 3_500);
+        assert_eq!(taken.len(), 3);
+        assert_eq!(cut_after, Some(3));
+        let response = pb::ListLedgerResponse {
+            entries: taken,
+            next_page_token: String::new(),
+        };
+        assert!(response.encoded_len() <= 3_500);
+    }
+
+    #[test]
+    fn a_page_that_fits_is_whole_and_one_entry_always_goes() {
+        let (taken, cut_after) = within_bytes((1..=3).map(|v| (v, entry(10))), 1_000);
+        assert_eq!((taken.len(), cut_after), (3, None));
+        let (taken, cut_after) = within_bytes((7..=8).map(|v| (v, entry(5_000))), 1_000);
+        assert_eq!((taken.len(), cut_after), (1, Some(7)));
+    }
 }
