@@ -356,6 +356,15 @@ pub fn frame(message: &[u8]) -> Vec<u8> {
 /// included, and returns the status the server answered: from the headers
 /// of a trailers-only answer, else from the trailers after any messages.
 pub async fn raw_call(channel: Channel, path: &str, body: Vec<u8>) -> tonic::Status {
+    raw_exchange(channel, path, body).await.1
+}
+
+/// [`raw_call`], with the messages of the answer (each without its frame).
+pub async fn raw_exchange(
+    channel: Channel,
+    path: &str,
+    body: Vec<u8>,
+) -> (Vec<Vec<u8>>, tonic::Status) {
     use http_body::Body as _;
     use tower::ServiceExt as _;
     let request = http::Request::builder()
@@ -367,16 +376,34 @@ pub async fn raw_call(channel: Channel, path: &str, body: Vec<u8>) -> tonic::Sta
         .expect("request");
     let response = channel.oneshot(request).await.expect("an HTTP answer");
     if let Some(status) = tonic::Status::from_header_map(response.headers()) {
-        return status;
+        return (Vec::new(), status);
     }
+    let mut data = Vec::new();
     let mut body = std::pin::pin!(response.into_body());
     while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
         let frame = frame.expect("the answer's body");
-        if let Ok(trailers) = frame.into_trailers() {
-            return tonic::Status::from_header_map(&trailers).expect("grpc-status in the trailers");
+        match frame.into_data() {
+            Ok(chunk) => data.extend_from_slice(&chunk),
+            Err(frame) => {
+                let trailers = frame.into_trailers().expect("data or trailers");
+                let status =
+                    tonic::Status::from_header_map(&trailers).expect("grpc-status in the trailers");
+                return (unframe(&data), status);
+            }
         }
     }
     panic!("the answer has no grpc-status");
+}
+
+/// The messages of a gRPC body, without their frames.
+fn unframe(mut data: &[u8]) -> Vec<Vec<u8>> {
+    let mut messages = Vec::new();
+    while data.len() >= 5 {
+        let len = u32::from_be_bytes(data[1..5].try_into().expect("4 bytes")) as usize;
+        messages.push(data[5..5 + len].to_vec());
+        data = &data[5 + len..];
+    }
+    messages
 }
 
 /// A request body of one chunk.
@@ -410,4 +437,22 @@ pub fn wire_size(status: &tonic::Status) -> usize {
         .filter_map(|name| headers.get(*name))
         .map(|value| value.len())
         .sum()
+}
+
+/// Every method of the tally.v1 API, as its path
+/// (`/tally.v1.MeteringService/Debit`).
+pub fn api_methods() -> Vec<String> {
+    use prost::Message as _;
+    let set =
+        prost_types::FileDescriptorSet::decode(pb::FILE_DESCRIPTOR_SET).expect("descriptor set");
+    set.file
+        .iter()
+        .flat_map(|file| {
+            file.service.iter().flat_map(move |service| {
+                service.method.iter().map(move |method| {
+                    format!("/{}.{}/{}", file.package(), service.name(), method.name())
+                })
+            })
+        })
+        .collect()
 }
