@@ -36,6 +36,14 @@ fn append(stream_id: &str, expected_version: u64, count: usize) -> AppendRequest
     }
 }
 
+/// The fence reads the whole cluster's oldest open transaction, and one of
+/// these tests holds a transaction open on purpose: run together, they would
+/// hold back each other's log reads.
+async fn one_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    SERIAL.lock().await
+}
+
 async fn connect_raw(config: &Config) -> Client {
     let (client, connection) = config.connect(NoTls).await.expect("raw connection");
     tokio::spawn(connection);
@@ -85,6 +93,7 @@ fn streams_and_versions(log: &[RecordedEvent]) -> Vec<(&str, u64)> {
 /// transactions past them, and the service's role appends after them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_from_a_cluster_ahead_is_reported_then_renumbered_by_migrate() {
+    let _serial = one_at_a_time().await;
     let (store, location) = store().await;
     store.append(append("here", 0, 2)).await.expect("append");
     let admin = connect_raw(&location.config).await;
@@ -173,6 +182,7 @@ async fn a_log_from_a_cluster_ahead_is_reported_then_renumbered_by_migrate() {
 /// measured from the oldest transaction running, not from the migration's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_transaction_older_than_the_migration_still_appends_after_the_restored_log() {
+    let _serial = one_at_a_time().await;
     let (store, location) = store().await;
     let mut older = connect_raw(&location.config).await;
     let open = older.transaction().await.unwrap();
@@ -212,6 +222,7 @@ async fn a_transaction_older_than_the_migration_still_appends_after_the_restored
 /// measuring the log while it moves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn renumbering_waits_for_an_append_in_flight() {
+    let _serial = one_at_a_time().await;
     let (store, location) = store().await;
     let store = Arc::new(store);
     let admin = connect_raw(&location.config).await;
