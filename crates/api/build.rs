@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "credits.proto",
         "metering_service.proto",
         "reads.proto",
+        "test_clock_service.proto",
     ]
     .map(|name| proto_root.join("tally/v1").join(name));
     for file in &files {

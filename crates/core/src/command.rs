@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     ActionKey, AlertThresholds, BillingAnchor, BucketKind, CostBasis, Debit, Dimensions, Draw,
     GrantId, GrantSource, IdempotencyKey, MemberId, Millicredits, ModelName, PackName, PlanName,
-    Refund, Reservation, ReservationId, TimeZoneName, Timestamp,
+    Refund, Reservation, ReservationId, TestClockId, TimeZoneName, Timestamp,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -164,6 +164,9 @@ pub struct OpenAccount {
     pub trial: bool,
     /// When not given: the plan's default cap.
     pub spending_cap: Option<Millicredits>,
+    /// Live on this test clock instead of the wall clock. The engine checks
+    /// that the clock exists and decides the opening at the clock's time.
+    pub test_clock: Option<TestClockId>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

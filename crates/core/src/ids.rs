@@ -128,6 +128,11 @@ string_id!(
     ReservationId, max = 128, allowed = "A-Z a-z 0-9 . _ - : @ /", id_char
 );
 string_id!(
+    /// A test clock: chosen by the admin who creates it. Accounts opened on
+    /// it live on its time instead of the wall clock's.
+    TestClockId, max = 128, allowed = "A-Z a-z 0-9 . _ - : @ /", id_char
+);
+string_id!(
     /// Makes a mutation safe to retry. Unique per account.
     IdempotencyKey, max = 128, allowed = "any printable character", free_form_char
 );

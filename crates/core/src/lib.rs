@@ -35,7 +35,7 @@ pub use decide::{Context, Decision, advance, decide, execute, next_due, settle};
 pub use event::{Debit, Event, EventKind, Refund};
 pub use ids::{
     AccountId, ActionKey, GrantId, IdError, IdempotencyKey, MemberId, ModelName, PackName,
-    PlanName, ReservationId, UnitName,
+    PlanName, ReservationId, TestClockId, UnitName,
 };
 pub use plan::{
     AlertThresholds, AutoTopUp, InvalidThresholds, MAX_ALERT_LEVELS, Pack, Plan, PlanCatalogue,

@@ -4,7 +4,8 @@
 use thiserror::Error;
 
 use crate::{
-    ActionKey, GrantId, IdempotencyKey, Millicredits, PackName, PlanName, ReservationId, Resolution,
+    ActionKey, GrantId, IdempotencyKey, Millicredits, PackName, PlanName, ReservationId,
+    Resolution, TestClockId,
 };
 
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
@@ -68,6 +69,18 @@ pub enum Rejection {
     /// exactly ([`crate::Totals::CEILING`]): refused rather than wrapped.
     #[error("the account's lifetime {total} credits have passed what can be counted exactly")]
     TotalsOverflow { total: &'static str },
+    /// No test clock has this id.
+    #[error("test clock {clock} does not exist")]
+    UnknownTestClock { clock: TestClockId },
+    /// A test clock with this id exists, created at another time.
+    #[error("test clock {clock} exists already")]
+    TestClockExists { clock: TestClockId },
+    /// The clock holds as many accounts as a clock may.
+    #[error("test clock {clock} holds {limit} accounts, the most a test clock may")]
+    TestClockFull { clock: TestClockId, limit: usize },
+    /// This deployment refuses test clocks (`--test-clocks refuse`).
+    #[error("test clocks are refused by this deployment's configuration")]
+    TestClocksRefused,
 }
 
 impl Rejection {
@@ -91,6 +104,10 @@ impl Rejection {
             Rejection::RefundExceedsCharge { .. } => "REFUND_EXCEEDS_CHARGE",
             Rejection::InvalidField { .. } => "INVALID_ARGUMENT",
             Rejection::TotalsOverflow { .. } => "TOTALS_OVERFLOW",
+            Rejection::UnknownTestClock { .. } => "UNKNOWN_TEST_CLOCK",
+            Rejection::TestClockExists { .. } => "TEST_CLOCK_EXISTS",
+            Rejection::TestClockFull { .. } => "TEST_CLOCK_FULL",
+            Rejection::TestClocksRefused => "TEST_CLOCKS_REFUSED",
         }
     }
 }

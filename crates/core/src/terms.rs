@@ -4,7 +4,9 @@ use serde::{Deserialize, Serialize};
 
 use std::sync::LazyLock;
 
-use crate::{AlertThresholds, BillingAnchor, Millicredits, PlanTerms, TimeZoneName, Timestamp};
+use crate::{
+    AlertThresholds, BillingAnchor, Millicredits, PlanTerms, TestClockId, TimeZoneName, Timestamp,
+};
 
 static DEFAULT_THRESHOLDS: LazyLock<AlertThresholds> = LazyLock::new(AlertThresholds::default);
 
@@ -31,6 +33,10 @@ pub struct AccountTerms {
     /// across plan changes, like a cap the account chose.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alerts: Option<AlertThresholds>,
+    /// The test clock the account lives on, fixed at opening; `None` (every
+    /// real account) follows the wall clock. See `docs/test-clocks.md`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_clock: Option<TestClockId>,
 }
 
 impl AccountTerms {

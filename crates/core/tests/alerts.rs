@@ -95,6 +95,7 @@ impl Run {
             anchor: Some(BillingAnchor::new(15, 0, 0).unwrap()),
             trial: false,
             spending_cap: cap,
+            test_clock: None,
         }))
         .expect("opens");
         run
@@ -800,6 +801,7 @@ impl Driven {
                 anchor: Some(BillingAnchor::new(31, 12, 0).unwrap()),
                 trial: false,
                 spending_cap: setup.cap.map(credits),
+                test_clock: None,
             }))
             .expect("opens");
         let windows = vec![Window {

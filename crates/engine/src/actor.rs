@@ -5,7 +5,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tally_core::{
-    Account, AccountId, Context, IdempotencyKey, Outcome, advance, execute, next_due,
+    Account, AccountId, Command, Context, IdempotencyKey, Outcome, TestClockId, Timestamp, advance,
+    execute, next_due,
 };
 use tally_store::{
     AppendRequest, AppendResult, EventStore, IdempotencyRecord, LogPosition, Snapshot, StoreError,
@@ -239,7 +240,6 @@ impl<S: EventStore> Actor<S> {
     /// nothing is due any more. Two sweepers racing on the same version
     /// cannot both append, so each boundary is written once.
     async fn try_sweep(&mut self) -> Result<usize, EngineError> {
-        let clock_now = self.shared.clock.now();
         let store = &self.shared.store;
         let mut state = match self.state.take() {
             Some(state) => state,
@@ -247,10 +247,10 @@ impl<S: EventStore> Actor<S> {
         };
         catch_up(store, &self.account, &mut state).await?;
         let version_before = state.version;
-        let now = clock_now.max(state.last_event_at.unwrap_or_default());
+        let now = self.shared.now_of(&state, None).await?;
         let mut observed = Observations::before(&state, now);
         let due = advance(&mut state, now);
-        let wakeup = next_due(&state).map(|at| at.as_millis());
+        let wakeup = wakeup_of(&state);
         if due.is_empty() {
             // Only a stale wakeup woke us: record the real one, unless a
             // writer has moved the stream on (its append set it).
@@ -284,7 +284,7 @@ impl<S: EventStore> Actor<S> {
         }
         // Written: the store answers for them from now on.
         state.resolved.clear();
-        observed.record(&self.shared.metrics);
+        observed.record(&self.shared.metrics, state.terms.test_clock.is_some());
         self.state = Some(state);
         self.maybe_snapshot(version_before).await;
         Ok(due.len())
@@ -293,19 +293,12 @@ impl<S: EventStore> Actor<S> {
     /// Reads see the account as committed, advanced to now; they are
     /// ordered before the batch's mutations, which have not committed yet.
     async fn answer_reads(&mut self, reads: Vec<ReadFn>) -> Result<(), EngineError> {
-        let clock_now = self.shared.clock.now();
-        // Another replica may have written since we last looked.
-        let refreshed = self.refreshed_state().await;
-        let state = match refreshed {
-            Ok(state) => state,
-            Err(e) => {
-                // Dropping the reads closes their channels: callers see the
-                // engine's failure rather than a stale answer.
-                drop(reads);
-                return Err(e);
-            }
-        };
-        let now = clock_now.max(state.last_event_at.unwrap_or_default());
+        let shared = self.shared.clone();
+        // Another replica may have written since we last looked. On
+        // failure, dropping the reads closes their channels: callers see
+        // the engine's failure rather than a stale answer.
+        let state = self.refreshed_state().await?;
+        let now = shared.now_of(state, None).await?;
         let mut view = state.clone();
         advance(&mut view, now);
         for read in reads {
@@ -363,11 +356,14 @@ impl<S: EventStore> Actor<S> {
             .collect();
 
         let catalog = self.shared.catalog();
-        let clock_now = self.shared.clock.now();
+        let shared = self.shared.clone();
         let state = self.loaded_state().await?;
         let version_before = state.version;
-        // Time never runs backwards within an account.
-        let now = clock_now.max(state.last_event_at.unwrap_or_default());
+        let opening_on = mutations.iter().find_map(|(m, _)| match &m.command {
+            Command::OpenAccount(open) => open.test_clock.as_ref(),
+            _ => None,
+        });
+        let now = shared.now_of(state, opening_on).await?;
         let ctx = Context {
             now,
             rate_cards: &catalog.rate_cards,
@@ -454,7 +450,8 @@ impl<S: EventStore> Actor<S> {
             .filter(|charge| refunded_here.contains(charge.key.as_str()))
             .map(codec::encode_charge)
             .collect::<Result<Vec<_>, _>>()?;
-        let next_wakeup_ms = next_due(state).map(|at| at.as_millis());
+        let next_wakeup_ms = wakeup_of(state);
+        let on_test_clock = state.terms.test_clock.is_some();
 
         // A refusal may be the retry of a request that succeeded before:
         // then its first answer stands. Refusals leave the state as it was,
@@ -503,7 +500,7 @@ impl<S: EventStore> Actor<S> {
                 // Written: the store answers for them from now on.
                 state.resolved.clear();
             }
-            observed.record(&self.shared.metrics);
+            observed.record(&self.shared.metrics, on_test_clock);
             self.maybe_snapshot(version_before).await;
             appended.positions
         };
@@ -797,5 +794,35 @@ async fn catch_up<S: EventStore>(
         if page.len() < READ_PAGE {
             return Ok(());
         }
+    }
+}
+
+/// When the store should wake the account: at its next boundary, or never
+/// for an account on a test clock, which moves only when its clock does
+/// (the sweep runs on the wall clock).
+fn wakeup_of(state: &Account) -> Option<i64> {
+    if state.terms.test_clock.is_some() {
+        return None;
+    }
+    next_due(state).map(|at| at.as_millis())
+}
+
+impl<S: EventStore> Shared<S> {
+    /// "Now" for the account: its test clock's time, or the wall clock's;
+    /// `opening_on` is the clock of an opening decided in this batch. Never
+    /// before the account's last event: time does not run backwards within
+    /// an account.
+    async fn now_of(
+        &self,
+        state: &Account,
+        opening_on: Option<&TestClockId>,
+    ) -> Result<Timestamp, EngineError> {
+        let clock = match &state.terms.test_clock {
+            Some(clock) => Some(clock),
+            None if !state.is_open() => opening_on,
+            None => None,
+        };
+        let now = self.now_on(clock).await?;
+        Ok(now.max(state.last_event_at.unwrap_or_default()))
     }
 }

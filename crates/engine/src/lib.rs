@@ -16,6 +16,7 @@ mod observe;
 mod quote;
 mod snapshots;
 mod sweeper;
+mod test_clocks;
 mod writer;
 
 use std::collections::HashMap;
@@ -25,8 +26,8 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock};
 use std::time::Duration;
 
 use tally_core::{
-    Account, AccountId, BalanceView, Clock, Command, GrantId, IdempotencyKey, ReservationId,
-    Timestamp,
+    Account, AccountId, BalanceView, Clock, Command, GrantId, IdempotencyKey, OpenAccount,
+    ReservationId, Timestamp,
 };
 use tally_store::{AppendRequest, AppendResult, EventStore, LogPosition, StoreError};
 use tally_telemetry::Metrics;
@@ -40,6 +41,9 @@ pub use quote::{Quote, QuoteItem, QuoteLine};
 pub use snapshots::{SnapshotReport, verify_snapshots};
 pub use sweeper::SweepReport;
 pub use tally_codec::DecodedEvent;
+pub use test_clocks::{
+    MAX_ACCOUNTS_PER_TEST_CLOCK, TestClock, TestClockAdvanced, test_clock_stream,
+};
 use tracing::Instrument as _;
 
 /// Tuning knobs. The defaults suit a 2-core machine.
@@ -72,6 +76,10 @@ pub struct EngineConfig {
     /// Accounts whose state stays in memory while idle, least recently
     /// used evicted first.
     pub max_cached_accounts: usize,
+    /// Whether test clocks may be created, advanced and opened accounts
+    /// on. A production deployment refuses them (`--test-clocks refuse`);
+    /// accounts already on a clock keep working either way.
+    pub test_clocks_allowed: bool,
 }
 
 impl Default for EngineConfig {
@@ -87,6 +95,7 @@ impl Default for EngineConfig {
             commit_concurrency: 4,
             commit_max_streams: 256,
             max_cached_accounts: 100_000,
+            test_clocks_allowed: true,
         }
     }
 }
@@ -186,6 +195,7 @@ pub(crate) struct Shared<S> {
     cache: Mutex<lru::LruCache<AccountId, Account>>,
     /// The group-commit writer, started by the first append.
     writer: OnceLock<mpsc::Sender<writer::PendingAppend>>,
+    pub(crate) test_clocks: test_clocks::TestClocks,
 }
 
 struct ActorHandle {
@@ -212,6 +222,7 @@ impl<S: EventStore> Engine<S> {
                 next_actor: AtomicU64::new(0),
                 metrics: Metrics::global(),
                 writer: OnceLock::new(),
+                test_clocks: test_clocks::TestClocks::default(),
                 cache: Mutex::new(lru::LruCache::new(
                     NonZeroUsize::new(config.max_cached_accounts).unwrap_or(NonZeroUsize::MIN),
                 )),
@@ -272,6 +283,18 @@ impl<S: EventStore> Engine<S> {
         span: tracing::Span,
         when_full: WhenFull,
     ) -> Result<Submitted, EngineError> {
+        // An account opening on a test clock is put on the clock's list
+        // first, so no account is ever on a clock that would not advance it.
+        if let Command::OpenAccount(OpenAccount {
+            test_clock: Some(clock),
+            ..
+        }) = &mutation.command
+        {
+            self.shared
+                .attach_to_test_clock(clock, &mutation.account)
+                .instrument(span.clone())
+                .await?;
+        }
         let (reply, answer) = oneshot::channel();
         let account = mutation.account.clone();
         let job = actor::Job::Mutate(Box::new(actor::MutateJob {

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use tally_core::{Account, BucketKind, Event, GrantId, Millicredits, ReservationId, Timestamp};
-use tally_telemetry::{Metrics, ReleaseReason};
+use tally_telemetry::{AccountClock, Metrics, ReleaseReason};
 
 #[derive(Debug)]
 enum Measurement {
@@ -151,25 +151,32 @@ impl Observations {
     }
 
     /// The append committed: count what it wrote.
-    pub(crate) fn record(self, metrics: &Metrics) {
+    /// Records what was noted, for an account on a test clock or not
+    /// (known once the batch is decided: its first batch opens it).
+    pub(crate) fn record(self, metrics: &Metrics, on_test_clock: bool) {
+        let clock = if on_test_clock {
+            AccountClock::Test
+        } else {
+            AccountClock::Wall
+        };
         for measurement in self.measurements {
             match measurement {
-                Measurement::Granted(amount, kind) => metrics.granted(amount, kind),
-                Measurement::Expired(amount, kind) => metrics.expired(amount, kind),
+                Measurement::Granted(amount, kind) => metrics.granted(amount, kind, clock),
+                Measurement::Expired(amount, kind) => metrics.expired(amount, kind, clock),
                 Measurement::Reserved(amount, m) => {
-                    metrics.reserved(amount, &m.action, &m.capability)
+                    metrics.reserved(amount, &m.action, &m.capability, clock)
                 }
                 Measurement::Committed(amount, m) => {
-                    metrics.committed(amount, &m.action, &m.capability)
+                    metrics.committed(amount, &m.action, &m.capability, clock)
                 }
                 Measurement::Refunded(amount, m) => {
-                    metrics.refunded(amount, &m.action, &m.capability)
+                    metrics.refunded(amount, &m.action, &m.capability, clock)
                 }
                 Measurement::Overage(amount, m) => {
-                    metrics.overage(amount, &m.action, &m.capability)
+                    metrics.overage(amount, &m.action, &m.capability, clock)
                 }
                 Measurement::Released(amount, m, why) => {
-                    metrics.released(amount, &m.action, &m.capability, why)
+                    metrics.released(amount, &m.action, &m.capability, why, clock)
                 }
             }
         }

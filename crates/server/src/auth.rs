@@ -81,6 +81,9 @@ fn needs(path: &str, open_reflection: bool) -> Needs {
         ("tally.v1.CatalogService", "PublishRateCard" | "PublishPlanCatalogue") => {
             Needs::Scope(Scope::Admin)
         }
+        ("tally.v1.TestClockService", "CreateTestClock" | "GetTestClock" | "AdvanceTestClock") => {
+            Needs::Scope(Scope::Admin)
+        }
         _ => Needs::AnyKey,
     }
 }

@@ -285,6 +285,13 @@ pub struct Config {
     #[arg(long, global = true, env = "TALLY_OPEN_REFLECTION")]
     pub open_reflection: bool,
 
+    /// Whether test clocks (TestClockService, and OpenAccount on a clock)
+    /// are allowed. Production deployments refuse them, so no account
+    /// there can live on a time an admin moves by hand; accounts already
+    /// on a clock keep working.
+    #[arg(long, global = true, env = "TALLY_TEST_CLOCKS", value_enum, default_value_t = TestClocks::Allow)]
+    pub test_clocks: TestClocks,
+
     /// Log format.
     #[arg(long, global = true, env = "TALLY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -292,6 +299,12 @@ pub struct Config {
     /// Log filter, in tracing's EnvFilter syntax.
     #[arg(long, global = true, env = "TALLY_LOG", default_value = "info")]
     pub log: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TestClocks {
+    Allow,
+    Refuse,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -388,6 +401,7 @@ impl Config {
         EngineConfig {
             commit_concurrency: self.commit_concurrency.unwrap_or(default_concurrency),
             max_cached_accounts: self.max_cached_accounts,
+            test_clocks_allowed: self.test_clocks == TestClocks::Allow,
             ..EngineConfig::default()
         }
     }

@@ -23,6 +23,7 @@ use anyhow::Context as _;
 use tally_api::v1::account_service_server::AccountServiceServer;
 use tally_api::v1::catalog_service_server::CatalogServiceServer;
 use tally_api::v1::metering_service_server::MeteringServiceServer;
+use tally_api::v1::test_clock_service_server::TestClockServiceServer;
 use tally_core::{Clock, PlanCatalogue, RateCard};
 use tally_engine::{Engine, EngineError};
 use tally_projections::{ProjectionError, Projections, RunnerConfig};
@@ -39,12 +40,12 @@ use tonic_health::ServingStatus;
 use tonic_health::server::HealthReporter;
 use tracing::{info, warn};
 
-pub use config::Config;
+pub use config::{Config, TestClocks};
 pub use maintenance::{Verdict, rebuild_projections, verify_projections};
 pub use status::{ERROR_DOMAIN, InvalidArgument};
 pub use tls::TlsFiles;
 
-use service::{AccountApi, Api, CatalogApi, HoldTtl, MeteringApi, Running};
+use service::{AccountApi, Api, CatalogApi, HoldTtl, MeteringApi, Running, TestClockApi};
 
 /// What tallyd needs of a store: the log, the projections' tables, and
 /// cheap handles to share between the engine and the projections.
@@ -515,7 +516,12 @@ async fn serve<S: Store>(
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         )
         .add_service(
-            CatalogServiceServer::new(CatalogApi(api)).max_decoding_message_size(MAX_REQUEST_BYTES),
+            CatalogServiceServer::new(CatalogApi(api.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+        )
+        .add_service(
+            TestClockServiceServer::new(TestClockApi(api))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
         );
     let tcp = accepted(listeners.grpc);
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =

@@ -437,6 +437,28 @@ fn rejection_status(rejection: Rejection, message: String) -> Status {
             ],
         ),
         Rejection::InvalidField { field, reason } => InvalidArgument::field(field, reason).into(),
+        Rejection::UnknownTestClock { clock } => status(
+            Code::NotFound,
+            reason,
+            message,
+            &[("test_clock_id", clock.to_string())],
+        ),
+        Rejection::TestClockExists { clock } => status(
+            Code::AlreadyExists,
+            reason,
+            message,
+            &[("test_clock_id", clock.to_string())],
+        ),
+        Rejection::TestClockFull { clock, limit } => status(
+            Code::FailedPrecondition,
+            reason,
+            message,
+            &[
+                ("test_clock_id", clock.to_string()),
+                ("limit", limit.to_string()),
+            ],
+        ),
+        Rejection::TestClocksRefused => status(Code::FailedPrecondition, reason, message, &[]),
         Rejection::TotalsOverflow { total } => status(
             Code::OutOfRange,
             reason,

@@ -9,5 +9,5 @@ pub mod names;
 mod setup;
 
 pub use grpc::{GrpcTelemetry, GrpcTelemetryLayer, ObservedBody};
-pub use metrics::{AppendOutcome, Metrics, ReleaseReason, observe_f64, observe_u64};
+pub use metrics::{AccountClock, AppendOutcome, Metrics, ReleaseReason, observe_f64, observe_u64};
 pub use setup::{Telemetry, TelemetryConfig, TelemetryError, init};

@@ -134,49 +134,69 @@ impl Metrics {
         );
     }
 
-    pub fn granted(&self, millicredits: u64, bucket_kind: &'static str) {
+    pub fn granted(&self, millicredits: u64, bucket_kind: &'static str, clock: AccountClock) {
         self.granted.add(
             millicredits,
-            &[KeyValue::new(attr::BUCKET_KIND, bucket_kind)],
+            &[
+                KeyValue::new(attr::BUCKET_KIND, bucket_kind),
+                clock.attribute(),
+            ],
         );
     }
 
-    pub fn reserved(&self, millicredits: u64, action: &str, capability: &str) {
+    pub fn reserved(&self, millicredits: u64, action: &str, capability: &str, clock: AccountClock) {
         self.reserved
-            .add(millicredits, &action_attributes(action, capability));
+            .add(millicredits, &action_attributes(action, capability, clock));
     }
 
-    pub fn committed(&self, millicredits: u64, action: &str, capability: &str) {
+    pub fn committed(
+        &self,
+        millicredits: u64,
+        action: &str,
+        capability: &str,
+        clock: AccountClock,
+    ) {
         self.committed
-            .add(millicredits, &action_attributes(action, capability));
+            .add(millicredits, &action_attributes(action, capability, clock));
     }
 
-    pub fn refunded(&self, millicredits: u64, action: &str, capability: &str) {
+    pub fn refunded(&self, millicredits: u64, action: &str, capability: &str, clock: AccountClock) {
         self.refunded
-            .add(millicredits, &action_attributes(action, capability));
+            .add(millicredits, &action_attributes(action, capability, clock));
     }
 
-    pub fn overage(&self, millicredits: u64, action: &str, capability: &str) {
+    pub fn overage(&self, millicredits: u64, action: &str, capability: &str, clock: AccountClock) {
         self.overage
-            .add(millicredits, &action_attributes(action, capability));
+            .add(millicredits, &action_attributes(action, capability, clock));
     }
 
-    pub fn released(&self, millicredits: u64, action: &str, capability: &str, why: ReleaseReason) {
-        let [action, capability] = action_attributes(action, capability);
+    pub fn released(
+        &self,
+        millicredits: u64,
+        action: &str,
+        capability: &str,
+        why: ReleaseReason,
+        clock: AccountClock,
+    ) {
+        let [action, capability, clock] = action_attributes(action, capability, clock);
         self.released.add(
             millicredits,
             &[
                 action,
                 capability,
+                clock,
                 KeyValue::new(attr::RELEASE_REASON, why.as_str()),
             ],
         );
     }
 
-    pub fn expired(&self, millicredits: u64, bucket_kind: &'static str) {
+    pub fn expired(&self, millicredits: u64, bucket_kind: &'static str, clock: AccountClock) {
         self.expired.add(
             millicredits,
-            &[KeyValue::new(attr::BUCKET_KIND, bucket_kind)],
+            &[
+                KeyValue::new(attr::BUCKET_KIND, bucket_kind),
+                clock.attribute(),
+            ],
         );
     }
 
@@ -226,11 +246,27 @@ impl Metrics {
     }
 }
 
-fn action_attributes(action: &str, capability: &str) -> [KeyValue; 2] {
+fn action_attributes(action: &str, capability: &str, clock: AccountClock) -> [KeyValue; 3] {
     [
         KeyValue::new(attr::ACTION, action.to_owned()),
         KeyValue::new(attr::CAPABILITY, capability.to_owned()),
+        clock.attribute(),
     ]
+}
+
+/// Whose credits a credit counter counts: a real account's, or one on a
+/// test clock (`tally.test_clock`), which dashboards of real money leave
+/// out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountClock {
+    Wall,
+    Test,
+}
+
+impl AccountClock {
+    fn attribute(self) -> KeyValue {
+        KeyValue::new(attr::TEST_CLOCK, self == AccountClock::Test)
+    }
 }
 
 /// Registers an integer gauge read by `observe` at each collection. Keep

@@ -204,6 +204,7 @@ pub mod attr {
     pub const CAPABILITY: &str = "tally.capability";
     pub const BUCKET_KIND: &str = "tally.bucket.kind";
     pub const RELEASE_REASON: &str = "tally.release.reason";
+    pub const TEST_CLOCK: &str = "tally.test_clock";
     pub const REASON: &str = "tally.reason";
     pub const COMMAND: &str = "tally.command";
     pub const PROJECTION: &str = "tally.projection";

@@ -10,6 +10,7 @@ use tally_api::v1 as pb;
 pub use tally_api::v1::account_service_client::AccountServiceClient;
 pub use tally_api::v1::catalog_service_client::CatalogServiceClient;
 pub use tally_api::v1::metering_service_client::MeteringServiceClient;
+pub use tally_api::v1::test_clock_service_client::TestClockServiceClient;
 use tally_core::{ManualClock, Timestamp};
 use tally_server::{Config, RunningServer};
 use tally_store::conformance::Harness;
@@ -63,6 +64,8 @@ pub struct Options {
     /// API key file (TOML), written to the data dir as `api-keys.toml` and
     /// given as --api-keys; rewrite that file to rotate keys.
     pub api_keys: Option<String>,
+    /// Start with `--test-clocks refuse`, as production does.
+    pub refuse_test_clocks: bool,
 }
 
 impl Default for Options {
@@ -73,6 +76,7 @@ impl Default for Options {
             plans: None,
             start: START,
             api_keys: None,
+            refuse_test_clocks: false,
         }
     }
 }
@@ -82,6 +86,7 @@ pub struct TestServer {
     clock: Arc<ManualClock>,
     running: Option<RunningServer>,
     database_url: Option<String>,
+    refuse_test_clocks: bool,
     // Declared last: the database is dropped after the server stops.
     _database: Option<PostgresLocation>,
     pub addr: std::net::SocketAddr,
@@ -110,13 +115,20 @@ impl TestServer {
             }
         };
         let clock = Arc::new(ManualClock::new(options.start));
-        let running = launch(data.path(), database_url.clone(), clock.clone()).await;
+        let running = launch(
+            data.path(),
+            database_url.clone(),
+            clock.clone(),
+            options.refuse_test_clocks,
+        )
+        .await;
         TestServer {
             addr: running.addr,
             data,
             clock,
             running: Some(running),
             database_url,
+            refuse_test_clocks: options.refuse_test_clocks,
             _database: database,
         }
     }
@@ -129,6 +141,7 @@ impl TestServer {
             self.data.path(),
             self.database_url.clone(),
             self.clock.clone(),
+            self.refuse_test_clocks,
         )
         .await;
         self.addr = running.addr;
@@ -169,6 +182,10 @@ impl TestServer {
         MeteringServiceClient::new(self.channel().await)
     }
 
+    pub async fn test_clocks(&self) -> TestClockServiceClient<Channel> {
+        TestClockServiceClient::new(self.channel().await)
+    }
+
     pub async fn catalog(&self) -> CatalogServiceClient<Channel> {
         CatalogServiceClient::new(self.channel().await)
     }
@@ -192,8 +209,12 @@ async fn launch(
     data_dir: &Path,
     database_url: Option<String>,
     clock: Arc<ManualClock>,
+    refuse_test_clocks: bool,
 ) -> RunningServer {
     let mut config = Config::for_tests(PathBuf::from(data_dir));
+    if refuse_test_clocks {
+        config.test_clocks = tally_server::TestClocks::Refuse;
+    }
     config.rate_card = Some(data_dir.join("rate-card.toml"));
     let plans = data_dir.join("plans.toml");
     config.plans = plans.exists().then_some(plans);

@@ -59,7 +59,7 @@ async fn start(backend: Backend, example: &Example, start: Timestamp) -> TestSer
         rate_card: example.rate_card.into(),
         plans: Some(example.plans.into()),
         start,
-        api_keys: None,
+        ..Options::default()
     })
     .await
 }

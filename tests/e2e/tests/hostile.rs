@@ -315,6 +315,9 @@ async fn errors_that_echo_what_was_sent_fit_in_8_kib() {
 const ACCOUNTS: &str = "/tally.v1.AccountService/";
 const METERING: &str = "/tally.v1.MeteringService/";
 const CATALOG: &str = "/tally.v1.CatalogService/";
+const TEST_CLOCKS: &str = "/tally.v1.TestClockService/";
+/// A test clock no case may create.
+const NO_SUCH_CLOCK: &str = "hostile-clock";
 
 /// A request body of one message.
 fn one(message: &impl prost::Message) -> Vec<u8> {
@@ -483,6 +486,7 @@ fn catalogue(held: &str) -> Vec<Case> {
     let m = |method: &str| path(METERING, method);
     let a = |method: &str| path(ACCOUNTS, method);
     let c = |method: &str| path(CATALOG, method);
+    let t = |method: &str| path(TEST_CLOCKS, method);
     let garbage = frame(&[0xff_u8; 16]);
     let held = held.to_owned();
     let mut cases = vec![
@@ -1070,7 +1074,95 @@ fn catalogue(held: &str) -> Vec<Case> {
             one(&GetPlanCatalogueRequest { version: Some(-3) }),
             &["version"],
         ),
+        malformed(
+            "a CreateTestClock body of 0xff",
+            &t("CreateTestClock"),
+            frame(&[0xff; 16]),
+        ),
+        invalid(
+            "a test clock with no time",
+            &t("CreateTestClock"),
+            one(&CreateTestClockRequest {
+                test_clock_id: NO_SUCH_CLOCK.into(),
+                frozen_time: None,
+            }),
+            &["frozen_time"],
+        ),
+        invalid(
+            "a test clock id with a space, at year 10000",
+            &t("CreateTestClock"),
+            one(&CreateTestClockRequest {
+                test_clock_id: "a clock".into(),
+                frozen_time: Some(prost_types::Timestamp {
+                    seconds: 253_402_300_800,
+                    nanos: 0,
+                }),
+            }),
+            &["test_clock_id", "frozen_time"],
+        ),
+        invalid(
+            "an advance of no clock to no time",
+            &t("AdvanceTestClock"),
+            one(&AdvanceTestClockRequest::default()),
+            &["test_clock_id", "frozen_time"],
+        ),
+        invalid(
+            "a test clock id of 129 bytes",
+            &t("GetTestClock"),
+            one(&GetTestClockRequest {
+                test_clock_id: "c".repeat(129),
+            }),
+            &["test_clock_id"],
+        ),
+        invalid(
+            "an account opened on a clock id that is not one",
+            &a("OpenAccount"),
+            one(&OpenAccountRequest {
+                idempotency_key: "o-clock".into(),
+                account_id: NEWCOMER.into(),
+                test_clock_id: "no\nclock".into(),
+                ..Default::default()
+            }),
+            &["test_clock_id"],
+        ),
         // Well formed, and refused for what they name.
+        case(
+            "a test clock no one created",
+            &t("GetTestClock"),
+            one(&GetTestClockRequest {
+                test_clock_id: NO_SUCH_CLOCK.into(),
+            }),
+            Code::NotFound,
+            "UNKNOWN_TEST_CLOCK",
+            &[],
+        ),
+        case(
+            "an advance of a test clock no one created",
+            &t("AdvanceTestClock"),
+            one(&AdvanceTestClockRequest {
+                test_clock_id: NO_SUCH_CLOCK.into(),
+                frozen_time: Some(prost_types::Timestamp {
+                    seconds: 1_800_000_000,
+                    nanos: 0,
+                }),
+            }),
+            Code::NotFound,
+            "UNKNOWN_TEST_CLOCK",
+            &[],
+        ),
+        case(
+            "an account opened on a test clock no one created",
+            &a("OpenAccount"),
+            one(&OpenAccountRequest {
+                idempotency_key: "o-clock".into(),
+                account_id: NEWCOMER.into(),
+                test_clock_id: NO_SUCH_CLOCK.into(),
+                ..Default::default()
+            }),
+            Code::NotFound,
+            "UNKNOWN_TEST_CLOCK",
+            &[],
+        ),
         case(
             "a rate card never published",
             &c("GetRateCard"),
@@ -1201,6 +1293,7 @@ struct Store {
     newcomer: Code,
     rate_card: i64,
     plans: i64,
+    clock: Code,
 }
 
 async fn store(server: &TestServer) -> Store {
@@ -1227,6 +1320,14 @@ async fn store(server: &TestServer) -> Store {
             .expect("plans")
             .into_inner()
             .version,
+        clock: server
+            .test_clocks()
+            .await
+            .get_test_clock(GetTestClockRequest {
+                test_clock_id: NO_SUCH_CLOCK.into(),
+            })
+            .await
+            .map_or_else(|status| status.code(), |_| Code::Ok),
     }
 }
 
@@ -1256,6 +1357,7 @@ async fn a_catalogue_of_bad_requests_gets_exact_answers_and_changes_nothing() {
             .reservation_id;
         let before = store(&server).await;
         assert_eq!(before.newcomer, Code::NotFound);
+        assert_eq!(before.clock, Code::NotFound);
 
         let cases = catalogue(&held);
         assert!(cases.len() >= 50, "{} cases", cases.len());

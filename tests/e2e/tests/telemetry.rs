@@ -427,6 +427,7 @@ async fn traced_calls_and_credit_metrics_reach_the_collector() {
     let draft = [
         ("tally.action", "article.draft"),
         ("tally.capability", "article"),
+        ("tally.test_clock", "false"),
     ];
     let with = |extra: (&'static str, &'static str)| {
         let mut attributes = draft.to_vec();
@@ -437,7 +438,10 @@ async fn traced_calls_and_credit_metrics_reach_the_collector() {
     let expected: Vec<(&str, Attrs, f64)> = vec![
         (
             "tally.credits.granted",
-            vec![("tally.bucket.kind", "monthly")],
+            vec![
+                ("tally.bucket.kind", "monthly"),
+                ("tally.test_clock", "false"),
+            ],
             10_000.0,
         ),
         ("tally.credits.reserved", draft.to_vec(), 8_000.0),
@@ -534,12 +538,18 @@ async fn traced_calls_and_credit_metrics_reach_the_collector() {
     let expired: Vec<(&str, Attrs, f64)> = vec![
         (
             "tally.credits.granted",
-            vec![("tally.bucket.kind", "promotional")],
+            vec![
+                ("tally.bucket.kind", "promotional"),
+                ("tally.test_clock", "false"),
+            ],
             10_000.0,
         ),
         (
             "tally.credits.expired",
-            vec![("tally.bucket.kind", "promotional")],
+            vec![
+                ("tally.bucket.kind", "promotional"),
+                ("tally.test_clock", "false"),
+            ],
             6_000.0,
         ),
         (
@@ -555,6 +565,84 @@ async fn traced_calls_and_credit_metrics_reach_the_collector() {
         })
         .await;
     }
+
+    // Credits of an account on a test clock count apart: dashboards of
+    // real money leave them out by `tally.test_clock`.
+    server
+        .test_clocks()
+        .await
+        .create_test_clock(CreateTestClockRequest {
+            test_clock_id: "sim".into(),
+            frozen_time: Some(prost_types::Timestamp {
+                seconds: 1_900_000_000,
+                nanos: 0,
+            }),
+        })
+        .await
+        .unwrap();
+    accounts
+        .open_account(OpenAccountRequest {
+            idempotency_key: "open-sim".into(),
+            account_id: "simulated".into(),
+            test_clock_id: "sim".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    grant(
+        &mut accounts,
+        "simulated",
+        "g-sim",
+        BucketKind::Monthly,
+        5_000,
+    )
+    .await;
+    metering
+        .debit(DebitRequest {
+            idempotency_key: "d-sim".into(),
+            account_id: "simulated".into(),
+            member_id: "alice".into(),
+            action: "article.draft".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let on_test_clock: Vec<(&str, Attrs, f64)> = vec![
+        (
+            "tally.credits.granted",
+            vec![
+                ("tally.bucket.kind", "monthly"),
+                ("tally.test_clock", "true"),
+            ],
+            5_000.0,
+        ),
+        (
+            "tally.credits.committed",
+            vec![
+                ("tally.action", "article.draft"),
+                ("tally.capability", "article"),
+                ("tally.test_clock", "true"),
+            ],
+            2_000.0,
+        ),
+    ];
+    for (name, attributes, value) in &on_test_clock {
+        eventually(name, || {
+            received.point(name, attributes) == Some(Point::Number(*value))
+        })
+        .await;
+    }
+    // The real account's figures did not move.
+    assert_eq!(
+        received.point(
+            "tally.credits.granted",
+            &[
+                ("tally.bucket.kind", "monthly"),
+                ("tally.test_clock", "false")
+            ]
+        ),
+        Some(Point::Number(10_000.0))
+    );
 
     // Every projection reports its lag.
     for projection in ["balances", "ledger", "usage"] {

@@ -11,5 +11,6 @@ pub use alerts::alert;
 pub use ledger::ledger_entry;
 pub use validate::Validator;
 pub use wire::{
-    balance, bucket, bucket_kind, draws, receipt, refund_receipt, reservation, timestamp, version,
+    balance, bucket, bucket_kind, draws, receipt, refund_receipt, reservation, test_clock_id,
+    timestamp, version,
 };

@@ -8,7 +8,7 @@ use tally_api::v1 as pb;
 use tally_core::{
     AccountId, ActionKey, BillingAnchor, BucketKind, CostBasis, Dimensions, GrantId, GrantSource,
     IdError, IdempotencyKey, MAX_UNITS_PER_CALL, MemberId, Millicredits, ModelName, PackName,
-    PlanName, ReservationId, TimeZoneName, Timestamp, UnitName,
+    PlanName, ReservationId, TestClockId, TimeZoneName, Timestamp, UnitName,
 };
 
 use tally_auth::Denied;
@@ -69,6 +69,10 @@ impl Validator {
             self.denied.get_or_insert(denied);
         }
         Some(account)
+    }
+
+    pub fn test_clock(&mut self, field: &str, value: &str) -> Option<TestClockId> {
+        self.id(field, value, TestClockId::parse)
     }
 
     pub fn idempotency_key(&mut self, field: &str, value: &str) -> Option<IdempotencyKey> {
@@ -294,6 +298,18 @@ impl Validator {
                 None
             }
         }
+    }
+
+    /// A timestamp that must be given.
+    pub fn required_timestamp(
+        &mut self,
+        field: &str,
+        value: Option<prost_types::Timestamp>,
+    ) -> Option<Timestamp> {
+        if value.is_none() {
+            self.violation(field, "must be set");
+        }
+        self.timestamp(field, value)
     }
 
     pub fn timestamp(

@@ -4,7 +4,7 @@
 use tally_api::v1 as pb;
 use tally_core::{
     AccountId, BalanceView, Bucket, BucketKind, Debit, Dimensions, Draw, GrantSource, Millicredits,
-    ModelName, Refund, Reservation, Timestamp,
+    ModelName, Refund, Reservation, TestClockId, Timestamp,
 };
 
 use super::alerts::alert_thresholds;
@@ -188,6 +188,7 @@ pub fn balance(account: &AccountId, view: &BalanceView) -> pb::Balance {
         daily_allowance_millicredits: view.terms.daily_allowance().get(),
         spending_cap_millicredits: view.terms.spending_cap.map(Millicredits::get),
         alert_thresholds: Some(alert_thresholds(view.terms.alert_thresholds())),
+        test_clock_id: test_clock_id(view.terms.test_clock.as_ref()),
         last_debit: view.last_debit.as_ref().map(|last| pb::LastDebit {
             charged_at: Some(timestamp(last.at)),
             member_id: last.member.to_string(),
@@ -200,4 +201,9 @@ pub fn balance(account: &AccountId, view: &BalanceView) -> pb::Balance {
             amount_millicredits: last.charged.get(),
         }),
     }
+}
+
+/// A response's `test_clock_id`: empty for a real account.
+pub fn test_clock_id(clock: Option<&TestClockId>) -> String {
+    clock.map(ToString::to_string).unwrap_or_default()
 }

@@ -29,6 +29,7 @@ impl<S: Store> AccountService for AccountApi<S> {
             billing_anchor,
             trial,
             spending_cap_millicredits,
+            test_clock_id,
         } = &request;
         let mut v = Validator::default();
         let key = v.idempotency_key("idempotency_key", idempotency_key);
@@ -40,6 +41,9 @@ impl<S: Store> AccountService for AccountApi<S> {
             trial: *trial,
             spending_cap: spending_cap_millicredits
                 .and_then(|cap| v.non_negative_amount("spending_cap_millicredits", cap)),
+            test_clock: (!test_clock_id.is_empty())
+                .then(|| v.test_clock("test_clock_id", test_clock_id))
+                .flatten(),
         };
         let (Some(key), Some(account)) = (key, account) else {
             return Err(v.into_error().into());

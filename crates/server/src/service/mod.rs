@@ -5,6 +5,7 @@ mod account;
 mod catalog;
 mod metering;
 mod reads;
+mod test_clock;
 
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -20,6 +21,7 @@ use crate::{ServiceError, Store};
 pub use account::AccountApi;
 pub use catalog::CatalogApi;
 pub use metering::MeteringApi;
+pub use test_clock::TestClockApi;
 
 /// What runs once the store is open: the engine (writes) and the
 /// projections (reads).

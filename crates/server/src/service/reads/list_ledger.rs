@@ -84,6 +84,7 @@ impl<S: Store> Api<S> {
             .await
             .map_err(ServiceError::from)?
             .ok_or_else(unknown_account)?;
+        let test_clock = self.test_clock_of(&account).await?;
         let (entries, cut_after) = within_bytes(
             page.entries
                 .iter()
@@ -96,6 +97,7 @@ impl<S: Store> Api<S> {
                 .or(page.next_after_version)
                 .map(page_token_after)
                 .unwrap_or_default(),
+            test_clock_id: convert::test_clock_id(test_clock.as_ref()),
         }))
     }
 }
@@ -157,6 +159,7 @@ mod tests {
         let response = pb::ListLedgerResponse {
             entries: taken,
             next_page_token: String::new(),
+            test_clock_id: String::new(),
         };
         assert!(response.encoded_len() <= 3_500);
     }

@@ -11,7 +11,7 @@ mod watch_account;
 use std::time::Duration;
 
 use tally_api::v1 as pb;
-use tally_core::{Account, AccountId, Rejection, Timestamp, advance};
+use tally_core::{Account, AccountId, Rejection, TestClockId, Timestamp, advance};
 use tally_engine::EngineError;
 use tally_projections::reads;
 use tally_projections::{Freshness, Projection};
@@ -98,24 +98,36 @@ impl<S: Store> Api<S> {
             .map_err(|e| ServiceError::from(e).into())
     }
 
+    /// The test clock the account lives on, as the balances projection
+    /// knows it (fixed at opening, so any copy of the account tells).
+    async fn test_clock_of(&self, account: &AccountId) -> Result<Option<TestClockId>, Status> {
+        let state = self.projected_state(account).await?;
+        Ok(state.and_then(|state| state.terms.test_clock))
+    }
+
+    /// The account as the balances projection holds it; `None` if unknown.
+    async fn projected_state(&self, account: &AccountId) -> Result<Option<Account>, Status> {
+        let projections = self.projections()?;
+        match projections.cached_state(account.as_str()) {
+            Some(state) => Ok(Some(state)),
+            None => reads::balance_state(projections.store(), account.as_str())
+                .await
+                .map_err(|e| ServiceError::from(e).into()),
+        }
+    }
+
     /// The account as the balances projection holds it, advanced to now:
     /// holds and buckets expired, cycles renewed, up to the moment of the
     /// read, exactly as the next command would see it.
     async fn account_now(&self, account: &AccountId) -> Result<(Account, Timestamp), Status> {
-        let projections = self.projections()?;
-        let cached = projections.cached_state(account.as_str());
-        let state = match cached {
-            Some(state) => Some(state),
-            None => reads::balance_state(projections.store(), account.as_str())
-                .await
-                .map_err(ServiceError::from)?,
-        };
-        let Some(mut state) = state else {
+        let Some(mut state) = self.projected_state(account).await? else {
             return Err(unknown_account());
         };
         let now = self
             .engine()?
-            .now()
+            .now_on(state.terms.test_clock.as_ref())
+            .await
+            .map_err(ServiceError::from)?
             .max(state.last_event_at.unwrap_or_default());
         advance(&mut state, now);
         Ok((state, now))

@@ -1,0 +1,106 @@
+//! tally.v1.TestClockService: creating, reading and advancing test clocks
+//! (see `tally_engine::TestClock` and docs/test-clocks.md).
+
+use tally_api::v1 as pb;
+use tally_api::v1::test_clock_service_server::TestClockService;
+use tally_engine::TestClock;
+use tonic::{Request, Response, Status};
+
+use super::Api;
+use crate::convert::{Validator, timestamp};
+use crate::{ServiceError, Store};
+
+pub struct TestClockApi<S: Store>(pub Api<S>);
+
+/// The clock as a response shows it: only the accounts the caller's key
+/// may touch, so a tenant's key learns nothing of another tenant's.
+fn test_clock(clock: &TestClock) -> pb::TestClock {
+    pb::TestClock {
+        test_clock_id: clock.id.to_string(),
+        frozen_time: Some(timestamp(clock.now)),
+        start_time: Some(timestamp(clock.started_at)),
+        account_ids: clock
+            .accounts
+            .iter()
+            .filter(|account| crate::auth::may_touch(account.as_str()).is_ok())
+            .map(ToString::to_string)
+            .collect(),
+    }
+}
+
+#[tonic::async_trait]
+impl<S: Store> TestClockService for TestClockApi<S> {
+    async fn create_test_clock(
+        &self,
+        request: Request<pb::CreateTestClockRequest>,
+    ) -> Result<Response<pb::CreateTestClockResponse>, Status> {
+        let pb::CreateTestClockRequest {
+            test_clock_id,
+            frozen_time,
+        } = request.into_inner();
+        let mut v = Validator::default();
+        let id = v.test_clock("test_clock_id", &test_clock_id);
+        let at = v.required_timestamp("frozen_time", frozen_time);
+        let (Some(id), Some(at)) = (id, at) else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let clock = self
+            .0
+            .engine()?
+            .create_test_clock(&id, at)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::CreateTestClockResponse {
+            test_clock: Some(test_clock(&clock)),
+        }))
+    }
+
+    async fn get_test_clock(
+        &self,
+        request: Request<pb::GetTestClockRequest>,
+    ) -> Result<Response<pb::GetTestClockResponse>, Status> {
+        let mut v = Validator::default();
+        let id = v.test_clock("test_clock_id", &request.into_inner().test_clock_id);
+        let Some(id) = id else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let clock = self
+            .0
+            .engine()?
+            .test_clock(&id)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::GetTestClockResponse {
+            test_clock: Some(test_clock(&clock)),
+        }))
+    }
+
+    async fn advance_test_clock(
+        &self,
+        request: Request<pb::AdvanceTestClockRequest>,
+    ) -> Result<Response<pb::AdvanceTestClockResponse>, Status> {
+        let pb::AdvanceTestClockRequest {
+            test_clock_id,
+            frozen_time,
+        } = request.into_inner();
+        let mut v = Validator::default();
+        let id = v.test_clock("test_clock_id", &test_clock_id);
+        let to = v.required_timestamp("frozen_time", frozen_time);
+        let (Some(id), Some(to)) = (id, to) else {
+            return Err(v.into_error().into());
+        };
+        v.finish()?;
+        let advanced = self
+            .0
+            .engine()?
+            .advance_test_clock(&id, to)
+            .await
+            .map_err(ServiceError::from)?;
+        Ok(Response::new(pb::AdvanceTestClockResponse {
+            test_clock: Some(test_clock(&advanced.clock)),
+            events_written: i64::try_from(advanced.events_written).unwrap_or(i64::MAX),
+        }))
+    }
+}
