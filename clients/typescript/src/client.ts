@@ -1,5 +1,5 @@
 import { createClient, type Client, type Interceptor } from "@connectrpc/connect";
-import { createGrpcTransport } from "@connectrpc/connect-node";
+import { createGrpcTransport, type GrpcTransportOptions } from "@connectrpc/connect-node";
 import { AccountService } from "./gen/tally/v1/account_service_pb.js";
 import { CatalogService } from "./gen/tally/v1/catalog_service_pb.js";
 import { MeteringService } from "./gen/tally/v1/metering_service_pb.js";
@@ -19,6 +19,11 @@ export interface ConnectOptions {
   apiKey?: string;
   /** More interceptors (logging, tracing), run after the API key's. */
   interceptors?: Interceptor[];
+  /**
+   * Options of Node's HTTP/2 session, e.g. `{ ca }` for a tallyd whose
+   * certificate comes from a private CA.
+   */
+  nodeOptions?: GrpcTransportOptions["nodeOptions"];
 }
 
 /** The address tallyd listens on by default. */
@@ -40,7 +45,7 @@ export function connect(address: string = DEFAULT_ADDRESS, options: ConnectOptio
     });
   }
   interceptors.push(...(options.interceptors ?? []));
-  const transport = createGrpcTransport({ baseUrl, interceptors });
+  const transport = createGrpcTransport({ baseUrl, interceptors, nodeOptions: options.nodeOptions });
   return {
     accounts: createClient(AccountService, transport),
     metering: createClient(MeteringService, transport),

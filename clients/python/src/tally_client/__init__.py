@@ -12,7 +12,7 @@ from __future__ import annotations
 import collections
 import uuid
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional, Sequence, Tuple
 
 import grpc
 from google.rpc import error_details_pb2
@@ -53,18 +53,22 @@ def connect(
     *,
     api_key: Optional[str] = None,
     credentials: Optional[grpc.ChannelCredentials] = None,
+    options: Sequence[Tuple[str, Any]] = (),
 ) -> Tally:
-    """Opens a channel to tallyd at ``host:port``.
+    """Opens a channel to tallyd at ``address`` (any gRPC target:
+    ``host:port``, ``dns:///tally-headless:50051``, ...).
 
     Plaintext unless ``credentials`` are given (e.g.
     ``grpc.ssl_channel_credentials()`` for a tallyd with ``--tls-cert``).
     ``api_key`` is sent as ``authorization: Bearer <key>`` on every call, for
-    a tallyd with ``--api-keys``. The channel connects on the first call.
+    a tallyd with ``--api-keys``. ``options`` are gRPC channel arguments,
+    e.g. ``[("grpc.lb_policy_name", "round_robin")]``. The channel connects
+    on the first call and again after it breaks.
     """
     if credentials is None:
-        channel = grpc.insecure_channel(address)
+        channel = grpc.insecure_channel(address, options=options)
     else:
-        channel = grpc.secure_channel(address, credentials)
+        channel = grpc.secure_channel(address, credentials, options=options)
     if api_key is not None:
         channel = grpc.intercept_channel(channel, _BearerKey(api_key))
     return Tally(
