@@ -3,12 +3,14 @@ import { createGrpcTransport, type GrpcTransportOptions } from "@connectrpc/conn
 import { AccountService } from "./gen/tally/v1/account_service_pb.js";
 import { CatalogService } from "./gen/tally/v1/catalog_service_pb.js";
 import { MeteringService } from "./gen/tally/v1/metering_service_pb.js";
+import { TestClockService } from "./gen/tally/v1/test_clock_service_pb.js";
 
-/** The three services of one tallyd, over one HTTP/2 connection. */
+/** The services of one tallyd, over one HTTP/2 connection. */
 export interface Tally {
   accounts: Client<typeof AccountService>;
   metering: Client<typeof MeteringService>;
   catalog: Client<typeof CatalogService>;
+  testClocks: Client<typeof TestClockService>;
 }
 
 export interface ConnectOptions {
@@ -50,5 +52,6 @@ export function connect(address: string = DEFAULT_ADDRESS, options: ConnectOptio
     accounts: createClient(AccountService, transport),
     metering: createClient(MeteringService, transport),
     catalog: createClient(CatalogService, transport),
+    testClocks: createClient(TestClockService, transport),
   };
 }

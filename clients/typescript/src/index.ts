@@ -11,3 +11,4 @@ export * from "./gen/tally/v1/catalog_service_pb.js";
 export * from "./gen/tally/v1/credits_pb.js";
 export * from "./gen/tally/v1/metering_service_pb.js";
 export * from "./gen/tally/v1/reads_pb.js";
+export * from "./gen/tally/v1/test_clock_service_pb.js";

@@ -3,7 +3,7 @@
 The messages and gRPC stubs are generated from Tally's proto files into the
 ``tally.v1`` package (``account_service_pb2``, ``metering_service_pb2``, ...).
 This module adds what every caller needs around them: a channel with the
-three service stubs, an API key on every call, the ``ErrorInfo`` of a
+service stubs, an API key on every call, the ``ErrorInfo`` of a
 refusal, and idempotency keys.
 """
 
@@ -22,6 +22,7 @@ from tally.v1 import (
     account_service_pb2_grpc,
     catalog_service_pb2_grpc,
     metering_service_pb2_grpc,
+    test_clock_service_pb2_grpc,
 )
 
 __all__ = ["Tally", "connect", "error_info", "new_idempotency_key"]
@@ -31,12 +32,13 @@ DEFAULT_ADDRESS = "127.0.0.1:50051"
 
 @dataclass(frozen=True)
 class Tally:
-    """The three services of one tallyd, over one channel."""
+    """The services of one tallyd, over one channel."""
 
     channel: grpc.Channel
     accounts: account_service_pb2_grpc.AccountServiceStub
     metering: metering_service_pb2_grpc.MeteringServiceStub
     catalog: catalog_service_pb2_grpc.CatalogServiceStub
+    test_clocks: test_clock_service_pb2_grpc.TestClockServiceStub
 
     def close(self) -> None:
         self.channel.close()
@@ -76,6 +78,7 @@ def connect(
         accounts=account_service_pb2_grpc.AccountServiceStub(channel),
         metering=metering_service_pb2_grpc.MeteringServiceStub(channel),
         catalog=catalog_service_pb2_grpc.CatalogServiceStub(channel),
+        test_clocks=test_clock_service_pb2_grpc.TestClockServiceStub(channel),
     )
 
 

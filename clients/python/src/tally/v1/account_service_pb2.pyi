@@ -58,7 +58,7 @@ LEDGER_ENTRY_KIND_REFUND: LedgerEntryKind
 LEDGER_ENTRY_KIND_GRANT_EFFECTIVE: LedgerEntryKind
 
 class OpenAccountRequest(_message.Message):
-    __slots__ = ("idempotency_key", "account_id", "plan", "time_zone", "billing_anchor", "trial", "spending_cap_millicredits")
+    __slots__ = ("idempotency_key", "account_id", "plan", "time_zone", "billing_anchor", "trial", "spending_cap_millicredits", "test_clock_id")
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     PLAN_FIELD_NUMBER: _ClassVar[int]
@@ -66,6 +66,7 @@ class OpenAccountRequest(_message.Message):
     BILLING_ANCHOR_FIELD_NUMBER: _ClassVar[int]
     TRIAL_FIELD_NUMBER: _ClassVar[int]
     SPENDING_CAP_MILLICREDITS_FIELD_NUMBER: _ClassVar[int]
+    TEST_CLOCK_ID_FIELD_NUMBER: _ClassVar[int]
     idempotency_key: str
     account_id: str
     plan: str
@@ -73,7 +74,8 @@ class OpenAccountRequest(_message.Message):
     billing_anchor: _credits_pb2.BillingAnchor
     trial: bool
     spending_cap_millicredits: int
-    def __init__(self, idempotency_key: _Optional[str] = ..., account_id: _Optional[str] = ..., plan: _Optional[str] = ..., time_zone: _Optional[str] = ..., billing_anchor: _Optional[_Union[_credits_pb2.BillingAnchor, _Mapping]] = ..., trial: _Optional[bool] = ..., spending_cap_millicredits: _Optional[int] = ...) -> None: ...
+    test_clock_id: str
+    def __init__(self, idempotency_key: _Optional[str] = ..., account_id: _Optional[str] = ..., plan: _Optional[str] = ..., time_zone: _Optional[str] = ..., billing_anchor: _Optional[_Union[_credits_pb2.BillingAnchor, _Mapping]] = ..., trial: _Optional[bool] = ..., spending_cap_millicredits: _Optional[int] = ..., test_clock_id: _Optional[str] = ...) -> None: ...
 
 class OpenAccountResponse(_message.Message):
     __slots__ = ("balance", "consistency_token")
@@ -344,9 +346,11 @@ class WatchAccountResponse(_message.Message):
     def __init__(self, sequence: _Optional[int] = ..., balance: _Optional[_Union[_credits_pb2.Balance, _Mapping]] = ..., entry: _Optional[_Union[LedgerEntry, _Mapping]] = ..., alert: _Optional[_Union[_credits_pb2.Alert, _Mapping]] = ...) -> None: ...
 
 class ListLedgerResponse(_message.Message):
-    __slots__ = ("entries", "next_page_token")
+    __slots__ = ("entries", "next_page_token", "test_clock_id")
     ENTRIES_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    TEST_CLOCK_ID_FIELD_NUMBER: _ClassVar[int]
     entries: _containers.RepeatedCompositeFieldContainer[LedgerEntry]
     next_page_token: str
-    def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    test_clock_id: str
+    def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., test_clock_id: _Optional[str] = ...) -> None: ...

@@ -226,7 +226,7 @@ class Reservation(_message.Message):
     def __init__(self, reservation_id: _Optional[str] = ..., member_id: _Optional[str] = ..., action: _Optional[str] = ..., model: _Optional[str] = ..., held_millicredits: _Optional[int] = ..., draws: _Optional[_Iterable[_Union[Draw, _Mapping]]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., rate_card_version: _Optional[int] = ..., dimensions: _Optional[_Union[Dimensions, _Mapping]] = ...) -> None: ...
 
 class Balance(_message.Message):
-    __slots__ = ("account_id", "available_millicredits", "held_millicredits", "overage_millicredits", "buckets", "granted_millicredits", "consumed_millicredits", "expired_millicredits", "voided_millicredits", "open_reservations", "last_activity_at", "version", "upcoming_millicredits", "plan", "pending_plan", "time_zone", "billing_anchor", "cycle_start", "cycle_end", "used_this_cycle_millicredits", "monthly_allowance_millicredits", "daily_allowance_millicredits", "spending_cap_millicredits", "alert_thresholds", "last_debit")
+    __slots__ = ("account_id", "available_millicredits", "held_millicredits", "overage_millicredits", "buckets", "granted_millicredits", "consumed_millicredits", "expired_millicredits", "voided_millicredits", "open_reservations", "last_activity_at", "version", "upcoming_millicredits", "plan", "pending_plan", "time_zone", "billing_anchor", "cycle_start", "cycle_end", "used_this_cycle_millicredits", "monthly_allowance_millicredits", "daily_allowance_millicredits", "spending_cap_millicredits", "alert_thresholds", "last_debit", "test_clock_id")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_MILLICREDITS_FIELD_NUMBER: _ClassVar[int]
     HELD_MILLICREDITS_FIELD_NUMBER: _ClassVar[int]
@@ -252,6 +252,7 @@ class Balance(_message.Message):
     SPENDING_CAP_MILLICREDITS_FIELD_NUMBER: _ClassVar[int]
     ALERT_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     LAST_DEBIT_FIELD_NUMBER: _ClassVar[int]
+    TEST_CLOCK_ID_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     available_millicredits: int
     held_millicredits: int
@@ -277,7 +278,8 @@ class Balance(_message.Message):
     spending_cap_millicredits: int
     alert_thresholds: AlertThresholds
     last_debit: LastDebit
-    def __init__(self, account_id: _Optional[str] = ..., available_millicredits: _Optional[int] = ..., held_millicredits: _Optional[int] = ..., overage_millicredits: _Optional[int] = ..., buckets: _Optional[_Iterable[_Union[Bucket, _Mapping]]] = ..., granted_millicredits: _Optional[int] = ..., consumed_millicredits: _Optional[int] = ..., expired_millicredits: _Optional[int] = ..., voided_millicredits: _Optional[int] = ..., open_reservations: _Optional[int] = ..., last_activity_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., upcoming_millicredits: _Optional[int] = ..., plan: _Optional[str] = ..., pending_plan: _Optional[str] = ..., time_zone: _Optional[str] = ..., billing_anchor: _Optional[_Union[BillingAnchor, _Mapping]] = ..., cycle_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., used_this_cycle_millicredits: _Optional[int] = ..., monthly_allowance_millicredits: _Optional[int] = ..., daily_allowance_millicredits: _Optional[int] = ..., spending_cap_millicredits: _Optional[int] = ..., alert_thresholds: _Optional[_Union[AlertThresholds, _Mapping]] = ..., last_debit: _Optional[_Union[LastDebit, _Mapping]] = ...) -> None: ...
+    test_clock_id: str
+    def __init__(self, account_id: _Optional[str] = ..., available_millicredits: _Optional[int] = ..., held_millicredits: _Optional[int] = ..., overage_millicredits: _Optional[int] = ..., buckets: _Optional[_Iterable[_Union[Bucket, _Mapping]]] = ..., granted_millicredits: _Optional[int] = ..., consumed_millicredits: _Optional[int] = ..., expired_millicredits: _Optional[int] = ..., voided_millicredits: _Optional[int] = ..., open_reservations: _Optional[int] = ..., last_activity_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., version: _Optional[int] = ..., upcoming_millicredits: _Optional[int] = ..., plan: _Optional[str] = ..., pending_plan: _Optional[str] = ..., time_zone: _Optional[str] = ..., billing_anchor: _Optional[_Union[BillingAnchor, _Mapping]] = ..., cycle_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., cycle_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., used_this_cycle_millicredits: _Optional[int] = ..., monthly_allowance_millicredits: _Optional[int] = ..., daily_allowance_millicredits: _Optional[int] = ..., spending_cap_millicredits: _Optional[int] = ..., alert_thresholds: _Optional[_Union[AlertThresholds, _Mapping]] = ..., last_debit: _Optional[_Union[LastDebit, _Mapping]] = ..., test_clock_id: _Optional[str] = ...) -> None: ...
 
 class LastDebit(_message.Message):
     __slots__ = ("charged_at", "member_id", "action", "model", "amount_millicredits")

@@ -109,15 +109,17 @@ class Runway(_message.Message):
     def __init__(self, window_days: _Optional[int] = ..., pace_millicredits_per_day: _Optional[int] = ..., runs_out_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., hits_cap_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetUsageResponse(_message.Message):
-    __slots__ = ("groups", "total", "period_start", "period_end", "runway")
+    __slots__ = ("groups", "total", "period_start", "period_end", "runway", "test_clock_id")
     GROUPS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_FIELD_NUMBER: _ClassVar[int]
     PERIOD_START_FIELD_NUMBER: _ClassVar[int]
     PERIOD_END_FIELD_NUMBER: _ClassVar[int]
     RUNWAY_FIELD_NUMBER: _ClassVar[int]
+    TEST_CLOCK_ID_FIELD_NUMBER: _ClassVar[int]
     groups: _containers.RepeatedCompositeFieldContainer[UsageGroup]
     total: UsageTotals
     period_start: _timestamp_pb2.Timestamp
     period_end: _timestamp_pb2.Timestamp
     runway: Runway
-    def __init__(self, groups: _Optional[_Iterable[_Union[UsageGroup, _Mapping]]] = ..., total: _Optional[_Union[UsageTotals, _Mapping]] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runway: _Optional[_Union[Runway, _Mapping]] = ...) -> None: ...
+    test_clock_id: str
+    def __init__(self, groups: _Optional[_Iterable[_Union[UsageGroup, _Mapping]]] = ..., total: _Optional[_Union[UsageTotals, _Mapping]] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., runway: _Optional[_Union[Runway, _Mapping]] = ..., test_clock_id: _Optional[str] = ...) -> None: ...
