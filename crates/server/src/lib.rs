@@ -311,6 +311,15 @@ async fn open_postgres(url: String, options: PostgresOptions) -> anyhow::Result<
                         info!("PostgreSQL store open; schema current");
                         return Ok(store);
                     }
+                    Ok(status) if status.can_serve() => {
+                        warn!(
+                            %status,
+                            "PostgreSQL store open on a newer schema that serves this build \
+                             (a rollback after an expand migration): finish rolling back or \
+                             forward"
+                        );
+                        return Ok(store);
+                    }
                     Ok(status) => {
                         warn!(%status, "not serving until the schema is current: run `tallyd migrate`")
                     }

@@ -62,7 +62,7 @@ async fn with_store<T>(
     let store = open(config).await?;
     if let PostgresOrSqlite::Postgres(_, status) = &store {
         anyhow::ensure!(
-            status.is_current(),
+            status.can_serve(),
             "schema is not current ({status}): run `tallyd migrate`"
         );
     }
@@ -108,7 +108,7 @@ pub async fn verify_projections(
 ) -> anyhow::Result<Verdict> {
     let projections = selected(projection)?;
     match open(config).await? {
-        PostgresOrSqlite::Postgres(store, SchemaStatus::Current) => {
+        PostgresOrSqlite::Postgres(store, status) if status.can_serve() => {
             verify_all(&store, &projections).await
         }
         PostgresOrSqlite::Postgres(_, status @ SchemaStatus::LogNeedsRenumbering { .. }) => {

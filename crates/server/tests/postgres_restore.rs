@@ -8,13 +8,13 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::str::FromStr;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use support::{Tallyd, migrated_database, open_funded_account, run_tallyd};
+use support::{
+    Tallyd, migrated_database, open_funded_account, run_tallyd, spawn_tallyd_with_log, succeeded,
+};
 use tally_api::v1 as pb;
 use tally_api::v1::account_service_client::AccountServiceClient;
 use tally_api::v1::metering_service_client::MeteringServiceClient;
@@ -24,17 +24,6 @@ use tokio_postgres::NoTls;
 use tonic::transport::Channel;
 
 const DEBIT: i64 = 7;
-
-fn succeeded(what: &str, output: Output) -> Output {
-    assert!(
-        output.status.success(),
-        "{what} failed ({}): {}{}",
-        output.status,
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
 
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, NoTls)
@@ -61,41 +50,6 @@ async fn burn_xids_until(url: &str, target: i64) {
         .await
         .unwrap();
     while current_xid(&client).await < target {}
-}
-
-/// tallyd, with its log lines handed to the test as they come.
-fn spawn_tallyd_with_log(args: &[&str]) -> (Tallyd, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tallyd"))
-        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("tallyd starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (lines, received) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            // Keep reading when the test stops listening: a full pipe
-            // would block tallyd.
-            let _ = lines.send(line);
-        }
-    });
-    let addr = loop {
-        let line = received
-            .recv_timeout(Duration::from_secs(30))
-            .expect("tallyd logs its address");
-        if line.contains("tallyd listening") {
-            let start = line.find("\"addr\":\"").expect("addr field") + 8;
-            let end = start + line[start..].find('"').expect("end of addr");
-            break line[start..end].to_owned();
-        }
-    };
-    let tallyd = Tallyd {
-        child,
-        uri: format!("http://{addr}"),
-    };
-    (tallyd, received)
 }
 
 fn debit(account: &str, key: String) -> pb::DebitRequest {

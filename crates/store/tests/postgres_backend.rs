@@ -201,6 +201,87 @@ async fn a_database_from_a_newer_build_is_refused() {
     ));
 }
 
+/// Rolling back a release after its expand migration: the newer build's
+/// migration recorded that builds from this one's version still serve, so
+/// this build serves (reads and appends), and its migrate is a no-op. A
+/// contract migration after it, recording itself, refuses this build again.
+#[tokio::test]
+async fn a_newer_schema_of_expand_migrations_serves_this_build() {
+    let (store, location) = PostgresHarness::new().create().await;
+    let admin = connect_raw(&location.config).await;
+    let recorded: Option<i32> = admin
+        .query_one(
+            "SELECT serves_from FROM tally_schema_migrations WHERE version = $1",
+            &[&(SCHEMA_VERSION as i32)],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        recorded,
+        Some(SCHEMA_VERSION as i32),
+        "this build's migrations are all contract ones"
+    );
+    store.append(append("before", 0, 2)).await.unwrap();
+
+    // What the next release's expand migration does: add a nullable
+    // column, and record that builds from this version on still serve.
+    let next = SCHEMA_VERSION as i32 + 1;
+    admin
+        .batch_execute("ALTER TABLE events ADD COLUMN annotation text")
+        .await
+        .unwrap();
+    admin
+        .execute(
+            "INSERT INTO tally_schema_migrations (version, name, serves_from) \
+             VALUES ($1, 'next_expand', $2)",
+            &[&next, &(SCHEMA_VERSION as i32)],
+        )
+        .await
+        .unwrap();
+    let status = store.schema_status().await.expect("status");
+    assert_eq!(
+        status,
+        SchemaStatus::AheadCompatible {
+            found: SCHEMA_VERSION + 1,
+            serves_from: SCHEMA_VERSION
+        }
+    );
+    assert!(status.can_serve() && !status.is_current());
+    let report = store.migrate().await.expect("a no-op");
+    assert_eq!(
+        (report.from_version, report.to_version, report.applied.len()),
+        (SCHEMA_VERSION + 1, SCHEMA_VERSION + 1, 0)
+    );
+    store.append(append("before", 2, 1)).await.unwrap();
+    store.append(append("after", 0, 3)).await.unwrap();
+    assert_eq!(store.read_stream("before", 0, 10).await.unwrap().len(), 3);
+    let log = store.read_log(None, 100).await.unwrap();
+    assert_eq!(log.len(), 6);
+
+    // The release after it contracts: only builds that know it serve.
+    admin
+        .execute(
+            "INSERT INTO tally_schema_migrations (version, name, serves_from) \
+             VALUES ($1, 'next_contract', $1)",
+            &[&(next + 1)],
+        )
+        .await
+        .unwrap();
+    let status = store.schema_status().await.expect("status");
+    assert_eq!(
+        status,
+        SchemaStatus::Ahead {
+            found: SCHEMA_VERSION + 2
+        }
+    );
+    assert!(!status.can_serve());
+    assert!(matches!(
+        store.migrate().await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
 /// A database that a schema-2 build has been writing to migrates to the
 /// current schema with its data, and its streams then take wakeups: those
 /// written before have none until an append or `set_wakeup` gives them one.

@@ -4,7 +4,8 @@
 #![allow(dead_code)] // each test binary uses part of this
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use tally_store::postgres::{PostgresHarness, PostgresLocation};
@@ -104,6 +105,53 @@ impl Drop for Tallyd {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// tallyd, with its log lines handed to the test as they come.
+pub fn spawn_tallyd_with_log(args: &[&str]) -> (Tallyd, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tallyd"))
+        .args(["--listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("tallyd starts");
+    let stderr = child.stderr.take().expect("stderr");
+    let (lines, received) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Keep reading when the test stops listening: a full pipe
+            // would block tallyd.
+            let _ = lines.send(line);
+        }
+    });
+    let addr = loop {
+        let line = received
+            .recv_timeout(Duration::from_secs(30))
+            .expect("tallyd logs its address");
+        if line.contains("tallyd listening") {
+            let start = line.find("\"addr\":\"").expect("addr field") + 8;
+            let end = start + line[start..].find('"').expect("end of addr");
+            break line[start..end].to_owned();
+        }
+    };
+    let tallyd = Tallyd {
+        child,
+        uri: format!("http://{addr}"),
+    };
+    (tallyd, received)
+}
+
+/// Asserts that a finished command succeeded, showing its output if not.
+pub fn succeeded(what: &str, output: Output) -> Output {
+    assert!(
+        output.status.success(),
+        "{what} failed ({}): {}{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
 }
 
 /// Runs `tallyd <args>` to completion.
