@@ -67,6 +67,9 @@ pub enum ClientError {
     /// The API key cannot be sent as a header value.
     #[error("the API key is not a valid header value")]
     InvalidApiKey,
+    /// The offline journal cannot be read or written.
+    #[error("offline journal {0}")]
+    Journal(String),
     /// Tally answered with a message missing a field it always sets.
     #[error("malformed answer from Tally: {0} is missing")]
     Malformed(&'static str),

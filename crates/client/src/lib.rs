@@ -39,6 +39,7 @@
 //! ```
 
 mod error;
+mod journal;
 mod keys;
 mod metered;
 mod offline;
@@ -46,6 +47,7 @@ mod quote;
 mod retry;
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -88,6 +90,13 @@ pub struct ClientConfig {
     /// How long a cached quote's rate card version is trusted without
     /// asking Tally (see [`TallyClient::price`]).
     pub quote_max_age: Duration,
+    /// A file that keeps the usage [`Unreachable::FailOpen`] records until
+    /// Tally has it, so it survives the process: each record is fsynced
+    /// before the action's result returns, and a client that opens the
+    /// journal reports what it holds (every record under its own key, so
+    /// none is charged twice). One client (process) per file. `None`: in
+    /// memory only.
+    pub offline_journal: Option<PathBuf>,
 }
 
 impl Default for ClientConfig {
@@ -100,6 +109,7 @@ impl Default for ClientConfig {
             unreachable: Unreachable::FailClosed,
             hold_ttl: Duration::from_secs(300),
             quote_max_age: Duration::from_secs(60),
+            offline_journal: None,
         }
     }
 }
@@ -190,16 +200,24 @@ impl TallyClient {
             })
             .transpose()?;
         let auth = BearerAuth { header };
-        Ok(TallyClient {
+        let offline = match &config.offline_journal {
+            Some(path) => offline::Offline::with_journal(path)
+                .map_err(|e| ClientError::Journal(format!("{}: {e}", path.display())))?,
+            None => offline::Offline::default(),
+        };
+        let client = TallyClient {
             inner: Arc::new(Inner {
                 metering: MeteringServiceClient::with_interceptor(channel.clone(), auth.clone()),
                 accounts: AccountServiceClient::with_interceptor(channel.clone(), auth.clone()),
                 catalog: CatalogServiceClient::with_interceptor(channel, auth),
-                offline: offline::Offline::default(),
+                offline,
                 quotes: quote::QuoteCache::default(),
                 config,
             }),
-        })
+        };
+        // What an earlier process recorded goes to Tally as soon as it can.
+        client.flush_in_background();
+        Ok(client)
     }
 
     /// The configuration in use.

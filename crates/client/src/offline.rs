@@ -1,17 +1,20 @@
 //! What happens while Tally cannot be reached: fail closed, or fail open
 //! up to a local allowance, recording usage to report later.
 //!
-//! The local record is **in memory**: usage recorded while Tally was
-//! unreachable and not yet reported is lost if the process exits. A
-//! product that cannot accept that should call [`TallyClient::flush`]
-//! before it exits, or keep the allowance small.
+//! The local record is in memory, and also in a journal file when
+//! [`crate::ClientConfig::offline_journal`] names one: then usage recorded
+//! while Tally was unreachable survives the process (a crash, a restart)
+//! and is reported by the next client that opens the journal. Without a
+//! journal it is lost if the process exits before a [`TallyClient::flush`].
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Mutex;
 
 use tally_api::v1 as pb;
 use tracing::warn;
 
+use crate::journal::Journal;
 use crate::{ClientError, TallyClient};
 
 /// What [`TallyClient::metered`] does when Tally cannot be reached (every
@@ -37,6 +40,8 @@ pub enum Unreachable {
 #[derive(Default)]
 pub(crate) struct Offline {
     state: Mutex<State>,
+    /// Where the pending records are kept on disk, if anywhere.
+    journal: Option<Journal>,
     /// One flush at a time, so a record is never in two reports at once
     /// (a second report would be harmless, but would count as refused).
     flushing: tokio::sync::Mutex<()>,
@@ -97,6 +102,26 @@ impl Drop for Admission<'_> {
 }
 
 impl Offline {
+    /// Local usage kept in `journal` too, starting with what it holds.
+    pub(crate) fn with_journal(path: &Path) -> std::io::Result<Offline> {
+        let (journal, entries) = Journal::open(path)?;
+        let pending = entries
+            .into_iter()
+            .map(|(record, millicredits)| Pending {
+                record,
+                millicredits,
+            })
+            .collect();
+        Ok(Offline {
+            state: Mutex::new(State {
+                pending,
+                running: HashMap::new(),
+            }),
+            journal: Some(journal),
+            flushing: tokio::sync::Mutex::new(()),
+        })
+    }
+
     /// Counts `needed` against the account's allowance, or refuses.
     pub(crate) fn admit(
         &self,
@@ -128,14 +153,36 @@ impl Offline {
         if record.amount_millicredits == Some(0) {
             return;
         }
-        self.state
-            .lock()
-            .expect("offline lock")
-            .pending
-            .push(Pending {
-                record,
-                millicredits,
-            });
+        let mut state = self.state.lock().expect("offline lock");
+        // Under the lock, so the journal's order is the queue's.
+        if let Some(journal) = &self.journal
+            && let Err(e) = journal.append(&record, millicredits)
+        {
+            warn!(error = %e, key = %record.idempotency_key, "cannot write usage to the offline journal: it is kept in memory only");
+        }
+        state.pending.push(Pending {
+            record,
+            millicredits,
+        });
+    }
+
+    /// Takes the records Tally answered for off the queue (and the journal).
+    fn forget(&self, answered: &[pb::UsageRecord]) {
+        let mut state = self.state.lock().expect("offline lock");
+        state.pending.retain(|p| {
+            !answered.iter().any(|record| {
+                p.record.idempotency_key == record.idempotency_key
+                    && p.record.account_id == record.account_id
+            })
+        });
+        if let Some(journal) = &self.journal
+            && let Err(e) =
+                journal.rewrite(state.pending.iter().map(|p| (&p.record, p.millicredits)))
+        {
+            // Reported records left in the journal are reported again by
+            // the next client to open it: charged once, by their keys.
+            warn!(error = %e, "cannot rewrite the offline journal");
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -216,7 +263,7 @@ impl TallyClient {
             if answer.results.len() != batch.len() {
                 return Err(ClientError::Malformed("a result per record"));
             }
-            for (record, result) in batch.into_iter().zip(answer.results) {
+            for (record, result) in batch.iter().zip(answer.results) {
                 match result.outcome {
                     Some(pb::usage_record_result::Outcome::Charged(charged)) => {
                         report.charged.push(charged)
@@ -235,12 +282,8 @@ impl TallyClient {
                     }
                     None => return Err(ClientError::Malformed("UsageRecordResult.outcome")),
                 }
-                let mut state = offline.state.lock().expect("offline lock");
-                state.pending.retain(|p| {
-                    p.record.idempotency_key != record.idempotency_key
-                        || p.record.account_id != record.account_id
-                });
             }
+            offline.forget(&batch);
         }
     }
 

@@ -342,6 +342,98 @@ async fn fail_open_allows_up_to_the_allowance_then_reports_each_action_once() {
     assert_eq!(ledger(&server, LedgerEntryKind::Debit).await.len(), 3);
 }
 
+/// With a journal, usage recorded while Tally was down survives the
+/// process: a new client on the same journal reports it, once, and leaves
+/// the journal empty.
+#[tokio::test]
+async fn fail_open_usage_in_a_journal_survives_the_client() {
+    let (mut server, proxy) = server().await;
+    let folder = tempfile::tempdir().unwrap();
+    let journaled = || ClientConfig {
+        unreachable: Unreachable::FailOpen {
+            allowance_millicredits: 5_000,
+        },
+        offline_journal: Some(folder.path().join("usage.journal")),
+        ..config()
+    };
+    let first = client(&proxy, journaled()).await;
+    server.stop().await;
+    let mut keys = Vec::new();
+    for n in 0..2 {
+        let action_keys = ActionKeys::from_base(format!("journaled-{n}"));
+        keys.push(action_keys.commit());
+        let settled = first
+            .metered(
+                ACCOUNT,
+                "alice",
+                Action::new("article.draft").keys(action_keys),
+                Estimate::Amount(2_000),
+                |_| async { Ok::<_, std::io::Error>(Cost::Amount(1_200)) },
+            )
+            .await;
+        assert!(
+            matches!(settled, Ok(Settlement::Deferred(_))),
+            "{settled:?}"
+        );
+    }
+    assert_eq!(first.pending_usage(), 2);
+    // The process goes away with the usage unreported.
+    drop(first);
+
+    // A new process, Tally still down: it holds the usage, and counts it
+    // against the allowance (2,400 + a 2,000 estimate fits; 3,000 more
+    // would not).
+    let second = client(&proxy, journaled()).await;
+    assert_eq!(second.pending_usage(), 2);
+    let over = second
+        .metered(
+            ACCOUNT,
+            "alice",
+            Action::new("article.draft"),
+            Estimate::Amount(3_000),
+            |_| async { Ok::<_, std::io::Error>(Cost::Amount(3_000)) },
+        )
+        .await;
+    assert!(
+        matches!(
+            over,
+            Err(ClientError::FailOpenExhausted {
+                pending_millicredits: 2_400,
+                ..
+            })
+        ),
+        "{over:?}"
+    );
+    drop(second);
+
+    // Tally is back: the next client reports it once, on its own.
+    server.restart().await;
+    proxy.set_upstream(Some(server.addr));
+    let third = client(&proxy, journaled()).await;
+    for _ in 0..200 {
+        if third.pending_usage() == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert_eq!(third.pending_usage(), 0);
+    assert_eq!(
+        balance(&server).await.available_millicredits,
+        GRANTED - 2_400
+    );
+    let mut charged: Vec<_> = ledger(&server, LedgerEntryKind::Debit)
+        .await
+        .iter()
+        .map(|d| d.idempotency_key.clone())
+        .collect();
+    charged.sort();
+    assert_eq!(charged, keys);
+    drop(third);
+    let fourth = client(&proxy, journaled()).await;
+    assert_eq!(fourth.pending_usage(), 0, "the journal was emptied");
+    assert_eq!(ledger(&server, LedgerEntryKind::Debit).await.len(), 2);
+}
+
 #[tokio::test]
 async fn a_report_whose_answer_is_lost_is_charged_once() {
     let (mut server, proxy) = server().await;
