@@ -58,7 +58,7 @@ use tally_api::v1::metering_service_client::MeteringServiceClient;
 use tonic::metadata::{Ascii, MetadataValue};
 use tonic::service::Interceptor;
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Request, Response, Status};
 
 pub use error::ClientError;
@@ -97,6 +97,40 @@ pub struct ClientConfig {
     /// none is charged twice). One client (process) per file. `None`: in
     /// memory only.
     pub offline_journal: Option<PathBuf>,
+    /// TLS to a tallyd started with `--tls-cert` (use an `https://`
+    /// endpoint). `None`: plaintext.
+    pub tls: Option<ClientTls>,
+}
+
+/// How the client checks tallyd's certificate, and proves its own.
+#[derive(Clone, Debug, Default)]
+pub struct ClientTls {
+    /// CA certificates (PEM) tallyd's certificate must chain to; `None`:
+    /// the system's roots.
+    pub ca_pem: Option<String>,
+    /// For a tallyd with `--tls-client-ca` (mutual TLS): this client's
+    /// certificate chain and its private key, both PEM.
+    pub identity: Option<(String, String)>,
+    /// The name tallyd's certificate must carry; default: the endpoint's
+    /// host.
+    pub domain_name: Option<String>,
+}
+
+impl ClientTls {
+    fn config(&self) -> ClientTlsConfig {
+        let mut config = ClientTlsConfig::new();
+        config = match &self.ca_pem {
+            Some(pem) => config.ca_certificate(Certificate::from_pem(pem)),
+            None => config.with_native_roots(),
+        };
+        if let Some((cert, key)) = &self.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &self.domain_name {
+            config = config.domain_name(name);
+        }
+        config
+    }
 }
 
 impl Default for ClientConfig {
@@ -110,6 +144,7 @@ impl Default for ClientConfig {
             hold_ttl: Duration::from_secs(300),
             quote_max_age: Duration::from_secs(60),
             offline_journal: None,
+            tls: None,
         }
     }
 }
@@ -185,11 +220,16 @@ impl TallyClient {
         config: ClientConfig,
     ) -> Result<TallyClient, ClientError> {
         let endpoint = endpoint.into();
-        let channel = Endpoint::from_shared(endpoint.clone())
+        let mut channel = Endpoint::from_shared(endpoint.clone())
             .map_err(|e| ClientError::InvalidEndpoint(format!("{endpoint}: {e}")))?
             .connect_timeout(config.connect_timeout)
-            .tcp_nodelay(true)
-            .connect_lazy();
+            .tcp_nodelay(true);
+        if let Some(tls) = &config.tls {
+            channel = channel
+                .tls_config(tls.config())
+                .map_err(|e| ClientError::InvalidEndpoint(format!("{endpoint}: TLS: {e}")))?;
+        }
+        let channel = channel.connect_lazy();
         let header = config
             .api_key
             .as_ref()
