@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use tally_core::{PlanCatalogue, RateCard, RateCards, Rejection};
 use tally_store::{AppendRequest, EventStore, NewEvent, StoreError};
 
+use crate::service_streams::fold_after;
 use crate::{Engine, EngineError};
 
 /// The catalog's stream. `$` cannot start an account id, so no account
@@ -99,25 +100,14 @@ impl<S: EventStore> Engine<S> {
             return Ok(false);
         }
         let mut next = (*current).clone();
-        loop {
-            let events = store
-                .read_stream(CATALOG_STREAM, next.stream_version + 1, 256)
-                .await?;
-            if events.is_empty() {
-                break;
-            }
-            for recorded in events {
-                let event: CatalogEvent =
-                    serde_json::from_slice(&recorded.payload).map_err(|e| {
-                        EngineError::Corrupt(format!(
-                            "catalog event {} does not decode: {e}",
-                            recorded.version
-                        ))
-                    })?;
-                next.apply(event);
-                next.stream_version = recorded.version;
-            }
-        }
+        next.stream_version = fold_after(
+            store,
+            CATALOG_STREAM,
+            next.stream_version,
+            "catalog",
+            |event: CatalogEvent| next.apply(event),
+        )
+        .await?;
         let mut slot = self.shared.catalog.write().expect("catalog lock");
         // A concurrent refresh may have got further; keep the newer.
         if next.stream_version > slot.stream_version {

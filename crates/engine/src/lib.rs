@@ -14,6 +14,7 @@ mod codec;
 mod error;
 mod observe;
 mod quote;
+mod service_streams;
 mod snapshots;
 mod sweeper;
 mod test_clocks;

@@ -25,6 +25,7 @@ use tally_core::{AccountId, Rejection, TestClockId, Timestamp};
 use tally_store::{AppendRequest, EventStore, NewEvent, StoreError};
 use tokio::sync::oneshot;
 
+use crate::service_streams::fold_after;
 use crate::{Engine, EngineError, Shared, WhenFull, actor};
 
 /// Most accounts a test clock may carry: a clock is for playing a few
@@ -127,26 +128,14 @@ impl<S: EventStore> Shared<S> {
             },
             |c| (*c).clone(),
         );
-        loop {
-            let events = self
-                .store
-                .read_stream(&stream, clock.version + 1, 256)
-                .await?;
-            if events.is_empty() {
-                break;
-            }
-            for recorded in events {
-                let event: TestClockEvent =
-                    serde_json::from_slice(&recorded.payload).map_err(|e| {
-                        EngineError::Corrupt(format!(
-                            "test clock {id} event {} does not decode: {e}",
-                            recorded.version
-                        ))
-                    })?;
-                clock.apply(event);
-                clock.version = recorded.version;
-            }
-        }
+        clock.version = fold_after(
+            &self.store,
+            &stream,
+            clock.version,
+            "test clock",
+            |event: TestClockEvent| clock.apply(event),
+        )
+        .await?;
         let clock = Arc::new(clock);
         let mut read = self.test_clocks.read.lock().expect("test clocks lock");
         // A concurrent read may have got further; keep the newer.

@@ -3,15 +3,17 @@
 //! hold expiry exactly once, and the events are the ones the next command
 //! would have written.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::{daily_plans, events_of, mutation};
 use tally_core::{
-    Account, AccountId, ActionKey, Clock, Command, Event, IdempotencyKey, ManualClock, MemberId,
-    Millicredits, OpenAccount, Plan, PlanCatalogue, PlanName, RateCard, ReservationId,
-    TimeZoneName, Timestamp, advance,
+    Account, ActionKey, Clock, Command, Event, ManualClock, MemberId, Millicredits, OpenAccount,
+    PlanName, RateCard, ReservationId, TimeZoneName, Timestamp, advance,
 };
-use tally_engine::{Engine, EngineConfig, Mutation, Published, decode_event};
+use tally_engine::{Engine, EngineConfig, Published};
 use tally_store::EventStore;
 use tally_store::conformance::Harness;
 use tally_store::postgres::PostgresHarness;
@@ -20,31 +22,6 @@ use tally_store::sqlite::SqliteHarness;
 const DAY: i64 = 24 * 3_600_000;
 /// 2026-03-27T12:00:00Z: the weekend Berlin moves to summer time.
 const START: i64 = 1_774_612_800_000;
-
-fn plans() -> PlanCatalogue {
-    let mut catalogue = PlanCatalogue {
-        version: 1,
-        ..Default::default()
-    };
-    catalogue.plans.insert(
-        PlanName::parse("daily").unwrap(),
-        Plan {
-            daily_allowance_millicredits: Millicredits::from_credits(100),
-            monthly_allowance_millicredits: Millicredits::from_credits(3_000),
-            ..Plan::default()
-        },
-    );
-    catalogue
-}
-
-fn mutation(account: &str, key: &str, command: Command) -> Mutation {
-    Mutation {
-        account: AccountId::parse(account).unwrap(),
-        idempotency_key: IdempotencyKey::parse(key).unwrap(),
-        fingerprint: key.as_bytes().to_vec(),
-        command,
-    }
-}
 
 fn open(plan: &str) -> Command {
     Command::OpenAccount(OpenAccount {
@@ -64,16 +41,6 @@ fn reserve(id: &str) -> Command {
         dimensions: None,
         ttl_millis: 3 * 3_600_000,
     }
-}
-
-async fn events_of<S: EventStore>(store: &S, account: &str) -> Vec<Event> {
-    store
-        .read_stream(account, 0, 100_000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| decode_event(r).unwrap().event)
-        .collect()
 }
 
 fn is_time_event(e: &Event) -> bool {
@@ -97,7 +64,7 @@ async fn two_replicas_sweep_each_boundary_once<H: Harness>(harness: H) {
     let a = Engine::new(store_a, clock.clone(), config.clone());
     let b = Engine::new(store_b, clock.clone(), config);
     assert_eq!(
-        a.publish_plans(plans()).await.unwrap(),
+        a.publish_plans(daily_plans()).await.unwrap(),
         Published::New { version: 1 }
     );
     b.refresh_catalog().await.unwrap();

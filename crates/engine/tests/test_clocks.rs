@@ -3,17 +3,17 @@
 //! exactly the boundaries that real time writes for a twin account on the
 //! wall clock, each once, stamped at the boundary.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
+use support::{daily_plans, events_of, mutation};
 use tally_core::{
-    AccountId, ActionKey, Clock, Command, Event, IdempotencyKey, ManualClock, MemberId,
-    Millicredits, OpenAccount, Plan, PlanCatalogue, PlanName, Rejection, ReservationId,
-    TestClockId, TimeZoneName, Timestamp,
+    AccountId, ActionKey, Clock, Command, Event, ManualClock, MemberId, Millicredits, OpenAccount,
+    PlanName, Rejection, ReservationId, TestClockId, TimeZoneName, Timestamp,
 };
-use tally_engine::{
-    Engine, EngineConfig, EngineError, MAX_ACCOUNTS_PER_TEST_CLOCK, Mutation, decode_event,
-};
+use tally_engine::{Engine, EngineConfig, EngineError, MAX_ACCOUNTS_PER_TEST_CLOCK};
 use tally_store::EventStore;
 use tally_store::conformance::Harness;
 use tally_store::postgres::PostgresHarness;
@@ -23,31 +23,6 @@ const HOUR: i64 = 3_600_000;
 const DAY: i64 = 24 * HOUR;
 /// 2026-03-27T12:00:00Z: the weekend Berlin moves to summer time.
 const START: i64 = 1_774_612_800_000;
-
-fn plans() -> PlanCatalogue {
-    let mut catalogue = PlanCatalogue {
-        version: 1,
-        ..Default::default()
-    };
-    catalogue.plans.insert(
-        PlanName::parse("daily").unwrap(),
-        Plan {
-            daily_allowance_millicredits: Millicredits::from_credits(100),
-            monthly_allowance_millicredits: Millicredits::from_credits(3_000),
-            ..Plan::default()
-        },
-    );
-    catalogue
-}
-
-fn mutation(account: &str, key: &str, command: Command) -> Mutation {
-    Mutation {
-        account: AccountId::parse(account).unwrap(),
-        idempotency_key: IdempotencyKey::parse(key).unwrap(),
-        fingerprint: key.as_bytes().to_vec(),
-        command,
-    }
-}
 
 fn open(clock: Option<&TestClockId>) -> Command {
     Command::OpenAccount(OpenAccount {
@@ -81,16 +56,6 @@ fn debit(credits: i64) -> Command {
     }
 }
 
-async fn events_of<S: EventStore>(store: &S, account: &str) -> Vec<Event> {
-    store
-        .read_stream(account, 0, 100_000)
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| decode_event(r).unwrap().event)
-        .collect()
-}
-
 /// Everything but the opening, whose terms name the clock: the rest of the
 /// two twins' streams must be equal, event for event.
 fn after_opening(events: Vec<Event>) -> Vec<Event> {
@@ -113,7 +78,7 @@ async fn a_clock_writes_what_real_time_writes<H: Harness>(harness: H) {
     let wall = Arc::new(ManualClock::new(Timestamp::from_millis(START)));
     let a = Engine::new(store_a, wall.clone(), EngineConfig::default());
     let b = Engine::new(store_b, wall.clone(), EngineConfig::default());
-    a.publish_plans(plans()).await.unwrap();
+    a.publish_plans(daily_plans()).await.unwrap();
     b.refresh_catalog().await.unwrap();
     let sim = TestClockId::parse("sim").unwrap();
 
