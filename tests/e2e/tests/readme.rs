@@ -28,7 +28,7 @@ mod walkthrough;
 use std::path::PathBuf;
 
 use session::{Difference, Played, Rewrite, Session};
-use tally_e2e::{Options, TestServer};
+use tally_e2e::{Backend, Options, TestServer};
 use walkthrough::Shown;
 
 /// Set to 1 to rewrite the README's outputs from the server's answers.
@@ -38,7 +38,7 @@ const BLESS: &str = "TALLY_BLESS_README";
 async fn the_readme_walkthrough_is_what_a_real_tallyd_answers() {
     let path = root().join("README.md");
     let readme = std::fs::read_to_string(&path).expect("README.md");
-    let played = play(&readme).await;
+    let played = play(&readme, Backend::Embedded).await;
     if std::env::var(BLESS).is_ok_and(|v| v == "1") {
         // What a rewrite cannot fix (a command the README shows succeeding
         // that fails) still fails the test.
@@ -58,6 +58,16 @@ async fn the_readme_walkthrough_is_what_a_real_tallyd_answers() {
             report(&all)
         );
     }
+}
+
+/// On PostgreSQL the walkthrough reads the same, figure for figure (the
+/// README is blessed on the embedded store only).
+#[tokio::test]
+async fn the_readme_walkthrough_is_what_tallyd_on_postgresql_answers() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let played = play(&readme, Backend::Postgres).await;
+    let all: Vec<_> = played.differences.iter().collect();
+    assert!(all.is_empty(), "on PostgreSQL: {}", report(&all));
 }
 
 /// The README with a figure changed in every output it shows: each change
@@ -103,7 +113,7 @@ async fn a_figure_the_readme_gets_wrong_is_found_and_blessing_restores_it() {
     let mut stale = stale.join("\n");
     stale.push('\n');
 
-    let played = play(&stale).await;
+    let played = play(&stale, Backend::Embedded).await;
     for line in &changed {
         assert!(
             played.differences.iter().any(|d| d.line == *line),
@@ -139,19 +149,24 @@ fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-/// Starts tallyd as the walkthrough says and plays each command of it.
-async fn play(readme: &str) -> Played {
+/// Starts tallyd as the walkthrough says, on `backend`, and plays each
+/// command of it.
+async fn play(readme: &str, backend: Backend) -> Played {
     let lines: Vec<&str> = readme.lines().collect();
     let walkthrough = walkthrough::parse(&lines);
     let rate_card = std::fs::read_to_string(root().join(&walkthrough.rate_card))
         .expect("the rate card the walkthrough starts the server with");
     let server = TestServer::start_with(Options {
+        backend,
         rate_card,
         start: walkthrough.clock,
         ..Options::default()
     })
     .await;
     let mut session = Session::new(server.channel().await);
+    if backend == Backend::Postgres {
+        session = session.opaque(&["consistencyToken"]);
+    }
     let mut all = Played::default();
     for step in &walkthrough.steps {
         let played = session.play(step, &lines).await;

@@ -102,3 +102,47 @@ pub fn compare(expected: &Value, actual: &Value, path: &str, ids: &mut Ids, out:
         )),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    const SHOWN: &str = "rsv_0000000000000000000000000000000a";
+    const ANSWERED: &str = "rsv_0000000000000000000000000000000b";
+    const OTHER: &str = "rsv_0000000000000000000000000000000c";
+
+    #[test]
+    fn an_id_binds_where_it_is_first_shown_and_stands_for_that_id_after() {
+        let mut ids = Ids::default();
+        let mut out = Vec::new();
+        compare(
+            &json!({ "reservationId": SHOWN }),
+            &json!({ "reservationId": ANSWERED }),
+            "",
+            &mut ids,
+            &mut out,
+        );
+        assert_eq!(out, Vec::<String>::new());
+        // The same README id later, where the server answered another.
+        compare(&json!([SHOWN]), &json!([OTHER]), "", &mut ids, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        // A grant id is not a reservation's.
+        let grant = "grn_0000000000000000000000000000000d";
+        compare(&json!(grant), &json!(OTHER), "", &mut ids, &mut out);
+        assert_eq!(out.len(), 2, "{out:?}");
+
+        let mut request = json!({ "reservation_id": SHOWN, "items": [SHOWN] });
+        ids.substitute(&mut request).unwrap();
+        assert_eq!(
+            request,
+            json!({ "reservation_id": ANSWERED, "items": [ANSWERED] })
+        );
+        assert!(ids.substitute(&mut json!(OTHER)).is_err(), "never shown");
+        assert_eq!(
+            ids.to_readme(&format!("[{ANSWERED}]")),
+            format!("[{SHOWN}]")
+        );
+    }
+}
