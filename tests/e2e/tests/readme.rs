@@ -46,7 +46,10 @@ async fn the_readme_walkthrough_is_what_a_real_tallyd_answers() {
         assert!(unfixable.is_empty(), "{}", report(&unfixable));
         let blessed = bless(&readme, played.rewrites);
         if blessed != readme {
-            std::fs::write(&path, blessed).expect("README.md rewritten");
+            // Renamed into place: the other tests read README.md meanwhile.
+            let new = root().join("README.md.blessed");
+            std::fs::write(&new, blessed).expect("README.md rewritten");
+            std::fs::rename(&new, &path).expect("README.md replaced");
             eprintln!("README.md: the walkthrough's outputs were rewritten from tallyd's answers");
         }
     } else {
@@ -64,6 +67,10 @@ async fn the_readme_walkthrough_is_what_a_real_tallyd_answers() {
 /// README is blessed on the embedded store only).
 #[tokio::test]
 async fn the_readme_walkthrough_is_what_tallyd_on_postgresql_answers() {
+    if std::env::var(BLESS).is_ok_and(|v| v == "1") {
+        eprintln!("blessing: README.md is checked on PostgreSQL by the next run without {BLESS}");
+        return;
+    }
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
     let played = play(&readme, Backend::Postgres).await;
     let all: Vec<_> = played.differences.iter().collect();
@@ -71,7 +78,8 @@ async fn the_readme_walkthrough_is_what_tallyd_on_postgresql_answers() {
 }
 
 /// The README with a figure changed in every output it shows: each change
-/// is found where it was made, and blessing puts the README back.
+/// is found where it was made, and blessing it gives what blessing the
+/// README gives.
 #[tokio::test]
 async fn a_figure_the_readme_gets_wrong_is_found_and_blessing_restores_it() {
     let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
@@ -127,10 +135,10 @@ async fn a_figure_the_readme_gets_wrong_is_found_and_blessing_restores_it() {
         "{:#?}",
         played.differences
     );
+    let original = play(&readme, Backend::Embedded).await;
     assert!(
-        bless(&stale, played.rewrites) == readme,
-        "blessing the changed README does not give back README.md \
-         (if README.md itself is stale, bless it first)"
+        bless(&stale, played.rewrites) == bless(&readme, original.rewrites),
+        "blessing the changed README does not give what blessing README.md gives"
     );
 }
 

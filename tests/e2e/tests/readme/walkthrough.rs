@@ -9,7 +9,7 @@ use tally_core::Timestamp;
 const SECTION: &str = "## Walkthrough with grpcurl";
 /// The prose names the clock the outputs were recorded at, as
 /// ``clock at `2026-11-01T09:00:00Z` ``; the server starts there.
-pub const CLOCK_MARK: &str = "clock at `";
+const CLOCK_MARK: &str = "clock at `";
 /// The line before the condensed ledger table.
 const LEDGER_MARK: &str = "Condensed from the JSON:";
 /// The address every command names: the one tallyd listens on by default.
