@@ -5,6 +5,8 @@ mod auth;
 pub mod config;
 mod convert;
 mod drain;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod gauges;
 mod inbound;
 mod maintenance;
@@ -470,6 +472,7 @@ async fn serve<S: Store>(
             default: config.default_hold_ttl(),
             max: config.max_hold_ttl(),
         },
+        clock.clone(),
     );
 
     let (shutdown_tx, mut shutdown_rx) = oneshot::channel::<()>();
