@@ -81,15 +81,12 @@ fn thresholds() -> pb::AlertThresholds {
 /// A well-formed request of each method, and the same request with one
 /// bad field (its name, as the server reports it).
 fn requests() -> Vec<(&'static str, Vec<u8>, Vec<u8>, &'static str)> {
-    fn pair<T: Message>(
+    fn pair<T: Message + Clone>(
         path: &'static str,
         good: T,
         bad: impl FnOnce(&mut T),
         field: &'static str,
-    ) -> (&'static str, Vec<u8>, Vec<u8>, &'static str)
-    where
-        T: Clone,
-    {
+    ) -> (&'static str, Vec<u8>, Vec<u8>, &'static str) {
         let mut worse = good.clone();
         bad(&mut worse);
         (path, good.encode_to_vec(), worse.encode_to_vec(), field)
