@@ -12,7 +12,9 @@
 //! opening: a request that passes validation is answered UNAVAILABLE
 //! ([`STORE_NOT_OPEN`]) instead of being decided, and nothing is written.
 //! Handlers check their request before they ask for the store, so every
-//! check a request can fail is reached.
+//! check that needs only the request is reached (those that need the
+//! account, such as `WatchAccount`'s `after_sequence` past its last
+//! entry, are not).
 
 use std::convert::Infallible;
 use std::pin::Pin;

@@ -523,9 +523,10 @@ async fn serve<S: Store>(
     let tcp = accepted(listeners.grpc);
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match listeners.tls {
-            Some(tls) => Box::pin(
-                router.serve_with_incoming_shutdown(tls::incoming(tcp, tls), stop_accepting()),
-            ),
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                tls::incoming(tcp, tls, Metrics::global()),
+                stop_accepting(),
+            )),
             None => Box::pin(router.serve_with_incoming_shutdown(tcp, stop_accepting())),
         };
 
