@@ -22,6 +22,8 @@ mod rate_cards;
 mod rejection;
 mod reservation;
 mod terms;
+#[cfg(feature = "testing")]
+pub mod testing;
 mod time;
 
 pub use account::{Account, BalanceView, CorruptEvent, LastDebit, Totals};

@@ -5,6 +5,8 @@ mod auth;
 pub mod config;
 mod convert;
 mod drain;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod gauges;
 mod inbound;
 mod maintenance;
@@ -480,6 +482,7 @@ async fn serve<S: Store>(
             default: config.default_hold_ttl(),
             max: config.max_hold_ttl(),
         },
+        clock.clone(),
     );
 
     let (shutdown_tx, mut shutdown_rx) = oneshot::channel::<()>();
@@ -535,9 +538,10 @@ async fn serve<S: Store>(
     let tcp = accepted(listeners.grpc);
     let server: Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>> =
         match listeners.tls {
-            Some(tls) => Box::pin(
-                router.serve_with_incoming_shutdown(tls::incoming(tcp, tls), stop_accepting()),
-            ),
+            Some(tls) => Box::pin(router.serve_with_incoming_shutdown(
+                tls::incoming(tcp, tls, Metrics::global()),
+                stop_accepting(),
+            )),
             None => Box::pin(router.serve_with_incoming_shutdown(tcp, stop_accepting())),
         };
 

@@ -32,6 +32,8 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::{debug, info, warn};
 
+use tally_telemetry::Metrics;
+
 use crate::reload::WatchedFiles;
 
 /// Longest a client may take to complete its handshake.
@@ -160,49 +162,102 @@ impl ServerTls {
 /// The TLS connections made on `tcp`'s connections: each handshake in a
 /// task of its own, so a slow or failing client holds up no other. TCP
 /// accept errors are passed on (tonic carries on after them); handshake
-/// failures are logged at debug level and dropped. Dropping the stream
+/// failures are logged at debug level, counted by reason
+/// ([`failure_reason`]) and dropped. Dropping the stream
 /// closes the listener and abandons the handshakes in progress.
 pub fn incoming(
     tcp: impl Stream<Item = io::Result<TcpStream>> + Send + 'static,
     tls: Arc<ServerTls>,
+    metrics: Metrics,
 ) -> impl Stream<Item = io::Result<TlsStream<TcpStream>>> + Send + 'static {
     type Handshake = (
         Option<SocketAddr>,
         Result<io::Result<TlsStream<TcpStream>>, ()>,
     );
-    let state = (Box::pin(tcp), JoinSet::<Handshake>::new(), tls);
-    futures::stream::unfold(state, |(mut tcp, mut handshakes, tls)| async move {
-        use tokio_stream::StreamExt as _;
-        loop {
-            tokio::select! {
-                accepted = tcp.next() => match accepted {
-                    Some(Ok(stream)) => {
-                        let acceptor = tls.acceptor();
-                        handshakes.spawn(async move {
-                            let peer = stream.peer_addr().ok();
-                            let shaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                                .await
-                                .map_err(|_| ());
-                            (peer, shaken)
-                        });
-                    }
-                    Some(Err(e)) => return Some((Err(e), (tcp, handshakes, tls))),
-                    None => return None,
-                },
-                Some(done) = handshakes.join_next(), if !handshakes.is_empty() => match done {
-                    Ok((_, Ok(Ok(stream)))) => return Some((Ok(stream), (tcp, handshakes, tls))),
-                    Ok((peer, Ok(Err(e)))) => debug!(?peer, error = %e, "TLS handshake failed"),
-                    Ok((peer, Err(()))) => debug!(?peer, "TLS handshake timed out"),
-                    Err(e) => debug!(error = %e, "TLS handshake task ended"),
-                },
+    let state = (Box::pin(tcp), JoinSet::<Handshake>::new(), tls, metrics);
+    futures::stream::unfold(
+        state,
+        |(mut tcp, mut handshakes, tls, metrics)| async move {
+            use tokio_stream::StreamExt as _;
+            loop {
+                tokio::select! {
+                    accepted = tcp.next() => match accepted {
+                        Some(Ok(stream)) => {
+                            let acceptor = tls.acceptor();
+                            handshakes.spawn(async move {
+                                let peer = stream.peer_addr().ok();
+                                let shaken = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream))
+                                    .await
+                                    .map_err(|_| ());
+                                (peer, shaken)
+                            });
+                        }
+                        Some(Err(e)) => return Some((Err(e), (tcp, handshakes, tls, metrics))),
+                        None => return None,
+                    },
+                    Some(done) = handshakes.join_next(), if !handshakes.is_empty() => match done {
+                        Ok((_, Ok(Ok(stream)))) => return Some((Ok(stream), (tcp, handshakes, tls, metrics))),
+                        Ok((peer, Ok(Err(e)))) => {
+                            let reason = failure_reason(&e);
+                            metrics.tls_handshake_failed(reason);
+                            debug!(?peer, error = %e, reason, "TLS handshake failed");
+                        }
+                        Ok((peer, Err(()))) => {
+                            metrics.tls_handshake_failed("timeout");
+                            debug!(?peer, "TLS handshake timed out");
+                        }
+                        Err(e) => debug!(error = %e, "TLS handshake task ended"),
+                    },
+                }
             }
-        }
-    })
+        },
+    )
+}
+
+/// Why a handshake failed, as `tally_tls_handshake_failures_total`'s
+/// `tally.reason`: one of a few values, whatever the error said.
+fn failure_reason(error: &io::Error) -> &'static str {
+    use rustls::Error;
+    let Some(error) = error.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+        return "other";
+    };
+    match error {
+        // A plaintext client's first bytes (an HTTP/2 preface, "PRI * ...")
+        // are not a TLS record.
+        Error::InvalidMessage(_) | Error::InappropriateMessage { .. } => "not_tls",
+        Error::NoCertificatesPresented => "no_client_certificate",
+        Error::InvalidCertificate(_) => "bad_client_certificate",
+        _ => "other",
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn handshake_failures_have_a_few_reasons() {
+        use rustls::{CertificateError, Error, InvalidMessage};
+        let failed = |e: Error| failure_reason(&io::Error::new(io::ErrorKind::InvalidData, e));
+        assert_eq!(
+            failed(Error::InvalidMessage(InvalidMessage::InvalidContentType)),
+            "not_tls"
+        );
+        assert_eq!(
+            failed(Error::NoCertificatesPresented),
+            "no_client_certificate"
+        );
+        assert_eq!(
+            failed(Error::InvalidCertificate(CertificateError::UnknownIssuer)),
+            "bad_client_certificate"
+        );
+        assert_eq!(
+            failed(Error::AlertReceived(rustls::AlertDescription::UnknownCA)),
+            "other"
+        );
+        let closed = io::Error::new(io::ErrorKind::UnexpectedEof, "tls handshake eof");
+        assert_eq!(failure_reason(&closed), "other");
+    }
 
     #[test]
     fn missing_or_empty_files_are_named() {

@@ -3,13 +3,16 @@
 //! plaintext one does not; with mutual TLS only a client certificate from
 //! the configured CA gets in; replaced certificate files are served to new
 //! connections without a restart, and files that do not load are not; the
-//! plaintext health address answers health checks only.
+//! plaintext health address answers health checks only. Failed handshakes
+//! are counted by reason (`tally_tls_handshake_failures_total`).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use opentelemetry_sdk::metrics::data::{AggregatedMetrics, MetricData};
+use opentelemetry_sdk::metrics::{InMemoryMetricExporter, PeriodicReader, SdkMeterProvider};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
 };
@@ -100,7 +103,63 @@ impl Files {
     }
 }
 
+/// A meter provider for the whole test process, installed before any
+/// server starts (tallyd takes its instruments from the global one).
+fn meter() -> &'static (SdkMeterProvider, InMemoryMetricExporter) {
+    static METER: OnceLock<(SdkMeterProvider, InMemoryMetricExporter)> = OnceLock::new();
+    METER.get_or_init(|| {
+        let exporter = InMemoryMetricExporter::default();
+        let provider = SdkMeterProvider::builder()
+            .with_reader(PeriodicReader::builder(exporter.clone()).build())
+            .build();
+        opentelemetry::global::set_meter_provider(provider.clone());
+        (provider, exporter)
+    })
+}
+
+/// Failed handshakes counted so far with `reason`, by every server of
+/// this process (tests run side by side: compare before and after).
+fn handshake_failures(reason: &str) -> u64 {
+    let (provider, exporter) = meter();
+    provider.force_flush().expect("metrics flushed");
+    let exported = exporter.get_finished_metrics().expect("metrics");
+    // Cumulative: the newest export that has the counter holds the totals.
+    exported
+        .iter()
+        .rev()
+        .flat_map(|resource| resource.scope_metrics())
+        .flat_map(|scope| scope.metrics())
+        .find(|metric| metric.name() == "tally.tls.handshake.failures")
+        .map(|metric| match metric.data() {
+            AggregatedMetrics::U64(MetricData::Sum(sum)) => sum
+                .data_points()
+                .filter(|point| {
+                    point
+                        .attributes()
+                        .any(|kv| kv.key.as_str() == "tally.reason" && kv.value.as_str() == reason)
+                })
+                .map(|point| point.value())
+                .sum(),
+            other => panic!("not a counter: {other:?}"),
+        })
+        .unwrap_or(0)
+}
+
+/// Waits until the failures counted with `reason` pass `before` (the
+/// accept loop counts a failure when its handshake task ends).
+async fn counted(reason: &str, before: u64) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while handshake_failures(reason) <= before {
+        assert!(
+            Instant::now() < deadline,
+            "no failed handshake counted as {reason}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 async fn start(files: &Files, client_ca: Option<&Ca>, health: bool) -> RunningServer {
+    meter();
     let mut config = Config::for_tests(files.path("data"));
     config.tls_cert = Some(files.path("server.crt"));
     config.tls_key = Some(files.path("server.key"));
@@ -213,7 +272,8 @@ async fn tls_clients_get_answers_and_plaintext_ones_do_not() {
         Err(status) => assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}"),
     }
 
-    // Plaintext HTTP/2 to the TLS port gets nothing.
+    // Plaintext HTTP/2 to the TLS port gets nothing, and is counted.
+    let not_tls = handshake_failures("not_tls");
     let plaintext = Channel::from_shared(format!("http://{}", server.addr))
         .unwrap()
         .connect_timeout(Duration::from_secs(5))
@@ -223,9 +283,13 @@ async fn tls_clients_get_answers_and_plaintext_ones_do_not() {
         Err(e) => Some(e.to_string()),
     };
     assert!(refused.is_some(), "a plaintext client got an answer");
+    counted("not_tls", not_tls).await;
 
-    // A client that does not trust the server's CA gets nothing either.
+    // A client that does not trust the server's CA gets nothing either;
+    // it ends the handshake itself.
+    let other = handshake_failures("other");
     assert!(!gets_answers(server.addr, &Ca::new("another CA"), None).await);
+    counted("other", other).await;
 
     // The failures did not stop the accept loop: TLS clients still get in,
     // on the channel made before and on new ones.
@@ -244,21 +308,27 @@ async fn mutual_tls_lets_in_only_certificates_from_the_client_ca() {
     let good = client_ca.client("billing-service");
     serving(server.addr, &server_ca, Some(&good)).await;
 
+    let none = handshake_failures("no_client_certificate");
     assert!(
         !gets_answers(server.addr, &server_ca, None).await,
         "no client certificate got in"
     );
+    counted("no_client_certificate", none).await;
+    let bad = handshake_failures("bad_client_certificate");
     let stranger = Ca::new("someone else's CA").client("billing-service");
     assert!(
         !gets_answers(server.addr, &server_ca, Some(&stranger)).await,
         "a certificate from another CA got in"
     );
+    counted("bad_client_certificate", bad).await;
     // A server certificate from the right CA is not a client certificate.
+    let bad = handshake_failures("bad_client_certificate");
     let wrong_purpose = client_ca.server("billing-service");
     assert!(
         !gets_answers(server.addr, &server_ca, Some(&wrong_purpose)).await,
         "a certificate without clientAuth got in"
     );
+    counted("bad_client_certificate", bad).await;
     assert!(gets_answers(server.addr, &server_ca, Some(&good)).await);
     server.stop().await.unwrap();
 }

@@ -35,6 +35,7 @@ pub struct Metrics {
     refusals: Counter<u64>,
     auth_refusals: Counter<u64>,
     shed: Counter<u64>,
+    tls_handshake_failures: Counter<u64>,
     append_duration: Histogram<f64>,
     append_batch_size: Histogram<u64>,
 }
@@ -111,6 +112,7 @@ impl Metrics {
             refusals: counter(names::REFUSALS),
             auth_refusals: counter(names::AUTH_REFUSALS),
             shed: counter(names::SHED),
+            tls_handshake_failures: counter(names::TLS_HANDSHAKE_FAILURES),
             append_duration: seconds(names::STORE_APPEND_DURATION),
             append_batch_size: meter
                 .u64_histogram(names::STORE_APPEND_BATCH_SIZE.name)
@@ -212,6 +214,14 @@ impl Metrics {
     /// `ACCOUNT_OVERLOADED`), nothing decided.
     pub fn shed(&self, reason: &'static str) {
         self.shed.add(1, &[KeyValue::new(attr::REASON, reason)]);
+    }
+
+    /// A connection dropped because its TLS handshake failed: `timeout`,
+    /// `not_tls`, `no_client_certificate`, `bad_client_certificate` or
+    /// `other` (the listener says which).
+    pub fn tls_handshake_failed(&self, reason: &'static str) {
+        self.tls_handshake_failures
+            .add(1, &[KeyValue::new(attr::REASON, reason)]);
     }
 
     pub fn refused(&self, reason: &'static str, command: &'static str) {

@@ -116,6 +116,12 @@ pub const SHED: Instrument = instrument(
     "{call}",
     "Calls refused at once for load, by reason",
 );
+pub const TLS_HANDSHAKE_FAILURES: Instrument = instrument(
+    "tally.tls.handshake.failures",
+    Kind::Counter,
+    "{connection}",
+    "Connections dropped because their TLS handshake failed, by reason",
+);
 pub const RESERVATIONS_OPEN: Instrument = instrument(
     "tally.reservations.open",
     Kind::Gauge,
@@ -178,6 +184,7 @@ pub const ALL: &[Instrument] = &[
     REFUSALS,
     AUTH_REFUSALS,
     SHED,
+    TLS_HANDSHAKE_FAILURES,
     RESERVATIONS_OPEN,
     STORE_APPEND_DURATION,
     STORE_APPEND_BATCH_SIZE,

@@ -490,8 +490,9 @@ impl<S: Store> MeteringApi<S> {
         &self,
         record: pb::UsageRecord,
     ) -> Result<tally_engine::Submitted, Status> {
-        let engine = self.0.engine()?;
-        let now = engine.now();
+        // Checked before the engine is asked for: a bad record is the
+        // caller's mistake whether or not the store is open yet.
+        let now = self.0.clock.now();
         let mut v = Validator::default();
         let key = v.idempotency_key("idempotency_key", &record.idempotency_key);
         let account = v.account("account_id", &record.account_id);
@@ -519,6 +520,7 @@ impl<S: Store> MeteringApi<S> {
             return Err(v.into_error().into());
         };
         v.finish()?;
+        let engine = self.0.engine()?;
         let mutation = Mutation {
             account,
             idempotency_key: key,

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 
-use tally_core::{Draw, Event, GrantId, ReservationId, Resolution, Timestamp};
+use crate::{Draw, Event, GrantId, ReservationId, Resolution, Timestamp};
 
 /// A plan of the test's catalogue, as the model knows it.
 pub struct ModelPlan {
