@@ -82,6 +82,9 @@ methods! {
     "CatalogService", "GetRateCard", pb::GetRateCardRequest, Status;
     "CatalogService", "PublishPlanCatalogue", pb::PublishPlanCatalogueRequest, Status;
     "CatalogService", "GetPlanCatalogue", pb::GetPlanCatalogueRequest, Status;
+    "TestClockService", "CreateTestClock", pb::CreateTestClockRequest, Status;
+    "TestClockService", "GetTestClock", pb::GetTestClockRequest, Status;
+    "TestClockService", "AdvanceTestClock", pb::AdvanceTestClockRequest, Status;
 }
 
 /// The high bit of the first byte: the rest is the body as sent.

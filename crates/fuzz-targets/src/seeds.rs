@@ -108,6 +108,7 @@ fn requests() -> Vec<(&'static str, Vec<u8>, Vec<u8>, &'static str)> {
                 }),
                 trial: true,
                 spending_cap_millicredits: Some(50_000),
+                test_clock_id: String::new(),
             },
             |r| r.time_zone = "Mars/Olympus".into(),
             "time_zone",
@@ -419,6 +420,32 @@ fn requests() -> Vec<(&'static str, Vec<u8>, Vec<u8>, &'static str)> {
             pb::GetPlanCatalogueRequest { version: None },
             |r| r.version = Some(-1),
             "version",
+        ),
+        pair(
+            "/tally.v1.TestClockService/CreateTestClock",
+            pb::CreateTestClockRequest {
+                test_clock_id: "q3-trial".into(),
+                frozen_time: timestamp(NOW_SECONDS),
+            },
+            |r| r.frozen_time = None,
+            "frozen_time",
+        ),
+        pair(
+            "/tally.v1.TestClockService/GetTestClock",
+            pb::GetTestClockRequest {
+                test_clock_id: "q3-trial".into(),
+            },
+            |r| r.test_clock_id = "q3 trial".into(),
+            "test_clock_id",
+        ),
+        pair(
+            "/tally.v1.TestClockService/AdvanceTestClock",
+            pb::AdvanceTestClockRequest {
+                test_clock_id: "q3-trial".into(),
+                frozen_time: timestamp(NOW_SECONDS + 86_400 * 31),
+            },
+            |r| r.test_clock_id = String::new(),
+            "test_clock_id",
         ),
     ]
 }

@@ -25,13 +25,14 @@ use http_body::Body as _;
 use tally_api::v1::account_service_server::AccountServiceServer;
 use tally_api::v1::catalog_service_server::CatalogServiceServer;
 use tally_api::v1::metering_service_server::MeteringServiceServer;
+use tally_api::v1::test_clock_service_server::TestClockServiceServer;
 use tally_core::{ManualClock, Timestamp};
 use tally_store::sqlite::SqliteStore;
 use tonic::codegen::Bytes;
 use tower::{Layer as _, ServiceExt as _};
 
 use crate::inbound::InboundErrors;
-use crate::service::{AccountApi, Api, CatalogApi, HoldTtl, MeteringApi};
+use crate::service::{AccountApi, Api, CatalogApi, HoldTtl, MeteringApi, TestClockApi};
 use crate::{Config, MAX_REQUEST_BYTES};
 
 /// The message of the UNAVAILABLE a request gets when it passed every
@@ -51,13 +52,14 @@ pub struct Answer {
     pub messages: Vec<Bytes>,
 }
 
-/// tally.v1's three services as tallyd serves them (the same message size
+/// tally.v1's services as tallyd serves them (the same message size
 /// limit, the same inbound rewrites), over a store that never opens.
 #[derive(Clone)]
 pub struct Services {
     account: AccountServiceServer<AccountApi<SqliteStore>>,
     metering: MeteringServiceServer<MeteringApi<SqliteStore>>,
     catalog: CatalogServiceServer<CatalogApi<SqliteStore>>,
+    test_clocks: TestClockServiceServer<TestClockApi<SqliteStore>>,
 }
 
 impl Default for Services {
@@ -84,7 +86,9 @@ impl Services {
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
             metering: MeteringServiceServer::new(MeteringApi(api.clone()))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
-            catalog: CatalogServiceServer::new(CatalogApi(api))
+            catalog: CatalogServiceServer::new(CatalogApi(api.clone()))
+                .max_decoding_message_size(MAX_REQUEST_BYTES),
+            test_clocks: TestClockServiceServer::new(TestClockApi(api))
                 .max_decoding_message_size(MAX_REQUEST_BYTES),
         }
     }
@@ -117,6 +121,12 @@ impl Services {
             Some("tally.v1.CatalogService") => {
                 InboundErrors
                     .layer(self.catalog.clone())
+                    .oneshot(request)
+                    .await
+            }
+            Some("tally.v1.TestClockService") => {
+                InboundErrors
+                    .layer(self.test_clocks.clone())
                     .oneshot(request)
                     .await
             }
