@@ -267,6 +267,56 @@ async fn three_months(backend: Backend) {
     );
     assert_eq!(end.cycle_start, at(SEP_1));
     assert_eq!(end.consumed_millicredits, 92 * 120_000);
+
+    // Usage reported after the fact is judged by the account's clock, not
+    // the server's (months behind it): an hour ago on the clock is fine,
+    // ten minutes ahead of it is not, nor eight days before it.
+    let record = |key: &str, occurred_at: i64| UsageRecord {
+        idempotency_key: key.into(),
+        account_id: "maker".into(),
+        member_id: "ops".into(),
+        action: "image.generate".into(),
+        dimensions: Some(Dimensions {
+            images: 1,
+            ..Default::default()
+        }),
+        occurred_at: at(occurred_at),
+        ..Default::default()
+    };
+    let reported = metering
+        .report_usage(ReportUsageRequest {
+            records: vec![
+                record("late-1", now - HOUR),
+                record("ahead-1", now + 10 * 60),
+                record("stale-1", now - 8 * DAY),
+            ],
+        })
+        .await
+        .expect("report")
+        .into_inner();
+    assert!(
+        matches!(
+            reported.results[0].outcome,
+            Some(usage_record_result::Outcome::Charged(_))
+        ),
+        "{:?}",
+        reported.results[0]
+    );
+    let Some(usage_record_result::Outcome::Refused(ahead)) = &reported.results[1].outcome else {
+        panic!("{:?}", reported.results[1]);
+    };
+    assert_eq!(ahead.fields, vec!["occurred_at"]);
+    let Some(usage_record_result::Outcome::Refused(stale)) = &reported.results[2].outcome else {
+        panic!("{:?}", reported.results[2]);
+    };
+    assert_eq!(
+        (stale.reason.as_str(), stale.fields.clone()),
+        ("INVALID_ARGUMENT", vec!["occurred_at".to_owned()])
+    );
+    assert_eq!(
+        balance(&mut accounts, "maker").await.consumed_millicredits,
+        92 * 120_000 + 10_000
+    );
 }
 
 #[tokio::test]

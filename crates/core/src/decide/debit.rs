@@ -10,6 +10,13 @@ use super::price::{Priced, Use, price_commit, price_new, within_cap};
 use super::settle::{draws_covering, spendable_draws, split_draws};
 use super::{Context, Decision};
 
+/// How long ago a reported action may have happened (a day of usage
+/// already closed is not rewritten past this).
+pub const MAX_OCCURRED_AGO_MS: i64 = 7 * 24 * 3_600_000;
+/// How far ahead of the account's clock a reported action may be (the
+/// reporter's clock may run ahead).
+pub const MAX_OCCURRED_AHEAD_MS: i64 = 5 * 60_000;
+
 /// The command's fields one by one, as the dispatch destructured them, so
 /// a new field does not compile until it is handled.
 #[expect(clippy::too_many_arguments)]
@@ -24,6 +31,23 @@ pub(super) fn decide_debit(
     ctx: &Context<'_>,
 ) -> Result<Decision, Rejection> {
     let now = ctx.now;
+    // Judged against the account's own time: the wall clock's, or its test
+    // clock's.
+    if let Some(at) = occurred_at {
+        let offset = at.as_millis() - now.as_millis();
+        if offset < -MAX_OCCURRED_AGO_MS {
+            return Err(Rejection::InvalidField {
+                field: "occurred_at",
+                reason: "is more than 7 days ago".into(),
+            });
+        }
+        if offset > MAX_OCCURRED_AHEAD_MS {
+            return Err(Rejection::InvalidField {
+                field: "occurred_at",
+                reason: "is more than 5 minutes ahead of the account's clock".into(),
+            });
+        }
+    }
     let priced = price_new(ctx, action, model, amount, dimensions, Use::Charge)?;
     within_cap(account, priced.amount)?;
     let debit = Debit {
