@@ -2,8 +2,9 @@
 //! random command sequences against the pure core: grants, voids and
 //! corrections, holds and debits of several actions at different prices,
 //! commits, releases and extensions, spending caps set and removed, plan
-//! changes across a small catalogue with allowances, and waits short and
-//! long (so holds expire, days and cycles turn).
+//! changes across a small catalogue with allowances, billing anchors and
+//! alert thresholds set, and waits short and long (so holds expire, days
+//! and cycles turn).
 //!
 //! No oversell is judged against a reference model written in the test
 //! (`tally_core::testing::model`), not against the aggregate's own balance: before each
@@ -87,6 +88,7 @@ fn the_runs_reach_refusals_caps_overage_and_plan_changes() {
     let strategy = (opening(), prop::collection::vec(op(), 40..80));
     let mut seen = std::collections::BTreeMap::new();
     let (mut cycles, mut days, mut downgrades) = (0, 0, 0);
+    let (mut anchors, mut alerts) = (0, 0);
     for _ in 0..64 {
         let (open, ops) = strategy.new_tree(&mut runner).unwrap().current();
         let mut run = Run::new(open);
@@ -103,6 +105,8 @@ fn the_runs_reach_refusals_caps_overage_and_plan_changes() {
                 Event::PlanChanged {
                     at, effective_at, ..
                 } if effective_at > at => downgrades += 1,
+                Event::BillingAnchorSet { .. } => anchors += 1,
+                Event::AlertRaised { .. } => alerts += 1,
                 _ => {}
             }
         }
@@ -123,6 +127,10 @@ fn the_runs_reach_refusals_caps_overage_and_plan_changes() {
     assert!(
         cycles > 64 && days > 0 && downgrades > 0,
         "{cycles} cycles, {days} days, {downgrades} downgrades"
+    );
+    assert!(
+        anchors > 0 && alerts > 0,
+        "{anchors} anchors set, {alerts} alerts raised"
     );
 }
 

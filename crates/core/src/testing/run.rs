@@ -6,10 +6,10 @@
 //! target `core_commands` reads them from bytes ([`super::script`]).
 
 use crate::{
-    Account, ActionKey, ActionPrice, BucketKind, Charge, Command, Context, Debit, Event,
-    GrantCommand, GrantId, IdempotencyKey, MemberId, Millicredits, OpenAccount, Outcome, Plan,
-    PlanCatalogue, PlanName, RateCard, RateCards, Rejection, ReservationId, Rollover, Timestamp,
-    Trial, advance, execute,
+    Account, ActionKey, ActionPrice, AlertThresholds, BillingAnchor, BucketKind, Charge, Command,
+    Context, Debit, Event, GrantCommand, GrantId, IdempotencyKey, MemberId, Millicredits,
+    OpenAccount, Outcome, Plan, PlanCatalogue, PlanName, RateCard, RateCards, Rejection,
+    ReservationId, Rollover, Timestamp, Trial, advance, execute,
 };
 
 use super::model::{HoldState, Model, ModelPlan};
@@ -132,6 +132,15 @@ pub enum Op {
     /// `None` removes the cap.
     SetCap(Option<i64>),
     ChangePlan(usize),
+    /// Cycles turn on another day and time from now on.
+    SetAnchor {
+        day: u8,
+        hour: u8,
+        minute: u8,
+    },
+    /// One low-balance level and one usage percent of the allowance;
+    /// `None` goes back to the plan's.
+    SetAlerts(Option<(i64, u8)>),
 }
 
 pub fn mc(v: i64) -> Millicredits {
@@ -683,6 +692,21 @@ impl Run {
                     }
                     other => panic!("change to {plan}: {other:?}"),
                 }
+            }
+            Op::SetAnchor { day, hour, minute } => {
+                let anchor = BillingAnchor::new(day, hour, minute).expect("an anchor");
+                let result = self.execute(Command::SetBillingAnchor { anchor });
+                assert_eq!(result, Ok(Outcome::BillingAnchorSet));
+            }
+            Op::SetAlerts(levels) => {
+                let thresholds = levels.map(|(low, percent)| AlertThresholds {
+                    low_balance_millicredits: vec![mc(low)],
+                    critical_level_millicredits: Millicredits::ZERO,
+                    usage_percent: vec![percent],
+                    auto_top_up: None,
+                });
+                let result = self.execute(Command::SetAlertThresholds { thresholds });
+                assert_eq!(result, Ok(Outcome::AlertThresholdsSet));
             }
         }
         assert_conserved(&self.account);

@@ -5,7 +5,7 @@
 //!
 //! The first byte says how the account opens: its low seven bits, modulo
 //! 5, pick a plan of [`PLANS`] or (4) none, and its high bit asks for the
-//! plan's trial. Then each operation is a tag byte (modulo 13, below) and
+//! plan's trial. Then each operation is a tag byte (modulo 15, below) and
 //! its arguments: an index in one byte, a number in two (little-endian,
 //! modulo its range), an optional number as a byte whose low bit says
 //! whether the number follows. The ranges are those of the proptest
@@ -48,9 +48,10 @@ const ADD: (i64, i64) = (1, 3_999);
 const REMOVE: (i64, i64) = (2, 4_000);
 const REFUND: (i64, i64) = (1, 2_999);
 const CAP: (i64, i64) = (1, 24_999);
+const LOW_BALANCE: (i64, i64) = (1, 19_999);
 
 /// The tags, in order.
-const TAGS: u8 = 13;
+const TAGS: u8 = 15;
 
 struct Reader<'a>(&'a [u8]);
 
@@ -116,7 +117,16 @@ impl Reader<'_> {
                 amount: self.maybe(REFUND),
             },
             11 => Op::SetCap(self.maybe(CAP)),
-            _ => Op::ChangePlan(self.index(PLANS.len())),
+            12 => Op::ChangePlan(self.index(PLANS.len())),
+            13 => Op::SetAnchor {
+                day: 1 + self.byte() % 31,
+                hour: self.byte() % 24,
+                minute: self.byte() % 60,
+            },
+            _ => match self.byte() & 1 {
+                0 => Op::SetAlerts(None),
+                _ => Op::SetAlerts(Some((self.number(LOW_BALANCE), 1 + self.byte() % 100))),
+            },
         }
     }
 }
@@ -229,6 +239,24 @@ impl Writer {
             Op::ChangePlan(plan) => {
                 tag(self, 12);
                 self.pick(plan);
+            }
+            Op::SetAnchor { day, hour, minute } => {
+                tag(self, 13);
+                assert!((1..=31).contains(&day) && hour < 24 && minute < 60);
+                self.byte(day - 1);
+                self.byte(hour);
+                self.byte(minute);
+            }
+            Op::SetAlerts(None) => {
+                tag(self, 14);
+                self.byte(0);
+            }
+            Op::SetAlerts(Some((low, percent))) => {
+                tag(self, 14);
+                self.byte(1);
+                self.number(low, LOW_BALANCE);
+                assert!((1..=100).contains(&percent), "{percent}%");
+                self.byte(percent - 1);
             }
         }
     }

@@ -40,6 +40,8 @@ pub fn op() -> impl Strategy<Value = Op> {
         2 => (pick(), proptest::option::weighted(0.6, 1i64..3_000)).prop_map(|(pick, amount)| Op::Refund { pick, amount }),
         1 => proptest::option::weighted(0.7, 1i64..25_000).prop_map(Op::SetCap),
         1 => (0..PLANS.len()).prop_map(Op::ChangePlan),
+        1 => (1u8..=31, 0u8..24, 0u8..60).prop_map(|(day, hour, minute)| Op::SetAnchor { day, hour, minute }),
+        1 => proptest::option::weighted(0.8, (1i64..20_000, 1u8..=100)).prop_map(Op::SetAlerts),
     ]
 }
 
