@@ -14,8 +14,10 @@ import time
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def by_name():
-    used = collections.Counter()
+def by_pid():
+    """(name, CPU ticks) of every process, by pid: a kernel worker renames
+    itself as it picks up work, so deltas are taken per pid."""
+    used = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
             stat = open(f"/proc/{pid}/stat").read()
@@ -23,9 +25,17 @@ def by_name():
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
         fields = stat[stat.rindex(")") + 2 :].split()
-        key = "postgres" if name.startswith("postgres") else name
-        used[key] += int(fields[11]) + int(fields[12])
+        used[pid] = (name, int(fields[11]) + int(fields[12]))
     return used
+
+
+def family(name):
+    """All PostgreSQL backends count as one; kernel workers by kind."""
+    if name.startswith("postgres"):
+        return "postgres"
+    if name.startswith("kworker"):
+        return "kworker (" + name.split("-", 1)[-1] + ")" if "-" in name else "kworker"
+    return name
 
 
 def machine():
@@ -33,12 +43,16 @@ def machine():
     return sum(values), values[3] + values[4]
 
 
-before, (total_a, idle_a), started = by_name(), machine(), time.time()
+before, (total_a, idle_a), started = by_pid(), machine(), time.time()
 time.sleep(float(sys.argv[1]))
-after, (total_b, idle_b), elapsed = by_name(), machine(), time.time() - started
+after, (total_b, idle_b), elapsed = by_pid(), machine(), time.time() - started
 busy = 100 * (1 - (idle_b - idle_a) / (total_b - total_a))
 print(f"window {elapsed:.1f}s; machine busy {busy:.0f}%")
-deltas = sorted(((after[k] - before.get(k, 0), k) for k in after), reverse=True)
+used = collections.Counter()
+for pid, (name, ticks) in after.items():
+    # A process born in the window counts from zero.
+    used[family(name)] += ticks - before.get(pid, (name, 0))[1]
+deltas = sorted(((ticks, name) for name, ticks in used.items()), reverse=True)
 for ticks, name in deltas[:6]:
     if ticks > 0:
         print(f"  {name:28s} {ticks / TICKS / elapsed:.2f} cores")
