@@ -259,3 +259,88 @@ async fn only_keys_with_the_scope_and_the_account_get_in() {
         .await
         .expect("keys stay when the new file is bad");
 }
+
+/// A test clock advances every account on it, so a tenant's admin key may
+/// advance only a clock whose accounts are all the tenant's, and sees only
+/// its own accounts on a clock.
+#[tokio::test]
+async fn a_tenant_key_advances_only_clocks_of_its_own_accounts() {
+    let acme = key("acme-admin", &["admin", "read"], &["acme/*"]);
+    let globex = key("globex-admin", &["admin", "read"], &["globex/*"]);
+    let server = TestServer::start_with(Options {
+        api_keys: Some(format!("{}{}", acme.entry, globex.entry)),
+        ..Default::default()
+    })
+    .await;
+    let channel = server.channel().await;
+    let clocks =
+        |secret: &str| TestClockServiceClient::with_interceptor(channel.clone(), bearer(secret));
+    let accounts =
+        |secret: &str| AccountServiceClient::with_interceptor(channel.clone(), bearer(secret));
+    let start = prost_types::Timestamp {
+        seconds: 1_900_000_000,
+        nanos: 0,
+    };
+    let mut acme_clocks = clocks(&acme.secret);
+    for (name, secret) in [("shared", &acme.secret), ("own", &acme.secret)] {
+        clocks(secret)
+            .create_test_clock(CreateTestClockRequest {
+                test_clock_id: name.into(),
+                frozen_time: Some(start),
+            })
+            .await
+            .expect("clock");
+    }
+    for (account, clock, secret) in [
+        ("acme/sim", "shared", &acme.secret),
+        ("globex/sim", "shared", &globex.secret),
+        ("acme/solo", "own", &acme.secret),
+    ] {
+        accounts(secret)
+            .open_account(OpenAccountRequest {
+                idempotency_key: format!("open-{account}"),
+                account_id: account.into(),
+                test_clock_id: clock.into(),
+                ..Default::default()
+            })
+            .await
+            .expect("opens");
+    }
+    let later = prost_types::Timestamp {
+        seconds: 1_900_000_000 + 86_400,
+        nanos: 0,
+    };
+    let refused = acme_clocks
+        .advance_test_clock(AdvanceTestClockRequest {
+            test_clock_id: "shared".into(),
+            frozen_time: Some(later),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert_eq!(reason(&refused), "ACCOUNT_NOT_ALLOWED");
+    let shared = acme_clocks
+        .get_test_clock(GetTestClockRequest {
+            test_clock_id: "shared".into(),
+        })
+        .await
+        .expect("clock")
+        .into_inner()
+        .test_clock
+        .unwrap();
+    assert_eq!(shared.frozen_time, Some(start), "the clock did not move");
+    assert_eq!(
+        shared.account_ids,
+        vec!["acme/sim"],
+        "globex's is not shown"
+    );
+    let own = acme_clocks
+        .advance_test_clock(AdvanceTestClockRequest {
+            test_clock_id: "own".into(),
+            frozen_time: Some(later),
+        })
+        .await
+        .expect("a clock of acme's accounts only")
+        .into_inner();
+    assert_eq!(own.test_clock.unwrap().frozen_time, Some(later));
+}

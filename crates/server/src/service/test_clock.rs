@@ -92,9 +92,17 @@ impl<S: Store> TestClockService for TestClockApi<S> {
             return Err(v.into_error().into());
         };
         v.finish()?;
-        let advanced = self
-            .0
-            .engine()?
+        let engine = self.0.engine()?;
+        // An advance writes to every account on the clock: a tenant's key
+        // may advance only a clock whose accounts are all its own.
+        let clock = engine.test_clock(&id).await.map_err(ServiceError::from)?;
+        for account in &clock.accounts {
+            if let Err(denied) = crate::auth::may_touch(account.as_str()) {
+                tally_telemetry::Metrics::global().auth_refused(denied.reason());
+                return Err(ServiceError::from(denied).into());
+            }
+        }
+        let advanced = engine
             .advance_test_clock(&id, to)
             .await
             .map_err(ServiceError::from)?;
