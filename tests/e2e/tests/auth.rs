@@ -261,14 +261,16 @@ async fn only_keys_with_the_scope_and_the_account_get_in() {
 }
 
 /// A test clock advances every account on it, so a tenant's admin key may
-/// advance only a clock whose accounts are all the tenant's, and sees only
-/// its own accounts on a clock.
+/// advance only a clock whose accounts are all the tenant's, may not put an
+/// account on another tenant's clock, and sees only its own accounts on a
+/// clock.
 #[tokio::test]
 async fn a_tenant_key_advances_only_clocks_of_its_own_accounts() {
     let acme = key("acme-admin", &["admin", "read"], &["acme/*"]);
     let globex = key("globex-admin", &["admin", "read"], &["globex/*"]);
+    let ops = key("ops", &["admin"], &[]);
     let server = TestServer::start_with(Options {
-        api_keys: Some(format!("{}{}", acme.entry, globex.entry)),
+        api_keys: Some(format!("{}{}{}", acme.entry, globex.entry, ops.entry)),
         ..Default::default()
     })
     .await;
@@ -291,9 +293,10 @@ async fn a_tenant_key_advances_only_clocks_of_its_own_accounts() {
             .await
             .expect("clock");
     }
+    // An operator's key, limited to no tenant, may mix tenants on a clock.
     for (account, clock, secret) in [
         ("acme/sim", "shared", &acme.secret),
-        ("globex/sim", "shared", &globex.secret),
+        ("globex/sim", "shared", &ops.secret),
         ("acme/solo", "own", &acme.secret),
     ] {
         accounts(secret)
@@ -306,6 +309,17 @@ async fn a_tenant_key_advances_only_clocks_of_its_own_accounts() {
             .await
             .expect("opens");
     }
+    // Globex's key cannot put its account on a clock of acme's accounts.
+    let foreign = accounts(&globex.secret)
+        .open_account(OpenAccountRequest {
+            idempotency_key: "open-globex/intruder".into(),
+            account_id: "globex/intruder".into(),
+            test_clock_id: "own".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.code(), tonic::Code::PermissionDenied, "{foreign:?}");
     let later = prost_types::Timestamp {
         seconds: 1_900_000_000 + 86_400,
         nanos: 0,
@@ -342,5 +356,11 @@ async fn a_tenant_key_advances_only_clocks_of_its_own_accounts() {
         .await
         .expect("a clock of acme's accounts only")
         .into_inner();
-    assert_eq!(own.test_clock.unwrap().frozen_time, Some(later));
+    let own = own.test_clock.unwrap();
+    assert_eq!(own.frozen_time, Some(later));
+    assert_eq!(
+        own.account_ids,
+        vec!["acme/solo"],
+        "the intruder was not attached"
+    );
 }

@@ -49,6 +49,9 @@ impl<S: Store> AccountService for AccountApi<S> {
             return Err(v.into_error().into());
         };
         v.finish()?;
+        if let Some(clock) = &open.test_clock {
+            super::test_clock::all_within_reach(self.0.engine()?, clock).await?;
+        }
         let applied = self
             .0
             .mutate(

@@ -3,6 +3,7 @@
 
 use tally_api::v1 as pb;
 use tally_api::v1::test_clock_service_server::TestClockService;
+use tally_core::TestClockId;
 use tally_engine::TestClock;
 use tonic::{Request, Response, Status};
 
@@ -26,6 +27,32 @@ fn test_clock(clock: &TestClock) -> pb::TestClock {
             .map(ToString::to_string)
             .collect(),
     }
+}
+
+/// Refuses (PERMISSION_DENIED) unless the caller's key may touch every
+/// account on the clock: a tenant's key may advance only a clock of its own
+/// accounts, and put an account only on such a clock, so that no tenant
+/// moves another's time or blocks its clock.
+pub(super) async fn all_within_reach<S: Store>(
+    engine: &tally_engine::Engine<S>,
+    id: &TestClockId,
+) -> Result<(), Status> {
+    let clock = match engine.test_clock(id).await {
+        Ok(clock) => clock,
+        // No such clock: the engine's refusal says so (or that test clocks
+        // are refused here), in its own order.
+        Err(tally_engine::EngineError::Rejected(tally_core::Rejection::UnknownTestClock {
+            ..
+        })) => return Ok(()),
+        Err(e) => return Err(ServiceError::from(e).into()),
+    };
+    for account in &clock.accounts {
+        if let Err(denied) = crate::auth::may_touch(account.as_str()) {
+            tally_telemetry::Metrics::global().auth_refused(denied.reason());
+            return Err(ServiceError::from(denied).into());
+        }
+    }
+    Ok(())
 }
 
 #[tonic::async_trait]
@@ -93,15 +120,8 @@ impl<S: Store> TestClockService for TestClockApi<S> {
         };
         v.finish()?;
         let engine = self.0.engine()?;
-        // An advance writes to every account on the clock: a tenant's key
-        // may advance only a clock whose accounts are all its own.
-        let clock = engine.test_clock(&id).await.map_err(ServiceError::from)?;
-        for account in &clock.accounts {
-            if let Err(denied) = crate::auth::may_touch(account.as_str()) {
-                tally_telemetry::Metrics::global().auth_refused(denied.reason());
-                return Err(ServiceError::from(denied).into());
-            }
-        }
+        // An advance writes to every account on the clock.
+        all_within_reach(engine, &id).await?;
         let advanced = engine
             .advance_test_clock(&id, to)
             .await
