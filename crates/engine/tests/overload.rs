@@ -89,14 +89,19 @@ async fn hold_appends(locker: &Client) {
 }
 
 /// Waits until an append is seen waiting on the test's lock (up to 30 s:
-/// a loaded machine may take a while to get the append that far).
+/// a loaded machine may take a while to get the append that far). Read
+/// from `pg_locks` (a lock on `events` not granted), not from the waiting
+/// statement's text, which `pg_stat_activity` may show cut short or as
+/// another statement of the append's pipeline (a CI run once saw no
+/// waiter that way for 30 s).
 async fn until_an_append_waits(locker: &Client) {
     for _ in 0..3_000 {
         let waiting: i64 = locker
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity
-                 WHERE datname = current_database() AND wait_event_type = 'Lock'
-                   AND query LIKE '%INSERT INTO events%'",
+                "SELECT count(*) FROM pg_locks
+                 WHERE relation = 'events'::regclass AND NOT granted
+                   AND database = (SELECT oid FROM pg_database
+                                   WHERE datname = current_database())",
                 &[],
             )
             .await
