@@ -26,7 +26,7 @@ use tally_api::v1::account_service_server::AccountServiceServer;
 use tally_api::v1::catalog_service_server::CatalogServiceServer;
 use tally_api::v1::metering_service_server::MeteringServiceServer;
 use tally_api::v1::test_clock_service_server::TestClockServiceServer;
-use tally_core::{ManualClock, Timestamp};
+use tally_core::Timestamp;
 use tally_store::sqlite::SqliteStore;
 use tonic::codegen::Bytes;
 use tower::{Layer as _, ServiceExt as _};
@@ -39,8 +39,10 @@ use crate::{Config, MAX_REQUEST_BYTES};
 /// check and would now be decided.
 pub const STORE_NOT_OPEN: &str = "the store is not open yet";
 
-/// The time the services' clock says (2026-01-01T00:00:00Z): a usage
-/// record's `occurred_at` is checked against it.
+/// The time the seeds' timestamps are written around
+/// (2026-01-01T00:00:00Z). How far a usage record's `occurred_at` may be
+/// from the account's time is the engine's to judge, so no check here
+/// depends on it.
 pub const NOW: Timestamp = Timestamp::from_millis(1_767_225_600_000);
 
 /// What the server answered a call.
@@ -69,8 +71,7 @@ impl Default for Services {
 }
 
 impl Services {
-    /// The services with tallyd's default hold TTLs and a clock stopped
-    /// at [`NOW`].
+    /// The services with tallyd's default hold TTLs.
     pub fn new() -> Self {
         let config = Config::for_tests(std::path::PathBuf::new());
         let api = Api::<SqliteStore>::new(
@@ -79,7 +80,6 @@ impl Services {
                 default: config.default_hold_ttl(),
                 max: config.max_hold_ttl(),
             },
-            Arc::new(ManualClock::new(NOW)),
         );
         Services {
             account: AccountServiceServer::new(AccountApi(api.clone()))

@@ -482,7 +482,6 @@ async fn serve<S: Store>(
             default: config.default_hold_ttl(),
             max: config.max_hold_ttl(),
         },
-        clock.clone(),
     );
 
     let (shutdown_tx, mut shutdown_rx) = oneshot::channel::<()>();

@@ -11,7 +11,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use tally_core::{AccountId, Clock, Command, IdempotencyKey};
+use tally_core::{AccountId, Command, IdempotencyKey};
 use tally_engine::{Applied, Engine, Mutation};
 use tally_projections::Projections;
 use tonic::Status;
@@ -34,9 +34,6 @@ pub struct Running<S: Store> {
 pub struct Api<S: Store> {
     running: Arc<OnceLock<Running<S>>>,
     hold_ttl: HoldTtl,
-    /// The engine's clock, read where a request is checked against the
-    /// time (a usage record's `occurred_at`) before the engine is asked.
-    clock: Arc<dyn Clock>,
 }
 
 impl<S: Store> Clone for Api<S> {
@@ -44,7 +41,6 @@ impl<S: Store> Clone for Api<S> {
         Api {
             running: self.running.clone(),
             hold_ttl: self.hold_ttl,
-            clock: self.clock.clone(),
         }
     }
 }
@@ -57,16 +53,8 @@ pub struct HoldTtl {
 }
 
 impl<S: Store> Api<S> {
-    pub fn new(
-        running: Arc<OnceLock<Running<S>>>,
-        hold_ttl: HoldTtl,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
-        Api {
-            running,
-            hold_ttl,
-            clock,
-        }
+    pub fn new(running: Arc<OnceLock<Running<S>>>, hold_ttl: HoldTtl) -> Self {
+        Api { running, hold_ttl }
     }
 
     fn running(&self) -> Result<&Running<S>, Status> {
