@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use tally_codec::decode_event;
 use tally_core::{Account, ActionKey, Event, MemberId, Millicredits, Timestamp};
-use tally_store::{ProjectionStore, SqlRow, SqlStatement, SqlValue};
+use tally_store::{EventStore, ProjectionStore, RecordedEvent, SqlRow, SqlStatement, SqlValue};
 
 use crate::ProjectionError;
 use crate::tables::{USAGE, USAGE_KEY_COLUMNS};
@@ -86,9 +87,11 @@ pub struct LedgerPage {
 
 /// A page of the account's ledger, oldest first; `None` when the ledger has
 /// no entry of the account at all (an unknown account, or one opened after
-/// the projection's checkpoint).
-pub async fn ledger_page<P: ProjectionStore>(
-    store: &P,
+/// the projection's checkpoint). The projection keeps what the log does not
+/// say (the balance around each event) and the columns the filters walk;
+/// the events themselves are read from the log, by version.
+pub async fn ledger_page<S: EventStore + ProjectionStore>(
+    store: &S,
     account: &str,
     query: &LedgerQuery,
 ) -> Result<Option<LedgerPage>, ProjectionError> {
@@ -143,7 +146,7 @@ pub async fn ledger_page<P: ProjectionStore>(
     let limit = query.limit.saturating_add(1);
     params.push(SqlValue::int(i64::try_from(limit).unwrap_or(i64::MAX)));
     let sql = format!(
-        "SELECT seq, event, idempotency_key, available_before, available_after \
+        "SELECT seq, available_before, available_after \
          FROM ledger_entries WHERE account_id = $1 AND seq > $2{filters} \
          ORDER BY seq LIMIT ${}",
         params.len()
@@ -161,9 +164,26 @@ pub async fn ledger_page<P: ProjectionStore>(
     if results[0].is_empty() {
         return Ok(None);
     }
+    let versions = rows
+        .iter()
+        .map(|row| {
+            let seq = row[0].as_int().ok_or_else(|| corrupt("NULL seq"))?;
+            u64::try_from(seq).map_err(|_| corrupt("negative seq"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let events = store.read_versions(account, &versions).await?;
+    if events.len() != versions.len() {
+        return Err(corrupt(&format!(
+            "the log has {} of the {} events the page lists",
+            events.len(),
+            versions.len()
+        )));
+    }
+    // Both ascend by version, each version once.
     let mut entries = rows
         .iter()
-        .map(ledger_entry)
+        .zip(&events)
+        .map(|(row, recorded)| ledger_entry(row, recorded))
         .collect::<Result<Vec<_>, _>>()?;
     let next_after_version = if entries.len() > query.limit {
         entries.truncate(query.limit);
@@ -181,15 +201,22 @@ fn corrupt(what: &str) -> ProjectionError {
     ProjectionError::Corrupt(format!("ledger entry: {what}"))
 }
 
-fn ledger_entry(row: &SqlRow) -> Result<LedgerEntry, ProjectionError> {
+fn ledger_entry(row: &SqlRow, recorded: &RecordedEvent) -> Result<LedgerEntry, ProjectionError> {
     let int = |i: usize| row[i].as_int().ok_or_else(|| corrupt("NULL number"));
-    let event = row[1].as_text().ok_or_else(|| corrupt("NULL event"))?;
+    let version = u64::try_from(int(0)?).map_err(|_| corrupt("negative seq"))?;
+    if recorded.version != version {
+        return Err(corrupt(&format!(
+            "entry {version} met event {} of the log",
+            recorded.version
+        )));
+    }
+    let decoded = decode_event(recorded).map_err(|e| corrupt(&e.to_string()))?;
     Ok(LedgerEntry {
-        version: u64::try_from(int(0)?).map_err(|_| corrupt("negative seq"))?,
-        event: serde_json::from_str(event).map_err(|e| corrupt(&e.to_string()))?,
-        idempotency_key: row[2].as_text().map(str::to_owned),
-        available_before: Millicredits::new(int(3)?),
-        available_after: Millicredits::new(int(4)?),
+        version,
+        event: decoded.event,
+        idempotency_key: decoded.idempotency_key,
+        available_before: Millicredits::new(int(1)?),
+        available_after: Millicredits::new(int(2)?),
     })
 }
 

@@ -62,7 +62,7 @@ pub async fn rebuild<S: EventStore + ProjectionStore>(
     progress(report);
     // Every projection is fed: the one rebuilt catches up on its own fold,
     // the others go on (if they were behind the log).
-    let mut projector = Projector::new(&Projection::ALL, &RunnerConfig::default());
+    let mut projector = Projector::new(&Projection::ALL, &RunnerConfig::default()).reading_ahead();
     loop {
         match projector.step(store, store, batch, head, now_ms()).await? {
             Step::Applied { events, position } => {

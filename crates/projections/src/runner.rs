@@ -15,14 +15,14 @@ use std::time::Duration;
 use tally_core::{Account, Clock};
 use tally_store::{
     CheckpointMove, CommitOutcome, EventStore, LogPosition, ProjectionCheckpoint, ProjectionCommit,
-    ProjectionStore, StoreChange,
+    ProjectionStore, RecordedEvent, StoreChange,
 };
 use tokio::sync::{Notify, broadcast};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::apply::{Fold, States, accounts_in, load_states, state_rows};
-use crate::tables::{reset_fold_statements, reset_statements};
+use crate::tables::{reset_fold_statements, reset_tables};
 use crate::{ACCOUNT_FOLD, ACCOUNT_FOLD_SCHEMA_VERSION, Projection, ProjectionError, RUNNER_LOCK};
 
 /// Tuning knobs; the defaults suit a 2-core machine.
@@ -130,6 +130,10 @@ pub(crate) struct Projector {
     /// Where the shared fold's states are published for reads, after each
     /// commit; `None` when nobody reads them (verify, rebuild).
     published: Option<Arc<PublishedStates>>,
+    /// Whether the shared fold reads and folds its next batch while it
+    /// commits one (a rebuild, which reads full batches back to back).
+    reads_ahead: bool,
+    ahead: Option<Ahead>,
 }
 
 /// The shared fold's states as last committed, published by this
@@ -162,7 +166,18 @@ impl Projector {
             catching_up: HashMap::new(),
             cached_states: config.cached_states.max(1),
             published: None,
+            reads_ahead: false,
+            ahead: None,
         }
+    }
+
+    /// Reads and folds each next batch of the log while the previous one
+    /// commits: the fold (this process), the log's reader and the
+    /// projections' writer (two connections) then work at once. For a
+    /// rebuild or a verify, whose every batch is full.
+    pub(crate) fn reading_ahead(mut self) -> Self {
+        self.reads_ahead = true;
+        self
     }
 
     /// Publishes the shared fold's states to `published` after each commit.
@@ -185,6 +200,7 @@ impl Projector {
     /// Forgets everything cached: the next step starts again from the store.
     fn forget(&mut self) {
         self.checkpoints = None;
+        self.ahead = None;
         self.states.clear();
         self.catching_up.clear();
         if let Some(published) = &self.published {
@@ -303,7 +319,8 @@ impl Projector {
     }
 
     /// One batch of the shared fold, feeding the projections at or past
-    /// its checkpoint.
+    /// its checkpoint. Reading ahead, the next batch is read and folded
+    /// while this one commits.
     async fn shared_step<L: EventStore, P: ProjectionStore>(
         &mut self,
         log: &L,
@@ -314,59 +331,73 @@ impl Projector {
     ) -> Result<Step, ProjectionError> {
         let checkpoints = self.checkpoints(target).await?;
         let fold = checkpoints[ACCOUNT_FOLD];
-        let fed: Vec<(Projection, Option<LogPosition>)> = self
-            .projections
-            .iter()
-            .map(|p| (*p, checkpoints[p.name()].position))
-            .filter(|(_, position)| *position >= fold.position)
-            .collect();
-        let mut events = log.read_log(fold.position, batch).await?;
-        if let Some(until) = until {
-            events.retain(|event| event.position <= until);
-        }
-        let Some(last) = events.last().map(|event| event.position) else {
-            return Ok(Step::Idle);
+        let prepared = match self.ahead.take() {
+            Some(ahead) if Some(ahead.after) == fold.position => ahead.batch,
+            _ => {
+                let events = read_until(log, fold.position, batch, until).await?;
+                let states = &mut self.states;
+                match prepare(target, states, &self.projections, &checkpoints, events).await? {
+                    Some(prepared) => prepared,
+                    None => return Ok(Step::Idle),
+                }
+            }
         };
-        load_missing(target, ACCOUNT_FOLD, &mut self.states, &events).await?;
-        let mut batch_fold = Fold::new(&mut self.states, fed.clone());
-        for event in &events {
-            batch_fold.event(event)?;
-        }
-        let changed = std::mem::take(&mut batch_fold.changed);
-        let mut statements = batch_fold.finish()?;
-        statements.extend(state_rows(&self.states, &changed, ACCOUNT_FOLD)?);
-        let mut moves: Vec<CheckpointMove> = fed
-            .iter()
-            .map(|(p, position)| CheckpointMove {
-                name: p.name().to_owned(),
-                expected_generation: checkpoints[p.name()].generation,
-                position: (*position).max(Some(last)),
-                schema_version: p.schema_version(),
-            })
-            .collect();
-        moves.push(CheckpointMove {
-            name: ACCOUNT_FOLD.to_owned(),
-            expected_generation: fold.generation,
-            position: Some(last),
-            schema_version: ACCOUNT_FOLD_SCHEMA_VERSION,
+        let last = prepared.last;
+        let commit = target.commit_projection(ProjectionCommit {
+            checkpoints: prepared.moves.clone(),
+            updated_at_ms: now_ms,
+            emptied: vec![],
+            statements: prepared.statements,
         });
-        if !self.commit(target, moves, statements, now_ms).await? {
+        let outcome = if self.reads_ahead && Some(last) < until {
+            // What the checkpoints will be once this batch lands: the next
+            // batch is folded on that assumption, and dropped (with every
+            // state, by `step`) if it does not land.
+            let mut landed = checkpoints.clone();
+            moved(&mut landed, &prepared.moves, now_ms);
+            let states = &mut self.states;
+            let projections = &self.projections;
+            let next = async {
+                let events = read_until(log, Some(last), batch, until).await?;
+                prepare(target, states, projections, &landed, events).await
+            };
+            let (outcome, next) = tokio::join!(commit, next);
+            let outcome = outcome?;
+            if let Some(next) = next? {
+                self.ahead = Some(Ahead {
+                    after: last,
+                    batch: next,
+                });
+            }
+            outcome
+        } else {
+            commit.await?
+        };
+        if !matches!(outcome, CommitOutcome::Committed { .. }) {
             return Ok(Step::Moved);
         }
+        moved(
+            self.checkpoints.get_or_insert_with(HashMap::new),
+            &prepared.moves,
+            now_ms,
+        );
         if let Some(published) = &self.published {
             let mut published = published.write();
-            for account in &changed {
+            for account in &prepared.changed {
                 if let Some(state) = self.states.get(account) {
                     published.insert(account.clone(), Arc::clone(state));
                 }
             }
         }
         if self.states.len() > self.cached_states {
-            // Every state is saved: any may go. Trim to three quarters so
-            // that the next batches do not trim again.
+            // Every state is saved, except those of a batch folded ahead
+            // and not committed yet: any other may go. Trim to three
+            // quarters so that the next batches do not trim again.
+            let pending = self.ahead.as_ref().map(|ahead| &ahead.batch.changed);
             let excess: Vec<String> = self
                 .states
                 .keys()
+                .filter(|account| !pending.is_some_and(|pending| pending.contains(*account)))
                 .skip(self.cached_states * 3 / 4)
                 .cloned()
                 .collect();
@@ -379,7 +410,7 @@ impl Projector {
             }
         }
         Ok(Step::Applied {
-            events: events.len(),
+            events: prepared.events,
             position: last,
         })
     }
@@ -457,24 +488,18 @@ impl Projector {
             .commit_projection(ProjectionCommit {
                 checkpoints: moves.clone(),
                 updated_at_ms: now_ms,
+                emptied: vec![],
                 statements,
             })
             .await?;
         if !matches!(outcome, CommitOutcome::Committed { .. }) {
             return Ok(false);
         }
-        let checkpoints = self.checkpoints.get_or_insert_with(HashMap::new);
-        for moved in moves {
-            checkpoints.insert(
-                moved.name,
-                ProjectionCheckpoint {
-                    position: moved.position,
-                    generation: moved.expected_generation + 1,
-                    schema_version: moved.schema_version,
-                    updated_at_ms: now_ms,
-                },
-            );
-        }
+        moved(
+            self.checkpoints.get_or_insert_with(HashMap::new),
+            &moves,
+            now_ms,
+        );
         Ok(true)
     }
 }
@@ -496,6 +521,108 @@ async fn load_missing<P: ProjectionStore>(
     Ok(())
 }
 
+/// A batch of the shared fold, folded and ready to commit.
+struct Prepared {
+    statements: Vec<tally_store::SqlStatement>,
+    moves: Vec<CheckpointMove>,
+    /// The accounts whose states the batch changed (and saves).
+    changed: BTreeSet<String>,
+    events: usize,
+    last: LogPosition,
+}
+
+/// A batch folded while the one before it committed, and where the log
+/// stood when it was read.
+struct Ahead {
+    after: LogPosition,
+    batch: Prepared,
+}
+
+/// The next batch of the log after `after`, up to `until`.
+async fn read_until<L: EventStore>(
+    log: &L,
+    after: Option<LogPosition>,
+    batch: usize,
+    until: Option<LogPosition>,
+) -> Result<Vec<RecordedEvent>, ProjectionError> {
+    let mut events = log.read_log(after, batch).await?;
+    if let Some(until) = until {
+        events.retain(|event| event.position <= until);
+    }
+    Ok(events)
+}
+
+/// Folds `events` into `states` for the projections at or past the shared
+/// fold's checkpoint in `checkpoints`: the rows, the states and the
+/// checkpoint moves of one commit. `None` when there are no events.
+async fn prepare<P: ProjectionStore>(
+    target: &P,
+    states: &mut States,
+    projections: &[Projection],
+    checkpoints: &HashMap<String, ProjectionCheckpoint>,
+    events: Vec<RecordedEvent>,
+) -> Result<Option<Prepared>, ProjectionError> {
+    let Some(last) = events.last().map(|event| event.position) else {
+        return Ok(None);
+    };
+    let checkpoint = |name: &str| checkpoints.get(name).copied().unwrap_or_default();
+    let fold = checkpoint(ACCOUNT_FOLD);
+    let fed: Vec<(Projection, Option<LogPosition>)> = projections
+        .iter()
+        .map(|p| (*p, checkpoint(p.name()).position))
+        .filter(|(_, position)| *position >= fold.position)
+        .collect();
+    load_missing(target, ACCOUNT_FOLD, states, &events).await?;
+    let mut batch_fold = Fold::new(states, fed.clone());
+    for event in &events {
+        batch_fold.event(event)?;
+    }
+    let changed = std::mem::take(&mut batch_fold.changed);
+    let mut statements = batch_fold.finish()?;
+    statements.extend(state_rows(states, &changed, ACCOUNT_FOLD)?);
+    let mut moves: Vec<CheckpointMove> = fed
+        .iter()
+        .map(|(p, position)| CheckpointMove {
+            name: p.name().to_owned(),
+            expected_generation: checkpoint(p.name()).generation,
+            position: (*position).max(Some(last)),
+            schema_version: p.schema_version(),
+        })
+        .collect();
+    moves.push(CheckpointMove {
+        name: ACCOUNT_FOLD.to_owned(),
+        expected_generation: fold.generation,
+        position: Some(last),
+        schema_version: ACCOUNT_FOLD_SCHEMA_VERSION,
+    });
+    Ok(Some(Prepared {
+        statements,
+        moves,
+        changed,
+        events: events.len(),
+        last,
+    }))
+}
+
+/// `checkpoints` after `moves` landed.
+fn moved(
+    checkpoints: &mut HashMap<String, ProjectionCheckpoint>,
+    moves: &[CheckpointMove],
+    now_ms: i64,
+) {
+    for moved in moves {
+        checkpoints.insert(
+            moved.name.clone(),
+            ProjectionCheckpoint {
+                position: moved.position,
+                generation: moved.expected_generation + 1,
+                schema_version: moved.schema_version,
+                updated_at_ms: now_ms,
+            },
+        );
+    }
+}
+
 /// Empties `projection` and moves its checkpoint to the start, if it is
 /// still at what was `seen`; returns whether it did. It then catches up on
 /// its own fold while the others go on.
@@ -505,17 +632,18 @@ pub(crate) async fn reset<P: ProjectionStore>(
     seen: ProjectionCheckpoint,
     now_ms: i64,
 ) -> Result<bool, ProjectionError> {
-    let mut statements = reset_statements(projection);
-    statements.push(own_states_delete(projection));
     let outcome = target
-        .commit_projection(ProjectionCommit::single(
-            projection.name(),
-            seen.generation,
-            None,
-            projection.schema_version(),
-            now_ms,
-            statements,
-        ))
+        .commit_projection(
+            ProjectionCommit::single(
+                projection.name(),
+                seen.generation,
+                None,
+                projection.schema_version(),
+                now_ms,
+                vec![own_states_delete(projection)],
+            )
+            .emptying(reset_tables(projection)),
+        )
         .await?;
     Ok(matches!(outcome, CommitOutcome::Committed { .. }))
 }

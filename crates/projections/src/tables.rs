@@ -83,8 +83,6 @@ pub(crate) const LEDGER: Table = Table {
         "amount",
         "available_before",
         "available_after",
-        "idempotency_key",
-        "event",
     ],
     key: &["account_id", "seq"],
 };
@@ -220,18 +218,12 @@ pub(crate) static ADD_USAGE_UNIT: LazyLock<String> = LazyLock::new(|| {
 pub(crate) const DELETE_BUCKET: &str =
     "DELETE FROM account_buckets WHERE account_id = $1 AND grant_id = $2";
 
-/// Empties a projection's tables (and the folded states it kept under its
-/// own name before the projections shared one fold).
-pub(crate) fn reset_statements(projection: Projection) -> Vec<SqlStatement> {
-    let mut statements: Vec<SqlStatement> = tables_of(projection)
+/// The tables a projection's reset empties: its own, none shared.
+pub(crate) fn reset_tables(projection: Projection) -> Vec<&'static str> {
+    tables_of(projection)
         .iter()
-        .map(|table| SqlStatement::new(format!("DELETE FROM {}", table.name), vec![]))
-        .collect();
-    statements.push(SqlStatement::new(
-        "DELETE FROM projection_account_states WHERE projection = $1",
-        vec![SqlValue::text(projection.name())],
-    ));
-    statements
+        .map(|table| table.name)
+        .collect()
 }
 
 /// Forgets the account fold's saved states, so it starts again from the

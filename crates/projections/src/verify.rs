@@ -60,7 +60,7 @@ pub async fn verify<S: EventStore + ProjectionStore>(
         .map_err(|e| ProjectionError::Corrupt(format!("cannot make a scratch directory: {e}")))?;
     let scratch = SqliteStore::open(dir.path().join("scratch.sqlite")).await?;
     if let Some(checkpoint) = checkpoint {
-        let mut projector = Projector::new(&[projection], &RunnerConfig::default());
+        let mut projector = Projector::new(&[projection], &RunnerConfig::default()).reading_ahead();
         loop {
             match projector
                 .step(store, &scratch, batch, Some(checkpoint), now_ms)

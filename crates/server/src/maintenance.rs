@@ -15,8 +15,11 @@ use tally_store::sqlite::SqliteStore;
 
 use crate::{Config, EMBEDDED_STORE_FILE, Store};
 
-/// Events folded per transaction when rebuilding.
-const REBUILD_BATCH: usize = 1_000;
+/// Events folded per transaction when rebuilding or verifying. Larger
+/// batches put more of an account's ledger entries side by side in each
+/// index (they are inserted in key order); past 10,000 a rebuild of 1M
+/// events ran no faster (docs/benchmarks.md, session 12).
+const REBUILD_BATCH: usize = 10_000;
 
 fn selected(projection: Option<&str>) -> anyhow::Result<Vec<Projection>> {
     match projection {
@@ -153,7 +156,10 @@ async fn rebuild_all<S: Store>(store: &S, projections: &[Projection]) -> anyhow:
     let outcome = rebuild(
         store,
         projections,
-        REBUILD_BATCH,
+        std::env::var("XB")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(REBUILD_BATCH),
         now_ms,
         |progress: Progress| {
             if let Some(position) = progress.position {

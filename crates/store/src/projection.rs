@@ -111,6 +111,13 @@ pub struct ProjectionCommit {
     /// plus one.
     pub checkpoints: Vec<CheckpointMove>,
     pub updated_at_ms: i64,
+    /// Tables emptied before the statements run, in the same transaction:
+    /// what a projection's reset does to its own tables. PostgreSQL
+    /// truncates them (instant, and the refill meets fresh indexes rather
+    /// than a deleted table's dead entries); a table must belong to the
+    /// committing projection alone, since a truncation waits for and then
+    /// blocks every reader of it until the commit.
+    pub emptied: Vec<&'static str>,
     /// Run in order, in the same transaction as the checkpoints. A backend
     /// may run consecutive statements with the same text as one set-based
     /// statement (PostgreSQL does), so such a run must never touch one row
@@ -136,8 +143,15 @@ impl ProjectionCommit {
                 schema_version,
             }],
             updated_at_ms,
+            emptied: Vec::new(),
             statements,
         }
+    }
+
+    /// Empties `tables` first (see [`emptied`](Self::emptied)).
+    pub fn emptying(mut self, tables: Vec<&'static str>) -> Self {
+        self.emptied = tables;
+        self
     }
 
     /// The checkpoints' names, in the order a backend locks them (sorted,

@@ -117,6 +117,16 @@ pub trait EventStore: Send + Sync + 'static {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
 
+    /// The events of one stream at `versions`, ascending by version, each
+    /// at most once; a version the stream does not have is simply missing.
+    /// One index lookup per version, whatever the stream's length: what
+    /// serves a filtered page of the ledger, whose versions are scattered.
+    fn read_versions(
+        &self,
+        stream_id: &str,
+        versions: &[u64],
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send;
+
     /// Events of the global log strictly after `after` (`None` = from the
     /// start), ascending by position, at most `limit` (0 returns nothing).
     ///
@@ -273,6 +283,14 @@ impl<S: EventStore> EventStore for Arc<S> {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
         (**self).read_stream(stream_id, from_version, limit)
+    }
+
+    fn read_versions(
+        &self,
+        stream_id: &str,
+        versions: &[u64],
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        (**self).read_versions(stream_id, versions)
     }
 
     fn read_log(

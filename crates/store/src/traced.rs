@@ -88,6 +88,15 @@ impl<S: EventStore> EventStore for Traced<S> {
             .instrument(span)
     }
 
+    fn read_versions(
+        &self,
+        stream_id: &str,
+        versions: &[u64],
+    ) -> impl Future<Output = Result<Vec<RecordedEvent>, StoreError>> + Send {
+        let span = self.span("read_versions", Some(stream_id));
+        self.0.read_versions(stream_id, versions).instrument(span)
+    }
+
     fn read_log(
         &self,
         after: Option<LogPosition>,

@@ -287,7 +287,7 @@ async fn a_newer_schema_of_expand_migrations_serves_this_build() {
 /// written before have none until an append or `set_wakeup` gives them one.
 #[tokio::test]
 async fn a_database_at_schema_2_migrates_with_its_data() {
-    assert_eq!(SCHEMA_VERSION, 8, "extend this test for the new migration");
+    assert_eq!(SCHEMA_VERSION, 9, "extend this test for the new migration");
     let harness = PostgresHarness::new();
     let (store, location) = harness.create_at_schema_version(2).await;
     assert_eq!(
@@ -334,11 +334,14 @@ async fn a_database_at_schema_2_migrates_with_its_data() {
     assert_eq!(log_before.len(), 3);
 
     let report = store.migrate().await.expect("migrate");
-    assert_eq!((report.from_version, report.to_version), (2, 8));
-    assert_eq!(report.applied, vec![3, 4, 5, 6, 7, 8]);
+    assert_eq!((report.from_version, report.to_version), (2, 9));
+    assert_eq!(report.applied, vec![3, 4, 5, 6, 7, 8, 9]);
     assert_eq!(report.renumbered, None, "a log this cluster wrote");
     assert!(store.schema_status().await.expect("status").is_current());
-    assert_eq!(applied_versions(&admin).await, vec![1, 2, 3, 4, 5, 6, 7, 8]);
+    assert_eq!(
+        applied_versions(&admin).await,
+        vec![1, 2, 3, 4, 5, 6, 7, 8, 9]
+    );
     // The log's order starts with no offset: the events keep their
     // transaction ids.
     let offset: i64 = admin
@@ -355,6 +358,17 @@ async fn a_database_at_schema_2_migrates_with_its_data() {
         .expect("usage_daily_units exists")
         .get(0);
     assert_eq!(units, 0);
+    // Ledger entries no longer copy their event (schema 9).
+    let copies: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_name = 'ledger_entries' AND column_name IN ('event', 'idempotency_key')",
+            &[],
+        )
+        .await
+        .expect("columns")
+        .get(0);
+    assert_eq!(copies, 0);
     // Refunds have not drawn on any charge yet.
     assert_eq!(
         store
@@ -506,8 +520,9 @@ async fn tally_app_cannot_update_or_delete_the_log() {
 }
 
 /// `tally_app`'s privileges, table by table: the log stays append-only, the
-/// snapshot cache and the wakeups are overwritable, and nobody but the owner
-/// may truncate, alter or drop anything.
+/// snapshot cache and the wakeups are overwritable, the projections' own
+/// tables may be emptied (a reset truncates them), and nobody but the owner
+/// may truncate anything else, alter or drop anything.
 #[tokio::test]
 async fn tally_app_privileges_by_table() {
     let (_, location) = PostgresHarness::new().create().await;
@@ -525,7 +540,7 @@ async fn tally_app_privileges_by_table() {
                 .get::<_, bool>(0)
         }
     };
-    let expected: [(&str, &[&str]); 9] = [
+    let expected: [(&str, &[&str]); 11] = [
         ("events", &["SELECT", "INSERT"]),
         ("idempotency", &["SELECT", "INSERT"]),
         ("snapshots", &["SELECT", "INSERT", "UPDATE"]),
@@ -534,6 +549,14 @@ async fn tally_app_privileges_by_table() {
         ("refunded_charges", &["SELECT", "INSERT", "UPDATE"]),
         (
             "usage_daily_units",
+            &["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"],
+        ),
+        (
+            "ledger_entries",
+            &["SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE"],
+        ),
+        (
+            "projection_account_states",
             &["SELECT", "INSERT", "UPDATE", "DELETE"],
         ),
         ("tally_schema_migrations", &["SELECT"]),

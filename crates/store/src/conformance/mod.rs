@@ -36,15 +36,17 @@ pub use self::idempotency::idempotency_records_are_atomic_with_events;
 pub use self::log::{global_log_is_ordered_and_pages_without_gaps, read_log_after_checkpoint};
 pub use self::model::random_operations_match_model;
 pub use self::projection::{
-    commits_move_several_checkpoints_together, failed_statement_writes_nothing,
-    log_head_is_the_last_append, projection_commit_writes_rows_with_checkpoint,
-    projection_lock_has_one_holder, projections_survive_restart, queries_read_one_snapshot,
-    racing_commits_land_once, reset_returns_to_the_start, stale_generation_writes_nothing,
+    commits_move_several_checkpoints_together, emptied_tables_are_emptied_first,
+    failed_statement_writes_nothing, log_head_is_the_last_append,
+    projection_commit_writes_rows_with_checkpoint, projection_lock_has_one_holder,
+    projections_survive_restart, queries_read_one_snapshot, racing_commits_land_once,
+    reset_returns_to_the_start, stale_generation_writes_nothing,
 };
 pub use self::restart::{restart_keeps_everything, snapshots_overwrite_and_miss};
 pub use self::stream::{
     append_then_read_stream, invalid_append_writes_nothing, large_batch_is_atomic,
-    stream_version_tracks_appends, version_conflicts_write_nothing,
+    read_versions_picks_scattered_versions, stream_version_tracks_appends,
+    version_conflicts_write_nothing,
 };
 pub use self::wakeup::{
     append_writes_the_wakeup, due_wakeups_order_limit_and_boundary,
@@ -85,6 +87,7 @@ macro_rules! conformance_tests {
         $crate::__conformance_tests!(
             $harness;
             append_then_read_stream,
+            read_versions_picks_scattered_versions,
             version_conflicts_write_nothing,
             concurrent_appenders_win_each_version_once,
             idempotency_records_are_atomic_with_events,
@@ -109,6 +112,7 @@ macro_rules! conformance_tests {
             failed_statement_writes_nothing,
             racing_commits_land_once,
             reset_returns_to_the_start,
+            emptied_tables_are_emptied_first,
             queries_read_one_snapshot,
             projection_lock_has_one_holder,
             log_head_is_the_last_append,

@@ -188,6 +188,7 @@ pub async fn commits_move_several_checkpoints_together<H: Harness>(harness: &H) 
         .commit_projection(ProjectionCommit {
             checkpoints: moves([0, 0], 4),
             updated_at_ms: 5,
+            emptied: vec![],
             statements: vec![insert_state("a", Some(1), Some("x"))],
         })
         .await
@@ -215,6 +216,7 @@ pub async fn commits_move_several_checkpoints_together<H: Harness>(harness: &H) 
         .commit_projection(ProjectionCommit {
             checkpoints: moves([1, 1], 9),
             updated_at_ms: 7,
+            emptied: vec![],
             statements: vec![insert_state("z", Some(1), Some("x"))],
         })
         .await
@@ -345,6 +347,56 @@ pub async fn reset_returns_to_the_start<H: Harness>(harness: &H) {
     assert_eq!(checkpoint.position, None);
     assert_eq!(checkpoint.generation, 2);
     assert_eq!(states(&store).await, Vec::<SqlRow>::new());
+}
+
+async fn unit_accounts<S: ProjectionStore>(store: &S) -> Vec<String> {
+    let query = SqlStatement::new(
+        "SELECT account_id FROM usage_daily_units ORDER BY account_id",
+        vec![],
+    );
+    store
+        .query_projection(vec![query])
+        .await
+        .expect("query")
+        .remove(0)
+        .into_iter()
+        .map(|row| row[0].as_text().expect("text").to_owned())
+        .collect()
+}
+
+/// A commit's emptied tables are empty before its statements run, in its
+/// transaction: a commit that loses its generation empties nothing.
+pub async fn emptied_tables_are_emptied_first<H: Harness>(harness: &H) {
+    let (store, _location) = harness.create().await;
+    // A projection table of the real schema, present on every backend.
+    let unit = |account: &str| {
+        SqlStatement::new(
+            "INSERT INTO usage_daily_units (account_id, day, cycle_start_ms, action, \
+             capability, member_id, model, unit, amount) \
+             VALUES ($1, '2026-01-01', 0, 'a', 'c', '', '', 'u', 1)",
+            vec![SqlValue::text(account)],
+        )
+    };
+    store
+        .commit_projection(commit(0, None, vec![unit("a"), unit("b")]))
+        .await
+        .expect("commit");
+    let outcome = store
+        .commit_projection(commit(1, None, vec![unit("c")]).emptying(vec!["usage_daily_units"]))
+        .await
+        .expect("commit");
+    assert_eq!(outcome, CommitOutcome::Committed { generation: 2 });
+    assert_eq!(unit_accounts(&store).await, vec!["c"]);
+    let outcome = store
+        .commit_projection(commit(1, None, vec![unit("d")]).emptying(vec!["usage_daily_units"]))
+        .await
+        .expect("stale commit");
+    assert_eq!(outcome, CommitOutcome::GenerationMoved { actual: 2 });
+    assert_eq!(
+        unit_accounts(&store).await,
+        vec!["c"],
+        "a stale commit empties nothing"
+    );
 }
 
 /// The queries of one call see one instant: while a writer bumps two rows

@@ -95,6 +95,51 @@ pub async fn append_then_read_stream<H: Harness>(harness: &H) {
     );
 }
 
+/// `read_versions` returns exactly the asked versions the stream has,
+/// ascending and each once, with what was appended; another stream's
+/// events at those versions never leak in.
+pub async fn read_versions_picks_scattered_versions<H: Harness>(harness: &H) {
+    let (store, _location) = harness.create().await;
+    let sent = events("scattered", 9);
+    store
+        .append(request("acct-1", 0, sent.clone()))
+        .await
+        .expect("append");
+    store
+        .append(request("acct-2", 0, events("other", 9)))
+        .await
+        .expect("append to another stream");
+    let whole = read_whole_stream(&store, "acct-1").await;
+
+    let read = store
+        .read_versions("acct-1", &[7, 2, 9, 2, 0, 12, u64::MAX])
+        .await
+        .expect("read_versions");
+    let expected: Vec<_> = [2, 7, 9]
+        .iter()
+        .map(|v| whole[*v as usize - 1].clone())
+        .collect();
+    assert_eq!(read, expected, "versions 2, 7 and 9 of acct-1, once each");
+    for (recorded, version) in read.iter().zip([2, 7, 9]) {
+        assert_eq!(recorded.payload, sent[version - 1].payload);
+    }
+    assert!(
+        store
+            .read_versions("acct-1", &[])
+            .await
+            .expect("no versions")
+            .is_empty()
+    );
+    assert!(
+        store
+            .read_versions("no-such-stream", &[1, 2])
+            .await
+            .expect("unknown stream")
+            .is_empty(),
+        "an unknown stream has none of them"
+    );
+}
+
 /// An append at the wrong expected version fails with the actual version and
 /// writes nothing: no events, no idempotency records.
 pub async fn version_conflicts_write_nothing<H: Harness>(harness: &H) {

@@ -477,6 +477,16 @@ impl EventStore for PostgresStore {
         sql::read_stream(&client, stream_id, from_version, limit).await
     }
 
+    #[tracing::instrument(level = "debug", skip(self, versions), fields(versions = versions.len()))]
+    async fn read_versions(
+        &self,
+        stream_id: &str,
+        versions: &[u64],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let client = self.client().await?;
+        sql::read_versions(&client, stream_id, versions).await
+    }
+
     #[tracing::instrument(level = "debug", skip(self), fields(after = after.map(tracing::field::display)))]
     async fn read_log(
         &self,

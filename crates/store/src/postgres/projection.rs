@@ -141,6 +141,11 @@ async fn commit(
         .checkpoints
         .first()
         .map_or(0, |moved| moved.expected_generation + 1);
+    if !commit.emptied.is_empty() {
+        tx.batch_execute(&format!("TRUNCATE {}", commit.emptied.join(", ")))
+            .await
+            .map_err(store_error)?;
+    }
     let mut statements = coalesce(&commit.statements);
     statements.extend(coalesce(&checkpoint_upserts(&commit)));
     let mut prepared = Vec::with_capacity(statements.len());

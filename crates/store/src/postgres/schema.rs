@@ -119,6 +119,13 @@ const MIGRATIONS: &[Migration] = &[
         sql: include_str!("migrations/0008_refunded_charges.sql"),
         rollback: Rollback::Unsafe,
     },
+    Migration {
+        version: 9,
+        name: "ledger_without_events",
+        sql: include_str!("migrations/0009_ledger_without_events.sql"),
+        // An older build writes and reads the dropped columns.
+        rollback: Rollback::Unsafe,
+    },
 ];
 
 /// The schema version this build writes and understands.

@@ -20,6 +20,13 @@ pub(super) const READ_STREAM: &str =
     "SELECT stream_id, version, position, tx::text::bigint, event_type, payload, recorded_at_ms
      FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3";
 
+/// One primary-key lookup per version, as [`FIND_IDEMPOTENCY`] does per key.
+pub(super) const READ_VERSIONS: &str = "
+    SELECT e.stream_id, e.version, e.position, e.tx::text::bigint, e.event_type, e.payload, e.recorded_at_ms
+    FROM (SELECT DISTINCT v FROM unnest($2::bigint[]) AS v) AS wanted(version)
+    JOIN events e ON e.stream_id = $1 AND e.version = wanted.version
+    ORDER BY e.version";
+
 /// One primary-key lookup per key, whatever the plan cache decides: with
 /// `key = ANY($2)`, a cached generic plan scanned every key of the stream.
 /// A repeated key still matches its row once.
@@ -305,6 +312,30 @@ pub(super) async fn due_wakeups(
             })
         })
         .collect()
+}
+
+pub(super) async fn read_versions(
+    client: &Client,
+    stream_id: &str,
+    versions: &[u64],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    // A version past i64 is one no stream has.
+    let versions: Vec<i64> = versions
+        .iter()
+        .filter_map(|v| i64::try_from(*v).ok())
+        .collect();
+    if versions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let statement = client
+        .prepare_cached(READ_VERSIONS)
+        .await
+        .map_err(store_error)?;
+    let rows = client
+        .query(&statement, &[&stream_id, &versions])
+        .await
+        .map_err(store_error)?;
+    rows.iter().map(recorded_event).collect()
 }
 
 /// Reads a row selected like [`READ_STREAM`].

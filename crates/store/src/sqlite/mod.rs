@@ -333,6 +333,18 @@ impl EventStore for SqliteStore {
             .await
     }
 
+    #[tracing::instrument(level = "debug", skip(self, versions), fields(versions = versions.len()))]
+    async fn read_versions(
+        &self,
+        stream_id: &str,
+        versions: &[u64],
+    ) -> Result<Vec<RecordedEvent>, StoreError> {
+        let stream_id = stream_id.to_owned();
+        let versions = versions.to_vec();
+        self.read(move |conn| sql::read_versions(conn, &stream_id, &versions))
+            .await
+    }
+
     #[tracing::instrument(level = "debug", skip(self), fields(after = after.map(tracing::field::display)))]
     async fn read_log(
         &self,

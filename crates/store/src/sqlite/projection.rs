@@ -93,6 +93,11 @@ fn commit(conn: &mut Connection, commit: ProjectionCommit) -> Result<CommitOutco
             return Ok(CommitOutcome::GenerationMoved { actual });
         }
     }
+    for table in &commit.emptied {
+        // Without a WHERE, SQLite empties the table in one step.
+        tx.execute(&format!("DELETE FROM {table}"), [])
+            .map_err(store_error)?;
+    }
     for statement in &commit.statements {
         execute(&tx, statement)?;
     }

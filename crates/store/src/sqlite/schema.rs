@@ -259,6 +259,13 @@ const PROJECTION_MIGRATIONS: &[&str] = &[
 
     CREATE INDEX usage_daily_units_by_cycle ON usage_daily_units (account_id, cycle_start_ms);
     "#,
+    // 3: a ledger entry no longer carries a JSON copy of its event nor its
+    // idempotency key; ListLedger reads both from the log (PostgreSQL's
+    // migration 9).
+    r#"
+    ALTER TABLE ledger_entries DROP COLUMN event;
+    ALTER TABLE ledger_entries DROP COLUMN idempotency_key;
+    "#,
 ];
 
 /// The schema version this build writes and understands.

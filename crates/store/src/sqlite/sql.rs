@@ -14,6 +14,8 @@ use crate::{
 // Both read the columns in the order `recorded_event` expects.
 const READ_STREAM: &str = "SELECT seq, stream_id, version, event_type, payload, recorded_at_ms
     FROM events WHERE stream_id = ?1 AND version >= ?2 ORDER BY version LIMIT ?3";
+const READ_VERSION: &str = "SELECT seq, stream_id, version, event_type, payload, recorded_at_ms
+    FROM events WHERE stream_id = ?1 AND version = ?2";
 const READ_LOG: &str = "SELECT seq, stream_id, version, event_type, payload, recorded_at_ms
     FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 
@@ -222,6 +224,29 @@ pub(super) fn read_stream(
             "stream {stream_id:?} has no version {expected} but has {}",
             event.version
         )));
+    }
+    Ok(events)
+}
+
+pub(super) fn read_versions(
+    conn: &Connection,
+    stream_id: &str,
+    versions: &[u64],
+) -> Result<Vec<RecordedEvent>, StoreError> {
+    let wanted: std::collections::BTreeSet<u64> = versions
+        .iter()
+        .copied()
+        .filter(|v| *v <= i64::MAX as u64)
+        .collect();
+    let mut statement = conn.prepare_cached(READ_VERSION).map_err(store_error)?;
+    let mut events = Vec::with_capacity(wanted.len());
+    for version in wanted {
+        let mut rows = statement
+            .query_map(params![stream_id, to_sql_int(version)], recorded_event)
+            .map_err(store_error)?;
+        if let Some(event) = rows.next() {
+            events.push(event.map_err(store_error)?);
+        }
     }
     Ok(events)
 }
