@@ -207,6 +207,9 @@ pub async fn migrated_database() -> TestDatabase {
     url
 }
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use tally_api::v1 as pb;
 use tally_api::v1::account_service_client::AccountServiceClient;
 use tally_api::v1::metering_service_client::MeteringServiceClient;
@@ -254,6 +257,17 @@ fn debit(key: &str) -> pb::DebitRequest {
     }
 }
 
+/// Waits until the writers have had `calls` answers (or 30 s, after which
+/// the caller's check says they never got going), and a little longer, so
+/// that the kill lands while calls are in flight, on a busy machine too.
+async fn until_answered(answered: &AtomicUsize, calls: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while answered.load(Ordering::Relaxed) < calls && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+}
+
 /// SPEC §4 invariant 5: `kill -9` of tallyd in the middle of a stream of
 /// debits, `rounds` times. Afterwards every acknowledged debit is in the
 /// ledger exactly once, the ones cut off are applied at most once when
@@ -268,15 +282,20 @@ pub async fn kill_9_loses_no_acknowledged_debit(args: &[&str], rounds: usize) {
             open_funded_account(channel.clone(), "a", pb::BucketKind::TopUp, GRANTED).await;
         }
         // Four writers debit as fast as they can; the process dies under them.
+        let answered = Arc::new(AtomicUsize::new(0));
         let writers: Vec<_> = (0..4)
             .map(|writer| {
                 let mut metering = MeteringServiceClient::new(channel.clone());
+                let answered = Arc::clone(&answered);
                 tokio::spawn(async move {
                     let mut acks = Vec::new();
                     for i in 0.. {
                         let key = format!("debit-{round}-{writer}-{i}");
                         match metering.debit(debit(&key)).await {
-                            Ok(_) => acks.push(key),
+                            Ok(_) => {
+                                acks.push(key);
+                                answered.fetch_add(1, Ordering::Relaxed);
+                            }
                             Err(_) => return (acks, key),
                         }
                     }
@@ -284,7 +303,7 @@ pub async fn kill_9_loses_no_acknowledged_debit(args: &[&str], rounds: usize) {
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        until_answered(&answered, 11).await;
         tallyd.signal("KILL");
         tallyd.wait_for_exit(Duration::from_secs(10));
         let before = acknowledged.len();
@@ -428,9 +447,11 @@ pub async fn kill_9_charges_each_reported_record_once(args: &[&str], rounds: usi
                 open_funded_account(channel.clone(), account, pb::BucketKind::TopUp, GRANTED).await;
             }
         }
+        let answered = Arc::new(AtomicUsize::new(0));
         let writers: Vec<_> = (0..4)
             .map(|writer| {
                 let mut metering = MeteringServiceClient::new(channel.clone());
+                let answered = Arc::clone(&answered);
                 tokio::spawn(async move {
                     let mut acks = Vec::new();
                     for i in 0.. {
@@ -440,6 +461,7 @@ pub async fn kill_9_charges_each_reported_record_once(args: &[&str], rounds: usi
                                 let response = response.into_inner();
                                 assert_eq!(response.charged, RECORDS as i64, "{response:?}");
                                 acks.push(call);
+                                answered.fetch_add(1, Ordering::Relaxed);
                             }
                             Err(_) => return (acks, call),
                         }
@@ -448,7 +470,7 @@ pub async fn kill_9_charges_each_reported_record_once(args: &[&str], rounds: usi
                 })
             })
             .collect();
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        until_answered(&answered, 3).await;
         tallyd.signal("KILL");
         tallyd.wait_for_exit(Duration::from_secs(10));
         let before = acknowledged.len();
