@@ -46,6 +46,7 @@ pub use test_clocks::{
     MAX_ACCOUNTS_PER_TEST_CLOCK, TestClock, TestClockAdvanced, test_clock_stream,
 };
 use tracing::Instrument as _;
+pub use writer::AppendGate;
 
 /// Tuning knobs. The defaults suit a 2-core machine.
 #[derive(Clone, Debug)]
@@ -196,6 +197,8 @@ pub(crate) struct Shared<S> {
     cache: Mutex<lru::LruCache<AccountId, Account>>,
     /// The group-commit writer, started by the first append.
     writer: OnceLock<mpsc::Sender<writer::PendingAppend>>,
+    /// What the writer asks before each transaction, once set.
+    gate: OnceLock<Arc<dyn AppendGate>>,
     pub(crate) test_clocks: test_clocks::TestClocks,
 }
 
@@ -223,6 +226,7 @@ impl<S: EventStore> Engine<S> {
                 next_actor: AtomicU64::new(0),
                 metrics: Metrics::global(),
                 writer: OnceLock::new(),
+                gate: OnceLock::new(),
                 test_clocks: test_clocks::TestClocks::default(),
                 cache: Mutex::new(lru::LruCache::new(
                     NonZeroUsize::new(config.max_cached_accounts).unwrap_or(NonZeroUsize::MIN),
@@ -234,6 +238,12 @@ impl<S: EventStore> Engine<S> {
 
     pub fn store(&self) -> &S {
         &self.shared.store
+    }
+
+    /// Makes every append transaction from now on wait for `gate` first.
+    /// Set once: a second gate is refused (returned).
+    pub fn gate_appends(&self, gate: Arc<dyn AppendGate>) -> Result<(), Arc<dyn AppendGate>> {
+        self.shared.gate.set(gate)
     }
 
     pub fn now(&self) -> Timestamp {

@@ -10,7 +10,11 @@
 //! The writer takes a permit before it gathers, so while `concurrency`
 //! transactions are in flight the queue fills and the next transaction
 //! carries more: batches grow with load instead of commits queueing up.
+//! It also asks the engine's [`AppendGate`], if one is set, before it
+//! gathers: while the gate holds it back the queue fills the same way.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, Weak};
 
 use tally_store::{AppendRequest, AppendResult, EventStore, StoreError};
@@ -18,6 +22,16 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use tracing::{Instrument, Span};
 
 use crate::Shared;
+
+/// Holds appends back while something that follows the log falls behind
+/// it (in `tallyd`, the projections under more writes than they can fold).
+/// The writer awaits [`admit`](Self::admit) before each transaction; an
+/// implementation must return within a bounded time whatever happens
+/// downstream, so that a stalled follower slows writes but never stops
+/// them.
+pub trait AppendGate: Send + Sync + 'static {
+    fn admit(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+}
 
 /// One actor's append, waiting for its transaction.
 pub(crate) struct PendingAppend {
@@ -56,6 +70,13 @@ async fn run<S: EventStore>(shared: Weak<Shared<S>>, mut queue: mpsc::Receiver<P
         let Some(first) = queue.recv().await else {
             return;
         };
+        let gate = match shared.upgrade() {
+            Some(shared) => shared.gate.get().cloned(),
+            None => return,
+        };
+        if let Some(gate) = gate {
+            gate.admit().await;
+        }
         let mut batch = vec![first];
         while batch.len() < max_streams {
             match queue.try_recv() {

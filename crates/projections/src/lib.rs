@@ -23,6 +23,7 @@
 
 mod apply;
 mod error;
+mod pacing;
 pub mod reads;
 pub mod rebuild;
 pub mod runner;
@@ -30,6 +31,7 @@ mod tables;
 pub mod verify;
 
 pub use error::ProjectionError;
+pub use pacing::Backlog;
 pub use reads::{
     LedgerEntry, LedgerPage, LedgerQuery, Runway, UsageGroup, UsageGrouping, UsagePeriod,
     UsageQuery, UsageReport, open_reservations, runway,

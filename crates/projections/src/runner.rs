@@ -22,14 +22,28 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::apply::{Fold, States, accounts_in, load_states, state_rows};
+use crate::pacing::{Backlog, BacklogWatch};
 use crate::tables::{reset_fold_statements, reset_tables};
 use crate::{ACCOUNT_FOLD, ACCOUNT_FOLD_SCHEMA_VERSION, Projection, ProjectionError, RUNNER_LOCK};
 
 /// Tuning knobs; the defaults suit a 2-core machine.
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
-    /// Most events folded and committed in one transaction.
+    /// Events folded and committed in one transaction while the runner
+    /// keeps up with the log.
     pub batch: usize,
+    /// The most a batch grows to while the runner is behind: each full
+    /// batch doubles the next, up to this, and a batch that catches up
+    /// drops back to `batch`. A transaction's fixed costs (its checkpoints,
+    /// and a saved state, balance and bucket rows per account however
+    /// many of its events the batch holds) are then spread over many more
+    /// events, so a runner that falls behind under a burst gains on the
+    /// log instead of staying as far behind. Reads that asked for
+    /// freshness wait for the longer commit; they were waiting anyway.
+    pub max_batch: usize,
+    /// Events behind the log past which appends outrun the projections
+    /// ([`Projections::outrun`]); 0: never.
+    pub max_backlog: u64,
     /// After finding nothing new, the first wait before looking again; it
     /// doubles up to `idle_max` while the log stays quiet.
     pub idle_min: Duration,
@@ -37,7 +51,9 @@ pub struct RunnerConfig {
     /// How often a process that does not hold the runner lock tries to
     /// take it, so a standby takes over when the runner's process dies.
     pub standby_poll: Duration,
-    /// How often each process measures every projection's lag.
+    /// How often each process measures every projection's lag. Appends
+    /// held back for the projections are let go by these measurements, so
+    /// it is also how finely writes follow the projections' pace.
     pub lag_every: Duration,
     /// After a batch that caught up with the log, how long a runner lets
     /// new events gather before its next commit, unless a read waiting on
@@ -57,10 +73,12 @@ impl Default for RunnerConfig {
     fn default() -> Self {
         RunnerConfig {
             batch: 500,
+            max_batch: 8_000,
+            max_backlog: 0,
             idle_min: Duration::from_millis(5),
             idle_max: Duration::from_millis(200),
             standby_poll: Duration::from_secs(2),
-            lag_every: Duration::from_secs(1),
+            lag_every: Duration::from_millis(250),
             commit_interval: Duration::from_millis(20),
             cached_states: 50_000,
         }
@@ -708,6 +726,10 @@ struct Inner<S> {
     /// The shared fold's states, published by this process's runner.
     published: Arc<PublishedStates>,
     lag: Mutex<HashMap<Projection, Lag>>,
+    /// The lag measurements, as the pacing of appends needs them.
+    backlog: Mutex<BacklogWatch>,
+    /// Signalled after every lag measurement.
+    measured: Notify,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -724,6 +746,8 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
                 held: RwLock::default(),
                 published: Arc::default(),
                 lag: Mutex::new(HashMap::new()),
+                backlog: Mutex::new(BacklogWatch::default()),
+                measured: Notify::new(),
                 tasks: Mutex::new(Vec::new()),
             }),
         }
@@ -778,6 +802,37 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
             .published
             .get(account)
             .map(|state| (*state).clone())
+    }
+
+    /// Whether appends outrun the projections: a runner that had caught
+    /// up is more than `max_backlog` events behind and still advancing
+    /// (see `pacing`). Never while `max_backlog` is 0.
+    pub fn outrun(&self) -> bool {
+        let max = self.inner.config.max_backlog;
+        max > 0
+            && self
+                .inner
+                .backlog
+                .lock()
+                .expect("backlog lock")
+                .outrun(Instant::now(), max)
+    }
+
+    /// Returns once appends no longer outrun the projections, or after
+    /// `patience` whatever they do, so that writes slow down to the pace
+    /// the projections keep but never stop. Returns how long it waited.
+    pub async fn until_not_outrun(&self, patience: Duration) -> Duration {
+        let started = Instant::now();
+        let deadline = started + patience;
+        loop {
+            // Registered before looking, so a measurement in between still
+            // wakes us.
+            let measured = self.inner.measured.notified();
+            if !self.outrun() || Instant::now() >= deadline {
+                return started.elapsed();
+            }
+            let _ = tokio::time::timeout_at(deadline, measured).await;
+        }
     }
 
     /// Every projection's lag as last measured.
@@ -857,10 +912,11 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
         let mut projector =
             Projector::new(&Projection::ALL, config).publishing(Arc::clone(&inner.published));
         let mut idle = config.idle_min;
+        let mut batch = config.batch;
         while lock.is_held() {
             let now_ms = inner.clock.now().as_millis();
             let step = projector
-                .step(&inner.store, &inner.store, config.batch, None, now_ms)
+                .step(&inner.store, &inner.store, batch, None, now_ms)
                 .await;
             // Before waking the waiters, who read it.
             inner.hold(projector.positions().filter(|_| lock.is_held()));
@@ -869,9 +925,14 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                     tracing::debug!(events, %position, "projections advanced");
                     idle = config.idle_min;
                     inner.committed.notify_waiters();
-                    if events < config.batch {
+                    if events < batch {
+                        batch = config.batch;
                         let _ = tokio::time::timeout(config.commit_interval, inner.poke.notified())
                             .await;
+                    } else {
+                        batch = batch
+                            .saturating_mul(2)
+                            .min(config.max_batch.max(config.batch));
                     }
                 }
                 Ok(Step::Moved | Step::Reset) => inner.committed.notify_waiters(),
@@ -940,6 +1001,26 @@ async fn measure_lag<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                 }
             }
         }
+        // The slowest projection's.
+        let slowest = inner
+            .lag
+            .lock()
+            .expect("lag lock")
+            .values()
+            .max_by_key(|lag| lag.events)
+            .map(|lag| Backlog {
+                events: lag.events,
+                checkpoint: lag.checkpoint,
+            });
+        if let Some(backlog) = slowest {
+            tracing::debug!(?backlog, "projection lag measured");
+            inner.backlog.lock().expect("backlog lock").observe(
+                backlog,
+                Instant::now(),
+                inner.config.max_backlog,
+            );
+        }
+        inner.measured.notify_waiters();
         tokio::time::sleep(inner.config.lag_every).await;
     }
 }

@@ -474,8 +474,9 @@ async fn events_of<S: EventStore>(store: &S, account: &str) -> Vec<tally_core::E
 
 fn runner_config() -> RunnerConfig {
     RunnerConfig {
-        // Small batches: many commits, many checkpoints.
+        // Small batches, even when behind: many commits, many checkpoints.
         batch: 37,
+        max_batch: 37,
         standby_poll: Duration::from_millis(50),
         ..RunnerConfig::default()
     }

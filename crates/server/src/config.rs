@@ -159,6 +159,19 @@ pub struct Config {
     )]
     pub max_projection_lag_secs: u64,
 
+    /// Appends wait while the projections fall further behind the log than
+    /// this many events and are still gaining ground too slowly, so that
+    /// sustained writes go at the pace the projections keep instead of
+    /// leaving reads ever staler. Each group-commit transaction waits at
+    /// most a second. 0: never hold appends back.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_MAX_PROJECTION_BACKLOG",
+        default_value_t = 10_000
+    )]
+    pub max_projection_backlog: u64,
+
     /// Most connections to PostgreSQL at once.
     #[arg(
         long,
@@ -448,6 +461,14 @@ mod tests {
     use super::{Cli, loggable_endpoint};
     use clap::Parser;
     use std::time::Duration;
+
+    #[test]
+    fn the_projection_backlog_that_holds_appends_back_is_a_flag() {
+        let default = Cli::parse_from(["tallyd"]).config;
+        assert_eq!(default.max_projection_backlog, 10_000);
+        let off = Cli::parse_from(["tallyd", "serve", "--max-projection-backlog", "0"]).config;
+        assert_eq!(off.max_projection_backlog, 0);
+    }
 
     #[test]
     fn the_projection_commit_interval_is_a_flag_in_milliseconds() {

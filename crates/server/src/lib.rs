@@ -10,6 +10,7 @@ pub mod fuzzing;
 mod gauges;
 mod inbound;
 mod maintenance;
+mod pacing;
 mod reload;
 mod service;
 mod shed;
@@ -582,10 +583,19 @@ async fn serve<S: Store>(
                     clock,
                     RunnerConfig {
                         commit_interval: settings.projection_commit_interval(),
+                        max_backlog: settings.max_projection_backlog,
                         ..RunnerConfig::default()
                     },
                 );
                 projections.start();
+                if settings.max_projection_backlog > 0 {
+                    let gate = Arc::new(pacing::PacedToProjections {
+                        projections: projections.clone(),
+                        metrics: Metrics::global(),
+                    });
+                    // A new engine has no gate yet: this cannot be refused.
+                    let _ = engine.gate_appends(gate);
+                }
                 gauges = Some(gauges::register(projections.clone(), store));
                 let _ = running_cell.set(Running {
                     engine: engine.clone(),

@@ -38,6 +38,7 @@ pub struct Metrics {
     tls_handshake_failures: Counter<u64>,
     append_duration: Histogram<f64>,
     append_batch_size: Histogram<u64>,
+    append_held_back: Histogram<f64>,
 }
 
 /// Why held credits went back to their buckets.
@@ -120,6 +121,7 @@ impl Metrics {
                 .with_description(names::STORE_APPEND_BATCH_SIZE.description)
                 .with_boundaries(BATCH_BUCKETS.to_vec())
                 .build(),
+            append_held_back: seconds(names::STORE_APPEND_HELD_BACK),
         }
     }
 
@@ -232,6 +234,12 @@ impl Metrics {
                 KeyValue::new(attr::COMMAND, command),
             ],
         );
+    }
+
+    /// A group-commit append that waited `waited` for the projections to
+    /// catch up before it went.
+    pub fn append_held_back(&self, waited: Duration) {
+        self.append_held_back.record(waited.as_secs_f64(), &[]);
     }
 
     /// One append to the log; `events` counts only for committed appends.

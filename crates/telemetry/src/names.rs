@@ -140,6 +140,12 @@ pub const STORE_APPEND_BATCH_SIZE: Instrument = instrument(
     "{event}",
     "Events per committed append",
 );
+pub const STORE_APPEND_HELD_BACK: Instrument = instrument(
+    "tally.store.append.held_back",
+    Kind::Histogram,
+    "s",
+    "How long a group-commit append waited for the projections to catch up",
+);
 pub const PROJECTION_LAG: Instrument = instrument(
     "tally.projection.lag",
     Kind::Gauge,
@@ -188,6 +194,7 @@ pub const ALL: &[Instrument] = &[
     RESERVATIONS_OPEN,
     STORE_APPEND_DURATION,
     STORE_APPEND_BATCH_SIZE,
+    STORE_APPEND_HELD_BACK,
     PROJECTION_LAG,
     PROJECTION_LAG_EVENTS,
     DB_CONNECTION_COUNT,
