@@ -149,7 +149,7 @@ pub(crate) struct Projector {
     /// commit; `None` when nobody reads them (verify, rebuild).
     published: Option<Arc<PublishedStates>>,
     /// Whether the shared fold reads and folds its next batch while it
-    /// commits one (a rebuild, which reads full batches back to back).
+    /// commits a full one.
     reads_ahead: bool,
     ahead: Option<Ahead>,
 }
@@ -190,9 +190,13 @@ impl Projector {
     }
 
     /// Reads and folds each next batch of the log while the previous one
-    /// commits: the fold (this process), the log's reader and the
-    /// projections' writer (two connections) then work at once. For a
-    /// rebuild or a verify, whose every batch is full.
+    /// commits, whenever that one was full (more is waiting): the fold
+    /// (this process), the log's reader and the projections' writer (two
+    /// connections) then work at once. A batch folded ahead on the
+    /// assumption that the one before lands is dropped, with every state,
+    /// if it does not (`step` forgets all after anything unexpected); a
+    /// checkpoint moved meanwhile (a reset, another runner) fails its
+    /// commit on the generation it names.
     pub(crate) fn reading_ahead(mut self) -> Self {
         self.reads_ahead = true;
         self
@@ -367,7 +371,10 @@ impl Projector {
             emptied: vec![],
             statements: prepared.statements,
         });
-        let outcome = if self.reads_ahead && Some(last) < until {
+        // A full batch: more is waiting (a rebuild's every batch but the
+        // last; a live runner behind the log).
+        let more = prepared.events >= batch && until.is_none_or(|until| last < until);
+        let outcome = if self.reads_ahead && more {
             // What the checkpoints will be once this batch lands: the next
             // batch is folded on that assumption, and dropped (with every
             // state, by `step`) if it does not land.
@@ -400,12 +407,9 @@ impl Projector {
             now_ms,
         );
         if let Some(published) = &self.published {
-            let mut published = published.write();
-            for account in &prepared.changed {
-                if let Some(state) = self.states.get(account) {
-                    published.insert(account.clone(), Arc::clone(state));
-                }
-            }
+            // As of this batch, not of one folded ahead: a read that waited
+            // for this commit sees what it committed.
+            published.write().extend(prepared.folded);
         }
         if self.states.len() > self.cached_states {
             // Every state is saved, except those of a batch folded ahead
@@ -545,6 +549,9 @@ struct Prepared {
     moves: Vec<CheckpointMove>,
     /// The accounts whose states the batch changed (and saves).
     changed: BTreeSet<String>,
+    /// Those states as this batch leaves them, for publishing once it
+    /// commits: a batch folded ahead changes `states` before then.
+    folded: Vec<(String, Arc<Account>)>,
     events: usize,
     last: LogPosition,
 }
@@ -613,10 +620,15 @@ async fn prepare<P: ProjectionStore>(
         position: Some(last),
         schema_version: ACCOUNT_FOLD_SCHEMA_VERSION,
     });
+    let folded = changed
+        .iter()
+        .filter_map(|account| Some((account.clone(), Arc::clone(states.get(account)?))))
+        .collect();
     Ok(Some(Prepared {
         statements,
         moves,
         changed,
+        folded,
         events: events.len(),
         last,
     }))
@@ -821,6 +833,10 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
     /// Returns once appends no longer outrun the projections, or after
     /// `patience` whatever they do, so that writes slow down to the pace
     /// the projections keep but never stop. Returns how long it waited.
+    ///
+    /// Not one projection commit at a time: a held transaction carries
+    /// everything queued behind it (up to every caller's whole batch), so
+    /// letting one through per commit let the writes run away again.
     pub async fn until_not_outrun(&self, patience: Duration) -> Duration {
         let started = Instant::now();
         let deadline = started + patience;
@@ -909,8 +925,10 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
             }
         };
         tracing::info!("running the projections");
-        let mut projector =
-            Projector::new(&Projection::ALL, config).publishing(Arc::clone(&inner.published));
+        // Behind the log, the next batch is folded while one commits.
+        let mut projector = Projector::new(&Projection::ALL, config)
+            .publishing(Arc::clone(&inner.published))
+            .reading_ahead();
         let mut idle = config.idle_min;
         let mut batch = config.batch;
         while lock.is_held() {
