@@ -4,21 +4,23 @@
 //! does, every command still lands exactly once, and once the runner has
 //! caught up nothing is held back any more.
 
+mod support;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use support::caught_up;
 use tally_core::{AccountId, Command, IdempotencyKey, ManualClock, OpenAccount, Timestamp};
 use tally_engine::{AppendGate, Engine, EngineConfig, Mutation};
 use tally_projections::reads;
-use tally_projections::{Freshness, Projection, Projections, RunnerConfig};
+use tally_projections::{Projections, RunnerConfig};
 use tally_store::conformance::Harness;
 use tally_store::postgres::PostgresHarness;
 use tally_store::sqlite::SqliteHarness;
 use tally_store::{EventStore, ProjectionStore, SqlStatement};
-use tokio::time::Instant;
 
 const START: i64 = 1_774_612_800_000;
 const ACCOUNTS: usize = 1_500;
@@ -41,19 +43,6 @@ impl<S: EventStore + ProjectionStore + Clone> AppendGate for Paced<S> {
                     .await;
             }
         })
-    }
-}
-
-async fn caught_up<S: EventStore + ProjectionStore + Clone>(projections: &Projections<S>) {
-    for projection in Projection::ALL {
-        projections
-            .wait_for(
-                projection,
-                Freshness::Full,
-                Instant::now() + Duration::from_secs(120),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{projection} did not catch up: {e}"));
     }
 }
 

@@ -7,6 +7,8 @@
 //! before it ended, and moves the available balance by exactly the signed
 //! effect worked out from its event.
 
+mod support;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
+use support::caught_up;
 use tally_core::{
     Account, AccountId, ActionKey, BucketKind, Clock, Command, Event, GrantCommand, GrantId,
     IdempotencyKey, ManualClock, MemberId, Millicredits, ModelName, OpenAccount, Plan,
@@ -23,12 +26,11 @@ use tally_engine::{Engine, EngineConfig, Mutation, decode_event};
 use tally_projections::reads::{self, UsageGrouping, UsagePeriod, UsageQuery};
 use tally_projections::rebuild::rebuild;
 use tally_projections::verify::{dump, verify};
-use tally_projections::{Freshness, Projection, Projections, RunnerConfig};
+use tally_projections::{Projection, Projections, RunnerConfig};
 use tally_store::conformance::Harness;
 use tally_store::postgres::PostgresHarness;
 use tally_store::sqlite::SqliteHarness;
 use tally_store::{EventStore, ProjectionStore};
-use tokio::time::Instant;
 
 /// 2026-03-27T12:00:00Z, the weekend Berlin moves to summer time.
 const START: i64 = 1_774_612_800_000;
@@ -479,19 +481,6 @@ fn runner_config() -> RunnerConfig {
         max_batch: 37,
         standby_poll: Duration::from_millis(50),
         ..RunnerConfig::default()
-    }
-}
-
-async fn caught_up<S: EventStore + ProjectionStore + Clone>(projections: &Projections<S>) {
-    for projection in Projection::ALL {
-        projections
-            .wait_for(
-                projection,
-                Freshness::Full,
-                Instant::now() + Duration::from_secs(60),
-            )
-            .await
-            .unwrap_or_else(|e| panic!("{projection} did not catch up: {e}"));
     }
 }
 
