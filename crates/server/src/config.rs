@@ -159,11 +159,12 @@ pub struct Config {
     )]
     pub max_projection_lag_secs: u64,
 
-    /// Appends wait while the projections fall further behind the log than
-    /// this many events and are still gaining ground too slowly, so that
+    /// Appends wait while the projections, having caught up, fall more than
+    /// this many events behind the log and are still advancing, so that
     /// sustained writes go at the pace the projections keep instead of
     /// leaving reads ever staler. Each group-commit transaction waits at
-    /// most a second. 0: never hold appends back.
+    /// most a second; a rebuild or a stalled runner holds nothing back. 0:
+    /// never hold appends back.
     #[arg(
         long,
         global = true,
