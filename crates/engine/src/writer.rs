@@ -70,11 +70,10 @@ async fn run<S: EventStore>(shared: Weak<Shared<S>>, mut queue: mpsc::Receiver<P
         let Some(first) = queue.recv().await else {
             return;
         };
-        let gate = match shared.upgrade() {
-            Some(shared) => shared.gate.get().cloned(),
-            None => return,
+        let Some(shared) = shared.upgrade() else {
+            return;
         };
-        if let Some(gate) = gate {
+        if let Some(gate) = shared.gate.get() {
             gate.admit().await;
         }
         let mut batch = vec![first];
@@ -84,9 +83,6 @@ async fn run<S: EventStore>(shared: Weak<Shared<S>>, mut queue: mpsc::Receiver<P
                 Err(_) => break,
             }
         }
-        let Some(shared) = shared.upgrade() else {
-            return;
-        };
         tokio::spawn(async move {
             commit(&shared.store, batch).await;
             drop(permit);

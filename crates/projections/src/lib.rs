@@ -31,7 +31,6 @@ mod tables;
 pub mod verify;
 
 pub use error::ProjectionError;
-pub use pacing::Backlog;
 pub use reads::{
     LedgerEntry, LedgerPage, LedgerQuery, Runway, UsageGroup, UsageGrouping, UsagePeriod,
     UsageQuery, UsageReport, open_reservations, runway,

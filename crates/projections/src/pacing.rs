@@ -20,12 +20,12 @@ const STALLED_AFTER: Duration = Duration::from_secs(5);
 
 /// What the slowest projection owes the log, as measured at one moment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Backlog {
+pub(crate) struct Backlog {
     /// Events appended that it has not applied (an upper bound on
     /// PostgreSQL, like `Lag::events`).
-    pub events: u64,
+    pub(crate) events: u64,
     /// Its checkpoint.
-    pub checkpoint: Option<LogPosition>,
+    pub(crate) checkpoint: Option<LogPosition>,
 }
 
 /// The backlog measurements seen so far, reduced to what the policy needs.

@@ -830,14 +830,19 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
                 .outrun(Instant::now(), max)
     }
 
-    /// Returns once appends no longer outrun the projections, or after
-    /// `patience` whatever they do, so that writes slow down to the pace
-    /// the projections keep but never stop. Returns how long it waited.
+    /// While appends outrun the projections, waits until they no longer
+    /// do, or `patience` has passed whatever they do, so that writes slow
+    /// down to the pace the projections keep but never stop. `None` when
+    /// nothing was held back, else how long it waited. What an append gate
+    /// calls before each transaction.
     ///
     /// Not one projection commit at a time: a held transaction carries
     /// everything queued behind it (up to every caller's whole batch), so
     /// letting one through per commit let the writes run away again.
-    pub async fn until_not_outrun(&self, patience: Duration) -> Duration {
+    pub async fn hold_back_appends(&self, patience: Duration) -> Option<Duration> {
+        if !self.outrun() {
+            return None;
+        }
         let started = Instant::now();
         let deadline = started + patience;
         loop {
@@ -845,7 +850,7 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
             // wakes us.
             let measured = self.inner.measured.notified();
             if !self.outrun() || Instant::now() >= deadline {
-                return started.elapsed();
+                return Some(started.elapsed());
             }
             let _ = tokio::time::timeout_at(deadline, measured).await;
         }

@@ -36,11 +36,12 @@ struct Paced<S> {
 impl<S: EventStore + ProjectionStore + Clone> AppendGate for Paced<S> {
     fn admit(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            if self.projections.outrun() {
+            let held = self
+                .projections
+                .hold_back_appends(Duration::from_secs(1))
+                .await;
+            if held.is_some() {
                 self.held.fetch_add(1, Ordering::SeqCst);
-                self.projections
-                    .until_not_outrun(Duration::from_secs(1))
-                    .await;
             }
         })
     }

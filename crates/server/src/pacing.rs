@@ -31,10 +31,9 @@ pub(crate) struct PacedToProjections<S> {
 impl<S: Store> AppendGate for PacedToProjections<S> {
     fn admit(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>> {
         Box::pin(async move {
-            if !self.projections.outrun() {
+            let Some(waited) = self.projections.hold_back_appends(PATIENCE).await else {
                 return;
-            }
-            let waited = self.projections.until_not_outrun(PATIENCE).await;
+            };
             self.metrics.append_held_back(waited);
             tracing::debug!(
                 waited_ms = waited.as_millis() as u64,
