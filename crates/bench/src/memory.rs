@@ -12,8 +12,9 @@ use crate::spawn::{self, Tallyd};
 use crate::tally;
 
 /// Lets the allocator and the engine's background work settle before a
-/// reading.
-const SETTLE: Duration = Duration::from_secs(2);
+/// reading, and outlasts the actors' idle timeout (five seconds): a reading
+/// counts accounts held in the caches, not actors still running.
+const SETTLE: Duration = Duration::from_secs(8);
 
 #[derive(Debug, serde::Serialize)]
 pub struct MemoryStep {

@@ -256,7 +256,10 @@ pub struct Pack {
 pub struct PlanTerms {
     pub name: PlanName,
     pub catalogue_version: u64,
-    pub plan: Plan,
+    /// Boxed: every cached account carries its terms (and may carry a
+    /// pending plan too), and most of a plan's bytes are read only at a
+    /// cycle's boundary; inline they would triple an account's size.
+    pub plan: Box<Plan>,
 }
 
 impl PlanCatalogue {
@@ -264,7 +267,7 @@ impl PlanCatalogue {
         self.plans.get(name).map(|plan| PlanTerms {
             name: name.clone(),
             catalogue_version: self.version,
-            plan: plan.clone(),
+            plan: Box::new(plan.clone()),
         })
     }
 

@@ -30,13 +30,14 @@ pub struct AccountTerms {
     #[serde(default)]
     pub cap_set_by_account: bool,
     /// The account's own alert thresholds; `None` follows the plan's. Kept
-    /// across plan changes, like a cap the account chose.
+    /// across plan changes, like a cap the account chose. Boxed: few
+    /// accounts set their own, and every cached account carries the field.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alerts: Option<AlertThresholds>,
+    pub alerts: Option<Box<AlertThresholds>>,
     /// The test clock the account lives on, fixed at opening; `None` (every
     /// real account) follows the wall clock. See `docs/test-clocks.md`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_clock: Option<TestClockId>,
+    pub test_clock: Option<Box<TestClockId>>,
 }
 
 impl AccountTerms {
@@ -56,7 +57,7 @@ impl AccountTerms {
     /// plan's, else the defaults (below 100 and 10 credits, 80 % used).
     pub fn alert_thresholds(&self) -> &AlertThresholds {
         self.alerts
-            .as_ref()
+            .as_deref()
             .or_else(|| self.plan.as_ref().map(|p| &p.plan.alerts))
             .unwrap_or(&DEFAULT_THRESHOLDS)
     }

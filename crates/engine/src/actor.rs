@@ -818,7 +818,7 @@ impl<S: EventStore> Shared<S> {
         opening_on: Option<&TestClockId>,
     ) -> Result<Timestamp, EngineError> {
         let clock = match &state.terms.test_clock {
-            Some(clock) => Some(clock),
+            Some(clock) => Some(&**clock),
             None if !state.is_open() => opening_on,
             None => None,
         };

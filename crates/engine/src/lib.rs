@@ -486,8 +486,9 @@ impl<S> Shared<S> {
         }
         inbox.close();
         if inbox.is_empty()
-            && let Some(state) = state.take()
+            && let Some(mut state) = state.take()
         {
+            state.shrink_to_fit();
             self.cache
                 .lock()
                 .expect("cache lock")

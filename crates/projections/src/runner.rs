@@ -620,6 +620,13 @@ async fn prepare<P: ProjectionStore>(
         position: Some(last),
         schema_version: ACCOUNT_FOLD_SCHEMA_VERSION,
     });
+    for account in &changed {
+        // Kept between batches (and published): unique here, as the fold
+        // just wrote it.
+        if let Some(state) = states.get_mut(account).and_then(Arc::get_mut) {
+            state.shrink_to_fit();
+        }
+    }
     let folded = changed
         .iter()
         .filter_map(|account| Some((account.clone(), Arc::clone(states.get(account)?))))

@@ -42,7 +42,7 @@ pub(super) fn decide_open(open: &OpenAccount, ctx: &Context<'_>) -> Result<Decis
         spending_cap: open.spending_cap,
         cap_set_by_account: open.spending_cap.is_some(),
         alerts: None,
-        test_clock: open.test_clock.clone(),
+        test_clock: open.test_clock.clone().map(Box::new),
     };
     if let Some(plan) = plan {
         terms.adopt(plan);

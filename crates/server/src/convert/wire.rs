@@ -188,7 +188,7 @@ pub fn balance(account: &AccountId, view: &BalanceView) -> pb::Balance {
         daily_allowance_millicredits: view.terms.daily_allowance().get(),
         spending_cap_millicredits: view.terms.spending_cap.map(Millicredits::get),
         alert_thresholds: Some(alert_thresholds(view.terms.alert_thresholds())),
-        test_clock_id: test_clock_id(view.terms.test_clock.as_ref()),
+        test_clock_id: test_clock_id(view.terms.test_clock.as_deref()),
         last_debit: view.last_debit.as_ref().map(|last| pb::LastDebit {
             charged_at: Some(timestamp(last.at)),
             member_id: last.member.to_string(),

@@ -161,7 +161,7 @@ impl<S: Store> Api<S> {
             total: Some(totals(&report.total)),
             period_start: Some(convert::timestamp(start)),
             period_end: Some(convert::timestamp(end)),
-            test_clock_id: convert::test_clock_id(state.terms.test_clock.as_ref()),
+            test_clock_id: convert::test_clock_id(state.terms.test_clock.as_deref()),
             runway: Some(pb::Runway {
                 window_days: window,
                 pace_millicredits_per_day: pace.get(),

@@ -102,7 +102,7 @@ impl<S: Store> Api<S> {
     /// knows it (fixed at opening, so any copy of the account tells).
     async fn test_clock_of(&self, account: &AccountId) -> Result<Option<TestClockId>, Status> {
         let state = self.projected_state(account).await?;
-        Ok(state.and_then(|state| state.terms.test_clock))
+        Ok(state.and_then(|state| state.terms.test_clock.map(|clock| *clock)))
     }
 
     /// The account as the balances projection holds it; `None` if unknown.
@@ -125,7 +125,7 @@ impl<S: Store> Api<S> {
         };
         let now = self
             .engine()?
-            .now_on(state.terms.test_clock.as_ref())
+            .now_on(state.terms.test_clock.as_deref())
             .await
             .map_err(ServiceError::from)?
             .max(state.last_event_at.unwrap_or_default());
