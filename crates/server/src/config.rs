@@ -237,6 +237,19 @@ pub struct Config {
     )]
     pub max_cached_accounts: usize,
 
+    /// Accounts whose folded state the projections keep in memory between
+    /// batches, on the replica that runs them; past it a quarter of them
+    /// are dropped (each is saved with its batch) and read back from the
+    /// store when next folded. Each costs about as much memory as a cached
+    /// account.
+    #[arg(
+        long,
+        global = true,
+        env = "TALLY_MAX_FOLDED_ACCOUNTS",
+        default_value_t = 50_000
+    )]
+    pub max_folded_accounts: usize,
+
     /// How long a caught-up projection lets new events gather before its
     /// next commit, in milliseconds (a read that asks for freshness does
     /// not wait for it). Longer: fewer, larger projection transactions;
@@ -352,6 +365,9 @@ impl Config {
         }
         if self.max_cached_accounts == 0 {
             return Err("max-cached-accounts must be at least 1".into());
+        }
+        if self.max_folded_accounts == 0 {
+            return Err("max-folded-accounts must be at least 1".into());
         }
         // clap checks the flags; these also cover settings made in code.
         if self.tls_cert.is_some() != self.tls_key.is_some() {
@@ -469,6 +485,31 @@ mod tests {
         assert_eq!(default.max_projection_backlog, 10_000);
         let off = Cli::parse_from(["tallyd", "serve", "--max-projection-backlog", "0"]).config;
         assert_eq!(off.max_projection_backlog, 0);
+    }
+
+    #[test]
+    fn both_caches_of_accounts_in_memory_are_capped_by_flags() {
+        let default = Cli::parse_from(["tallyd"]).config;
+        assert_eq!(
+            (default.max_cached_accounts, default.max_folded_accounts),
+            (100_000, 50_000)
+        );
+        let set = Cli::parse_from([
+            "tallyd",
+            "serve",
+            "--max-cached-accounts",
+            "2000",
+            "--max-folded-accounts",
+            "1000",
+        ])
+        .config;
+        assert_eq!(
+            (set.max_cached_accounts, set.max_folded_accounts),
+            (2000, 1000)
+        );
+        assert_eq!(set.engine_config("postgres").max_cached_accounts, 2000);
+        let none = Cli::parse_from(["tallyd", "serve", "--max-folded-accounts", "0"]).config;
+        assert!(none.validate().unwrap_err().contains("max-folded-accounts"));
     }
 
     #[test]

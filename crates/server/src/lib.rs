@@ -584,6 +584,7 @@ async fn serve<S: Store>(
                     RunnerConfig {
                         commit_interval: settings.projection_commit_interval(),
                         max_backlog: settings.max_projection_backlog,
+                        cached_states: settings.max_folded_accounts,
                         ..RunnerConfig::default()
                     },
                 );
