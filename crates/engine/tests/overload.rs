@@ -13,7 +13,7 @@ use tally_core::{
 use tally_engine::{Engine, EngineConfig, EngineError, Mutation, Submitted};
 use tally_store::EventStore;
 use tally_store::conformance::Harness;
-use tally_store::postgres::{PostgresHarness, PostgresStore};
+use tally_store::postgres::{PostgresHarness, PostgresLocation, PostgresStore};
 use tokio_postgres::{Client, NoTls};
 
 const MAILBOX: usize = 4;
@@ -38,9 +38,15 @@ fn debit() -> Command {
     }
 }
 
-/// An engine on a fresh database with a funded account, and a second
-/// session on that database for the test to take locks with.
-async fn setup() -> (Engine<PostgresStore>, PostgresStore, Client) {
+/// An engine on a fresh database with a funded account, a second session
+/// on that database for the test to take locks with, and the database
+/// (dropped with it at the test's end).
+async fn setup() -> (
+    Engine<PostgresStore>,
+    PostgresStore,
+    Client,
+    PostgresLocation,
+) {
     let (store, location) = PostgresHarness::new().create().await;
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_700_000_000_000)));
     let engine = Engine::new(
@@ -75,9 +81,7 @@ async fn setup() -> (Engine<PostgresStore>, PostgresStore, Client) {
         .expect("fund");
     let (locker, connection) = location.config.connect(NoTls).await.expect("connect");
     tokio::spawn(connection);
-    // Keep the location (and its database) alive with the store.
-    std::mem::forget(location);
-    (engine, store, locker)
+    (engine, store, locker, location)
 }
 
 /// Holds every append until the transaction ends.
@@ -125,7 +129,7 @@ async fn stored_keys(store: &PostgresStore, keys: &[String]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_account_refuses_single_commands_at_once() {
-    let (engine, store, locker) = setup().await;
+    let (engine, store, locker, _database) = setup().await;
     hold_appends(&locker).await;
     let first = engine
         .submit(mutation("d-0", debit()))
@@ -176,7 +180,7 @@ async fn a_full_account_refuses_single_commands_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_whose_caller_left_before_it_was_decided_is_not_written() {
-    let (engine, store, locker) = setup().await;
+    let (engine, store, locker, _database) = setup().await;
     let before = store.stream_version("acme").await.unwrap();
     hold_appends(&locker).await;
     let first = engine
