@@ -28,8 +28,10 @@ const STATES_PER_QUERY: usize = 64;
 
 /// Folded account states by account id. Shared (`Arc`) so that the
 /// runner can publish them to reads without copying; the fold copies a
-/// state before changing it only while a reader still holds it.
-pub(crate) type States = HashMap<String, Arc<Account>>;
+/// state before changing it only while a reader still holds it. The ids
+/// are shared with the published copy too: one allocation per account
+/// for both maps.
+pub(crate) type States = HashMap<Arc<str>, Arc<Account>>;
 
 /// The folded states of `accounts` as last saved under `name` (the shared
 /// fold's, or a projection catching up alone); accounts never saved are
@@ -59,7 +61,7 @@ pub(crate) async fn load_states<P: ProjectionStore>(
             };
             let state: Account = serde_json::from_str(state)
                 .map_err(|e| ProjectionError::Corrupt(format!("folded state of {account}: {e}")))?;
-            states.insert(account.to_owned(), Arc::new(state));
+            states.insert(Arc::from(account), Arc::new(state));
         }
     }
     Ok(states)
@@ -82,7 +84,7 @@ pub(crate) fn state_rows<'a>(
 ) -> Result<Vec<SqlStatement>, ProjectionError> {
     accounts
         .into_iter()
-        .filter_map(|account| states.get(account).map(|state| (account, state)))
+        .filter_map(|account| states.get(account.as_str()).map(|state| (account, state)))
         .map(|(account, state)| {
             Ok(SqlStatement::new(
                 UPSERT_STATE.as_str(),
@@ -162,7 +164,15 @@ impl<'a> Fold<'a> {
             decode_event(recorded).map_err(|e| ProjectionError::Corrupt(e.to_string()))?;
         let account = &recorded.stream_id;
         // Copied first only if a reader holds this state (see `States`).
-        let state = Arc::make_mut(self.states.entry(account.clone()).or_default());
+        if !self.states.contains_key(account.as_str()) {
+            self.states
+                .insert(Arc::from(account.as_str()), Arc::default());
+        }
+        let state = Arc::make_mut(
+            self.states
+                .get_mut(account.as_str())
+                .expect("inserted above"),
+        );
         if state.version + 1 != recorded.version {
             return Err(ProjectionError::Corrupt(format!(
                 "the fold has {account} at version {} but the log's next event is version {}",
@@ -276,7 +286,7 @@ impl<'a> Fold<'a> {
         let mut deletes = Vec::new();
         let mut upserts = Vec::new();
         for (account, (position, before)) in self.balances {
-            let state = &self.states[&account];
+            let state = &self.states[account.as_str()];
             balances.push(balance_row(&account, state, position));
             let after = bucket_rows(&account, &state.buckets)?;
             for grant in before.keys().filter(|grant| !after.contains_key(*grant)) {

@@ -159,7 +159,7 @@ pub(crate) struct Projector {
 /// store. Only meaningful while that runner holds the lock (nobody else
 /// moves the fold then); emptied whenever the runner forgets its cache.
 #[derive(Debug, Default)]
-pub(crate) struct PublishedStates(RwLock<HashMap<String, Arc<Account>>>);
+pub(crate) struct PublishedStates(RwLock<HashMap<Arc<str>, Arc<Account>>>);
 
 impl PublishedStates {
     fn get(&self, account: &str) -> Option<Arc<Account>> {
@@ -170,7 +170,7 @@ impl PublishedStates {
             .cloned()
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, HashMap<String, Arc<Account>>> {
+    fn write(&self) -> RwLockWriteGuard<'_, HashMap<Arc<str>, Arc<Account>>> {
         self.0.write().unwrap_or_else(PoisonError::into_inner)
     }
 }
@@ -416,10 +416,10 @@ impl Projector {
             // and not committed yet: any other may go. Trim to three
             // quarters so that the next batches do not trim again.
             let pending = self.ahead.as_ref().map(|ahead| &ahead.batch.changed);
-            let excess: Vec<String> = self
+            let excess: Vec<Arc<str>> = self
                 .states
                 .keys()
-                .filter(|account| !pending.is_some_and(|pending| pending.contains(*account)))
+                .filter(|account| !pending.is_some_and(|pending| pending.contains::<str>(account)))
                 .skip(self.cached_states * 3 / 4)
                 .cloned()
                 .collect();
@@ -535,7 +535,7 @@ async fn load_missing<P: ProjectionStore>(
 ) -> Result<(), ProjectionError> {
     let missing: BTreeSet<String> = accounts_in(events)
         .into_iter()
-        .filter(|account| !states.contains_key(account))
+        .filter(|account| !states.contains_key(account.as_str()))
         .collect();
     if !missing.is_empty() {
         states.extend(load_states(target, name, &missing).await?);
@@ -551,7 +551,7 @@ struct Prepared {
     changed: BTreeSet<String>,
     /// Those states as this batch leaves them, for publishing once it
     /// commits: a batch folded ahead changes `states` before then.
-    folded: Vec<(String, Arc<Account>)>,
+    folded: Vec<(Arc<str>, Arc<Account>)>,
     events: usize,
     last: LogPosition,
 }
@@ -623,13 +623,16 @@ async fn prepare<P: ProjectionStore>(
     for account in &changed {
         // Kept between batches (and published): unique here, as the fold
         // just wrote it.
-        if let Some(state) = states.get_mut(account).and_then(Arc::get_mut) {
+        if let Some(state) = states.get_mut(account.as_str()).and_then(Arc::get_mut) {
             state.shrink_to_fit();
         }
     }
     let folded = changed
         .iter()
-        .filter_map(|account| Some((account.clone(), Arc::clone(states.get(account)?))))
+        .filter_map(|account| {
+            let (id, state) = states.get_key_value(account.as_str())?;
+            Some((Arc::clone(id), Arc::clone(state)))
+        })
         .collect();
     Ok(Some(Prepared {
         statements,
