@@ -210,6 +210,12 @@ pub struct MemoryArgs {
     #[arg(long, default_value = "10000,50000", value_delimiter = ',')]
     pub steps: Vec<usize>,
 
+    /// Open the accounts on a plan with a monthly allowance (its terms and
+    /// the allowance's bucket are part of every cached account), instead
+    /// of pay-as-you-go with a promotional grant.
+    #[arg(long)]
+    pub plan: bool,
+
     /// Concurrent callers while touching accounts.
     #[arg(long, default_value_t = 64)]
     pub callers: usize,

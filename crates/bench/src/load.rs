@@ -262,7 +262,7 @@ async fn run_caller<W: Workload>(
         // its scheduled time, and its latency counts from then, so a server
         // that stalls is charged for the requests that queued behind the
         // stall (no coordinated omission).
-        let due = match plan.pace.rate {
+        let mut due = match plan.pace.rate {
             None => Instant::now(),
             Some(rate) => plan.scheduled(rate, index, n),
         };
@@ -277,9 +277,19 @@ async fn run_caller<W: Workload>(
                 break;
             }
         }
-        tokio::time::sleep_until(due).await;
+        let in_window = due >= plan.measure_from;
+        if Instant::now() < due {
+            // Early: the caller sleeps until it is due, and tokio's timer
+            // wakes it up to a millisecond late (it rounds up to its tick).
+            // That lateness is the generator's, not the server's, so the
+            // latency counts from the wake-up. A caller that was still busy
+            // with its previous call past this one's due time was held up
+            // by the server, and is charged from the due time.
+            tokio::time::sleep_until(due).await;
+            due = Instant::now();
+        }
         let outcome = workload.call(&mut caller, n).await;
-        if due >= plan.measure_from {
+        if in_window {
             measured.record(outcome, due.elapsed());
         }
         n += 1;
@@ -367,5 +377,74 @@ mod tests {
         // window. A loaded machine may leave some unsent, never more.
         assert!(workload.calls.load(Ordering::Relaxed) <= 300);
         assert_eq!(measured.ok + measured.error_count() + measured.unsent, 200);
+    }
+
+    /// The first call takes 35 ms, every other 1 ms; one caller at 100/s.
+    struct StallsOnce;
+
+    impl Workload for StallsOnce {
+        type Caller = ();
+
+        async fn call(&self, _: &mut (), n: u64) -> Outcome {
+            let took = if n == 0 { 35 } else { 1 };
+            tokio::time::sleep(Duration::from_millis(took)).await;
+            Outcome::ok("op")
+        }
+    }
+
+    /// Every call takes 1 ms.
+    struct TakesOneMilli;
+
+    impl Workload for TakesOneMilli {
+        type Caller = ();
+
+        async fn call(&self, _: &mut (), _: u64) -> Outcome {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            Outcome::ok("op")
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_open_loop_does_not_charge_the_timer_s_lateness_to_the_server() {
+        // Due every 3⅓ ms: tokio's timer wakes a sleeper at the next whole
+        // millisecond, up to ⅔ ms after it was due.
+        let pace = Pace {
+            warmup: Duration::ZERO,
+            bound: Bound::Time(Duration::from_millis(100)),
+            rate: Some(300.0),
+        };
+        let (measured, _) = drive(Arc::new(TakesOneMilli), vec![()], pace)
+            .await
+            .unwrap();
+        assert_eq!(measured.ok, 30);
+        assert_eq!(measured.latency.max(), 1_000);
+        assert_eq!(measured.latency.min(), 1_000);
+    }
+
+    // The paused clock makes every wake-up exact, so the figures are too.
+    #[tokio::test(start_paused = true)]
+    async fn an_open_loop_charges_a_stall_to_the_calls_queued_behind_it() {
+        let pace = Pace {
+            warmup: Duration::ZERO,
+            bound: Bound::Time(Duration::from_millis(100)),
+            rate: Some(100.0),
+        };
+        let (measured, _) = drive(Arc::new(StallsOnce), vec![()], pace).await.unwrap();
+        // Due at 0, 10, …, 90 ms. The first ends at 35 ms; the three due
+        // meanwhile (10, 20, 30) were sent late, back to back, at 35, 36
+        // and 37 ms, and are charged from when they were due: 26, 17 and
+        // 8 ms. The rest were sent on time and took their own 1 ms.
+        // In whole milliseconds: the histogram keeps 3 significant digits.
+        let millis = |micros: u64| (micros + 500) / 1_000;
+        assert_eq!(measured.ok, 10);
+        let mut seen: Vec<u64> = measured
+            .latency
+            .iter_recorded()
+            .flat_map(|v| {
+                std::iter::repeat_n(millis(v.value_iterated_to()), v.count_at_value() as usize)
+            })
+            .collect();
+        seen.sort_unstable();
+        assert_eq!(seen, vec![1, 1, 1, 1, 1, 1, 8, 17, 26, 35]);
     }
 }

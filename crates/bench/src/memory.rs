@@ -30,6 +30,8 @@ pub struct MemoryStep {
 #[derive(Debug, serde::Serialize)]
 pub struct MemoryReport {
     pub store: crate::cli::StoreKind,
+    /// Whether the accounts were opened on a plan.
+    pub on_plan: bool,
     pub baseline_rss_bytes: u64,
     pub steps: Vec<MemoryStep>,
     pub machine: crate::report::Machine,
@@ -67,21 +69,28 @@ async fn measure(
     steps: &[usize],
 ) -> anyhow::Result<MemoryReport> {
     let channels = tally::connect(tallyd.addr, args.connections).await?;
+    let plan = args.plan.then_some(spawn::PLAN);
     let names = Names::fresh();
     // One account first, so the baseline already includes the runtime, the
     // store's caches and one-off structures.
     let first = vec![names.account("w", 0)];
-    tally::open_accounts(&channels, &names, &first, 1).await?;
+    tally::open_accounts(&channels, &names, &first, plan, 1).await?;
     tokio::time::sleep(SETTLE).await;
     let baseline = tallyd.rss_bytes()?;
     println!(
-        "memory: tallyd pid {} on {}, baseline RSS {:.1} MiB",
+        "memory: tallyd pid {} on {}, accounts {}, baseline RSS {:.1} MiB",
         tallyd.pid(),
         tallyd.store.name(),
+        if args.plan {
+            "on a plan (a monthly allowance)"
+        } else {
+            "without a plan (a promotional grant)"
+        },
         mib(baseline)
     );
     let mut report = MemoryReport {
         store: tallyd.store,
+        on_plan: args.plan,
         baseline_rss_bytes: baseline,
         steps: Vec::new(),
         machine: crate::report::Machine::here(None),
@@ -92,7 +101,7 @@ async fn measure(
         let started = Instant::now();
         let previous = opened;
         let accounts: Vec<String> = (opened..target).map(|i| names.account("m", i)).collect();
-        tally::open_accounts(&channels, &names, &accounts, args.callers).await?;
+        tally::open_accounts(&channels, &names, &accounts, plan, args.callers).await?;
         // One debit each, so every account has the state a live one has:
         // a bucket drawn on, a receipt, an idempotency record.
         tally::debit_each(&channels, &names, &accounts, args.callers).await?;

@@ -231,7 +231,7 @@ async fn tally_phase(
     all.extend(history_accounts.iter().cloned());
     let probe_account = lag::probe_account(names);
     all.push(probe_account.clone());
-    tally::open_accounts(&channels, names, &all, SETUP_CONCURRENCY).await?;
+    tally::open_accounts(&channels, names, &all, None, SETUP_CONCURRENCY).await?;
     println!(
         "opened and funded {} accounts in {:.1}s",
         all.len(),

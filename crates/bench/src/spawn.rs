@@ -31,6 +31,20 @@ version = 1
 price_millicredits = 1000
 "#;
 
+/// The plan catalogue the spawned tallyd publishes: one plan shaped like
+/// the seed products' (a monthly allowance, the default alerts), for the
+/// runs that open accounts on a plan (`memory --plan`).
+pub const PLANS: &str = r#"
+version = 1
+
+[plans.bench]
+monthly_allowance_millicredits = 2500000
+spending_cap_millicredits = 2000000
+"#;
+
+/// The plan of [`PLANS`].
+pub const PLAN: &str = "bench";
+
 /// How long tallyd may take to listen and report SERVING.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(120);
 /// How long tallyd gets to exit on SIGTERM before it is killed.
@@ -121,6 +135,8 @@ impl Tallyd {
         let data = tempfile::Builder::new().prefix("tally-bench-").tempdir()?;
         let rate_card = data.path().join("rate-card.toml");
         std::fs::write(&rate_card, RATE_CARD)?;
+        let plans = data.path().join("plans.toml");
+        std::fs::write(&plans, PLANS)?;
         let mut command = Command::new(binary);
         command
             .arg("--listen")
@@ -129,6 +145,8 @@ impl Tallyd {
             .arg(data.path())
             .arg("--rate-card")
             .arg(&rate_card)
+            .arg("--plans")
+            .arg(&plans)
             .arg("--log-format")
             .arg("json")
             .arg("--shutdown-grace-secs")

@@ -45,6 +45,7 @@ pub async fn open_accounts(
     channels: &[Channel],
     names: &Names,
     accounts: &[String],
+    plan: Option<&str>,
     concurrency: usize,
 ) -> anyhow::Result<()> {
     futures::stream::iter(accounts.iter().enumerate())
@@ -57,6 +58,7 @@ pub async fn open_accounts(
                     .open_account(pb::OpenAccountRequest {
                         idempotency_key: open_key,
                         account_id: account_id.clone(),
+                        plan: plan.unwrap_or_default().to_owned(),
                         ..Default::default()
                     })
                     .await

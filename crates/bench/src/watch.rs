@@ -213,7 +213,7 @@ async fn phase(
     let mut all = watched.clone();
     all.push(probe_account.clone());
     let started = Instant::now();
-    tally::open_accounts(&channels, names, &all, SETUP_CONCURRENCY).await?;
+    tally::open_accounts(&channels, names, &all, None, SETUP_CONCURRENCY).await?;
     println!(
         "opened and funded {} accounts on A in {:.1}s",
         all.len(),
