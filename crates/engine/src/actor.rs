@@ -18,7 +18,7 @@ use tracing::{Instrument, Span, debug, warn};
 
 use crate::codec::{self, StoredReply};
 use crate::observe::Observations;
-use crate::{Applied, EngineError, Mutation, ReadFn, Shared};
+use crate::{Applied, CachedState, EngineError, Mutation, ReadFn, Shared};
 
 pub(crate) enum Job {
     /// Boxed: a mailbox allocates its slots in blocks whatever is queued,
@@ -45,11 +45,16 @@ pub(crate) async fn run<S: EventStore>(
     id: u64,
     mut inbox: mpsc::Receiver<Job>,
 ) {
-    let state = shared.cached_state(&account);
+    let (state, behind) = match shared.cached_state(&account) {
+        Some(CachedState::Current(state)) => (Some(state), false),
+        Some(CachedState::Folded(state)) => (Some(state), true),
+        None => (None, false),
+    };
     let mut actor = Actor {
         shared: shared.clone(),
         account,
         state,
+        behind,
     };
     loop {
         let first = match tokio::time::timeout(shared.config.idle_timeout, inbox.recv()).await {
@@ -91,6 +96,9 @@ struct Actor<S> {
     /// The account as of its last known version; `None` means "reload from
     /// the store", after a lost race or anything uncertain.
     state: Option<Account>,
+    /// `state` came from the fold and may be behind the stream: read the
+    /// stream after it before deciding on it.
+    behind: bool,
 }
 
 /// What became of one mutation within a batch.
@@ -317,6 +325,12 @@ impl<S: EventStore> Actor<S> {
     }
 
     async fn loaded_state(&mut self) -> Result<&mut Account, EngineError> {
+        if std::mem::take(&mut self.behind)
+            && let Some(mut state) = self.state.take()
+        {
+            catch_up(&self.shared.store, &self.account, &mut state).await?;
+            self.state = Some(state);
+        }
         if self.state.is_none() {
             self.state = Some(load(&self.shared.store, &self.account).await?);
         }

@@ -48,6 +48,18 @@ pub use test_clocks::{
 use tracing::Instrument as _;
 pub use writer::AppendGate;
 
+/// Something else in the process that keeps accounts' states as they were
+/// folded from the log (in `tallyd`, the projections' fold, on the replica
+/// that runs them). A retiring actor whose account is held there at its
+/// own version leaves it there instead of in the engine's cache, so an
+/// idle account is held once, not twice; a starting actor that finds its
+/// account there reads only the stream after that state's version, as it
+/// would after a snapshot.
+pub trait FoldedStates: Send + Sync + 'static {
+    /// The account as folded up to some version of its stream, if held.
+    fn folded(&self, account: &str) -> Option<Arc<Account>>;
+}
+
 /// Tuning knobs. The defaults suit a 2-core machine.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -182,6 +194,15 @@ impl<S: EventStore> Clone for Engine<S> {
     }
 }
 
+/// An account's state found in memory when its actor starts.
+pub(crate) enum CachedState {
+    /// As its last actor left it: current, unless another replica wrote
+    /// since (which the append's version check catches).
+    Current(Account),
+    /// As the fold left it, at a version the stream may have passed.
+    Folded(Account),
+}
+
 pub(crate) struct Shared<S> {
     pub(crate) store: S,
     pub(crate) clock: Arc<dyn Clock>,
@@ -199,6 +220,8 @@ pub(crate) struct Shared<S> {
     writer: OnceLock<mpsc::Sender<writer::PendingAppend>>,
     /// What the writer asks before each transaction, once set.
     gate: OnceLock<Arc<dyn AppendGate>>,
+    /// Where idle accounts may be held instead of `cache`, once set.
+    folded: OnceLock<Arc<dyn FoldedStates>>,
     pub(crate) test_clocks: test_clocks::TestClocks,
 }
 
@@ -227,6 +250,7 @@ impl<S: EventStore> Engine<S> {
                 metrics: Metrics::global(),
                 writer: OnceLock::new(),
                 gate: OnceLock::new(),
+                folded: OnceLock::new(),
                 test_clocks: test_clocks::TestClocks::default(),
                 cache: Mutex::new(lru::LruCache::new(
                     NonZeroUsize::new(config.max_cached_accounts).unwrap_or(NonZeroUsize::MIN),
@@ -244,6 +268,21 @@ impl<S: EventStore> Engine<S> {
     /// Set once: a second gate is refused (returned).
     pub fn gate_appends(&self, gate: Arc<dyn AppendGate>) -> Result<(), Arc<dyn AppendGate>> {
         self.shared.gate.set(gate)
+    }
+
+    /// Idle accounts whose state the engine's own cache holds (those left
+    /// with the fold are not counted).
+    pub fn cached_accounts(&self) -> usize {
+        self.shared.cache.lock().expect("cache lock").len()
+    }
+
+    /// Lets `folded` hold idle accounts instead of the engine's cache
+    /// (see [`FoldedStates`]). Set once: a second is refused (returned).
+    pub fn share_folded_states(
+        &self,
+        folded: Arc<dyn FoldedStates>,
+    ) -> Result<(), Arc<dyn FoldedStates>> {
+        self.shared.folded.set(folded)
     }
 
     pub fn now(&self) -> Timestamp {
@@ -488,18 +527,36 @@ impl<S> Shared<S> {
         if inbox.is_empty()
             && let Some(mut state) = state.take()
         {
-            state.shrink_to_fit();
-            self.cache
-                .lock()
-                .expect("cache lock")
-                .put(account.clone(), state);
+            let held_folded = self
+                .folded
+                .get()
+                .and_then(|folded| folded.folded(account.as_str()))
+                .is_some_and(|folded| folded.version == state.version);
+            // Held at this very version by the fold: one copy is enough.
+            if !held_folded {
+                state.shrink_to_fit();
+                self.cache
+                    .lock()
+                    .expect("cache lock")
+                    .put(account.clone(), state);
+            }
         }
         true
     }
 
-    /// The cached state of an account an actor is starting for: taken out,
-    /// so only that actor has it.
-    pub(crate) fn cached_state(&self, account: &AccountId) -> Option<Account> {
-        self.cache.lock().expect("cache lock").pop(account)
+    /// The state of an account an actor is starting for, if one is held
+    /// in memory: the engine's cached copy, taken out so only that actor
+    /// has it, or else a copy of the folded one.
+    pub(crate) fn cached_state(&self, account: &AccountId) -> Option<CachedState> {
+        if let Some(state) = self.cache.lock().expect("cache lock").pop(account) {
+            return Some(CachedState::Current(state));
+        }
+        let folded = self.folded.get()?.folded(account.as_str())?;
+        let mut state = Account::clone(&folded);
+        // What a snapshot would hold: ended holds and refunded charges are
+        // looked up in the store when a command names them.
+        state.resolved.clear();
+        state.charges.clear();
+        Some(CachedState::Folded(state))
     }
 }

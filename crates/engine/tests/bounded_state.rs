@@ -1,16 +1,24 @@
 //! An account's state does not grow with its history, on both stores:
 //! holds that ended live in the store and still answer precisely, the
-//! snapshot stays the same size however many holds resolve, and idle
-//! accounts evicted from the bounded cache come back exact.
+//! snapshot stays the same size however many holds resolve, idle
+//! accounts evicted from the bounded cache come back exact, and an idle
+//! account left with the projections' fold is held once and comes back
+//! exact even from a fold behind the stream.
 
-use std::sync::Arc;
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use support::events_of;
+
 use tally_core::{
-    AccountId, ActionKey, BucketKind, Command, GrantCommand, IdempotencyKey, ManualClock, MemberId,
-    Millicredits, Outcome, Rejection, ReservationId, Resolution, Timestamp,
+    Account, AccountId, ActionKey, BucketKind, Command, GrantCommand, IdempotencyKey, ManualClock,
+    MemberId, Millicredits, Outcome, Rejection, ReservationId, Resolution, Timestamp,
 };
-use tally_engine::{Applied, Engine, EngineConfig, EngineError, Mutation};
+use tally_engine::{Applied, Engine, EngineConfig, EngineError, FoldedStates, Mutation};
 use tally_store::EventStore;
 use tally_store::conformance::Harness;
 use tally_store::postgres::PostgresHarness;
@@ -268,6 +276,109 @@ async fn evicted_accounts_come_back_exact<S: EventStore + Clone>(store: S) {
     }
 }
 
+/// The states a fold holds, set by the test: folded from the stream's
+/// events, as the projections fold them.
+#[derive(Default)]
+struct Fold {
+    states: Mutex<HashMap<String, Arc<Account>>>,
+    /// How often the engine found an account here.
+    found: AtomicUsize,
+}
+
+impl Fold {
+    /// Holds `account` folded from its first `events` events.
+    async fn hold<S: EventStore>(&self, store: &S, account: &str, events: usize) {
+        let mut state = Account::default();
+        for event in &events_of(store, account).await[..events] {
+            state.apply(event).expect("the stream folds");
+        }
+        self.states
+            .lock()
+            .unwrap()
+            .insert(account.to_owned(), Arc::new(state));
+    }
+}
+
+impl FoldedStates for Fold {
+    fn folded(&self, account: &str) -> Option<Arc<Account>> {
+        let state = self.states.lock().unwrap().get(account).cloned();
+        if state.is_some() {
+            self.found.fetch_add(1, Ordering::SeqCst);
+        }
+        state
+    }
+}
+
+fn debit(amount: i64) -> Command {
+    Command::Debit {
+        occurred_at: None,
+        member: MemberId::parse("m").unwrap(),
+        action: ActionKey::parse("agent.step").unwrap(),
+        model: None,
+        amount: Some(Millicredits::new(amount)),
+        dimensions: None,
+    }
+}
+
+async fn idle_accounts_held_by_the_fold_are_held_once<S: EventStore + Clone>(store: S) {
+    let quick = EngineConfig {
+        idle_timeout: Duration::from_millis(20),
+        ..config()
+    };
+    let mut bench = Bench::open(store.clone(), quick.clone()).await;
+    let fold = Arc::new(Fold::default());
+    assert!(bench.engine.share_folded_states(fold.clone()).is_ok());
+    bench.run(debit(100)).await.expect("debit");
+    let stream = events_of(&store, "acme").await.len();
+
+    // The fold has the account at the version the actor leaves it at: the
+    // engine keeps no copy of its own.
+    fold.hold(&store, "acme", stream).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(bench.engine.cached_accounts(), 0);
+
+    // The fold is one event behind when the next actor retires: the
+    // engine keeps its own.
+    bench.run(debit(101)).await.expect("debit");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(bench.engine.cached_accounts(), 1);
+    let balance = bench.engine.balance(&bench.account).await.expect("balance");
+    assert_eq!(balance.totals.consumed, Millicredits::new(201));
+}
+
+async fn a_state_folded_behind_the_stream_is_caught_up_before_deciding<S: EventStore + Clone>(
+    store: S,
+) {
+    let mut bench = Bench::open(store.clone(), config()).await;
+    for amount in [100, 101, 102] {
+        bench.run(debit(amount)).await.expect("debit");
+    }
+    let stream = events_of(&store, "acme").await.len();
+    // The fold as it stood two events ago.
+    let fold = Arc::new(Fold::default());
+    fold.hold(&store, "acme", stream - 2).await;
+    // A new engine, nothing cached, that may not lose a version race: had
+    // it decided on the fold's state as it found it, the append would have
+    // met the two events it had not read, and failed.
+    bench.restart(EngineConfig {
+        max_attempts: 1,
+        ..config()
+    });
+    assert!(bench.engine.share_folded_states(fold.clone()).is_ok());
+    bench
+        .run(debit(103))
+        .await
+        .expect("debit on the caught-up state");
+    assert_eq!(
+        fold.found.load(Ordering::SeqCst),
+        1,
+        "started from the fold"
+    );
+    let balance = bench.engine.balance(&bench.account).await.expect("balance");
+    assert_eq!(balance.totals.consumed, Millicredits::new(406));
+    assert_eq!(balance.available, Millicredits::new(1_000_000_000 - 406));
+}
+
 macro_rules! on_both_stores {
     ($($case:ident),+) => {
         mod sqlite {
@@ -296,7 +407,9 @@ macro_rules! on_both_stores {
 on_both_stores!(
     snapshot_does_not_grow_as_holds_resolve,
     resolved_holds_answer_from_the_store,
-    evicted_accounts_come_back_exact
+    evicted_accounts_come_back_exact,
+    idle_accounts_held_by_the_fold_are_held_once,
+    a_state_folded_behind_the_stream_is_caught_up_before_deciding
 );
 
 /// `verify_snapshots` finds a snapshot forged behind the engine's back

@@ -80,7 +80,7 @@ impl Default for RunnerConfig {
             standby_poll: Duration::from_secs(2),
             lag_every: Duration::from_millis(250),
             commit_interval: Duration::from_millis(20),
-            cached_states: 50_000,
+            cached_states: 100_000,
         }
     }
 }
@@ -811,6 +811,14 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
     /// the store. As fresh as the checkpoints [`wait_for`](Self::wait_for)
     /// sees, so a read that waited for freshness may use it.
     pub fn cached_state(&self, account: &str) -> Option<Account> {
+        self.folded_state(account).map(|state| (*state).clone())
+    }
+
+    /// The account as the shared fold holds it, shared rather than copied,
+    /// under the same conditions as [`cached_state`](Self::cached_state):
+    /// for the engine, which keeps an idle account here instead of in its
+    /// own cache.
+    pub fn folded_state(&self, account: &str) -> Option<Arc<Account>> {
         if self
             .inner
             .held
@@ -820,10 +828,7 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
         {
             return None;
         }
-        self.inner
-            .published
-            .get(account)
-            .map(|state| (*state).clone())
+        self.inner.published.get(account)
     }
 
     /// Whether appends outrun the projections: a runner that had caught

@@ -226,9 +226,11 @@ pub struct Config {
     #[arg(long, global = true, env = "TALLY_COMMIT_CONCURRENCY")]
     pub commit_concurrency: Option<usize>,
 
-    /// Accounts kept in memory, least recently used evicted first; an
-    /// evicted account is reloaded from its snapshot and the tail of its
-    /// stream when next used.
+    /// Idle accounts kept in the engine's own cache, least recently used
+    /// evicted first; an evicted account is reloaded from its snapshot and
+    /// the tail of its stream when next used. On the replica that runs the
+    /// projections, an idle account their fold holds at the same version
+    /// is left there instead (see --max-folded-accounts), not cached twice.
     #[arg(
         long,
         global = true,
@@ -240,13 +242,14 @@ pub struct Config {
     /// Accounts whose folded state the projections keep in memory between
     /// batches, on the replica that runs them; past it a quarter of them
     /// are dropped (each is saved with its batch) and read back from the
-    /// store when next folded. Each costs about as much memory as a cached
-    /// account.
+    /// store when next folded. The engine leaves idle accounts here rather
+    /// than in its own cache, so this is also how many idle accounts that
+    /// replica holds in memory. Each costs about 1 KB.
     #[arg(
         long,
         global = true,
         env = "TALLY_MAX_FOLDED_ACCOUNTS",
-        default_value_t = 50_000
+        default_value_t = 100_000
     )]
     pub max_folded_accounts: usize,
 
@@ -492,7 +495,7 @@ mod tests {
         let default = Cli::parse_from(["tallyd"]).config;
         assert_eq!(
             (default.max_cached_accounts, default.max_folded_accounts),
-            (100_000, 50_000)
+            (100_000, 100_000)
         );
         let set = Cli::parse_from([
             "tallyd",

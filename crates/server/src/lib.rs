@@ -13,6 +13,7 @@ mod maintenance;
 mod pacing;
 mod reload;
 mod service;
+mod shared_fold;
 mod shed;
 mod status;
 mod tls;
@@ -589,6 +590,10 @@ async fn serve<S: Store>(
                     },
                 );
                 projections.start();
+                // A new engine shares with nobody yet: this cannot be refused.
+                let _ = engine.share_folded_states(Arc::new(shared_fold::SharedFold {
+                    projections: projections.clone(),
+                }));
                 if settings.max_projection_backlog > 0 {
                     let gate = Arc::new(pacing::PacedToProjections {
                         projections: projections.clone(),
