@@ -51,10 +51,10 @@ pub use writer::AppendGate;
 /// Something else in the process that keeps accounts' states as they were
 /// folded from the log (in `tallyd`, the projections' fold, on the replica
 /// that runs them). A retiring actor whose account is held there at its
-/// own version leaves it there instead of in the engine's cache, so an
-/// idle account is held once, not twice; a starting actor that finds its
-/// account there reads only the stream after that state's version, as it
-/// would after a snapshot.
+/// version (or at most [`MAX_FOLD_GAP`] events behind) leaves it there
+/// instead of in the engine's cache, so an idle account is held once, not
+/// twice; a starting actor that finds its account there reads only the
+/// stream after that state's version, as it would after a snapshot.
 pub trait FoldedStates: Send + Sync + 'static {
     /// The account as folded up to some version of its stream, if held.
     fn folded(&self, account: &str) -> Option<Arc<Account>>;
@@ -193,6 +193,11 @@ impl<S: EventStore> Clone for Engine<S> {
         }
     }
 }
+
+/// How many events behind an idle account's state the fold may be for the
+/// engine to leave the account with it: what the next actor for it reads
+/// before deciding, at most (one page of the stream).
+pub const MAX_FOLD_GAP: u64 = 100;
 
 /// An account's state found in memory when its actor starts.
 pub(crate) enum CachedState {
@@ -527,12 +532,15 @@ impl<S> Shared<S> {
         if inbox.is_empty()
             && let Some(mut state) = state.take()
         {
+            // Held by the fold, at this version or a few behind (it commits
+            // every few milliseconds): one copy is enough, and the next
+            // actor reads what the fold had not folded yet. Far behind (a
+            // stalled fold), the engine keeps its own.
             let held_folded = self
                 .folded
                 .get()
                 .and_then(|folded| folded.folded(account.as_str()))
-                .is_some_and(|folded| folded.version == state.version);
-            // Held at this very version by the fold: one copy is enough.
+                .is_some_and(|folded| folded.version + MAX_FOLD_GAP >= state.version);
             if !held_folded {
                 state.shrink_to_fit();
                 self.cache

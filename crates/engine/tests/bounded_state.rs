@@ -18,7 +18,9 @@ use tally_core::{
     Account, AccountId, ActionKey, BucketKind, Command, GrantCommand, IdempotencyKey, ManualClock,
     MemberId, Millicredits, Outcome, Rejection, ReservationId, Resolution, Timestamp,
 };
-use tally_engine::{Applied, Engine, EngineConfig, EngineError, FoldedStates, Mutation};
+use tally_engine::{
+    Applied, Engine, EngineConfig, EngineError, FoldedStates, MAX_FOLD_GAP, Mutation,
+};
 use tally_store::EventStore;
 use tally_store::conformance::Harness;
 use tally_store::postgres::PostgresHarness;
@@ -337,13 +339,34 @@ async fn idle_accounts_held_by_the_fold_are_held_once<S: EventStore + Clone>(sto
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(bench.engine.cached_accounts(), 0);
 
-    // The fold is one event behind when the next actor retires: the
-    // engine keeps its own.
+    // A few events behind (it had not committed the latest yet): still
+    // left with the fold; the next actor reads the rest.
     bench.run(debit(101)).await.expect("debit");
+    bench.run(debit(102)).await.expect("debit");
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(bench.engine.cached_accounts(), 0);
+    bench.run(debit(103)).await.expect("debit");
+    let balance = bench.engine.balance(&bench.account).await.expect("balance");
+    assert_eq!(balance.totals.consumed, Millicredits::new(406));
+
+    // Further behind than the engine lets a starting actor read (a fold
+    // that stalled): the engine keeps its own copy.
+    for _ in 0..MAX_FOLD_GAP {
+        bench.run(debit(1)).await.expect("debit");
+    }
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(bench.engine.cached_accounts(), 1);
+
+    // Not held by the fold at all: the engine keeps its own.
+    fold.states.lock().unwrap().clear();
+    bench.run(debit(1)).await.expect("debit");
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(bench.engine.cached_accounts(), 1);
     let balance = bench.engine.balance(&bench.account).await.expect("balance");
-    assert_eq!(balance.totals.consumed, Millicredits::new(201));
+    assert_eq!(
+        balance.totals.consumed,
+        Millicredits::new(406 + MAX_FOLD_GAP as i64 + 1)
+    );
 }
 
 async fn a_state_folded_behind_the_stream_is_caught_up_before_deciding<S: EventStore + Clone>(

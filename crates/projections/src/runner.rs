@@ -8,7 +8,7 @@
 //! none has moved. A crash between batches loses nothing and repeats
 //! nothing; a runner that lost its lock unnoticed has its commit refused.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockWriteGuard};
 use std::time::Duration;
 
@@ -145,6 +145,9 @@ pub(crate) struct Projector {
     /// The folds of projections catching up, as of their checkpoints.
     catching_up: HashMap<Projection, States>,
     cached_states: usize,
+    /// The accounts folded since the cache last grew past three quarters
+    /// of `cached_states` or was last trimmed: a trim keeps them first.
+    recently_folded: HashSet<Arc<str>>,
     /// Where the shared fold's states are published for reads, after each
     /// commit; `None` when nobody reads them (verify, rebuild).
     published: Option<Arc<PublishedStates>>,
@@ -183,6 +186,7 @@ impl Projector {
             states: HashMap::new(),
             catching_up: HashMap::new(),
             cached_states: config.cached_states.max(1),
+            recently_folded: HashSet::new(),
             published: None,
             reads_ahead: false,
             ahead: None,
@@ -224,6 +228,7 @@ impl Projector {
         self.checkpoints = None;
         self.ahead = None;
         self.states.clear();
+        self.recently_folded.clear();
         self.catching_up.clear();
         if let Some(published) = &self.published {
             published.write().clear();
@@ -406,6 +411,11 @@ impl Projector {
             &prepared.moves,
             now_ms,
         );
+        let keep = self.cached_states * 3 / 4;
+        if self.states.len() > keep {
+            self.recently_folded
+                .extend(prepared.folded.iter().map(|(account, _)| account.clone()));
+        }
         if let Some(published) = &self.published {
             // As of this batch, not of one folded ahead: a read that waited
             // for this commit sees what it committed.
@@ -414,15 +424,19 @@ impl Projector {
         if self.states.len() > self.cached_states {
             // Every state is saved, except those of a batch folded ahead
             // and not committed yet: any other may go. Trim to three
-            // quarters so that the next batches do not trim again.
+            // quarters so that the next batches do not trim again, those
+            // not folded lately first: the engine leaves idle accounts
+            // here, and the ones in use are the ones worth keeping.
             let pending = self.ahead.as_ref().map(|ahead| &ahead.batch.changed);
-            let excess: Vec<Arc<str>> = self
+            let recent = std::mem::take(&mut self.recently_folded);
+            let (lately, earlier): (Vec<Arc<str>>, Vec<Arc<str>>) = self
                 .states
                 .keys()
                 .filter(|account| !pending.is_some_and(|pending| pending.contains::<str>(account)))
-                .skip(self.cached_states * 3 / 4)
                 .cloned()
-                .collect();
+                .partition(|account| recent.contains(account));
+            let excess_count = (lately.len() + earlier.len()).saturating_sub(keep);
+            let excess = earlier.into_iter().chain(lately).take(excess_count);
             let mut published = self.published.as_ref().map(|p| p.write());
             for account in excess {
                 self.states.remove(&account);

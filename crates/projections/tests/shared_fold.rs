@@ -1,18 +1,21 @@
 //! The engine leaves idle accounts with the projections' fold, on both
 //! stores: once the fold has caught up, an account whose actor retired is
 //! held there alone (the engine's cache keeps no second copy), and the
-//! account's next commands start from the fold's state and stay exact.
+//! account's next commands start from the fold's state and stay exact;
+//! and a fold at its cap keeps the accounts in use, dropping those not
+//! folded lately.
 
 mod support;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use support::caught_up;
 use tally_core::{
-    Account, AccountId, ActionKey, BucketKind, Command, GrantCommand, IdempotencyKey, ManualClock,
-    MemberId, Millicredits, OpenAccount, Timestamp,
+    Account, AccountId, ActionKey, BucketKind, Command, GrantCommand, GrantId, IdempotencyKey,
+    ManualClock, MemberId, Millicredits, OpenAccount, Timestamp,
 };
 use tally_engine::{Engine, EngineConfig, FoldedStates, Mutation};
 use tally_projections::{Projections, RunnerConfig};
@@ -86,19 +89,7 @@ where
             Command::OpenAccount(OpenAccount::default()),
         )
         .await;
-        let grant = Command::Grant(GrantCommand {
-            grant_id: Engine::<H::Store>::mint_grant_id(),
-            pack: None,
-            kind: BucketKind::Promotional,
-            source: None,
-            priority: None,
-            amount: Millicredits::new(GRANT),
-            effective_at: None,
-            expires_at: None,
-            cost_basis: None,
-            reference: String::new(),
-        });
-        run(&engine, account, "grant".into(), grant).await;
+        run(&engine, account, "grant".into(), grant()).await;
     }
     for round in 0..ROUNDS {
         let mut debits = Vec::new();
@@ -150,17 +141,105 @@ where
     projections.shutdown().await;
 }
 
-fn on<H: Harness>(harness: H)
+fn grant() -> Command {
+    Command::Grant(GrantCommand {
+        grant_id: GrantId::parse("grant-1").unwrap(),
+        pack: None,
+        kind: BucketKind::Promotional,
+        source: None,
+        priority: None,
+        amount: Millicredits::new(GRANT),
+        effective_at: None,
+        expires_at: None,
+        cost_basis: None,
+        reference: String::new(),
+    })
+}
+
+async fn full_fold<H: Harness>(harness: H)
 where
     H::Store: Clone,
 {
+    const CAP: usize = 8;
+    const IDLE: usize = 12;
+    const IN_USE: usize = 4;
+    let (store, _location) = harness.create().await;
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(START)));
+    let engine = Engine::new(store.clone(), clock.clone(), EngineConfig::default());
+    let projections = Projections::new(
+        store.clone(),
+        clock.clone(),
+        RunnerConfig {
+            cached_states: CAP,
+            ..RunnerConfig::default()
+        },
+    );
+    projections.start();
+    // Accounts 0..IDLE are opened and funded, then left alone.
+    for account in 0..IDLE {
+        run(
+            &engine,
+            account,
+            "open".into(),
+            Command::OpenAccount(OpenAccount::default()),
+        )
+        .await;
+        run(&engine, account, "grant".into(), grant()).await;
+        caught_up(&projections).await;
+    }
+    // The rest are used, one batch after another: each batch loads what
+    // the fold dropped and trims it again.
+    let in_use = IDLE..IDLE + IN_USE;
+    for account in in_use.clone() {
+        run(
+            &engine,
+            account,
+            "open".into(),
+            Command::OpenAccount(OpenAccount::default()),
+        )
+        .await;
+        run(&engine, account, "grant".into(), grant()).await;
+    }
+    for round in 0..6 {
+        for account in in_use.clone() {
+            let debit = Command::Debit {
+                occurred_at: None,
+                member: MemberId::parse("m").unwrap(),
+                action: ActionKey::parse("agent.step").unwrap(),
+                model: None,
+                amount: Some(Millicredits::new(100)),
+                dimensions: None,
+            };
+            run(&engine, account, format!("debit-{round}"), debit).await;
+            caught_up(&projections).await;
+        }
+    }
+    for account in in_use {
+        let id = format!("acct-{account}");
+        let folded = projections
+            .folded_state(&id)
+            .unwrap_or_else(|| panic!("{id}, in use, was dropped from the fold"));
+        assert_eq!(folded.totals.consumed, Millicredits::new(600), "{id}");
+    }
+    let idle_held = (0..IDLE)
+        .filter(|account| {
+            projections
+                .folded_state(&format!("acct-{account}"))
+                .is_some()
+        })
+        .count();
+    assert!(idle_held <= CAP - IN_USE, "{idle_held} idle accounts held");
+    projections.shutdown().await;
+}
+
+fn on<H: Harness, F: Future<Output = ()>>(harness: H, test: impl FnOnce(H) -> F) {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap()
         .block_on(async {
-            tokio::time::timeout(Duration::from_secs(120), shared(harness))
+            tokio::time::timeout(Duration::from_secs(120), test(harness))
                 .await
                 .expect("finished in time")
         });
@@ -168,10 +247,20 @@ where
 
 #[test]
 fn idle_accounts_are_held_once_by_the_fold_and_stay_exact_on_sqlite() {
-    on(SqliteHarness::default());
+    on(SqliteHarness::default(), shared);
 }
 
 #[test]
 fn idle_accounts_are_held_once_by_the_fold_and_stay_exact_on_postgres() {
-    on(PostgresHarness::new());
+    on(PostgresHarness::new(), shared);
+}
+
+#[test]
+fn a_fold_at_its_cap_keeps_the_accounts_in_use_on_sqlite() {
+    on(SqliteHarness::default(), full_fold);
+}
+
+#[test]
+fn a_fold_at_its_cap_keeps_the_accounts_in_use_on_postgres() {
+    on(PostgresHarness::new(), full_fold);
 }
