@@ -241,8 +241,8 @@ pub struct Config {
 
     /// Accounts whose folded state the projections keep in memory between
     /// batches, on the replica that runs them; past it a quarter of them
-    /// are dropped (each is saved with its batch) and read back from the
-    /// store when next folded. The engine leaves idle accounts here rather
+    /// are dropped, those not folded lately first (each is saved with its
+    /// batch), and read back from the store when next folded. The engine leaves idle accounts here rather
     /// than in its own cache, so this is also how many idle accounts that
     /// replica holds in memory. Each costs about 1 KB.
     #[arg(
