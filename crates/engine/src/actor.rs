@@ -47,7 +47,7 @@ pub(crate) async fn run<S: EventStore>(
 ) {
     let (state, behind) = match shared.cached_state(&account) {
         Some(CachedState::Current(state)) => (Some(state), false),
-        Some(CachedState::Folded(state)) => (Some(state), true),
+        Some(CachedState::Behind(state)) => (Some(state), true),
         None => (None, false),
     };
     let mut actor = Actor {
@@ -96,8 +96,8 @@ struct Actor<S> {
     /// The account as of its last known version; `None` means "reload from
     /// the store", after a lost race or anything uncertain.
     state: Option<Account>,
-    /// `state` came from the fold and may be behind the stream: read the
-    /// stream after it before deciding on it.
+    /// `state` came from a fold behind what this engine last knew of the
+    /// account: read the stream after it before deciding on it.
     behind: bool,
 }
 

@@ -51,10 +51,11 @@ pub use writer::AppendGate;
 /// Something else in the process that keeps accounts' states as they were
 /// folded from the log (in `tallyd`, the projections' fold, on the replica
 /// that runs them). A retiring actor whose account is held there at its
-/// version (or at most [`MAX_FOLD_GAP`] events behind) leaves it there
-/// instead of in the engine's cache, so an idle account is held once, not
-/// twice; a starting actor that finds its account there reads only the
-/// stream after that state's version, as it would after a snapshot.
+/// own version leaves it there, and keeps only that version in the
+/// engine's cache, so an idle account is held once, not twice. The next
+/// actor for it starts from the fold's state as from its own, provided the
+/// fold is still at least at that version (it only moves on, unless it is
+/// reset to be rebuilt; then the actor reads the stream after it).
 pub trait FoldedStates: Send + Sync + 'static {
     /// The account as folded up to some version of its stream, if held.
     fn folded(&self, account: &str) -> Option<Arc<Account>>;
@@ -194,18 +195,23 @@ impl<S: EventStore> Clone for Engine<S> {
     }
 }
 
-/// How many events behind an idle account's state the fold may be for the
-/// engine to leave the account with it: what the next actor for it reads
-/// before deciding, at most (one page of the stream).
-pub const MAX_FOLD_GAP: u64 = 100;
+/// An idle account in the engine's cache.
+enum Idle {
+    /// Its state. Boxed, so that an entry left with the fold is small.
+    Own(Box<Account>),
+    /// Left with the fold ([`FoldedStates`]) at this version.
+    Folded { version: u64 },
+}
 
 /// An account's state found in memory when its actor starts.
 pub(crate) enum CachedState {
-    /// As its last actor left it: current, unless another replica wrote
-    /// since (which the append's version check catches).
+    /// As its last actor left it (or newer, from the fold): current,
+    /// unless another replica wrote since, which the append's version
+    /// check catches.
     Current(Account),
-    /// As the fold left it, at a version the stream may have passed.
-    Folded(Account),
+    /// From a fold behind the version the last actor left: the stream
+    /// after it must be read first.
+    Behind(Account),
 }
 
 pub(crate) struct Shared<S> {
@@ -220,7 +226,7 @@ pub(crate) struct Shared<S> {
     /// Idle accounts' states, least recently used evicted first. An actor
     /// takes its account's state out while it runs and puts it back when
     /// it retires; a miss reloads from the snapshot and the stream.
-    cache: Mutex<lru::LruCache<AccountId, Account>>,
+    cache: Mutex<lru::LruCache<AccountId, Idle>>,
     /// The group-commit writer, started by the first append.
     writer: OnceLock<mpsc::Sender<writer::PendingAppend>>,
     /// What the writer asks before each transaction, once set.
@@ -275,10 +281,17 @@ impl<S: EventStore> Engine<S> {
         self.shared.gate.set(gate)
     }
 
-    /// Idle accounts whose state the engine's own cache holds (those left
-    /// with the fold are not counted).
-    pub fn cached_accounts(&self) -> usize {
-        self.shared.cache.lock().expect("cache lock").len()
+    /// Idle accounts whose state the engine's own cache holds, not
+    /// counting those left with the fold (which the cache names, with
+    /// their version). Walks the cache.
+    pub fn cached_states(&self) -> usize {
+        self.shared
+            .cache
+            .lock()
+            .expect("cache lock")
+            .iter()
+            .filter(|(_, idle)| matches!(idle, Idle::Own(_)))
+            .count()
     }
 
     /// Lets `folded` hold idle accounts instead of the engine's cache
@@ -532,39 +545,50 @@ impl<S> Shared<S> {
         if inbox.is_empty()
             && let Some(mut state) = state.take()
         {
-            // Held by the fold, at this version or a few behind (it commits
-            // every few milliseconds): one copy is enough, and the next
-            // actor reads what the fold had not folded yet. Far behind (a
-            // stalled fold), the engine keeps its own.
+            // Held by the fold at this very version (it commits every few
+            // milliseconds, an actor retires after seconds): one copy is
+            // enough. Otherwise (a fold that lags, or none) keep our own.
             let held_folded = self
                 .folded
                 .get()
                 .and_then(|folded| folded.folded(account.as_str()))
-                .is_some_and(|folded| folded.version + MAX_FOLD_GAP >= state.version);
-            if !held_folded {
+                .is_some_and(|folded| folded.version == state.version);
+            let idle = if held_folded {
+                Idle::Folded {
+                    version: state.version,
+                }
+            } else {
                 state.shrink_to_fit();
-                self.cache
-                    .lock()
-                    .expect("cache lock")
-                    .put(account.clone(), state);
-            }
+                Idle::Own(Box::new(state))
+            };
+            self.cache
+                .lock()
+                .expect("cache lock")
+                .put(account.clone(), idle);
         }
         true
     }
 
     /// The state of an account an actor is starting for, if one is held
     /// in memory: the engine's cached copy, taken out so only that actor
-    /// has it, or else a copy of the folded one.
+    /// has it, or a copy of the fold's if the account was left there.
     pub(crate) fn cached_state(&self, account: &AccountId) -> Option<CachedState> {
-        if let Some(state) = self.cache.lock().expect("cache lock").pop(account) {
-            return Some(CachedState::Current(state));
-        }
+        let left_at = match self.cache.lock().expect("cache lock").pop(account)? {
+            Idle::Own(state) => return Some(CachedState::Current(*state)),
+            Idle::Folded { version } => version,
+        };
+        // Gone from the fold (its cap, a lost lock): read from the store.
         let folded = self.folded.get()?.folded(account.as_str())?;
         let mut state = Account::clone(&folded);
         // What a snapshot would hold: ended holds and refunded charges are
         // looked up in the store when a command names them.
         state.resolved.clear();
         state.charges.clear();
-        Some(CachedState::Folded(state))
+        Some(if state.version >= left_at {
+            CachedState::Current(state)
+        } else {
+            // Reset to be rebuilt since, and not there yet.
+            CachedState::Behind(state)
+        })
     }
 }

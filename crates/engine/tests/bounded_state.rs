@@ -3,7 +3,7 @@
 //! snapshot stays the same size however many holds resolve, idle
 //! accounts evicted from the bounded cache come back exact, and an idle
 //! account left with the projections' fold is held once and comes back
-//! exact even from a fold behind the stream.
+//! exact even from a fold reset behind it.
 
 mod support;
 
@@ -18,9 +18,7 @@ use tally_core::{
     Account, AccountId, ActionKey, BucketKind, Command, GrantCommand, IdempotencyKey, ManualClock,
     MemberId, Millicredits, Outcome, Rejection, ReservationId, Resolution, Timestamp,
 };
-use tally_engine::{
-    Applied, Engine, EngineConfig, EngineError, FoldedStates, MAX_FOLD_GAP, Mutation,
-};
+use tally_engine::{Applied, Engine, EngineConfig, EngineError, FoldedStates, Mutation};
 use tally_store::EventStore;
 use tally_store::conformance::Harness;
 use tally_store::postgres::PostgresHarness;
@@ -327,76 +325,62 @@ async fn idle_accounts_held_by_the_fold_are_held_once<S: EventStore + Clone>(sto
         idle_timeout: Duration::from_millis(20),
         ..config()
     };
-    let mut bench = Bench::open(store.clone(), quick.clone()).await;
+    let mut bench = Bench::open(store.clone(), quick).await;
     let fold = Arc::new(Fold::default());
     assert!(bench.engine.share_folded_states(fold.clone()).is_ok());
     bench.run(debit(100)).await.expect("debit");
     let stream = events_of(&store, "acme").await.len();
 
     // The fold has the account at the version the actor leaves it at: the
-    // engine keeps no copy of its own.
+    // engine keeps only that version, not a copy of its own.
     fold.hold(&store, "acme", stream).await;
     tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(bench.engine.cached_accounts(), 0);
+    assert_eq!(bench.engine.cached_states(), 0);
 
-    // A few events behind (it had not committed the latest yet): still
-    // left with the fold; the next actor reads the rest.
+    // The next actor starts from the fold's state, and this time leaves
+    // the account a version ahead of the fold (which was not told of the
+    // debit): the engine keeps its own copy.
     bench.run(debit(101)).await.expect("debit");
-    bench.run(debit(102)).await.expect("debit");
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(bench.engine.cached_accounts(), 0);
-    bench.run(debit(103)).await.expect("debit");
-    let balance = bench.engine.balance(&bench.account).await.expect("balance");
-    assert_eq!(balance.totals.consumed, Millicredits::new(406));
-
-    // Further behind than the engine lets a starting actor read (a fold
-    // that stalled): the engine keeps its own copy.
-    for _ in 0..MAX_FOLD_GAP {
-        bench.run(debit(1)).await.expect("debit");
-    }
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(bench.engine.cached_accounts(), 1);
-
-    // Not held by the fold at all: the engine keeps its own.
-    fold.states.lock().unwrap().clear();
-    bench.run(debit(1)).await.expect("debit");
-    tokio::time::sleep(Duration::from_millis(150)).await;
-    assert_eq!(bench.engine.cached_accounts(), 1);
-    let balance = bench.engine.balance(&bench.account).await.expect("balance");
     assert_eq!(
-        balance.totals.consumed,
-        Millicredits::new(406 + MAX_FOLD_GAP as i64 + 1)
+        fold.found.load(Ordering::SeqCst),
+        2,
+        "retired to, started from"
     );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(bench.engine.cached_states(), 1);
+    let balance = bench.engine.balance(&bench.account).await.expect("balance");
+    assert_eq!(balance.totals.consumed, Millicredits::new(201));
 }
 
-async fn a_state_folded_behind_the_stream_is_caught_up_before_deciding<S: EventStore + Clone>(
+async fn a_fold_reset_behind_the_account_is_caught_up_before_deciding<S: EventStore + Clone>(
     store: S,
 ) {
-    let mut bench = Bench::open(store.clone(), config()).await;
+    // An engine that may not lose a version race: had it decided on a
+    // state behind the stream, the append would have met the events it
+    // had not read, and failed.
+    let strict = EngineConfig {
+        idle_timeout: Duration::from_millis(20),
+        max_attempts: 1,
+        ..config()
+    };
+    let mut bench = Bench::open(store.clone(), strict).await;
+    let fold = Arc::new(Fold::default());
+    assert!(bench.engine.share_folded_states(fold.clone()).is_ok());
     for amount in [100, 101, 102] {
         bench.run(debit(amount)).await.expect("debit");
     }
     let stream = events_of(&store, "acme").await.len();
-    // The fold as it stood two events ago.
-    let fold = Arc::new(Fold::default());
+    fold.hold(&store, "acme", stream).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(bench.engine.cached_states(), 0, "left with the fold");
+
+    // The fold is reset to be rebuilt and has folded all but the last two
+    // events again when the account wakes.
     fold.hold(&store, "acme", stream - 2).await;
-    // A new engine, nothing cached, that may not lose a version race: had
-    // it decided on the fold's state as it found it, the append would have
-    // met the two events it had not read, and failed.
-    bench.restart(EngineConfig {
-        max_attempts: 1,
-        ..config()
-    });
-    assert!(bench.engine.share_folded_states(fold.clone()).is_ok());
     bench
         .run(debit(103))
         .await
         .expect("debit on the caught-up state");
-    assert_eq!(
-        fold.found.load(Ordering::SeqCst),
-        1,
-        "started from the fold"
-    );
     let balance = bench.engine.balance(&bench.account).await.expect("balance");
     assert_eq!(balance.totals.consumed, Millicredits::new(406));
     assert_eq!(balance.available, Millicredits::new(1_000_000_000 - 406));
@@ -432,7 +416,7 @@ on_both_stores!(
     resolved_holds_answer_from_the_store,
     evicted_accounts_come_back_exact,
     idle_accounts_held_by_the_fold_are_held_once,
-    a_state_folded_behind_the_stream_is_caught_up_before_deciding
+    a_fold_reset_behind_the_account_is_caught_up_before_deciding
 );
 
 /// `verify_snapshots` finds a snapshot forged behind the engine's back

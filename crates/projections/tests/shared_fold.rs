@@ -114,7 +114,7 @@ where
         caught_up(&projections).await;
         tokio::time::sleep(Duration::from_millis(1_500)).await;
         assert_eq!(
-            engine.cached_accounts(),
+            engine.cached_states(),
             0,
             "round {round}: every idle account is held by the fold alone"
         );

@@ -4,7 +4,8 @@
 //! batch needs none either (and reads can be answered from memory). On the
 //! replica that runs the projections the two are the same account at the
 //! same version once the fold has caught up, so the engine leaves it with
-//! the fold and, when the account wakes, reads only the stream after it.
+//! the fold, remembering only its version, and starts the account's next
+//! actor from the fold's state.
 
 use std::sync::Arc;
 
