@@ -50,12 +50,12 @@ pub use writer::AppendGate;
 
 /// Something else in the process that keeps accounts' states as they were
 /// folded from the log (in `tallyd`, the projections' fold, on the replica
-/// that runs them). A retiring actor whose account is held there at its
-/// own version leaves it there, and keeps only that version in the
-/// engine's cache, so an idle account is held once, not twice. The next
-/// actor for it starts from the fold's state as from its own, provided the
-/// fold is still at least at that version (it only moves on, unless it is
-/// reset to be rebuilt; then the actor reads the stream after it).
+/// that runs them). A retiring actor whose account is held there leaves
+/// it there, and keeps only its version in the engine's cache, so an idle
+/// account is held once, not twice. The next actor for it starts from the
+/// fold's state as from its own if the fold has reached that version (it
+/// nearly always has: it commits every few milliseconds), or else reads
+/// the stream after the fold's version first, as after a snapshot.
 pub trait FoldedStates: Send + Sync + 'static {
     /// The account as folded up to some version of its stream, if held.
     fn folded(&self, account: &str) -> Option<Arc<Account>>;
@@ -209,8 +209,8 @@ pub(crate) enum CachedState {
     /// unless another replica wrote since, which the append's version
     /// check catches.
     Current(Account),
-    /// From a fold behind the version the last actor left: the stream
-    /// after it must be read first.
+    /// From a fold behind the version the last actor left (lagging, or
+    /// reset to be rebuilt): the stream after it must be read first.
     Behind(Account),
 }
 
@@ -545,14 +545,19 @@ impl<S> Shared<S> {
         if inbox.is_empty()
             && let Some(mut state) = state.take()
         {
-            // Held by the fold at this very version (it commits every few
-            // milliseconds, an actor retires after seconds): one copy is
-            // enough. Otherwise (a fold that lags, or none) keep our own.
+            // Held by the fold: one copy is enough. The fold commits every
+            // few milliseconds and an actor retires after seconds, so it
+            // is nearly always at this version; if it lags (a burst), the
+            // next actor reads what it lacks, as after a snapshot, so no
+            // further behind than snapshots are apart. A fold further
+            // behind (stalled), or without the account: keep our own.
             let held_folded = self
                 .folded
                 .get()
                 .and_then(|folded| folded.folded(account.as_str()))
-                .is_some_and(|folded| folded.version == state.version);
+                .is_some_and(|folded| {
+                    folded.version + self.config.snapshot_every.max(1) >= state.version
+                });
             let idle = if held_folded {
                 Idle::Folded {
                     version: state.version,
@@ -587,7 +592,6 @@ impl<S> Shared<S> {
         Some(if state.version >= left_at {
             CachedState::Current(state)
         } else {
-            // Reset to be rebuilt since, and not there yet.
             CachedState::Behind(state)
         })
     }

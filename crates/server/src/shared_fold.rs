@@ -5,7 +5,8 @@
 //! replica that runs the projections the two are the same account at the
 //! same version once the fold has caught up, so the engine leaves it with
 //! the fold, remembering only its version, and starts the account's next
-//! actor from the fold's state.
+//! actor from the fold's state (and the stream after it, if the fold had
+//! not caught up).
 
 use std::sync::Arc;
 
