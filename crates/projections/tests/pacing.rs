@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::caught_up;
+use support::{caught_up, on_two_workers};
 use tally_core::{AccountId, Command, IdempotencyKey, ManualClock, OpenAccount, Timestamp};
 use tally_engine::{AppendGate, Engine, EngineConfig, Mutation};
 use tally_projections::reads;
@@ -171,16 +171,7 @@ fn run<H: Harness>(harness: H)
 where
     H::Store: Clone,
 {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(240), paced(harness))
-                .await
-                .expect("finished in time")
-        });
+    on_two_workers(Duration::from_secs(240), paced(harness));
 }
 
 #[test]

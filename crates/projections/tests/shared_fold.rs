@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::caught_up;
+use support::{caught_up, on_two_workers};
 use tally_core::{
     Account, AccountId, ActionKey, BucketKind, Command, GrantCommand, GrantId, IdempotencyKey,
     ManualClock, MemberId, Millicredits, OpenAccount, Timestamp,
@@ -82,29 +82,15 @@ where
     assert!(engine.share_folded_states(fold.clone()).is_ok());
 
     for account in 0..ACCOUNTS {
-        run(
-            &engine,
-            account,
-            "open".into(),
-            Command::OpenAccount(OpenAccount::default()),
-        )
-        .await;
-        run(&engine, account, "grant".into(), grant()).await;
+        open_funded(&engine, account).await;
     }
     for round in 0..ROUNDS {
         let mut debits = Vec::new();
         for account in 0..ACCOUNTS {
             let engine = engine.clone();
             debits.push(tokio::spawn(async move {
-                let debit = Command::Debit {
-                    occurred_at: None,
-                    member: MemberId::parse("m").unwrap(),
-                    action: ActionKey::parse("agent.step").unwrap(),
-                    model: None,
-                    amount: Some(Millicredits::new(100 + round)),
-                    dimensions: None,
-                };
-                run(&engine, account, format!("debit-{round}"), debit).await;
+                let key = format!("debit-{round}");
+                run(&engine, account, key, debit(100 + round)).await;
             }));
         }
         for debit in debits {
@@ -139,6 +125,23 @@ where
         assert_eq!(folded.totals.consumed, Millicredits::new(consumed), "{id}");
     }
     projections.shutdown().await;
+}
+
+async fn open_funded<S: EventStore>(engine: &Engine<S>, account: usize) {
+    let open = Command::OpenAccount(OpenAccount::default());
+    run(engine, account, "open".into(), open).await;
+    run(engine, account, "grant".into(), grant()).await;
+}
+
+fn debit(amount: i64) -> Command {
+    Command::Debit {
+        occurred_at: None,
+        member: MemberId::parse("m").unwrap(),
+        action: ActionKey::parse("agent.step").unwrap(),
+        model: None,
+        amount: Some(Millicredits::new(amount)),
+        dimensions: None,
+    }
 }
 
 fn grant() -> Command {
@@ -177,40 +180,18 @@ where
     projections.start();
     // Accounts 0..IDLE are opened and funded, then left alone.
     for account in 0..IDLE {
-        run(
-            &engine,
-            account,
-            "open".into(),
-            Command::OpenAccount(OpenAccount::default()),
-        )
-        .await;
-        run(&engine, account, "grant".into(), grant()).await;
+        open_funded(&engine, account).await;
         caught_up(&projections).await;
     }
     // The rest are used, one batch after another: each batch loads what
     // the fold dropped and trims it again.
     let in_use = IDLE..IDLE + IN_USE;
     for account in in_use.clone() {
-        run(
-            &engine,
-            account,
-            "open".into(),
-            Command::OpenAccount(OpenAccount::default()),
-        )
-        .await;
-        run(&engine, account, "grant".into(), grant()).await;
+        open_funded(&engine, account).await;
     }
     for round in 0..6 {
         for account in in_use.clone() {
-            let debit = Command::Debit {
-                occurred_at: None,
-                member: MemberId::parse("m").unwrap(),
-                action: ActionKey::parse("agent.step").unwrap(),
-                model: None,
-                amount: Some(Millicredits::new(100)),
-                dimensions: None,
-            };
-            run(&engine, account, format!("debit-{round}"), debit).await;
+            run(&engine, account, format!("debit-{round}"), debit(100)).await;
             caught_up(&projections).await;
         }
     }
@@ -233,16 +214,7 @@ where
 }
 
 fn on<H: Harness, F: Future<Output = ()>>(harness: H, test: impl FnOnce(H) -> F) {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-        .block_on(async {
-            tokio::time::timeout(Duration::from_secs(120), test(harness))
-                .await
-                .expect("finished in time")
-        });
+    on_two_workers(Duration::from_secs(120), test(harness));
 }
 
 #[test]

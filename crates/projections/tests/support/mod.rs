@@ -1,10 +1,27 @@
 //! What the projections' integration tests share.
 
+#![allow(dead_code)] // each test binary uses part of this
+
 use std::time::Duration;
 
 use tally_projections::{Freshness, Projection, Projections};
 use tally_store::{EventStore, ProjectionStore};
 use tokio::time::Instant;
+
+/// Runs `test` on its own two-worker runtime (the machine's cores), and
+/// fails it if it takes longer than `limit`.
+pub fn on_two_workers(limit: Duration, test: impl std::future::Future<Output = ()>) {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            tokio::time::timeout(limit, test)
+                .await
+                .expect("finished in time")
+        });
+}
 
 /// Waits until every projection has applied the whole log; panics after a
 /// minute.
