@@ -254,6 +254,7 @@ impl<S: EventStore> Actor<S> {
             None => load(store, &self.account).await?,
         };
         catch_up(store, &self.account, &mut state).await?;
+        self.behind = false;
         let version_before = state.version;
         let now = self.shared.now_of(&state, None).await?;
         let mut observed = Observations::before(&state, now);
@@ -321,6 +322,7 @@ impl<S: EventStore> Actor<S> {
             None => load(&self.shared.store, &self.account).await?,
         };
         catch_up(&self.shared.store, &self.account, &mut state).await?;
+        self.behind = false;
         Ok(self.state.insert(state))
     }
 

@@ -223,9 +223,10 @@ pub(crate) struct Shared<S> {
     actors: Mutex<HashMap<AccountId, ActorHandle>>,
     next_actor: AtomicU64,
     pub(crate) metrics: Metrics,
-    /// Idle accounts' states, least recently used evicted first. An actor
-    /// takes its account's state out while it runs and puts it back when
-    /// it retires; a miss reloads from the snapshot and the stream.
+    /// Idle accounts' states (or, for those left with the fold, their
+    /// version), least recently used evicted first. An actor takes its
+    /// account's entry out while it runs and puts it back when it retires;
+    /// a miss reloads from the snapshot and the stream.
     cache: Mutex<lru::LruCache<AccountId, Idle>>,
     /// The group-commit writer, started by the first append.
     writer: OnceLock<mpsc::Sender<writer::PendingAppend>>,
