@@ -55,6 +55,7 @@ pub(crate) async fn run<S: EventStore>(
         account,
         state,
         behind,
+        snapshot_from: None,
     };
     loop {
         let first = match tokio::time::timeout(shared.config.idle_timeout, inbox.recv()).await {
@@ -99,6 +100,10 @@ struct Actor<S> {
     /// `state` came from a fold behind what this engine last knew of the
     /// account: read the stream after it before deciding on it.
     behind: bool,
+    /// The version before the last batch's append, until the batch's
+    /// callers have their answers: a snapshot it made due is saved after
+    /// that, not while they wait.
+    snapshot_from: Option<u64>,
 }
 
 /// What became of one mutation within a batch.
@@ -197,6 +202,9 @@ impl<S: EventStore> Actor<S> {
                                 .refused(rejection.reason(), mutation.command.name());
                         }
                         let _ = reply.send(result);
+                    }
+                    if let Some(version_before) = self.snapshot_from.take() {
+                        self.maybe_snapshot(version_before).await;
                     }
                     return;
                 }
@@ -517,7 +525,7 @@ impl<S: EventStore> Actor<S> {
                 state.resolved.clear();
             }
             observed.record(&self.shared.metrics, on_test_clock);
-            self.maybe_snapshot(version_before).await;
+            self.snapshot_from = Some(version_before);
             appended.positions
         };
 
