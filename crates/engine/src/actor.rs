@@ -356,7 +356,9 @@ impl<S: EventStore> Actor<S> {
     /// makes the append fail on the store's unique key, which sends the
     /// batch round again with the lookup. A refusal is the exception: it
     /// writes nothing, so before answering one the actor checks whether the
-    /// key already has an answer to replay.
+    /// key already has an answer to replay, and, when the batch appends
+    /// nothing, whether another replica has moved the stream since the
+    /// state was read (then the batch is decided again on the store's).
     async fn try_mutations(
         &mut self,
         mutations: &[(Mutation, oneshot::Sender<Result<Applied, EngineError>>)],
@@ -487,6 +489,25 @@ impl<S: EventStore> Actor<S> {
                 .filter(|(_, outcome)| matches!(outcome, Settled::Refused(_)))
                 .map(|((m, _), _)| m.idempotency_key.as_str().to_owned())
                 .collect();
+            if !refused.is_empty() && records.is_empty() {
+                // Nothing to append, so no version check would notice that
+                // another replica wrote to the account since this state was
+                // read (a grant that turns this refusal into a charge): ask
+                // the store, and decide again on its state if it moved.
+                let stored = self
+                    .shared
+                    .store
+                    .stream_version(self.account.as_str())
+                    .await?;
+                if stored != version_before {
+                    return Err(StoreError::VersionConflict {
+                        stream_id: self.account.to_string(),
+                        expected: version_before,
+                        actual: stored,
+                    }
+                    .into());
+                }
+            }
             if !refused.is_empty() {
                 known = self.find_records(&refused).await?;
                 for ((mutation, _), outcome) in mutations.iter().zip(settled.iter_mut()) {
