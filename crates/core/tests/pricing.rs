@@ -846,7 +846,9 @@ impl Metered {
         single("metered.action", price)
     }
 
-    fn price(&self, used: [u64; 6]) -> i64 {
+    /// The card's price; `None` when the card refuses it as beyond
+    /// `Millicredits::MAX_INPUT` (the only refusal these cards can give).
+    fn price(&self, used: [u64; 6]) -> Option<i64> {
         let dims = Dimensions {
             units: [(unit("posts"), used[5])].into(),
             input_tokens: used[0],
@@ -855,15 +857,23 @@ impl Metered {
             images: used[3],
             tool_calls: used[4],
         };
-        self.card()
+        match self
+            .card()
             .price_of(&key("metered.action"), Some(&model("m")), &dims)
-            .unwrap()
-            .get()
+        {
+            Ok(price) => Some(price.get()),
+            Err(Rejection::InvalidField {
+                field: "dimensions",
+                ..
+            }) => None,
+            Err(other) => panic!("{other:?}"),
+        }
     }
 
     /// The price as the fraction `numerator / denominator` millicredits,
-    /// rounded and clamped in the plainest way.
-    fn expected(&self, used: [u64; 6]) -> i64 {
+    /// rounded and clamped in the plainest way; `None` beyond the most a
+    /// price may be.
+    fn expected(&self, used: [u64; 6]) -> Option<i64> {
         let r = self.rates.map(u128::from);
         let u = used.map(u128::from);
         let per_thousand = u[0] * r[0] + u[1] * r[1] + u[2] * r[2];
@@ -884,8 +894,37 @@ impl Metered {
         if let Some(min) = self.min {
             price = price.max(u128::from(min));
         }
-        i64::try_from(price).unwrap()
+        let price = i64::try_from(price).unwrap();
+        (price <= Millicredits::MAX_INPUT.get()).then_some(price)
     }
+}
+
+/// The case the properties below first met (CI, session 16): usage whose
+/// price passes the most a price may be is refused, not wrapped or
+/// clamped, and more usage keeps it refused.
+#[test]
+fn a_price_beyond_the_most_a_price_may_be_is_refused() {
+    let action = Metered {
+        rates: [0, 0, 0, 15_228, 13_212, 15_508],
+        base: 0,
+        multiplier_per_mille: 4_866,
+        rounding: Rounding::Millicredit,
+        min: None,
+        max: None,
+    };
+    let used = [0, 0, 0, 4_654_934, 4_959_590, 2_617_086];
+    let price = action.price(used).expect("under the limit");
+    assert!(price > Millicredits::MAX_INPUT.get() / 2);
+    assert_eq!(action.price(used), action.expected(used));
+    let grown = [0, 0, 0, 4_654_934, 4_959_590, 2_617_086 + 1_838_432];
+    assert_eq!(action.expected(grown), None);
+    assert_eq!(action.price(grown), None);
+    // A maximum on the card brings it back under.
+    let capped = Metered {
+        max: Some(150_000),
+        ..action
+    };
+    assert_eq!(capped.price(grown), Some(150_000));
 }
 
 fn metered() -> impl Strategy<Value = Metered> {
@@ -950,7 +989,12 @@ proptest! {
     ) {
         let mut grown = used;
         grown[which] += more;
-        prop_assert!(action.price(grown) >= action.price(used));
+        // Beyond the most a price may be is above every price.
+        match (action.price(used), action.price(grown)) {
+            (Some(before), Some(after)) => prop_assert!(after >= before),
+            (None, Some(after)) => prop_assert!(false, "{after} after a refusal"),
+            (_, None) => {}
+        }
     }
 
     #[test]
@@ -958,7 +1002,9 @@ proptest! {
         action in metered(),
         used in usage(),
     ) {
-        let price = action.price(used);
+        let Some(price) = action.price(used) else {
+            return Ok(());
+        };
         if let Some(min) = action.min {
             prop_assert!(price >= min as i64);
         }
@@ -973,8 +1019,10 @@ proptest! {
         action in metered(),
         used in usage(),
     ) {
-        if action.rounding.to_whole_credits() {
-            prop_assert_eq!(action.price(used) % 1000, 0);
+        if action.rounding.to_whole_credits()
+            && let Some(price) = action.price(used)
+        {
+            prop_assert_eq!(price % 1000, 0);
         }
     }
 
@@ -988,10 +1036,17 @@ proptest! {
         action.max = None;
         let mut exact = action.clone();
         exact.rounding = Rounding::Millicredit;
-        let price = action.price(used);
-        prop_assert_eq!(price % 1000, 0);
-        prop_assert!(price >= exact.price(used));
-        prop_assert!(price < exact.price(used) + 1000);
+        // Rounding up can carry a price past the most a price may be, but
+        // never an exact one that was already beyond it back under it.
+        match (action.price(used), exact.price(used)) {
+            (Some(price), Some(exact)) => {
+                prop_assert_eq!(price % 1000, 0);
+                prop_assert!(price >= exact);
+                prop_assert!(price < exact + 1000);
+            }
+            (Some(price), None) => prop_assert!(false, "{price} where the exact price is refused"),
+            (None, _) => {}
+        }
     }
 }
 
