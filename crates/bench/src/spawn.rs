@@ -161,6 +161,9 @@ impl Tallyd {
         if let Some(url) = &database_url {
             command.arg("--database-url").arg(url);
         }
+        if let Some(filter) = log_filter(std::env::var("TALLY_LOG").ok().as_deref()) {
+            command.env("TALLY_LOG", filter);
+        }
         let mut child = command
             .spawn()
             .with_context(|| format!("starting {}", binary.display()))?;
@@ -290,6 +293,22 @@ async fn migrate(binary: &Path, url: &str) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// The log filter to start tallyd with, given the caller's `TALLY_LOG`
+/// (passed through, so a run can turn a module's logs up): the address
+/// is read from tallyd's INFO line "tallyd listening", so a filter that
+/// says nothing of the `tallyd` target gets it at INFO.
+fn log_filter(caller: Option<&str>) -> Option<String> {
+    let caller = caller.map(str::trim).filter(|f| !f.is_empty())?;
+    let names_tallyd = caller
+        .split(',')
+        .any(|directive| directive.trim().split(['=', '[']).next() == Some("tallyd"));
+    Some(if names_tallyd {
+        caller.to_owned()
+    } else {
+        format!("{caller},tallyd=info")
+    })
 }
 
 /// Reads tallyd's JSON log: hands over the address once it listens, counts
@@ -441,4 +460,28 @@ pub fn default_tallyd() -> anyhow::Result<PathBuf> {
     let exe = std::env::current_exe().context("locating tally-bench itself")?;
     let dir = exe.parent().context("tally-bench has no parent folder")?;
     Ok(dir.join(format!("tallyd{}", std::env::consts::EXE_SUFFIX)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::log_filter;
+
+    #[test]
+    fn the_listening_line_survives_the_callers_log_filter() {
+        assert_eq!(log_filter(None), None);
+        assert_eq!(log_filter(Some("  ")), None);
+        assert_eq!(
+            log_filter(Some("warn")).as_deref(),
+            Some("warn,tallyd=info")
+        );
+        assert_eq!(
+            log_filter(Some("info,tally_engine::writer=debug")).as_deref(),
+            Some("info,tally_engine::writer=debug,tallyd=info")
+        );
+        // The caller's own word on tallyd stands.
+        assert_eq!(
+            log_filter(Some("warn,tallyd=debug")).as_deref(),
+            Some("warn,tallyd=debug")
+        );
+    }
 }
