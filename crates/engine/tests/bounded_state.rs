@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::events_of;
+use support::{debit, events_of};
 
 use tally_core::{
     Account, AccountId, ActionKey, BucketKind, Command, GrantCommand, IdempotencyKey, ManualClock,
@@ -309,17 +309,6 @@ impl FoldedStates for Fold {
     }
 }
 
-fn debit(amount: i64) -> Command {
-    Command::Debit {
-        occurred_at: None,
-        member: MemberId::parse("m").unwrap(),
-        action: ActionKey::parse("agent.step").unwrap(),
-        model: None,
-        amount: Some(Millicredits::new(amount)),
-        dimensions: None,
-    }
-}
-
 async fn idle_accounts_held_by_the_fold_are_held_once<S: EventStore + Clone>(store: S) {
     let quick = EngineConfig {
         idle_timeout: Duration::from_millis(20),
@@ -328,7 +317,10 @@ async fn idle_accounts_held_by_the_fold_are_held_once<S: EventStore + Clone>(sto
     let mut bench = Bench::open(store.clone(), quick).await;
     let fold = Arc::new(Fold::default());
     assert!(bench.engine.share_folded_states(fold.clone()).is_ok());
-    bench.run(debit(100)).await.expect("debit");
+    bench
+        .run(debit(Millicredits::new(100)))
+        .await
+        .expect("debit");
     let stream = events_of(&store, "acme").await.len();
 
     // The fold has the account at the version the actor leaves it at: the
@@ -340,7 +332,10 @@ async fn idle_accounts_held_by_the_fold_are_held_once<S: EventStore + Clone>(sto
     // The next actor starts from the fold's state, and this time leaves
     // the account a version ahead of the fold (not told of the debit): a
     // fold that lags still holds it, and the next actor reads the rest.
-    bench.run(debit(101)).await.expect("debit");
+    bench
+        .run(debit(Millicredits::new(101)))
+        .await
+        .expect("debit");
     assert_eq!(
         fold.found.load(Ordering::SeqCst),
         2,
@@ -352,7 +347,7 @@ async fn idle_accounts_held_by_the_fold_are_held_once<S: EventStore + Clone>(sto
     // Further behind than snapshots are apart (a stalled fold): the engine
     // keeps its own copy.
     for _ in 0..config().snapshot_every {
-        bench.run(debit(1)).await.expect("debit");
+        bench.run(debit(Millicredits::new(1))).await.expect("debit");
     }
     tokio::time::sleep(Duration::from_millis(150)).await;
     assert_eq!(bench.engine.cached_states(), 1);
@@ -378,7 +373,10 @@ async fn a_fold_reset_behind_the_account_is_caught_up_before_deciding<S: EventSt
     let fold = Arc::new(Fold::default());
     assert!(bench.engine.share_folded_states(fold.clone()).is_ok());
     for amount in [100, 101, 102] {
-        bench.run(debit(amount)).await.expect("debit");
+        bench
+            .run(debit(Millicredits::new(amount)))
+            .await
+            .expect("debit");
     }
     let stream = events_of(&store, "acme").await.len();
     fold.hold(&store, "acme", stream).await;
@@ -389,7 +387,7 @@ async fn a_fold_reset_behind_the_account_is_caught_up_before_deciding<S: EventSt
     // events again when the account wakes.
     fold.hold(&store, "acme", stream - 2).await;
     bench
-        .run(debit(103))
+        .run(debit(Millicredits::new(103)))
         .await
         .expect("debit on the caught-up state");
     let balance = bench.engine.balance(&bench.account).await.expect("balance");

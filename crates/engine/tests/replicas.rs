@@ -8,30 +8,19 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::mutation;
+use support::{debit, mutation};
 use tally_core::{
-    ActionKey, BucketKind, Command, GrantCommand, ManualClock, MemberId, Millicredits, Outcome,
-    Rejection, Timestamp,
+    BucketKind, Command, GrantCommand, GrantId, ManualClock, Millicredits, Outcome, Rejection,
+    Timestamp,
 };
 use tally_engine::{Engine, EngineConfig, EngineError};
 use tally_store::conformance::Harness;
 use tally_store::postgres::PostgresHarness;
 use tally_store::sqlite::SqliteHarness;
 
-fn debit(credits: i64) -> Command {
-    Command::Debit {
-        member: MemberId::parse("m").unwrap(),
-        action: ActionKey::parse("agent.step").unwrap(),
-        model: None,
-        amount: Some(Millicredits::from_credits(credits)),
-        dimensions: None,
-        occurred_at: None,
-    }
-}
-
 fn grant(credits: i64) -> Command {
     Command::Grant(GrantCommand {
-        grant_id: Engine::<tally_store::sqlite::SqliteStore>::mint_grant_id(),
+        grant_id: GrantId::parse("g-other-replica").unwrap(),
         pack: None,
         kind: BucketKind::Promotional,
         source: None,
@@ -67,7 +56,8 @@ async fn a_refusal_counts_the_other_replicas_writes<H: Harness>(harness: H) {
     .unwrap();
     // Replica a holds the account with nothing granted, and says so.
     assert!(is_insufficient(
-        &a.execute(mutation("acme", "d1", debit(5))).await
+        &a.execute(mutation("acme", "d1", debit(Millicredits::from_credits(5))))
+            .await
     ));
 
     // Replica b grants; a's copy of the account is now one event behind.
@@ -76,7 +66,7 @@ async fn a_refusal_counts_the_other_replicas_writes<H: Harness>(harness: H) {
         .unwrap();
 
     let applied = a
-        .execute(mutation("acme", "d2", debit(5)))
+        .execute(mutation("acme", "d2", debit(Millicredits::from_credits(5))))
         .await
         .expect("the credits granted on the other replica pay for the debit");
     assert!(
@@ -89,17 +79,19 @@ async fn a_refusal_counts_the_other_replicas_writes<H: Harness>(harness: H) {
     // A refusal the store's state agrees with still stands, and a retry of
     // the first refused key, now affordable, is decided afresh.
     assert!(is_insufficient(
-        &a.execute(mutation("acme", "d3", debit(6))).await
+        &a.execute(mutation("acme", "d3", debit(Millicredits::from_credits(6))))
+            .await
     ));
     let retried = a
-        .execute(mutation("acme", "d1", debit(5)))
+        .execute(mutation("acme", "d1", debit(Millicredits::from_credits(5))))
         .await
         .expect("a refusal stores no answer: the retry is a new decision");
     assert_eq!(retried.reply.available, Millicredits::ZERO);
 
     // b, which has not seen a's debits, refuses only after looking too.
     assert!(is_insufficient(
-        &b.execute(mutation("acme", "d4", debit(1))).await
+        &b.execute(mutation("acme", "d4", debit(Millicredits::from_credits(1))))
+            .await
     ));
     a.shutdown().await;
     b.shutdown().await;

@@ -5,7 +5,8 @@
 #![allow(dead_code)] // each test binary uses part of this
 
 use tally_core::{
-    AccountId, Command, Event, IdempotencyKey, Millicredits, Plan, PlanCatalogue, PlanName,
+    AccountId, ActionKey, Command, Event, IdempotencyKey, MemberId, Millicredits, Plan,
+    PlanCatalogue, PlanName,
 };
 use tally_engine::{Mutation, decode_event};
 use tally_store::EventStore;
@@ -34,6 +35,18 @@ pub fn mutation(account: &str, key: &str, command: Command) -> Mutation {
         idempotency_key: IdempotencyKey::parse(key).unwrap(),
         fingerprint: key.as_bytes().to_vec(),
         command,
+    }
+}
+
+/// A Debit of `amount` by member `m` for `agent.step`, at a price given.
+pub fn debit(amount: Millicredits) -> Command {
+    Command::Debit {
+        member: MemberId::parse("m").unwrap(),
+        action: ActionKey::parse("agent.step").unwrap(),
+        model: None,
+        amount: Some(amount),
+        dimensions: None,
+        occurred_at: None,
     }
 }
 
