@@ -17,11 +17,14 @@
 //!   file attached, which in WAL mode read a committed snapshot without
 //!   waiting for either writer;
 //! - every append is a `BEGIN IMMEDIATE` transaction, which also serialises
-//!   writers in other processes that open the same file.
+//!   writers in other processes that open the same file;
+//! - neither writer checkpoints the write-ahead log: a thread of the
+//!   store's own does, beside them (see `checkpointer.rs`).
 //!
 //! Because writers are serialised, rowids are handed out in commit order, so
 //! the position `(0, rowid)` needs no fence for `read_log` to never skip.
 
+mod checkpointer;
 mod error;
 #[cfg(feature = "test-util")]
 mod harness;
@@ -91,6 +94,8 @@ struct Inner {
     /// One process writes the file at a time, so in-process signals are
     /// all there is to relay.
     changes: ChangeHub,
+    /// Stops with the store.
+    _checkpointer: checkpointer::Checkpointer,
 }
 
 impl SqliteStore {
@@ -137,6 +142,22 @@ impl SqliteStore {
             .map_err(store_error)?;
         schema::migrate_projections(&mut projection_writer)?;
         schema::forget_projections_ahead_of_log(&writer, &mut projection_writer)?;
+        for conn in [&writer, &projection_writer] {
+            conn.pragma_update(None, "wal_autocheckpoint", 0)
+                .map_err(store_error)?;
+        }
+        let writer = Arc::new(Mutex::new(writer));
+        let projection_writer = Arc::new(Mutex::new(projection_writer));
+        let checkpointer = checkpointer::Checkpointer::start(vec![
+            checkpointer::Checkpointed {
+                path: path.clone(),
+                writer: writer.clone(),
+            },
+            checkpointer::Checkpointed {
+                path: projections_path(&path),
+                writer: projection_writer.clone(),
+            },
+        ])?;
         // Opening one reader now surfaces a problem at startup rather than
         // at the first read.
         let reader = open_reader(&path, options.busy_timeout)?;
@@ -145,11 +166,12 @@ impl SqliteStore {
             inner: Arc::new(Inner {
                 reader_permits: Arc::new(Semaphore::new(options.readers)),
                 idle_readers: std::sync::Mutex::new(vec![reader]),
-                writer: Arc::new(Mutex::new(writer)),
-                projection_writer: Arc::new(Mutex::new(projection_writer)),
+                writer,
+                projection_writer,
                 options,
                 path,
                 changes: ChangeHub::default(),
+                _checkpointer: checkpointer,
             }),
         })
     }
@@ -482,5 +504,55 @@ mod tests {
             projection_write_attempt.is_err(),
             "a reader connection wrote to the projections file"
         );
+    }
+
+    /// A commit never stops to checkpoint, and the log still reaches the
+    /// database file while the store is open: the checkpointer copies it.
+    #[tokio::test]
+    async fn commits_leave_the_checkpoints_to_the_checkpointer() {
+        use crate::{AppendRequest, EventStore, NewEvent};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tally.sqlite");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let autocheckpoint = |conn: &mut Connection| {
+            conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get::<_, i64>(0))
+                .map_err(store_error)
+        };
+        assert_eq!(store.write(autocheckpoint).await.unwrap(), 0);
+        assert_eq!(store.write_projections(autocheckpoint).await.unwrap(), 0);
+
+        let before = std::fs::metadata(&path).unwrap().len();
+        // About 2 MB of events: far more pages than the file holds now.
+        for version in 0..64u64 {
+            store
+                .append(AppendRequest {
+                    stream_id: "acme".into(),
+                    expected_version: version * 8,
+                    events: (0..8)
+                        .map(|_| NewEvent {
+                            event_type: "filler".into(),
+                            payload: vec![7; 4_000],
+                            recorded_at_ms: 1_700_000_000_000,
+                        })
+                        .collect(),
+                    idempotency: Vec::new(),
+                    holds: Vec::new(),
+                    charges: Vec::new(),
+                    next_wakeup_ms: None,
+                })
+                .await
+                .unwrap();
+        }
+        // Rounds run every 100 ms; a loaded machine gets 30 s.
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::fs::metadata(&path).unwrap().len() < before + 2_000_000 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the database file stayed at {} bytes: nothing checkpointed the log",
+                std::fs::metadata(&path).unwrap().len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }
