@@ -18,18 +18,17 @@
 //! the writer's lock held, copies the few pages committed since. The log can
 //! only start again from its beginning when it has been copied to its end
 //! at a moment no commit follows, which under steady writes only the
-//! second pass provides: without it the log grows without bound. The lock
+//! pass under the lock provides: without it the log grows without bound. The lock
 //! is held for those few pages and the file's sync. What a reader still
 //! uses is copied on a later round. Durability is the log's (synced at
 //! every commit of the event file), so how often this runs bounds only the
 //! log's size and how much a reopen replays.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread;
 use std::time::Duration;
-
-use std::sync::Arc;
 
 use rusqlite::{Connection, OpenFlags};
 use tokio::sync::Mutex;
@@ -39,7 +38,7 @@ use crate::StoreError;
 
 /// Time between rounds. At the write rates a 2-core machine reaches (about
 /// 300 MB of log a second), the log stays in the tens of megabytes.
-pub(super) const INTERVAL: Duration = Duration::from_millis(100);
+const INTERVAL: Duration = Duration::from_millis(100);
 
 /// The checkpointing thread. Dropping this stops it and waits for it, so
 /// that once the store is dropped every connection to its files is closed
@@ -144,7 +143,7 @@ const FEW_FRAMES: i64 = 256;
 const MAX_UNLOCKED_PASSES: usize = 6;
 
 /// One passive checkpoint: `(log frames, frames now in the database)`.
-pub(super) fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
+fn checkpoint(conn: &Connection) -> rusqlite::Result<(i64, i64)> {
     conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |row| {
         Ok((row.get(1)?, row.get(2)?))
     })
