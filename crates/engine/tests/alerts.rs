@@ -2,6 +2,8 @@
 //! written once, stamped with the boundary and under no idempotency key,
 //! whether the sweep or a later command notices the boundary.
 
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,16 +32,12 @@ fn mutation(account: &str, key: &str, command: Command) -> Mutation {
 
 fn grant(id: &str, credits: i64, expires_at: Option<Timestamp>) -> Command {
     Command::Grant(GrantCommand {
-        grant_id: GrantId::parse(id).unwrap(),
-        pack: None,
-        kind: BucketKind::TopUp,
-        source: None,
-        priority: None,
-        amount: Millicredits::from_credits(credits),
-        effective_at: None,
         expires_at,
-        cost_basis: None,
-        reference: String::new(),
+        ..support::grant(
+            GrantId::parse(id).unwrap(),
+            BucketKind::TopUp,
+            Millicredits::from_credits(credits),
+        )
     })
 }
 

@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use support::{debit, events_of};
+use support::{debit, events_of, grant};
 
 use tally_core::{
-    Account, AccountId, ActionKey, BucketKind, Command, GrantCommand, IdempotencyKey, ManualClock,
-    MemberId, Millicredits, Outcome, Rejection, ReservationId, Resolution, Timestamp,
+    Account, AccountId, ActionKey, BucketKind, Command, IdempotencyKey, ManualClock, MemberId,
+    Millicredits, Outcome, Rejection, ReservationId, Resolution, Timestamp,
 };
 use tally_engine::{Applied, Engine, EngineConfig, EngineError, FoldedStates, Mutation};
 use tally_store::EventStore;
@@ -54,18 +54,11 @@ impl<S: EventStore + Clone> Bench<S> {
             .expect("open");
         self.run_on(
             &account,
-            Command::Grant(GrantCommand {
-                grant_id: Engine::<S>::mint_grant_id(),
-                pack: None,
-                kind: BucketKind::Promotional,
-                source: None,
-                priority: None,
-                amount: Millicredits::new(1_000_000_000),
-                effective_at: None,
-                expires_at: None,
-                cost_basis: None,
-                reference: String::new(),
-            }),
+            Command::Grant(grant(
+                Engine::<S>::mint_grant_id(),
+                BucketKind::Promotional,
+                Millicredits::new(1_000_000_000),
+            )),
         )
         .await
         .expect("grant");

@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use support::{debit, mutation};
 use tally_core::{
-    BucketKind, Command, GrantCommand, GrantId, ManualClock, Millicredits, Outcome, Rejection,
-    Timestamp,
+    BucketKind, Command, GrantId, ManualClock, Millicredits, Outcome, Rejection, Timestamp,
 };
 use tally_engine::{Engine, EngineConfig, EngineError};
 use tally_store::conformance::Harness;
@@ -19,18 +18,11 @@ use tally_store::postgres::PostgresHarness;
 use tally_store::sqlite::SqliteHarness;
 
 fn grant(credits: i64) -> Command {
-    Command::Grant(GrantCommand {
-        grant_id: GrantId::parse("g-other-replica").unwrap(),
-        pack: None,
-        kind: BucketKind::Promotional,
-        source: None,
-        priority: None,
-        amount: Millicredits::from_credits(credits),
-        effective_at: None,
-        expires_at: None,
-        cost_basis: None,
-        reference: String::new(),
-    })
+    Command::Grant(support::grant(
+        GrantId::parse("g-other-replica").unwrap(),
+        BucketKind::Promotional,
+        Millicredits::from_credits(credits),
+    ))
 }
 
 fn is_insufficient(result: &Result<tally_engine::Applied, EngineError>) -> bool {

@@ -85,6 +85,20 @@ pub struct AppendRequest {
 }
 
 impl AppendRequest {
+    /// An append of `events` alone: no idempotency records, holds or
+    /// charges, and no wakeup.
+    pub fn new(stream_id: impl Into<String>, expected_version: u64, events: Vec<NewEvent>) -> Self {
+        Self {
+            stream_id: stream_id.into(),
+            expected_version,
+            events,
+            idempotency: Vec::new(),
+            holds: Vec::new(),
+            charges: Vec::new(),
+            next_wakeup_ms: None,
+        }
+    }
+
     /// Checks what every backend must refuse with
     /// [`StoreError::InvalidAppend`] before touching storage, so that the
     /// backends cannot drift apart on what a valid request is.
@@ -158,22 +172,12 @@ mod tests {
     use super::*;
 
     fn request(stream_id: &str, expected_version: u64, events: usize) -> AppendRequest {
-        AppendRequest {
-            stream_id: stream_id.into(),
-            expected_version,
-            events: vec![
-                NewEvent {
-                    event_type: "t".into(),
-                    payload: vec![],
-                    recorded_at_ms: 0,
-                };
-                events
-            ],
-            idempotency: vec![],
-            holds: vec![],
-            charges: vec![],
-            next_wakeup_ms: None,
-        }
+        let event = NewEvent {
+            event_type: "t".into(),
+            payload: vec![],
+            recorded_at_ms: 0,
+        };
+        AppendRequest::new(stream_id, expected_version, vec![event; events])
     }
 
     #[test]

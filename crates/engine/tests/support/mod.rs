@@ -5,8 +5,8 @@
 #![allow(dead_code)] // each test binary uses part of this
 
 use tally_core::{
-    AccountId, ActionKey, Command, Event, IdempotencyKey, MemberId, Millicredits, Plan,
-    PlanCatalogue, PlanName,
+    AccountId, ActionKey, BucketKind, Command, Event, GrantCommand, GrantId, IdempotencyKey,
+    MemberId, Millicredits, Plan, PlanCatalogue, PlanName,
 };
 use tally_engine::{Mutation, decode_event};
 use tally_store::EventStore;
@@ -47,6 +47,23 @@ pub fn debit(amount: Millicredits) -> Command {
         amount: Some(amount),
         dimensions: None,
         occurred_at: None,
+    }
+}
+
+/// A grant of `amount` into a bucket of `kind`, effective now, never
+/// expiring; change a field with `GrantCommand { …, ..grant(…) }`.
+pub fn grant(grant_id: GrantId, kind: BucketKind, amount: Millicredits) -> GrantCommand {
+    GrantCommand {
+        grant_id,
+        pack: None,
+        kind,
+        source: None,
+        priority: None,
+        amount,
+        effective_at: None,
+        expires_at: None,
+        cost_basis: None,
+        reference: String::new(),
     }
 }
 

@@ -191,15 +191,7 @@ fn events(tag: &str, count: usize) -> Vec<NewEvent> {
 }
 
 fn request(stream_id: &str, expected_version: u64, events: Vec<NewEvent>) -> AppendRequest {
-    AppendRequest {
-        stream_id: stream_id.to_owned(),
-        expected_version,
-        events,
-        idempotency: Vec::new(),
-        holds: Vec::new(),
-        charges: Vec::new(),
-        next_wakeup_ms: None,
-    }
+    AppendRequest::new(stream_id, expected_version, events)
 }
 
 fn record(key: &str, fingerprint: &str, response: &str) -> IdempotencyRecord {

@@ -525,22 +525,15 @@ mod tests {
         let before = std::fs::metadata(&path).unwrap().len();
         // About 2 MB of events: far more pages than the file holds now.
         for version in 0..64u64 {
-            store
-                .append(AppendRequest {
-                    stream_id: "acme".into(),
-                    expected_version: version * 8,
-                    events: (0..8)
-                        .map(|_| NewEvent {
-                            event_type: "filler".into(),
-                            payload: vec![7; 4_000],
-                            recorded_at_ms: 1_700_000_000_000,
-                        })
-                        .collect(),
-                    idempotency: Vec::new(),
-                    holds: Vec::new(),
-                    charges: Vec::new(),
-                    next_wakeup_ms: None,
+            let events = (0..8)
+                .map(|_| NewEvent {
+                    event_type: "filler".into(),
+                    payload: vec![7; 4_000],
+                    recorded_at_ms: 1_700_000_000_000,
                 })
+                .collect();
+            store
+                .append(AppendRequest::new("acme", version * 8, events))
                 .await
                 .unwrap();
         }
