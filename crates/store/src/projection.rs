@@ -116,7 +116,9 @@ pub struct ProjectionCommit {
     /// truncates them (instant, and the refill meets fresh indexes rather
     /// than a deleted table's dead entries); a table must belong to the
     /// committing projection alone, since a truncation waits for and then
-    /// blocks every reader of it until the commit.
+    /// blocks every reader of it until the commit. It waits for readers a
+    /// moment only: behind a long reader the commit is `Unavailable` and
+    /// writes nothing, and the caller tries again later.
     pub emptied: Vec<&'static str>,
     /// Run in order, in the same transaction as the checkpoints. A backend
     /// may run consecutive statements with the same text as one set-based

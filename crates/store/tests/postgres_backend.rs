@@ -987,3 +987,76 @@ async fn a_lone_replica_sends_only_hellos() {
     }
     assert_eq!(hellos, 1, "the listener's hello");
 }
+
+/// A reset truncates the projection's tables, which waits for every reader
+/// of them, and every reader that comes after waits behind it. A long
+/// reader (a `verify`, a dump) would stall every read of the projection
+/// until it ended; instead the reset gives up after a moment, writes
+/// nothing, and lands once it is tried again with the reader gone.
+#[tokio::test]
+async fn a_reset_gives_way_to_a_long_reader() {
+    use tally_store::{CommitOutcome, ProjectionCommit, SqlStatement, SqlValue};
+
+    let (store, location) = PostgresHarness::new().create().await;
+    let unit = |account: &str| {
+        SqlStatement::new(
+            "INSERT INTO usage_daily_units (account_id, day, cycle_start_ms, action, \
+             capability, member_id, model, unit, amount) \
+             VALUES ($1, '2026-01-01', 0, 'a', 'c', '', '', 'u', 1)",
+            vec![SqlValue::text(account)],
+        )
+    };
+    let commit = |generation: u64, account: &str| {
+        ProjectionCommit::single("usage", generation, None, 1, 0, vec![unit(account)])
+    };
+    let accounts = || async {
+        store
+            .query_projection(vec![SqlStatement::new(
+                "SELECT account_id FROM usage_daily_units ORDER BY account_id",
+                vec![],
+            )])
+            .await
+            .expect("read the rows")
+            .remove(0)
+            .into_iter()
+            .map(|row| row[0].as_text().expect("text").to_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        store.commit_projection(commit(0, "before")).await.unwrap(),
+        CommitOutcome::Committed { generation: 1 }
+    );
+
+    let mut raw = connect_raw(&location.config).await;
+    let reader = raw.transaction().await.unwrap();
+    reader
+        .query("SELECT count(*) FROM usage_daily_units", &[])
+        .await
+        .unwrap();
+    let reset = || commit(1, "after").emptying(vec!["usage_daily_units"]);
+    let given_way = tokio::time::timeout(Duration::from_secs(60), store.commit_projection(reset()))
+        .await
+        .expect("the reset waited for the reader to end");
+    match given_way {
+        Err(StoreError::Unavailable(message)) => {
+            assert!(message.contains("usage_daily_units"), "{message}")
+        }
+        other => panic!("expected the reset to give way, got {other:?}"),
+    }
+    assert_eq!(accounts().await, vec!["before"], "the reset wrote nothing");
+    assert_eq!(
+        store
+            .projection_checkpoint("usage")
+            .await
+            .unwrap()
+            .generation,
+        1
+    );
+
+    reader.commit().await.unwrap();
+    assert_eq!(
+        store.commit_projection(reset()).await.unwrap(),
+        CommitOutcome::Committed { generation: 2 }
+    );
+    assert_eq!(accounts().await, vec!["after"]);
+}

@@ -30,6 +30,15 @@ const LOCK_CHECKPOINTS: &str = "SELECT name, generation FROM projection_checkpoi
 /// (the `::bigint` cast), which no index serves, and the whole log is sorted.
 pub(super) const LOG_HEAD: &str = "SELECT tx::text::bigint, position FROM events ORDER BY events.tx DESC, events.position DESC LIMIT 1";
 
+/// How long a reset's `TRUNCATE` waits for the tables' current readers.
+/// While it waits, every new reader of those tables queues behind it, on
+/// every replica; a long reader (a `tallyd verify`, a dump, an analyst's
+/// transaction) would stall them all until it ended. Past this the commit
+/// fails as `Unavailable`, writes nothing, and the runner tries again, so
+/// reads stall for at most this long per attempt. Short reads never make it
+/// wait this long.
+const TRUNCATE_LOCK_TIMEOUT: &str = "1s";
+
 /// High bits of every projection's advisory lock key ("tp"), so they stay
 /// clear of the migration lock and of other applications' keys.
 const LOCK_KEY_PREFIX: i64 = 0x7470 << 48;
@@ -142,9 +151,19 @@ async fn commit(
         .first()
         .map_or(0, |moved| moved.expected_generation + 1);
     if !commit.emptied.is_empty() {
-        tx.batch_execute(&format!("TRUNCATE {}", commit.emptied.join(", ")))
-            .await
-            .map_err(store_error)?;
+        let tables = commit.emptied.join(", ");
+        tx.batch_execute(&format!(
+            "SET LOCAL lock_timeout = '{TRUNCATE_LOCK_TIMEOUT}'; TRUNCATE {tables}; \
+             SET LOCAL lock_timeout TO DEFAULT"
+        ))
+        .await
+        .map_err(|err| match store_error(err) {
+            StoreError::Unavailable(message) => StoreError::Unavailable(format!(
+                "emptying {tables} for a reset: {message} (a long transaction is reading \
+                 them)"
+            )),
+            other => other,
+        })?;
     }
     let mut statements = coalesce(&commit.statements);
     statements.extend(coalesce(&checkpoint_upserts(&commit)));
