@@ -102,6 +102,9 @@ pub enum Freshness {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lag {
     pub checkpoint: Option<LogPosition>,
+    /// The checkpoint's generation as measured: the runner compares it with
+    /// the one it committed to notice a reset made by another process.
+    pub generation: u64,
     /// Events committed after the checkpoint. Exact on SQLite; on
     /// PostgreSQL an upper bound (positions rolled back leave gaps).
     pub events: u64,
@@ -221,6 +224,22 @@ impl Projector {
             .iter()
             .map(|p| Some((*p, checkpoints.get(p.name())?.position)))
             .collect()
+    }
+
+    /// Whether a checkpoint this projector works from has moved past the
+    /// generation it last committed or read, by `seen` (the newest
+    /// generation signalled or measured for each checkpoint). Only another
+    /// process moves them while this one holds the runner lock: a reset
+    /// for a rebuild (`tallyd rebuild` beside a running `tallyd`). A busy
+    /// runner learns of it from its next commit, which names the old
+    /// generation and fails; an idle one commits nothing, so it asks this.
+    fn moved_elsewhere(&self, seen: &HashMap<String, u64>) -> bool {
+        self.checkpoints.as_ref().is_some_and(|checkpoints| {
+            checkpoints.iter().any(|(name, checkpoint)| {
+                seen.get(name)
+                    .is_some_and(|&generation| generation > checkpoint.generation)
+            })
+        })
     }
 
     /// Forgets everything cached: the next step starts again from the store.
@@ -755,9 +774,18 @@ struct Inner<S> {
     committed: Notify,
     /// The store signalled an append: wakes an idle runner at once.
     appended: Notify,
+    /// The newest generation of each checkpoint that the store signalled
+    /// (commits of this process and of others) or a lag measurement read:
+    /// one past what this process's runner committed means another process
+    /// moved it (a reset to rebuild), which an idle runner must notice.
+    seen: Mutex<HashMap<String, u64>>,
+    /// Signalled whenever `seen` grows: wakes an idle runner to compare.
+    seen_moved: Notify,
     /// While this process's runner holds the lock, the checkpoints it
-    /// committed: nobody else can move them then, so a read waiting for
-    /// freshness needs no round trip to learn it. Empty otherwise.
+    /// committed: no other runner can move them then, so a read waiting for
+    /// freshness needs no round trip to learn it. Empty otherwise, and
+    /// emptied when another process resets a projection (a rebuild), until
+    /// the runner has read the checkpoints again.
     held: RwLock<HashMap<Projection, Option<LogPosition>>>,
     /// The shared fold's states, published by this process's runner.
     published: Arc<PublishedStates>,
@@ -779,6 +807,8 @@ impl<S: EventStore + ProjectionStore + Clone> Projections<S> {
                 poke: Notify::new(),
                 committed: Notify::new(),
                 appended: Notify::new(),
+                seen: Mutex::new(HashMap::new()),
+                seen_moved: Notify::new(),
                 held: RwLock::default(),
                 published: Arc::default(),
                 lag: Mutex::new(HashMap::new()),
@@ -992,9 +1022,30 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                     tokio::select! {
                         _ = inner.poke.notified() => {}
                         _ = inner.appended.notified() => {}
+                        _ = inner.seen_moved.notified() => {}
                         _ = tokio::time::sleep(idle) => {}
                     }
                     idle = (idle * 2).min(config.idle_max);
+                    let moved = {
+                        let mut seen = inner.seen.lock().expect("seen lock");
+                        let moved = projector.moved_elsewhere(&seen);
+                        if moved {
+                            // What the store holds now is read again; a
+                            // generation seen before that (checkpoint rows
+                            // recreated by hand, say) must not count twice.
+                            seen.clear();
+                        }
+                        moved
+                    };
+                    if moved {
+                        tracing::info!(
+                            "a projection checkpoint was moved by another process \
+                             (reset for a rebuild?); reading the checkpoints again"
+                        );
+                        projector.forget();
+                        inner.hold(None);
+                        idle = config.idle_min;
+                    }
                 }
                 Err(err) => {
                     tracing::error!(error = %err, "projection batch failed; retrying");
@@ -1011,6 +1062,25 @@ impl<S> Inner<S> {
     /// Records what this process's runner holds (`None`: nothing known).
     fn hold(&self, positions: Option<HashMap<Projection, Option<LogPosition>>>) {
         *self.held.write().unwrap_or_else(PoisonError::into_inner) = positions.unwrap_or_default();
+    }
+
+    /// Records checkpoint generations the store signalled or a measurement
+    /// read, and wakes an idle runner if any is newer than seen before.
+    fn saw<'a>(&self, generations: impl IntoIterator<Item = (&'a str, u64)>) {
+        let mut newer = false;
+        {
+            let mut seen = self.seen.lock().expect("seen lock");
+            for (name, generation) in generations {
+                let known = seen.entry(name.to_owned()).or_insert(0);
+                if generation > *known {
+                    *known = generation;
+                    newer = true;
+                }
+            }
+        }
+        if newer {
+            self.seen_moved.notify_one();
+        }
     }
 
     /// Where `projection` stands, if this process's runner holds it.
@@ -1030,7 +1100,10 @@ async fn hear_changes<S: EventStore>(inner: Arc<Inner<S>>) {
     let mut changes = inner.store.changes();
     loop {
         match changes.recv().await {
-            Ok(StoreChange::Projected(_)) => inner.committed.notify_waiters(),
+            Ok(StoreChange::Projected(moved)) => {
+                inner.saw(moved.iter().map(|to| (to.name.as_str(), to.generation)));
+                inner.committed.notify_waiters();
+            }
             Ok(_) => inner.appended.notify_one(),
             Err(broadcast::error::RecvError::Lagged(_)) => {
                 inner.appended.notify_one();
@@ -1046,6 +1119,9 @@ async fn measure_lag<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
         for projection in Projection::ALL {
             match lag_of(&inner.store, projection, inner.clock.now().as_millis()).await {
                 Ok(lag) => {
+                    // The backstop for a lost signal, and for another
+                    // process on the embedded store, which signals nothing.
+                    inner.saw([(projection.name(), lag.generation)]);
                     inner.lag.lock().expect("lag lock").insert(projection, lag);
                 }
                 Err(err) => {
@@ -1102,6 +1178,7 @@ pub async fn lag_of<S: EventStore + ProjectionStore>(
     };
     Ok(Lag {
         checkpoint: checkpoint.position,
+        generation: checkpoint.generation,
         events,
         age,
         measured_at_ms: now_ms,

@@ -12,10 +12,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use support::{caught_up, on_two_workers};
+use support::{caught_up, debit, grant, on_two_workers};
 use tally_core::{
-    Account, AccountId, ActionKey, BucketKind, Command, GrantCommand, GrantId, IdempotencyKey,
-    ManualClock, MemberId, Millicredits, OpenAccount, Timestamp,
+    Account, AccountId, Command, IdempotencyKey, ManualClock, Millicredits, OpenAccount, Timestamp,
 };
 use tally_engine::{Engine, EngineConfig, FoldedStates, Mutation};
 use tally_projections::{Projections, RunnerConfig};
@@ -130,33 +129,7 @@ where
 async fn open_funded<S: EventStore>(engine: &Engine<S>, account: usize) {
     let open = Command::OpenAccount(OpenAccount::default());
     run(engine, account, "open".into(), open).await;
-    run(engine, account, "grant".into(), grant()).await;
-}
-
-fn debit(amount: i64) -> Command {
-    Command::Debit {
-        occurred_at: None,
-        member: MemberId::parse("m").unwrap(),
-        action: ActionKey::parse("agent.step").unwrap(),
-        model: None,
-        amount: Some(Millicredits::new(amount)),
-        dimensions: None,
-    }
-}
-
-fn grant() -> Command {
-    Command::Grant(GrantCommand {
-        grant_id: GrantId::parse("grant-1").unwrap(),
-        pack: None,
-        kind: BucketKind::Promotional,
-        source: None,
-        priority: None,
-        amount: Millicredits::new(GRANT),
-        effective_at: None,
-        expires_at: None,
-        cost_basis: None,
-        reference: String::new(),
-    })
+    run(engine, account, "grant".into(), grant(GRANT)).await;
 }
 
 async fn full_fold<H: Harness>(harness: H)

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use tally_core::{ActionKey, BucketKind, Command, GrantCommand, GrantId, MemberId, Millicredits};
 use tally_projections::{Freshness, Projection, Projections};
 use tally_store::{EventStore, ProjectionStore};
 use tokio::time::Instant;
@@ -36,4 +37,32 @@ pub async fn caught_up<S: EventStore + ProjectionStore + Clone>(projections: &Pr
             .await
             .unwrap_or_else(|e| panic!("{projection} did not catch up: {e}"));
     }
+}
+
+/// A debit of `amount` by member `m` for `agent.step`.
+pub fn debit(amount: i64) -> Command {
+    Command::Debit {
+        occurred_at: None,
+        member: MemberId::parse("m").unwrap(),
+        action: ActionKey::parse("agent.step").unwrap(),
+        model: None,
+        amount: Some(Millicredits::new(amount)),
+        dimensions: None,
+    }
+}
+
+/// A promotional grant `grant-1` of `amount`, effective at once.
+pub fn grant(amount: i64) -> Command {
+    Command::Grant(GrantCommand {
+        grant_id: GrantId::parse("grant-1").unwrap(),
+        pack: None,
+        kind: BucketKind::Promotional,
+        source: None,
+        priority: None,
+        amount: Millicredits::new(amount),
+        effective_at: None,
+        expires_at: None,
+        cost_basis: None,
+        reference: String::new(),
+    })
 }
