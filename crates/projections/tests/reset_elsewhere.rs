@@ -36,9 +36,11 @@ async fn ledger<S: ProjectionStore>(store: &S) -> Vec<SqlRow> {
 }
 
 /// `from_another_handle`: the reset goes through a second store opened on
-/// the same database, as another process's would: on the embedded store its
-/// commit signals nothing to this one, so the runner's lag measurements
-/// must notice it.
+/// the same database, as another process's would, and dropped at once, as
+/// a one-off command exits after its commit. The embedded store signals
+/// nothing across handles, and a PostgreSQL handle dropped that soon has
+/// not sent its `NOTIFY` (its sender stops with it): the runner's lag
+/// measurements must notice.
 async fn reset_elsewhere<H: Harness>(harness: H, from_another_handle: bool)
 where
     H::Store: Clone,

@@ -995,19 +995,19 @@ async fn a_lone_replica_sends_only_hellos() {
 /// nothing, and lands once it is tried again with the reader gone.
 #[tokio::test]
 async fn a_reset_gives_way_to_a_long_reader() {
-    use tally_store::{CommitOutcome, ProjectionCommit, SqlStatement, SqlValue};
+    use tally_store::conformance::usage_unit_row;
+    use tally_store::{CommitOutcome, ProjectionCommit, SqlStatement};
 
     let (store, location) = PostgresHarness::new().create().await;
-    let unit = |account: &str| {
-        SqlStatement::new(
-            "INSERT INTO usage_daily_units (account_id, day, cycle_start_ms, action, \
-             capability, member_id, model, unit, amount) \
-             VALUES ($1, '2026-01-01', 0, 'a', 'c', '', '', 'u', 1)",
-            vec![SqlValue::text(account)],
-        )
-    };
     let commit = |generation: u64, account: &str| {
-        ProjectionCommit::single("usage", generation, None, 1, 0, vec![unit(account)])
+        ProjectionCommit::single(
+            "usage",
+            generation,
+            None,
+            1,
+            0,
+            vec![usage_unit_row(account)],
+        )
     };
     let accounts = || async {
         store

@@ -40,7 +40,7 @@ pub use self::projection::{
     failed_statement_writes_nothing, log_head_is_the_last_append,
     projection_commit_writes_rows_with_checkpoint, projection_lock_has_one_holder,
     projections_survive_restart, queries_read_one_snapshot, racing_commits_land_once,
-    reset_returns_to_the_start, stale_generation_writes_nothing,
+    reset_returns_to_the_start, stale_generation_writes_nothing, usage_unit_row,
 };
 pub use self::restart::{restart_keeps_everything, snapshots_overwrite_and_miss};
 pub use self::stream::{

@@ -364,31 +364,41 @@ async fn unit_accounts<S: ProjectionStore>(store: &S) -> Vec<String> {
         .collect()
 }
 
+/// A row of `usage_daily_units` for `account`: a projection table of the
+/// real schema, present on every backend, for cases that empty one.
+pub fn usage_unit_row(account: &str) -> SqlStatement {
+    SqlStatement::new(
+        "INSERT INTO usage_daily_units (account_id, day, cycle_start_ms, action, \
+         capability, member_id, model, unit, amount) \
+         VALUES ($1, '2026-01-01', 0, 'a', 'c', '', '', 'u', 1)",
+        vec![SqlValue::text(account)],
+    )
+}
+
 /// A commit's emptied tables are empty before its statements run, in its
 /// transaction: a commit that loses its generation empties nothing.
 pub async fn emptied_tables_are_emptied_first<H: Harness>(harness: &H) {
     let (store, _location) = harness.create().await;
-    // A projection table of the real schema, present on every backend.
-    let unit = |account: &str| {
-        SqlStatement::new(
-            "INSERT INTO usage_daily_units (account_id, day, cycle_start_ms, action, \
-             capability, member_id, model, unit, amount) \
-             VALUES ($1, '2026-01-01', 0, 'a', 'c', '', '', 'u', 1)",
-            vec![SqlValue::text(account)],
-        )
-    };
     store
-        .commit_projection(commit(0, None, vec![unit("a"), unit("b")]))
+        .commit_projection(commit(
+            0,
+            None,
+            vec![usage_unit_row("a"), usage_unit_row("b")],
+        ))
         .await
         .expect("commit");
     let outcome = store
-        .commit_projection(commit(1, None, vec![unit("c")]).emptying(vec!["usage_daily_units"]))
+        .commit_projection(
+            commit(1, None, vec![usage_unit_row("c")]).emptying(vec!["usage_daily_units"]),
+        )
         .await
         .expect("commit");
     assert_eq!(outcome, CommitOutcome::Committed { generation: 2 });
     assert_eq!(unit_accounts(&store).await, vec!["c"]);
     let outcome = store
-        .commit_projection(commit(1, None, vec![unit("d")]).emptying(vec!["usage_daily_units"]))
+        .commit_projection(
+            commit(1, None, vec![usage_unit_row("d")]).emptying(vec!["usage_daily_units"]),
+        )
         .await
         .expect("stale commit");
     assert_eq!(outcome, CommitOutcome::GenerationMoved { actual: 2 });
