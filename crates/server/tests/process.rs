@@ -265,6 +265,70 @@ async fn verify_and_rebuild_as_an_operator_runs_them() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("unknown projection"));
 }
 
+/// On the embedded store too, `tallyd rebuild` beside a serving `tallyd`
+/// finds the runner lock taken (it is a file lock, across processes), so
+/// it resets the projection and leaves the rebuild to the running runner,
+/// which does it with no traffic to prompt it. Before, the second process
+/// took a lock of its own and both folded the log at once, the rebuild
+/// failing on the other's commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rebuild_beside_a_serving_tallyd_on_the_embedded_store() {
+    use tally_api::v1::metering_service_client::MeteringServiceClient;
+
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().to_str().unwrap();
+    let mut tallyd = Tallyd::spawn(&["--data-dir", dir]);
+    let channel = tallyd.connect().await;
+    support::open_funded_account(channel.clone(), "a", pb::BucketKind::TopUp, 1_000_000).await;
+    let mut metering = MeteringServiceClient::new(channel.clone());
+    for i in 0..10 {
+        metering
+            .debit(pb::DebitRequest {
+                idempotency_key: format!("d{i}"),
+                account_id: "a".into(),
+                member_id: "m".into(),
+                action: "agent.step".into(),
+                amount_millicredits: Some(700),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+
+    let rebuilt = support::run_tallyd(&["rebuild", "--projection", "ledger", "--data-dir", dir]);
+    let out = String::from_utf8_lossy(&rebuilt.stdout);
+    assert!(
+        rebuilt.status.success(),
+        "{out}{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    assert!(
+        out.contains("rebuilt ledger (by the running tallyd)"),
+        "{out}"
+    );
+    let entries = AccountServiceClient::new(channel)
+        .list_ledger(pb::ListLedgerRequest {
+            account_id: "a".into(),
+            page_size: 100,
+            kinds: vec![pb::LedgerEntryKind::Debit.into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .entries;
+    assert_eq!(entries.len(), 10, "every debit is in the rebuilt ledger");
+
+    tallyd.signal("TERM");
+    assert!(tallyd.wait_for_exit(Duration::from_secs(15)).success());
+    let verified = support::run_tallyd(&["verify", "--data-dir", dir]);
+    assert!(
+        verified.status.success(),
+        "{}",
+        String::from_utf8_lossy(&verified.stdout)
+    );
+}
+
 /// tallyd serving with `url`, its log lines arriving on the receiver.
 fn serve_with_database(url: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead as _;

@@ -186,12 +186,9 @@ pub struct ProjectionLock {
 }
 
 pub(crate) enum LockHolder {
-    /// The SQLite backend: one process per file, so a process-wide set of
-    /// names held is enough.
-    Local(
-        #[expect(dead_code, reason = "held for its Drop, which releases it")]
-        crate::sqlite::LocalLock,
-    ),
+    /// The SQLite backend: an exclusive lock on a file beside the store,
+    /// released when the file is closed (dropped) or the process dies.
+    File(#[expect(dead_code, reason = "held for its Drop, which releases it")] std::fs::File),
     /// The PostgreSQL backend: a session advisory lock on a connection taken
     /// out of the pool, released by the server when the connection closes,
     /// including when this process dies.
@@ -202,7 +199,7 @@ impl ProjectionLock {
     /// False once the lock is known lost (its connection closed).
     pub fn is_held(&self) -> bool {
         match &self.holder {
-            LockHolder::Local(_) => true,
+            LockHolder::File(_) => true,
             LockHolder::Session(client) => !client.is_closed(),
         }
     }

@@ -45,7 +45,6 @@ use tracing::Span;
 use self::error::store_error;
 #[cfg(feature = "test-util")]
 pub use self::harness::{SqliteHarness, SqliteLocation};
-pub(crate) use self::projection::LocalLock;
 pub use self::schema::SCHEMA_VERSION;
 use crate::changes::ChangeHub;
 use crate::{

@@ -1,9 +1,8 @@
 //! The projection side of the SQLite backend: checkpointed batches through
 //! the projections file's writer, snapshot reads through a reader.
 
-use std::collections::HashSet;
+use std::fs::{File, OpenOptions, TryLockError};
 use std::path::PathBuf;
-use std::sync::{Mutex, PoisonError};
 
 use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
@@ -18,22 +17,42 @@ use crate::{
     ProjectionStore, SqlRow, SqlStatement, SqlValue, StoreError,
 };
 
-/// Projection locks held in this process, by database file and projection.
-/// A SQLite file has one writing process (the service); inside it, this
-/// keeps two runners of one projection from racing for nothing.
-static LOCAL_LOCKS: Mutex<Option<HashSet<(PathBuf, String)>>> = Mutex::new(None);
-
-/// Releases its entry in [`LOCAL_LOCKS`] when dropped.
-pub(crate) struct LocalLock {
-    key: (PathBuf, String),
+/// The file whose exclusive lock is the projection lock `name` of the
+/// database at `path`, beside it: `tally.sqlite-runner.lock`, say.
+fn lock_path(path: &std::path::Path, name: &str) -> PathBuf {
+    let name: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut file = path.as_os_str().to_owned();
+    file.push(format!("-{name}.lock"));
+    PathBuf::from(file)
 }
 
-impl Drop for LocalLock {
-    fn drop(&mut self) {
-        let mut held = LOCAL_LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(held) = held.as_mut() {
-            held.remove(&self.key);
-        }
+/// Takes the projection lock: an exclusive lock (`flock`) on its file, so
+/// it excludes other processes too (a `tallyd rebuild` beside the serving
+/// `tallyd`) and another open of the store in this process, and the
+/// operating system releases it when the holder dies. The file stays.
+fn try_lock_file(path: PathBuf) -> Result<Option<File>, StoreError> {
+    let unavailable = |err: std::io::Error| {
+        StoreError::Unavailable(format!("projection lock {}: {err}", path.display()))
+    };
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(unavailable)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(err)) => Err(unavailable(err)),
     }
 }
 
@@ -184,13 +203,12 @@ impl ProjectionStore for SqliteStore {
     }
 
     async fn try_lock_projection(&self, name: &str) -> Result<Option<ProjectionLock>, StoreError> {
-        let key = (self.path().to_path_buf(), name.to_owned());
-        let mut held = LOCAL_LOCKS.lock().unwrap_or_else(PoisonError::into_inner);
-        if !held.get_or_insert_with(HashSet::new).insert(key.clone()) {
-            return Ok(None);
-        }
-        Ok(Some(ProjectionLock {
-            holder: LockHolder::Local(LocalLock { key }),
+        let path = lock_path(self.path(), name);
+        let locked = tokio::task::spawn_blocking(move || try_lock_file(path))
+            .await
+            .map_err(|err| StoreError::Internal(format!("projection lock task: {err}")))??;
+        Ok(locked.map(|file| ProjectionLock {
+            holder: LockHolder::File(file),
         }))
     }
 
