@@ -148,7 +148,6 @@ async fn kill_9_charges_each_reported_record_once() {
 /// its rate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn verify_and_rebuild_as_an_operator_runs_them() {
-    use tally_api::v1::metering_service_client::MeteringServiceClient;
     use tally_store::{ProjectionCommit, ProjectionStore, SqlStatement};
 
     let data = tempfile::tempdir().unwrap();
@@ -156,23 +155,7 @@ async fn verify_and_rebuild_as_an_operator_runs_them() {
     let mut tallyd = Tallyd::spawn(&["--data-dir", dir]);
     let channel = tallyd.connect().await;
     support::open_funded_account(channel.clone(), "a", pb::BucketKind::TopUp, 1_000_000).await;
-    let mut metering = MeteringServiceClient::new(channel.clone());
-    let mut token = String::new();
-    for i in 0..25 {
-        token = metering
-            .debit(pb::DebitRequest {
-                idempotency_key: format!("d{i}"),
-                account_id: "a".into(),
-                member_id: "m".into(),
-                action: "agent.step".into(),
-                amount_millicredits: Some(700),
-                ..Default::default()
-            })
-            .await
-            .unwrap()
-            .into_inner()
-            .consistency_token;
-    }
+    let token = support::debit_times(channel.clone(), "a", 25, 700).await;
     // Every projection past the last write before stopping.
     let mut accounts = AccountServiceClient::new(channel);
     let fresh = Some(pb::ReadConsistency {
@@ -273,27 +256,12 @@ async fn verify_and_rebuild_as_an_operator_runs_them() {
 /// failing on the other's commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rebuild_beside_a_serving_tallyd_on_the_embedded_store() {
-    use tally_api::v1::metering_service_client::MeteringServiceClient;
-
     let data = tempfile::tempdir().unwrap();
     let dir = data.path().to_str().unwrap();
     let mut tallyd = Tallyd::spawn(&["--data-dir", dir]);
     let channel = tallyd.connect().await;
     support::open_funded_account(channel.clone(), "a", pb::BucketKind::TopUp, 1_000_000).await;
-    let mut metering = MeteringServiceClient::new(channel.clone());
-    for i in 0..10 {
-        metering
-            .debit(pb::DebitRequest {
-                idempotency_key: format!("d{i}"),
-                account_id: "a".into(),
-                member_id: "m".into(),
-                action: "agent.step".into(),
-                amount_millicredits: Some(700),
-                ..Default::default()
-            })
-            .await
-            .unwrap();
-    }
+    support::debit_times(channel.clone(), "a", 10, 700).await;
 
     let rebuilt = support::run_tallyd(&["rebuild", "--projection", "ledger", "--data-dir", dir]);
     let out = String::from_utf8_lossy(&rebuilt.stdout);

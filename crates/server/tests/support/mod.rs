@@ -244,6 +244,30 @@ pub async fn open_funded_account(
         .await
         .expect("grant succeeds");
 }
+/// `count` debits of `amount` on `account` (member `m`, action
+/// `agent.step`, keys `d0`, `d1`, …), one after another; the last one's
+/// consistency token.
+pub async fn debit_times(channel: Channel, account: &str, count: usize, amount: i64) -> String {
+    let mut metering = MeteringServiceClient::new(channel);
+    let mut token = String::new();
+    for i in 0..count {
+        token = metering
+            .debit(pb::DebitRequest {
+                idempotency_key: format!("d{i}"),
+                account_id: account.into(),
+                member_id: "m".into(),
+                action: "agent.step".into(),
+                amount_millicredits: Some(amount),
+                ..Default::default()
+            })
+            .await
+            .expect("debit succeeds")
+            .into_inner()
+            .consistency_token;
+    }
+    token
+}
+
 const DEBIT: i64 = 7;
 
 fn debit(key: &str) -> pb::DebitRequest {
