@@ -18,7 +18,8 @@ use crate::{
 };
 
 /// The file whose exclusive lock is the projection lock `name` of the
-/// database at `path`, beside it: `tally.sqlite-runner.lock`, say.
+/// database at `path`, beside it: `tally.sqlite-projections.lock` for the
+/// runner lock (named `projections`).
 fn lock_path(path: &std::path::Path, name: &str) -> PathBuf {
     let name: String = name
         .chars()
