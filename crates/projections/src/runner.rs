@@ -1026,18 +1026,7 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                         _ = tokio::time::sleep(idle) => {}
                     }
                     idle = (idle * 2).min(config.idle_max);
-                    let moved = {
-                        let mut seen = inner.seen.lock().expect("seen lock");
-                        let moved = projector.moved_elsewhere(&seen);
-                        if moved {
-                            // What the store holds now is read again; a
-                            // generation seen before that (checkpoint rows
-                            // recreated by hand, say) must not count twice.
-                            seen.clear();
-                        }
-                        moved
-                    };
-                    if moved {
+                    if inner.moved_under(&projector) {
                         tracing::info!(
                             "a projection checkpoint was moved by another process \
                              (reset for a rebuild?); reading the checkpoints again"
@@ -1081,6 +1070,19 @@ impl<S> Inner<S> {
         if newer {
             self.seen_moved.notify_one();
         }
+    }
+
+    /// Whether the store has moved a checkpoint past `projector`'s (see
+    /// [`Projector::moved_elsewhere`]); if so, what was seen is dropped: the
+    /// checkpoints are read again, and a generation seen before that
+    /// (checkpoint rows recreated by hand, say) must not count twice.
+    fn moved_under(&self, projector: &Projector) -> bool {
+        let mut seen = self.seen.lock().expect("seen lock");
+        let moved = projector.moved_elsewhere(&seen);
+        if moved {
+            seen.clear();
+        }
+        moved
     }
 
     /// Where `projection` stands, if this process's runner holds it.

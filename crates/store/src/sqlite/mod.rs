@@ -257,8 +257,13 @@ impl Inner {
 
 /// The projections file of the event file at `path`.
 fn projections_path(path: &Path) -> PathBuf {
+    beside(path, "-projections")
+}
+
+/// A file next to the store's, named after it: `tally.sqlite` + `suffix`.
+pub(super) fn beside(path: &Path, suffix: &str) -> PathBuf {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push("-projections");
+    name.push(suffix);
     path.with_file_name(name)
 }
 

@@ -21,6 +21,7 @@ use crate::{
 /// database at `path`, beside it: `tally.sqlite-projections.lock` for the
 /// runner lock (named `projections`).
 fn lock_path(path: &std::path::Path, name: &str) -> PathBuf {
+    // A name is the caller's: nothing in it may reach out of the folder.
     let name: String = name
         .chars()
         .map(|c| {
@@ -31,9 +32,7 @@ fn lock_path(path: &std::path::Path, name: &str) -> PathBuf {
             }
         })
         .collect();
-    let mut file = path.as_os_str().to_owned();
-    file.push(format!("-{name}.lock"));
-    PathBuf::from(file)
+    super::beside(path, &format!("-{name}.lock"))
 }
 
 /// Takes the projection lock: an exclusive lock (`flock`) on its file, so
