@@ -149,14 +149,15 @@ pub struct AppendResult {
 ///
 /// It lets a scheduler find such streams while they are idle and nobody holds
 /// them in memory. The store never interprets `at_ms`; it only keeps it with
-/// the stream version it was computed at.
+/// the stream version it was set at.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Wakeup {
     pub stream_id: String,
     pub at_ms: i64,
-    /// The stream version whose state `at_ms` was computed from. The stream
-    /// may have moved on since; a scheduler that loads a later version should
-    /// compute the wakeup again rather than trust this one.
+    /// The stream version at which `at_ms` was set: computed from that
+    /// version's state, and at most confirmed unchanged by appends since.
+    /// The stream may have moved on; a scheduler that loads a later version
+    /// should compute the wakeup again rather than trust this one.
     pub version: u64,
 }
 

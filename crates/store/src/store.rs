@@ -64,9 +64,12 @@ pub trait EventStore: Send + Sync + 'static {
     ///
     /// - MUST be atomic: all events, all idempotency records and the wakeup
     ///   are written, or nothing is.
-    /// - MUST make `request.next_wakeup_ms` the stream's wakeup, recorded at
-    ///   the new last version (`None` clears it). Every append does, so an
-    ///   append that means to keep a wakeup passes it again.
+    /// - MUST make `request.next_wakeup_ms` the stream's wakeup (`None`
+    ///   clears it). Every append does, so an append that means to keep a
+    ///   wakeup passes it again. A wakeup that changes (or is the stream's
+    ///   first) is recorded at the new last version; one that does not keeps
+    ///   the version it was set at, and [`set_wakeup`](Self::set_wakeup)
+    ///   calls stale against the new version still lose.
     /// - MUST refuse with [`StoreError::InvalidAppend`], writing nothing, what
     ///   [`AppendRequest::validate`] refuses.
     /// - MUST fail with [`StoreError::VersionConflict`], writing nothing, when

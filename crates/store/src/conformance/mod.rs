@@ -51,7 +51,8 @@ pub use self::stream::{
 pub use self::wakeup::{
     append_writes_the_wakeup, due_wakeups_order_limit_and_boundary,
     failed_appends_leave_the_wakeup_alone, set_wakeup_only_at_the_current_version,
-    stale_set_wakeup_loses_to_a_racing_append, wakeups_survive_restart,
+    stale_set_wakeup_loses_to_a_racing_append,
+    stale_set_wakeup_loses_to_an_append_that_keeps_the_wakeup, wakeups_survive_restart,
 };
 use crate::{
     AppendRequest, EventStore, IdempotencyRecord, LogPosition, NewEvent, ProjectionStore,
@@ -104,6 +105,7 @@ macro_rules! conformance_tests {
             due_wakeups_order_limit_and_boundary,
             set_wakeup_only_at_the_current_version,
             stale_set_wakeup_loses_to_a_racing_append,
+            stale_set_wakeup_loses_to_an_append_that_keeps_the_wakeup,
             wakeups_survive_restart,
             failed_appends_leave_the_wakeup_alone,
             projection_commit_writes_rows_with_checkpoint,

@@ -35,8 +35,8 @@ async fn wakeup_of<S: EventStore>(store: &S, stream_id: &str) -> Option<Wakeup> 
 }
 
 /// An append's `next_wakeup_ms` becomes its stream's wakeup at the new last
-/// version, replacing the previous one; `None` clears it; other streams are
-/// untouched.
+/// version, replacing the previous one; `None` clears it; an unchanged one
+/// keeps its version; other streams are untouched.
 pub async fn append_writes_the_wakeup<H: Harness>(harness: &H) {
     let (store, _location) = harness.create().await;
     assert_eq!(all_wakeups(&store).await, Vec::new(), "a new store");
@@ -68,9 +68,28 @@ pub async fn append_writes_the_wakeup<H: Harness>(harness: &H) {
         all_wakeups(&store).await,
         vec![wakeup("acct", 50, 6), wakeup("other", 300, 1)]
     );
+    // The same wakeup again: kept at the version it was set at, and a
+    // set_wakeup computed at that version is now stale all the same.
+    store
+        .append(with_wakeup(request("acct", 6, events("same", 1)), Some(50)))
+        .await
+        .expect("append");
+    assert_eq!(
+        all_wakeups(&store).await,
+        vec![wakeup("acct", 50, 6), wakeup("other", 300, 1)],
+        "an unchanged wakeup keeps the version it was set at"
+    );
+    assert!(
+        !store
+            .set_wakeup("acct", 6, Some(1))
+            .await
+            .expect("set_wakeup"),
+        "a set_wakeup at the version before the append that kept the wakeup"
+    );
+    assert_eq!(wakeup_of(&store, "acct").await, Some(wakeup("acct", 50, 6)));
 
     store
-        .append(request("acct", 6, events("clear", 1)))
+        .append(request("acct", 7, events("clear", 1)))
         .await
         .expect("append without a wakeup");
     assert_eq!(
@@ -79,7 +98,7 @@ pub async fn append_writes_the_wakeup<H: Harness>(harness: &H) {
         "an append with None clears the stream's wakeup, and only its"
     );
     store
-        .append(request("acct", 7, events("still-none", 1)))
+        .append(request("acct", 8, events("still-none", 1)))
         .await
         .expect("append without a wakeup");
     store
@@ -90,14 +109,14 @@ pub async fn append_writes_the_wakeup<H: Harness>(harness: &H) {
 
     store
         .append(with_wakeup(
-            request("acct", 8, events("again", 1)),
+            request("acct", 9, events("again", 1)),
             Some(-7),
         ))
         .await
         .expect("append");
     assert_eq!(
         all_wakeups(&store).await,
-        vec![wakeup("acct", -7, 9), wakeup("other", 300, 1)],
+        vec![wakeup("acct", -7, 10), wakeup("other", 300, 1)],
         "a cleared wakeup can be set again, also before the epoch"
     );
 }
@@ -378,6 +397,108 @@ pub async fn stale_set_wakeup_loses_to_a_racing_append<H: Harness>(harness: &H) 
         refused += r;
     }
     assert_eq!(applied + refused, ROUNDS * STREAMS as u64);
+}
+
+/// The same race when the append keeps the wakeup it finds (the common
+/// case: most appends do not move it) and so leaves the row's version
+/// behind: the stale call still never outlives the append. It may land
+/// first (the stream was at its version then), and the append, finding a
+/// wakeup that is no longer its own, writes its own over it.
+pub async fn stale_set_wakeup_loses_to_an_append_that_keeps_the_wakeup<H: Harness>(harness: &H) {
+    const ROUNDS: u64 = 200;
+    const STREAMS: usize = 4;
+    let (store, _location) = harness.create().await;
+    let store = Arc::new(store);
+
+    let mut streams = Vec::new();
+    for stream in 0..STREAMS {
+        let store = Arc::clone(&store);
+        streams.push(tokio::spawn(async move {
+            let stream_id = format!("keep-{stream}");
+            store
+                .append(request(&stream_id, 0, events("start", 1)))
+                .await
+                .expect("first append");
+            for round in 0..ROUNDS {
+                let version = round + 1;
+                // Kept: a wakeup, or none (a cleared row kept as it is).
+                let kept = (round % 3 != 2).then_some(1_000 + round as i64);
+                let stale_at = match round % 4 {
+                    2 if kept.is_some() => None,
+                    0..=2 => Some(-1 - round as i64),
+                    _ => Some(2_000_000 + round as i64),
+                };
+                assert!(
+                    store
+                        .set_wakeup(&stream_id, version, kept)
+                        .await
+                        .expect("set_wakeup"),
+                    "{stream_id} round {round}: set_wakeup at the current version"
+                );
+                let start = Arc::new(Barrier::new(2));
+                let appender = {
+                    let store = Arc::clone(&store);
+                    let start = Arc::clone(&start);
+                    let append = with_wakeup(
+                        request(&stream_id, version, events(&format!("k{round}"), 1)),
+                        kept,
+                    );
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        store.append(append).await
+                    })
+                };
+                let setter = {
+                    let store = Arc::clone(&store);
+                    let start = Arc::clone(&start);
+                    let stream_id = stream_id.clone();
+                    tokio::spawn(async move {
+                        start.wait().await;
+                        match round % 3 {
+                            0 => {}
+                            1 => tokio::task::yield_now().await,
+                            _ => tokio::time::sleep(Duration::from_micros(300)).await,
+                        }
+                        store.set_wakeup(&stream_id, version, stale_at).await
+                    })
+                };
+                let appended = appender
+                    .await
+                    .expect("appender panicked")
+                    .unwrap_or_else(|err| panic!("{stream_id} round {round}: append: {err}"));
+                assert_eq!(appended.last_version, version + 1);
+                setter
+                    .await
+                    .expect("setter panicked")
+                    .unwrap_or_else(|err| panic!("{stream_id} round {round}: set_wakeup: {err}"));
+                let now = wakeup_of(&*store, &stream_id).await;
+                assert_eq!(
+                    now.as_ref().map(|w| w.at_ms),
+                    kept,
+                    "{stream_id} round {round}: the stale set_wakeup outlived the append \
+                     that kept the wakeup"
+                );
+                if let Some(now) = now {
+                    assert!(
+                        now.version == version || now.version == version + 1,
+                        "{stream_id} round {round}: recorded at {}",
+                        now.version
+                    );
+                }
+                // A call stale against the append is refused outright.
+                assert!(
+                    !store
+                        .set_wakeup(&stream_id, version, stale_at)
+                        .await
+                        .expect("set_wakeup"),
+                    "{stream_id} round {round}: a set_wakeup at the version before the append"
+                );
+            }
+        }));
+    }
+    for stream in streams {
+        stream.await.expect("stream task panicked");
+    }
 }
 
 /// Wakeups, cleared ones included, and the versions they were computed at

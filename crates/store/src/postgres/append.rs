@@ -35,9 +35,12 @@ use crate::{AppendRequest, AppendResult, LogPosition, StoreError};
 ///   identity values (positions) follow versions; the caller checks it.
 /// - Records and wakeups are written only for streams that passed `guard`.
 ///   Holds may be overwritten (an expired hold settled late), and charges
-///   (each refund of a charge rewrites its record); wakeups are
-///   overwritten unconditionally, and the row lock that takes is what a
-///   concurrent `set_wakeup` waits on and then loses to.
+///   (each refund of a charge rewrites its record). A wakeup is rewritten
+///   only when it changes (most appends leave it as it was, and the row
+///   version they would write is a dead tuple per event under spread
+///   traffic); kept or rewritten, the conflict clause locks the row, which
+///   is what a concurrent `set_wakeup` waits on before it reads the
+///   stream's version, and then loses to.
 pub(super) const APPEND: &str = "
 WITH guard AS MATERIALIZED (
     SELECT g.stream_id
@@ -74,6 +77,7 @@ wakeups AS (
     FROM unnest($15::text[], $16::bigint[], $17::bigint[]) AS w(stream_id, version, at_ms)
     WHERE w.stream_id IN (SELECT stream_id FROM guard)
     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, at_ms = excluded.at_ms
+    WHERE wakeups.at_ms IS DISTINCT FROM excluded.at_ms
 ),
 charges AS (
     INSERT INTO refunded_charges (stream_id, charge_key, payload)

@@ -551,8 +551,8 @@ impl EventStore for PostgresStore {
         version: u64,
         at_ms: Option<i64>,
     ) -> Result<bool, StoreError> {
-        let client = self.client().await?;
-        sql::set_wakeup(&client, stream_id, version, at_ms).await
+        let mut client = self.client().await?;
+        sql::set_wakeup(&mut client, stream_id, version, at_ms).await
     }
 
     #[tracing::instrument(level = "debug", skip(self))]

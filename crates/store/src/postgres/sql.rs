@@ -53,14 +53,16 @@ pub(super) const LOAD_SNAPSHOT: &str =
 pub(super) const STREAM_VERSION: &str =
     "SELECT COALESCE(MAX(version), 0) FROM events WHERE stream_id = $1";
 
-/// Writes only if the stream's last event is at `$2`, in one statement so it
-/// needs no transaction. The version check reads the statement's snapshot,
-/// which an append committing a moment later does not change; what stops
-/// that append's wakeup being overwritten is the conflict clause: an append
-/// always writes the row, so this statement either writes first (and the
-/// append overwrites it) or meets the append's row, waits for it to commit,
-/// and re-checks the guard against the committed version (READ COMMITTED
-/// re-evaluates `ON CONFLICT … WHERE` on the newest row), which refuses.
+/// Writes only if the stream's last event is at `$2`. Run after
+/// [`LOCK_WAKEUP`] in the same transaction: the version check reads this
+/// statement's snapshot, taken once the row lock is held, so an append
+/// that wrote or kept the row (keeping it still locks it) has committed
+/// and its version is seen, and the write is refused. Without the lock an
+/// append committing between the check and the write would go unseen: it
+/// leaves the row's version alone when the wakeup did not change, so the
+/// conflict clause's guard below could not tell. The guard still orders a
+/// first row that an append inserts meanwhile (its insert always records
+/// its version).
 const SET_WAKEUP: &str = "
     INSERT INTO wakeups (stream_id, version, at_ms)
     SELECT $1::text, $2::bigint, $3::bigint
@@ -68,6 +70,10 @@ const SET_WAKEUP: &str = "
     ON CONFLICT (stream_id)
     DO UPDATE SET version = excluded.version, at_ms = excluded.at_ms
     WHERE wakeups.version <= excluded.version";
+
+/// Waits for any append that holds the stream's wakeup row (whether it
+/// changed it or not) to finish; an absent row locks nothing.
+const LOCK_WAKEUP: &str = "SELECT 1 FROM wakeups WHERE stream_id = $1 FOR UPDATE";
 
 /// Served by the partial index `wakeups_due`, in its order; the column's "C"
 /// collation makes the tie-break bytewise.
@@ -261,7 +267,7 @@ pub(super) async fn load_snapshot(
 }
 
 pub(super) async fn set_wakeup(
-    client: &Client,
+    client: &mut Client,
     stream_id: &str,
     version: u64,
     at_ms: Option<i64>,
@@ -270,15 +276,20 @@ pub(super) async fn set_wakeup(
     if version == 0 || version > i64::MAX as u64 {
         return Ok(false);
     }
-    let statement = client
-        .prepare_cached(SET_WAKEUP)
-        .await
-        .map_err(store_error)?;
-    match client
-        .execute(&statement, &[&stream_id, &to_sql_int(version), &at_ms])
-        .await
-    {
-        Ok(changed) => Ok(changed > 0),
+    let tx = client.transaction().await.map_err(store_error)?;
+    let lock = tx.prepare_cached(LOCK_WAKEUP).await.map_err(store_error)?;
+    let statement = tx.prepare_cached(SET_WAKEUP).await.map_err(store_error)?;
+    let written = async {
+        tx.execute(&lock, &[&stream_id]).await?;
+        tx.execute(&statement, &[&stream_id, &to_sql_int(version), &at_ms])
+            .await
+    }
+    .await;
+    match written {
+        Ok(changed) => {
+            tx.commit().await.map_err(store_error)?;
+            Ok(changed > 0)
+        }
         // Only under a stricter default isolation than READ COMMITTED, where
         // meeting the append's newer row fails instead of re-checking: the
         // same outcome, a stale wakeup not written.

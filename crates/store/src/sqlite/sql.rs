@@ -19,11 +19,14 @@ const READ_VERSION: &str = "SELECT seq, stream_id, version, event_type, payload,
 const READ_LOG: &str = "SELECT seq, stream_id, version, event_type, payload, recorded_at_ms
     FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2";
 
-/// Unconditional: the append has checked its version under the write lock,
-/// so its wakeup is the newest the stream can have. A `NULL` `at_ms` keeps
-/// the row (and its version) so a stale `set_wakeup` still sees it is stale.
+/// The append has checked its version under the write lock, so its wakeup
+/// is the newest the stream can have; an unchanged one is left as it is,
+/// with the version it was set at (one page write fewer per append under
+/// spread traffic). A `NULL` `at_ms` keeps the row so that a cleared wakeup
+/// is still a row a stale `set_wakeup` is checked against.
 const WRITE_WAKEUP: &str = "INSERT INTO wakeups (stream_id, version, at_ms) VALUES (?1, ?2, ?3)
-    ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, at_ms = excluded.at_ms";
+    ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, at_ms = excluded.at_ms
+    WHERE wakeups.at_ms IS NOT excluded.at_ms";
 
 /// Writes only if the stream's last event is at `?2`; the conflict clause's
 /// guard never lets a wakeup go back to an older version. Same statement as
