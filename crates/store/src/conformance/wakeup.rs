@@ -306,6 +306,49 @@ pub async fn set_wakeup_only_at_the_current_version<H: Harness>(harness: &H) {
     );
 }
 
+/// Starts `append` and a `set_wakeup` at its expected version together,
+/// checks the append landed, and returns what the set did;
+/// the round varies the append's head start, so that over the rounds the
+/// set lands before the append, while its transaction is open, and after
+/// it commits.
+async fn race_append_and_set<S: EventStore + 'static>(
+    store: &Arc<S>,
+    append: AppendRequest,
+    stale_at: Option<i64>,
+    round: u64,
+) -> Result<bool, StoreError> {
+    let stream_id = append.stream_id.clone();
+    let version = append.expected_version;
+    let start = Arc::new(Barrier::new(2));
+    let appender = {
+        let store = Arc::clone(store);
+        let start = Arc::clone(&start);
+        tokio::spawn(async move {
+            start.wait().await;
+            store.append(append).await
+        })
+    };
+    let setter = {
+        let store = Arc::clone(store);
+        let stream_id = stream_id.clone();
+        tokio::spawn(async move {
+            start.wait().await;
+            match round % 3 {
+                0 => {}
+                1 => tokio::task::yield_now().await,
+                _ => tokio::time::sleep(Duration::from_micros(300)).await,
+            }
+            store.set_wakeup(&stream_id, version, stale_at).await
+        })
+    };
+    let appended = appender
+        .await
+        .expect("appender panicked")
+        .unwrap_or_else(|err| panic!("{stream_id} round {round}: append: {err}"));
+    assert_eq!(appended.last_version, version + 1);
+    setter.await.expect("setter panicked")
+}
+
 /// An append and a `set_wakeup` computed at the version the append extends
 /// race, many times: whatever the interleaving, the append's wakeup (or its
 /// clearing) is what remains, at the append's version. The stale call may
@@ -341,42 +384,17 @@ pub async fn stale_set_wakeup_loses_to_a_racing_append<H: Harness>(harness: &H) 
                     2 => (None, Some(-1 - round as i64)),
                     _ => (Some(round as i64), None),
                 };
-                let start = Arc::new(Barrier::new(2));
-                let appender = {
-                    let store = Arc::clone(&store);
-                    let start = Arc::clone(&start);
-                    let append = with_wakeup(
+                let set = race_append_and_set(
+                    &store,
+                    with_wakeup(
                         request(&stream_id, version, events(&format!("r{round}"), 1)),
                         append_at,
-                    );
-                    tokio::spawn(async move {
-                        start.wait().await;
-                        store.append(append).await
-                    })
-                };
-                let setter = {
-                    let store = Arc::clone(&store);
-                    let start = Arc::clone(&start);
-                    let stream_id = stream_id.clone();
-                    tokio::spawn(async move {
-                        start.wait().await;
-                        // Varied head starts for the append, so that the set
-                        // lands before it, while its transaction is open, and
-                        // after it commits.
-                        match round % 3 {
-                            0 => {}
-                            1 => tokio::task::yield_now().await,
-                            _ => tokio::time::sleep(Duration::from_micros(300)).await,
-                        }
-                        store.set_wakeup(&stream_id, version, stale_at).await
-                    })
-                };
-                let appended = appender
-                    .await
-                    .expect("appender panicked")
-                    .unwrap_or_else(|err| panic!("{stream_id} round {round}: append: {err}"));
-                assert_eq!(appended.last_version, version + 1);
-                match setter.await.expect("setter panicked") {
+                    ),
+                    stale_at,
+                    round,
+                )
+                .await;
+                match set {
                     Ok(true) => applied += 1,
                     Ok(false) => refused += 1,
                     Err(err) => panic!("{stream_id} round {round}: set_wakeup: {err}"),
@@ -435,42 +453,17 @@ pub async fn stale_set_wakeup_loses_to_an_append_that_keeps_the_wakeup<H: Harnes
                         .expect("set_wakeup"),
                     "{stream_id} round {round}: set_wakeup at the current version"
                 );
-                let start = Arc::new(Barrier::new(2));
-                let appender = {
-                    let store = Arc::clone(&store);
-                    let start = Arc::clone(&start);
-                    let append = with_wakeup(
+                let set = race_append_and_set(
+                    &store,
+                    with_wakeup(
                         request(&stream_id, version, events(&format!("k{round}"), 1)),
                         kept,
-                    );
-                    tokio::spawn(async move {
-                        start.wait().await;
-                        store.append(append).await
-                    })
-                };
-                let setter = {
-                    let store = Arc::clone(&store);
-                    let start = Arc::clone(&start);
-                    let stream_id = stream_id.clone();
-                    tokio::spawn(async move {
-                        start.wait().await;
-                        match round % 3 {
-                            0 => {}
-                            1 => tokio::task::yield_now().await,
-                            _ => tokio::time::sleep(Duration::from_micros(300)).await,
-                        }
-                        store.set_wakeup(&stream_id, version, stale_at).await
-                    })
-                };
-                let appended = appender
-                    .await
-                    .expect("appender panicked")
-                    .unwrap_or_else(|err| panic!("{stream_id} round {round}: append: {err}"));
-                assert_eq!(appended.last_version, version + 1);
-                setter
-                    .await
-                    .expect("setter panicked")
-                    .unwrap_or_else(|err| panic!("{stream_id} round {round}: set_wakeup: {err}"));
+                    ),
+                    stale_at,
+                    round,
+                )
+                .await;
+                set.unwrap_or_else(|err| panic!("{stream_id} round {round}: set_wakeup: {err}"));
                 let now = wakeup_of(&*store, &stream_id).await;
                 assert_eq!(
                     now.as_ref().map(|w| w.at_ms),
