@@ -30,8 +30,8 @@ const WRITE_WAKEUP: &str = "INSERT INTO wakeups (stream_id, version, at_ms) VALU
 
 /// Writes only if the stream's last event is at `?2`; the conflict clause's
 /// guard never lets a wakeup go back to an older version. Same statement as
-/// the PostgreSQL backend's, where the guard is what decides a race; here
-/// the write lock already does.
+/// the PostgreSQL backend's, which takes the row's lock before it so that a
+/// racing append is seen; here the write lock already serialises the two.
 const SET_WAKEUP: &str = "INSERT INTO wakeups (stream_id, version, at_ms)
     SELECT ?1, ?2, ?3 WHERE (SELECT MAX(version) FROM events WHERE stream_id = ?1) = ?2
     ON CONFLICT (stream_id) DO UPDATE SET version = excluded.version, at_ms = excluded.at_ms
