@@ -148,6 +148,7 @@ pub struct Applied {
 macro_rules! command_span {
     ($level:expr, $mutation:expr) => {
         tracing::span!(
+            target: "tally::engine",
             $level,
             "command",
             otel.name = %format_args!("command {}", $mutation.command.name()),
@@ -378,7 +379,7 @@ impl<S: EventStore> Engine<S> {
     }
 
     /// The balance now, with holds and buckets expired up to now.
-    #[tracing::instrument(skip(self))]
+    #[tracing::instrument(target = "tally::engine", skip(self))]
     pub async fn balance(&self, account: &AccountId) -> Result<BalanceView, EngineError> {
         self.read(account, |state, now| state.balance_at(now)).await
     }

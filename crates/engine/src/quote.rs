@@ -49,7 +49,7 @@ impl Quote {
 impl<S: EventStore> Engine<S> {
     /// Prices `items` on the current rate card and compares the total with
     /// what the account can spend now.
-    #[tracing::instrument(skip(self, items), fields(items = items.len()))]
+    #[tracing::instrument(target = "tally::engine", skip(self, items), fields(items = items.len()))]
     pub async fn quote(
         &self,
         account: &AccountId,

@@ -133,14 +133,7 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         None => None,
     };
 
-    // The SDK logs its own doings at INFO; only its warnings and errors
-    // (an unreachable collector) are worth a line, unless asked for.
-    let log_filter = if config.log_filter.contains("opentelemetry") {
-        config.log_filter.clone()
-    } else {
-        format!("{},opentelemetry=warn", config.log_filter)
-    };
-    let filter = EnvFilter::try_new(&log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = log_filter(config);
     let logs = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
@@ -172,6 +165,37 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         tracer_provider,
         meter_provider,
     })
+}
+
+/// The targets of the spans Tally opens for every call: the server span,
+/// the engine's command and batch spans, the store's client spans.
+pub const CALL_SPAN_TARGETS: [&str; 3] = ["tally::rpc", "tally::engine", "tally::store"];
+
+/// What the log layer writes: `config.log_filter`, with two additions.
+///
+/// The OpenTelemetry SDK logs its own doings at INFO; only its warnings
+/// and errors (an unreachable collector) are worth a line, unless asked
+/// for.
+///
+/// Without a trace exporter, a call's spans would only decorate the few
+/// lines logged while it is handled, yet creating them (their fields
+/// formatted into strings, the span entered at every poll) cost about a
+/// tenth of `tallyd`'s CPU per Debit under load (docs/benchmarks.md,
+/// session 20). So the log layer leaves them out, and with nobody else
+/// listening they are never created, unless the filter names a `tally::`
+/// target itself. With an exporter they are created anyway, and every line
+/// of a call carries them, its `trace_id` among them.
+pub fn log_filter(config: &TelemetryConfig) -> EnvFilter {
+    let mut directives = config.log_filter.clone();
+    if !directives.contains("opentelemetry") {
+        directives.push_str(",opentelemetry=warn");
+    }
+    if config.traces_endpoint.is_none() && !directives.contains("tally::") {
+        for target in CALL_SPAN_TARGETS {
+            directives.push_str(&format!(",{target}=warn"));
+        }
+    }
+    EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"))
 }
 
 /// `OTEL_SERVICE_NAME` / `OTEL_RESOURCE_ATTRIBUTES` win; otherwise the
