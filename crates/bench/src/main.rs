@@ -40,12 +40,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Ctrl-C drops the run: the spawned processes are killed and the
-    // databases dropped by their handles' Drop, instead of left behind.
+    // Ctrl-C or SIGTERM (`timeout`, a CI job's end) drops the run: the
+    // spawned processes are killed and the databases dropped by their
+    // handles' Drop, instead of left behind.
     let outcome = runtime.block_on(async {
         tokio::select! {
             outcome = dispatch(cli.command) => outcome,
-            _ = tokio::signal::ctrl_c() => Err(anyhow::anyhow!("interrupted")),
+            signal = interrupted() => Err(anyhow::anyhow!("interrupted by {signal}")),
         }
     });
     match outcome {
@@ -56,6 +57,22 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+/// The first of Ctrl-C and SIGTERM, by name.
+async fn interrupted() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            return tokio::select! {
+                _ = tokio::signal::ctrl_c() => "Ctrl-C",
+                _ = terminate.recv() => "SIGTERM",
+            };
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+    "Ctrl-C"
 }
 
 /// Runs the command; `Ok(false)` means a balance check failed.

@@ -385,3 +385,87 @@ fn memory_per_cached_account() {
     assert_eq!(steps.len(), 2);
     assert!(steps[1]["rss_bytes"].as_u64().unwrap() > 0);
 }
+
+/// SIGTERM (what `timeout` and a CI job's end send) in the middle of a
+/// run: tally-bench stops, says why, and leaves no database behind.
+#[test]
+fn sigterm_mid_run_leaves_no_database_behind() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+
+    let mut child = Command::new(BENCH)
+        .args(["hot", "--store", "postgres", "--baseline", "none"])
+        .args(["--duration", "120s", "--warmup", "0s"])
+        .args(["--callers", "4", "--connections", "1"])
+        .arg("--tallyd")
+        .arg(tallyd())
+        .arg("--database-url")
+        .arg(admin_url())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running tally-bench");
+    let pid = u64::from(child.id());
+    let mut stdout = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let read = stdout.read_line(&mut line).expect("tally-bench's stdout");
+        assert!(read > 0, "tally-bench ended before measuring:\n{seen}");
+        seen.push_str(&line);
+        if line.contains("measuring") {
+            break;
+        }
+    }
+    assert!(
+        count_databases(pid) > 0,
+        "the run's database exists while it measures"
+    );
+    let tallyds = children_named(pid, "tallyd");
+    assert_eq!(tallyds.len(), 1, "the run's tallyd is running");
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let output = child.wait_with_output().expect("tally-bench exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("interrupted by SIGTERM"), "{stderr}");
+    assert_eq!(count_databases(pid), 0, "tally-bench left databases behind");
+    for tallyd in tallyds {
+        assert!(
+            !std::path::Path::new(&format!("/proc/{tallyd}")).exists(),
+            "tally-bench left its tallyd {tallyd} running"
+        );
+    }
+}
+
+/// The pids of `parent`'s children whose command is `name` (Linux /proc).
+fn children_named(parent: u64, name: &str) -> Vec<u64> {
+    let mut children = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split at ')'.
+        let Some((head, tail)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let comm = head.split_once('(').map(|(_, comm)| comm);
+        let ppid = tail
+            .split_whitespace()
+            .nth(1)
+            .and_then(|p| p.parse::<u64>().ok());
+        if comm == Some(name) && ppid == Some(parent) {
+            children.extend(
+                entry
+                    .file_name()
+                    .to_str()
+                    .and_then(|p| p.parse::<u64>().ok()),
+            );
+        }
+    }
+    children
+}
