@@ -21,9 +21,10 @@ use opentelemetry_otlp::{MetricExporter, SpanExporter, WithExportConfig};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::metrics::{PeriodicReader, SdkMeterProvider};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
-use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing::Level;
+use opentelemetry_sdk::trace::{SdkTracer, SdkTracerProvider};
+use tracing::{Level, Subscriber};
 use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
@@ -133,26 +134,10 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         None => None,
     };
 
-    let filter = log_filter(config);
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal());
-    let logs = if config.json_logs {
-        logs.json().boxed()
-    } else {
-        logs.boxed()
-    };
-    // Spans go to OpenTelemetry whatever the log filter says: Tally's own
-    // spans at INFO and above, none of its dependencies'.
-    let traces = tracer_provider.as_ref().map(|provider| {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer(names::SCOPE))
-            .with_filter(Targets::new().with_target("tally", Level::INFO))
-    });
-    tracing_subscriber::registry()
-        .with(logs.with_filter(filter))
-        .with(traces)
-        .try_init()?;
+    let tracer = tracer_provider
+        .as_ref()
+        .map(|provider| provider.tracer(names::SCOPE));
+    subscriber(config, tracer, std::io::stderr).try_init()?;
 
     global::set_text_map_propagator(TraceContextPropagator::new());
     if let Some(provider) = &tracer_provider {
@@ -165,6 +150,44 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
         tracer_provider,
         meter_provider,
     })
+}
+
+/// The subscriber [`init`] installs: logs to `writer`, filtered by
+/// [`log_filter`], and spans to OpenTelemetry when there is a `tracer`.
+///
+/// Without a tracer the OpenTelemetry layer is left out of the stack, not
+/// put in as `None`: an absent optional layer declares an interest in every
+/// callsite, so every INFO span would still be built (and entered at every
+/// poll) for nobody.
+pub fn subscriber<W>(
+    config: &TelemetryConfig,
+    tracer: Option<SdkTracer>,
+    writer: W,
+) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'writer> MakeWriter<'writer> + Send + Sync + 'static,
+{
+    let logs = tracing_subscriber::fmt::layer()
+        .with_writer(writer)
+        .with_ansi(std::io::stderr().is_terminal());
+    let logs = if config.json_logs {
+        logs.json().boxed()
+    } else {
+        logs.boxed()
+    };
+    let logs = logs.with_filter(log_filter(config));
+    match tracer {
+        // Spans go to OpenTelemetry whatever the log filter says: Tally's
+        // own spans at INFO and above, none of its dependencies'.
+        Some(tracer) => Box::new(
+            tracing_subscriber::registry().with(logs).with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(tracer)
+                    .with_filter(Targets::new().with_target("tally", Level::INFO)),
+            ),
+        ),
+        None => Box::new(tracing_subscriber::registry().with(logs)),
+    }
 }
 
 /// The targets of the spans Tally opens for every call: the server span,
@@ -185,7 +208,7 @@ pub const CALL_SPAN_TARGETS: [&str; 3] = ["tally::rpc", "tally::engine", "tally:
 /// listening they are never created, unless the filter names a `tally::`
 /// target itself. With an exporter they are created anyway, and every line
 /// of a call carries them, its `trace_id` among them.
-pub fn log_filter(config: &TelemetryConfig) -> EnvFilter {
+fn log_filter(config: &TelemetryConfig) -> EnvFilter {
     let mut directives = config.log_filter.clone();
     if !directives.contains("opentelemetry") {
         directives.push_str(",opentelemetry=warn");

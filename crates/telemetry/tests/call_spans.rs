@@ -1,32 +1,36 @@
-//! Which of a call's spans the log layer makes `tracing` create
-//! (`tally_telemetry::log_filter`).
+//! Which of a call's spans the installed subscriber
+//! (`tally_telemetry::subscriber`) makes `tracing` build.
 //!
 //! One test in its own binary on purpose: `tracing` caches whether a
 //! callsite is enabled across every subscriber alive in the process, so
 //! scoped subscribers of tests running beside each other could answer for
 //! one another.
 
-use tally_telemetry::{CALL_SPAN_TARGETS, TelemetryConfig, log_filter};
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tally_telemetry::{CALL_SPAN_TARGETS, TelemetryConfig, subscriber};
 use tracing::Level;
-use tracing_subscriber::layer::SubscriberExt;
-use tracing_subscriber::{Layer, Registry};
 
-fn config(filter: &str, traces: Option<&str>) -> TelemetryConfig {
+fn config(filter: &str) -> TelemetryConfig {
     TelemetryConfig {
-        traces_endpoint: traces.map(str::to_owned),
         log_filter: filter.to_owned(),
         ..TelemetryConfig::default()
     }
 }
 
-/// Under a log layer filtered for `config` and nothing else: whether each
-/// call span target's INFO span is created, and whether an INFO line of
-/// the engine is logged.
-fn seen_with(config: &TelemetryConfig) -> ([bool; 3], bool) {
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::sink)
-        .with_filter(log_filter(config));
-    tracing::subscriber::with_default(Registry::default().with(logs), || {
+/// Under the subscriber `init` would install for `config` (with a tracer
+/// when `traced`): whether each call span target's INFO span is built,
+/// and whether an INFO line of the engine is enabled (for the log layer or,
+/// when traced, as a span event).
+fn seen_with(config: &TelemetryConfig, traced: bool) -> ([bool; 3], bool) {
+    // A provider without an exporter: spans are built and dropped.
+    let provider = SdkTracerProvider::builder().build();
+    let mut config = config.clone();
+    if traced {
+        config.traces_endpoint = Some("http://127.0.0.1:4317".into());
+    }
+    let tracer = traced.then(|| provider.tracer("call-spans-test"));
+    tracing::subscriber::with_default(subscriber(&config, tracer, std::io::sink), || {
         let spans = [
             !tracing::info_span!(target: "tally::rpc", "rpc").is_disabled(),
             !tracing::info_span!(target: "tally::engine", "command").is_disabled(),
@@ -38,7 +42,7 @@ fn seen_with(config: &TelemetryConfig) -> ([bool; 3], bool) {
 }
 
 #[test]
-fn call_spans_are_created_only_for_traces_or_when_the_filter_names_them() {
+fn call_spans_are_built_only_for_traces_or_when_the_filter_names_them() {
     // The targets the spans above use are the ones left out.
     assert_eq!(
         CALL_SPAN_TARGETS,
@@ -46,30 +50,27 @@ fn call_spans_are_created_only_for_traces_or_when_the_filter_names_them() {
     );
 
     // No exporter: no call spans, whatever the level; lines still logged.
-    assert_eq!(seen_with(&config("info", None)), ([false; 3], true));
-    assert_eq!(seen_with(&config("debug", None)), ([false; 3], true));
+    assert_eq!(seen_with(&config("info"), false), ([false; 3], true));
+    assert_eq!(seen_with(&config("debug"), false), ([false; 3], true));
 
     // A filter that names a tally:: target decides for itself.
     assert_eq!(
-        seen_with(&config("info,tally::rpc=info", None)),
+        seen_with(&config("info,tally::rpc=info"), false),
         ([true, true, true], true)
     );
     assert_eq!(
-        seen_with(&config("info,tally::store=warn", None)),
+        seen_with(&config("info,tally::store=warn"), false),
         ([true, true, false], true)
     );
 
-    // Exported traces: every line of a call carries its spans.
-    assert_eq!(
-        seen_with(&config("info", Some("http://127.0.0.1:4317"))),
-        ([true; 3], true)
-    );
+    // Exported traces: spans are built for OpenTelemetry, and every line of
+    // a call carries them.
+    assert_eq!(seen_with(&config("info"), true), ([true; 3], true));
+    // Built for OpenTelemetry even when the log filter wants none.
+    assert_eq!(seen_with(&config("warn"), true).0, [true; 3]);
 
     // A warning under a call span target is a line, not a span: it passes.
-    let logs = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::sink)
-        .with_filter(log_filter(&config("info", None)));
-    tracing::subscriber::with_default(Registry::default().with(logs), || {
+    tracing::subscriber::with_default(subscriber(&config("info"), None, std::io::sink), || {
         assert!(tracing::event_enabled!(target: "tally::engine", Level::WARN));
     });
 }
