@@ -153,7 +153,8 @@ pub fn init(config: &TelemetryConfig) -> Result<Telemetry, TelemetryError> {
 }
 
 /// The subscriber [`init`] installs: logs to `writer`, filtered by
-/// [`log_filter`], and spans to OpenTelemetry when there is a `tracer`.
+/// `config.log_filter` (see `log_filter` for what it adds), and spans to
+/// OpenTelemetry when there is a `tracer`.
 ///
 /// Without a tracer the OpenTelemetry layer is left out of the stack, not
 /// put in as `None`: an absent optional layer declares an interest in every
@@ -175,7 +176,7 @@ where
     } else {
         logs.boxed()
     };
-    let logs = logs.with_filter(log_filter(config));
+    let logs = logs.with_filter(log_filter(config, tracer.is_some()));
     match tracer {
         // Spans go to OpenTelemetry whatever the log filter says: Tally's
         // own spans at INFO and above, none of its dependencies'.
@@ -200,20 +201,20 @@ pub const CALL_SPAN_TARGETS: [&str; 3] = ["tally::rpc", "tally::engine", "tally:
 /// and errors (an unreachable collector) are worth a line, unless asked
 /// for.
 ///
-/// Without a trace exporter, a call's spans would only decorate the few
+/// Without a tracer (`traced`), a call's spans would only decorate the few
 /// lines logged while it is handled, yet creating them (their fields
 /// formatted into strings, the span entered at every poll) cost about a
 /// tenth of `tallyd`'s CPU per Debit under load (docs/benchmarks.md,
 /// session 20). So the log layer leaves them out, and with nobody else
 /// listening they are never created, unless the filter names a `tally::`
-/// target itself. With an exporter they are created anyway, and every line
-/// of a call carries them, its `trace_id` among them.
-fn log_filter(config: &TelemetryConfig) -> EnvFilter {
+/// target itself. With a tracer they are created anyway, and every line of
+/// a call carries them, its `trace_id` among them.
+fn log_filter(config: &TelemetryConfig, traced: bool) -> EnvFilter {
     let mut directives = config.log_filter.clone();
     if !directives.contains("opentelemetry") {
         directives.push_str(",opentelemetry=warn");
     }
-    if config.traces_endpoint.is_none() && !directives.contains("tally::") {
+    if !traced && !directives.contains("tally::") {
         for target in CALL_SPAN_TARGETS {
             directives.push_str(&format!(",{target}=warn"));
         }
