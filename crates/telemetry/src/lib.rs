@@ -10,4 +10,4 @@ mod setup;
 
 pub use grpc::{GrpcTelemetry, GrpcTelemetryLayer, ObservedBody};
 pub use metrics::{AccountClock, AppendOutcome, Metrics, ReleaseReason, observe_f64, observe_u64};
-pub use setup::{CALL_SPAN_TARGETS, Telemetry, TelemetryConfig, TelemetryError, init, subscriber};
+pub use setup::{Telemetry, TelemetryConfig, TelemetryError, init, subscriber};

@@ -193,7 +193,7 @@ where
 
 /// The targets of the spans Tally opens for every call: the server span,
 /// the engine's command and batch spans, the store's client spans.
-pub const CALL_SPAN_TARGETS: [&str; 3] = ["tally::rpc", "tally::engine", "tally::store"];
+const CALL_SPAN_TARGETS: [&str; 3] = ["tally::rpc", "tally::engine", "tally::store"];
 
 /// What the log layer writes: `config.log_filter`, with two additions.
 ///
