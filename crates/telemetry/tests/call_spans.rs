@@ -13,7 +13,6 @@ use std::sync::{Arc, Mutex};
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tally_telemetry::{TelemetryConfig, subscriber};
-use tracing::Level;
 
 fn config(filter: &str) -> TelemetryConfig {
     TelemetryConfig {
