@@ -31,6 +31,7 @@ mod harness;
 mod projection;
 mod schema;
 mod sql;
+mod txn;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
