@@ -292,8 +292,14 @@ impl<S: ProjectionStore> ProjectionStore for Arc<S> {
 /// The shared dialect's `$n` placeholders as SQLite's `?n`, which bind by
 /// number, so a parameter may be used twice or out of order. Projection SQL
 /// has no `$` inside literals.
+///
+/// Each is written `+?n`: the unary plus changes no value and no affinity,
+/// and stops SQLite from planning the statement again every time it is
+/// bound when the parameter is a `LIMIT` or is compared with an index the
+/// statement also orders by (`ListLedger`'s pages, `GetUsage`'s groups);
+/// see `crates/store/src/sqlite/sql.rs`.
 pub(crate) fn numbered_placeholders(sql: &str) -> String {
-    sql.replace('$', "?")
+    sql.replace('$', "+?")
 }
 
 /// The checkpoint table's statements, shared by both backends.

@@ -5,10 +5,11 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::PathBuf;
 
 use rusqlite::types::{Value, ValueRef};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
 use super::SqliteStore;
 use super::error::store_error;
+use super::txn::Tx;
 use crate::projection::{
     LockHolder, checkpoint_of, checkpoint_sql, checkpoint_upserts, numbered_placeholders,
 };
@@ -103,25 +104,24 @@ fn execute(conn: &Connection, statement: &SqlStatement) -> Result<(), StoreError
 
 fn commit(conn: &mut Connection, commit: ProjectionCommit) -> Result<CommitOutcome, StoreError> {
     // IMMEDIATE: the generation read below cannot change before we write.
-    let tx = conn
-        .transaction_with_behavior(TransactionBehavior::Immediate)
-        .map_err(store_error)?;
+    let tx = Tx::immediate(conn).map_err(store_error)?;
     for moved in commit.locking_order() {
-        let actual = read_checkpoint(&tx, &moved.name)?.generation;
+        let actual = read_checkpoint(tx.conn(), &moved.name)?.generation;
         if actual != moved.expected_generation {
             return Ok(CommitOutcome::GenerationMoved { actual });
         }
     }
     for table in &commit.emptied {
         // Without a WHERE, SQLite empties the table in one step.
-        tx.execute(&format!("DELETE FROM {table}"), [])
+        tx.conn()
+            .execute(&format!("DELETE FROM {table}"), [])
             .map_err(store_error)?;
     }
     for statement in &commit.statements {
-        execute(&tx, statement)?;
+        execute(tx.conn(), statement)?;
     }
     for upsert in checkpoint_upserts(&commit) {
-        execute(&tx, &upsert)?;
+        execute(tx.conn(), &upsert)?;
     }
     let generation = commit
         .checkpoints
@@ -136,12 +136,12 @@ fn query(
     queries: Vec<SqlStatement>,
 ) -> Result<Vec<Vec<SqlRow>>, StoreError> {
     // One read transaction: WAL gives it one snapshot from its first read.
-    let tx = conn.transaction().map_err(store_error)?;
+    let tx = Tx::deferred(conn).map_err(store_error)?;
     let mut results = Vec::with_capacity(queries.len());
     for query in &queries {
         let sql = numbered_placeholders(&query.sql);
         let params = bind(&query.params);
-        let mut prepared = tx.prepare_cached(&sql).map_err(store_error)?;
+        let mut prepared = tx.conn().prepare_cached(&sql).map_err(store_error)?;
         let columns = prepared.column_count();
         let rows = prepared
             .query_map(params_from_iter(params.iter()), |row| {
@@ -168,7 +168,7 @@ fn query(
             .map_err(store_error)?;
         results.push(rows);
     }
-    tx.finish().map_err(store_error)?;
+    tx.commit().map_err(store_error)?;
     Ok(results)
 }
 
@@ -220,5 +220,55 @@ impl ProjectionStore for SqliteStore {
             Ok(seq.map(|seq| LogPosition::new(0, seq as u64)))
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::StatementStatus;
+
+    use super::*;
+
+    /// `ListLedger`'s page query, in the shared dialect, run as the reads
+    /// run it: a parameter compared with the key it orders by, and a
+    /// `LIMIT` parameter. Each used to have SQLite plan the statement anew
+    /// at every call.
+    #[test]
+    fn paged_reads_are_planned_once() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE entries (account_id TEXT NOT NULL, seq INTEGER NOT NULL,
+                 PRIMARY KEY (account_id, seq)) WITHOUT ROWID;
+             INSERT INTO entries VALUES ('a', 1), ('a', 2), ('a', 3), ('b', 1);",
+        )
+        .unwrap();
+        let sql =
+            "SELECT seq FROM entries WHERE account_id = $1 AND seq > $2 ORDER BY seq LIMIT $3";
+        let page = |conn: &mut Connection, account: &str, after: i64, limit: i64| {
+            let rows = query(
+                conn,
+                vec![SqlStatement::new(
+                    sql,
+                    vec![
+                        SqlValue::text(account),
+                        SqlValue::int(after),
+                        SqlValue::int(limit),
+                    ],
+                )],
+            )
+            .unwrap();
+            rows[0]
+                .iter()
+                .map(|row| row[0].as_int().unwrap())
+                .collect::<Vec<_>>()
+        };
+        // The placeholders still bind by number, to the same values.
+        assert_eq!(page(&mut conn, "a", 0, 2), vec![1, 2]);
+        assert_eq!(page(&mut conn, "a", 2, 5), vec![3]);
+        assert_eq!(page(&mut conn, "b", 0, 5), vec![1]);
+        assert!(page(&mut conn, "c", 0, 5).is_empty());
+        let statement = conn.prepare_cached(&numbered_placeholders(sql)).unwrap();
+        assert_eq!(statement.get_status(StatementStatus::RePrepare), 0);
+        assert!(conn.is_autocommit(), "the read transaction was left open");
     }
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, HashSet};
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use super::error::{is_unique_violation, store_error};
-use super::txn::WriteTx;
+use super::txn::Tx;
 use crate::{
     AppendRequest, AppendResult, ChargeRecord, HoldRecord, IdempotencyRecord, LogPosition,
     RecordedEvent, Snapshot, StoreError, Wakeup,
@@ -61,7 +61,7 @@ pub(super) fn append_batch(
 ) -> Vec<Result<AppendResult, StoreError>> {
     // IMMEDIATE takes the write lock before reading any version, so no other
     // process can append between a check and its inserts.
-    let tx = match WriteTx::begin(conn) {
+    let tx = match Tx::immediate(conn) {
         Ok(tx) => tx,
         Err(err) => {
             let err = store_error(err);
@@ -90,7 +90,7 @@ pub(super) fn append_batch(
 
 /// One request inside the batch's transaction, in a savepoint: all of it is
 /// written, or none.
-fn append_one(tx: &WriteTx<'_>, request: AppendRequest) -> Result<AppendResult, StoreError> {
+fn append_one(tx: &Tx<'_>, request: AppendRequest) -> Result<AppendResult, StoreError> {
     request.validate()?;
     let AppendRequest {
         stream_id,
@@ -443,7 +443,7 @@ pub(super) fn set_wakeup(
     }
     // IMMEDIATE, like an append: the version read and the write happen under
     // the write lock, with no chance of SQLITE_BUSY_SNAPSHOT in between.
-    let tx = WriteTx::begin(conn).map_err(store_error)?;
+    let tx = Tx::immediate(conn).map_err(store_error)?;
     let changed = tx
         .conn()
         .prepare_cached(SET_WAKEUP)

@@ -8,22 +8,28 @@
 //! of `tallyd`'s CPU on this store. Here each is prepared once per
 //! connection and stepped again after that.
 //!
-//! Both guards roll back unless finished: dropping a [`WriteTx`] before
-//! [`WriteTx::commit`] rolls the transaction back, dropping a [`Savepoint`]
+//! Both guards roll back unless finished: dropping a [`Tx`] before
+//! [`Tx::commit`] rolls the transaction back, dropping a [`Savepoint`]
 //! before [`Savepoint::release`] undoes what was written since it opened.
 
 use rusqlite::Connection;
 
-/// A `BEGIN IMMEDIATE` transaction: the write lock is taken at once, before
-/// anything is read.
-pub(super) struct WriteTx<'c> {
+pub(super) struct Tx<'c> {
     conn: &'c Connection,
 }
 
-impl<'c> WriteTx<'c> {
-    pub(super) fn begin(conn: &'c Connection) -> rusqlite::Result<Self> {
+impl<'c> Tx<'c> {
+    /// `BEGIN IMMEDIATE`: the write lock is taken at once, before anything
+    /// is read.
+    pub(super) fn immediate(conn: &'c Connection) -> rusqlite::Result<Self> {
         run(conn, "BEGIN IMMEDIATE")?;
-        Ok(WriteTx { conn })
+        Ok(Tx { conn })
+    }
+
+    /// `BEGIN`: in WAL mode, one snapshot from the first read on.
+    pub(super) fn deferred(conn: &'c Connection) -> rusqlite::Result<Self> {
+        run(conn, "BEGIN")?;
+        Ok(Tx { conn })
     }
 
     pub(super) fn conn(&self) -> &'c Connection {
@@ -46,7 +52,7 @@ impl<'c> WriteTx<'c> {
     }
 }
 
-impl Drop for WriteTx<'_> {
+impl Drop for Tx<'_> {
     fn drop(&mut self) {
         // Committed (or rolled back by SQLite): nothing is open.
         if !self.conn.is_autocommit() {
@@ -116,7 +122,7 @@ mod tests {
     #[test]
     fn a_dropped_savepoint_undoes_only_its_own_writes() {
         let conn = table();
-        let tx = WriteTx::begin(&conn).unwrap();
+        let tx = Tx::immediate(&conn).unwrap();
         let kept = tx.savepoint().unwrap();
         insert(kept.conn(), 1).unwrap();
         kept.release().unwrap();
@@ -137,7 +143,7 @@ mod tests {
     fn a_dropped_transaction_writes_nothing_and_the_statements_run_again() {
         let conn = table();
         for round in 0..3 {
-            let tx = WriteTx::begin(&conn).unwrap();
+            let tx = Tx::immediate(&conn).unwrap();
             let savepoint = tx.savepoint().unwrap();
             insert(savepoint.conn(), 10 + round).unwrap();
             savepoint.release().unwrap();
@@ -149,7 +155,7 @@ mod tests {
             );
         }
         assert!(rows(&conn).is_empty());
-        let tx = WriteTx::begin(&conn).unwrap();
+        let tx = Tx::immediate(&conn).unwrap();
         insert(tx.conn(), 7).unwrap();
         tx.commit().unwrap();
         assert_eq!(rows(&conn), vec![7]);
@@ -164,14 +170,14 @@ mod tests {
             .execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (x INTEGER)")
             .unwrap();
         let second = Connection::open(&path).unwrap();
-        let held = WriteTx::begin(&first).unwrap();
+        let held = Tx::immediate(&first).unwrap();
         // IMMEDIATE: the second writer is refused before it reads anything.
-        let err = WriteTx::begin(&second).err().expect("the lock is held");
+        let err = Tx::immediate(&second).err().expect("the lock is held");
         assert_eq!(
             err.sqlite_error_code(),
             Some(rusqlite::ErrorCode::DatabaseBusy)
         );
         held.commit().unwrap();
-        WriteTx::begin(&second).unwrap().commit().unwrap();
+        Tx::immediate(&second).unwrap().commit().unwrap();
     }
 }
