@@ -51,6 +51,14 @@ pub enum Command {
     Watch(WatchArgs),
     /// Resident memory of tallyd per cached account.
     Memory(MemoryArgs),
+    /// Drop the databases that runs killed before their end (SIGKILL) left
+    /// behind: tally_bench_* databases whose process is gone from this
+    /// machine and that no session is connected to. Prints each one dropped.
+    DropStale {
+        /// PostgreSQL admin URL the runs created their databases through.
+        #[arg(long, env = "TALLY_BENCH_DATABASE_URL", default_value = DEFAULT_DATABASE_URL)]
+        database_url: String,
+    },
     /// Serve the echo baseline: a bare tonic unary server (used by the bench itself).
     EchoServer {
         /// Address to listen on; port 0 picks a free one, printed on stdout.

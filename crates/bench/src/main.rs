@@ -82,6 +82,20 @@ async fn dispatch(command: Command) -> anyhow::Result<bool> {
             echo::serve(listen).await?;
             return Ok(true);
         }
+        Command::DropStale { database_url } => {
+            let stale = pg::drop_stale(&database_url).await?;
+            for name in &stale.dropped {
+                println!("dropped {name}");
+            }
+            for (name, sessions) in &stale.in_use {
+                println!(
+                    "left {name}: its run is gone but {sessions} session(s) are connected \
+                     (its tallyd may still be running: stop it, then run this again)"
+                );
+            }
+            println!("{} stale database(s) dropped", stale.dropped.len());
+            return Ok(true);
+        }
         Command::Memory(args) => {
             let json = args.json.clone();
             let report = memory::run(args).await?;
