@@ -302,10 +302,11 @@ pub(super) fn find_idempotency(
     }
     // One read transaction so all lookups see the same snapshot; point
     // lookups on a cached statement avoid building SQL per key count.
-    let tx = conn.transaction().map_err(store_error)?;
+    let tx = Tx::deferred(conn).map_err(store_error)?;
     let mut records = Vec::new();
     {
         let mut select = tx
+            .conn()
             .prepare_cached(
                 "SELECT fingerprint, response FROM idempotency WHERE stream_id = ?1 AND key = ?2",
             )
@@ -324,7 +325,7 @@ pub(super) fn find_idempotency(
             records.extend(found);
         }
     }
-    tx.finish().map_err(store_error)?;
+    tx.commit().map_err(store_error)?;
     Ok(records)
 }
 
@@ -334,10 +335,11 @@ pub(super) fn find_charges(
     charge_keys: &[String],
 ) -> Result<Vec<ChargeRecord>, StoreError> {
     let charge_keys: BTreeSet<&String> = charge_keys.iter().collect();
-    let tx = conn.transaction().map_err(store_error)?;
+    let tx = Tx::deferred(conn).map_err(store_error)?;
     let mut charges = Vec::new();
     {
         let mut select = tx
+            .conn()
             .prepare_cached(
                 "SELECT payload FROM refunded_charges WHERE stream_id = ?1 AND charge_key = ?2",
             )
@@ -355,7 +357,7 @@ pub(super) fn find_charges(
             charges.extend(found);
         }
     }
-    tx.finish().map_err(store_error)?;
+    tx.commit().map_err(store_error)?;
     Ok(charges)
 }
 
@@ -365,10 +367,11 @@ pub(super) fn find_holds(
     hold_ids: &[String],
 ) -> Result<Vec<HoldRecord>, StoreError> {
     let hold_ids: BTreeSet<&String> = hold_ids.iter().collect();
-    let tx = conn.transaction().map_err(store_error)?;
+    let tx = Tx::deferred(conn).map_err(store_error)?;
     let mut holds = Vec::new();
     {
         let mut select = tx
+            .conn()
             .prepare_cached(
                 "SELECT payload FROM resolved_holds WHERE stream_id = ?1 AND hold_id = ?2",
             )
@@ -386,7 +389,7 @@ pub(super) fn find_holds(
             holds.extend(found);
         }
     }
-    tx.finish().map_err(store_error)?;
+    tx.commit().map_err(store_error)?;
     Ok(holds)
 }
 

@@ -14,6 +14,8 @@
 
 use rusqlite::Connection;
 
+/// A transaction begun and ended through the statement cache; rolled
+/// back on drop unless committed.
 pub(super) struct Tx<'c> {
     conn: &'c Connection,
 }
