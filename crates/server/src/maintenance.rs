@@ -18,7 +18,9 @@ use crate::{Config, EMBEDDED_STORE_FILE, Store};
 /// Events folded per transaction when rebuilding or verifying. Larger
 /// batches put more of an account's ledger entries side by side in each
 /// index (they are inserted in key order); past 10,000 a rebuild of 1M
-/// events ran no faster (docs/benchmarks.md, session 12).
+/// events ran no faster on either store (docs/benchmarks.md, sessions 12
+/// and 22: on the embedded store 100,000 wrote a quarter of the bytes but
+/// took as long, with 2.5 times the memory).
 const REBUILD_BATCH: usize = 10_000;
 
 fn selected(projection: Option<&str>) -> anyhow::Result<Vec<Projection>> {
@@ -156,10 +158,7 @@ async fn rebuild_all<S: Store>(store: &S, projections: &[Projection]) -> anyhow:
     let outcome = rebuild(
         store,
         projections,
-        std::env::var("XB")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(REBUILD_BATCH),
+        REBUILD_BATCH,
         now_ms,
         |progress: Progress| {
             if let Some(position) = progress.position {
