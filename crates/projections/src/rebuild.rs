@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 use tally_store::{EventStore, LogPosition, ProjectionStore};
 
 use crate::runner::{Projector, RunnerConfig, Step, reset, reset_fold};
+use crate::tables::tables_of;
 use crate::{ACCOUNT_FOLD, Projection, ProjectionError, RUNNER_LOCK};
 
 /// How far a rebuild has come.
@@ -17,6 +18,9 @@ pub struct Progress {
     pub position: Option<LogPosition>,
     /// The log's last position when the rebuild started.
     pub head: Option<LogPosition>,
+    /// Every event is folded; the indexes dropped for the load are being
+    /// built (the embedded store), which takes a while at millions of rows.
+    pub building_indexes: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -58,8 +62,42 @@ pub async fn rebuild<S: EventStore + ProjectionStore>(
         events: 0,
         position: None,
         head,
+        building_indexes: false,
     };
     progress(report);
+    // The emptied tables are loaded without the indexes only reads walk,
+    // which are built once at the end: where the store can (the embedded
+    // store), most of a rebuild's writes.
+    let tables: Vec<&'static str> = projections
+        .iter()
+        .flat_map(|&projection| tables_of(projection).iter().map(|table| table.name))
+        .collect();
+    let suspended = store.suspend_indexes(&tables).await?;
+    let folded = fold_log(store, batch, head, &now_ms, &mut report, &mut progress).await;
+    if suspended {
+        report.building_indexes = true;
+        progress(report);
+        // Also after a failed fold: the next attempt, or the runner that
+        // takes over, reads with them.
+        store.restore_indexes().await?;
+    }
+    folded?;
+    Ok(RebuildReport {
+        events: report.events,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// Folds the log up to `head` into every projection, from their
+/// checkpoints.
+async fn fold_log<S: EventStore + ProjectionStore>(
+    store: &S,
+    batch: usize,
+    head: Option<LogPosition>,
+    now_ms: &impl Fn() -> i64,
+    report: &mut Progress,
+    progress: &mut impl FnMut(Progress),
+) -> Result<(), ProjectionError> {
     // Every projection is fed: the one rebuilt catches up on its own fold,
     // the others go on (if they were behind the log).
     let mut projector = Projector::new(&Projection::ALL, &RunnerConfig::default()).reading_ahead();
@@ -68,9 +106,9 @@ pub async fn rebuild<S: EventStore + ProjectionStore>(
             Step::Applied { events, position } => {
                 report.events += events as u64;
                 report.position = Some(position);
-                progress(report);
+                progress(*report);
             }
-            Step::Idle => break,
+            Step::Idle => return Ok(()),
             Step::Moved | Step::Reset => {
                 return Err(ProjectionError::Corrupt(
                     "a projection moved during a rebuild that held the runner's lock".into(),
@@ -78,10 +116,6 @@ pub async fn rebuild<S: EventStore + ProjectionStore>(
             }
         }
     }
-    Ok(RebuildReport {
-        events: report.events,
-        elapsed: started.elapsed(),
-    })
 }
 
 /// Empties `projection` and moves its checkpoint to the start; whichever

@@ -753,9 +753,13 @@ proptest! {
 
 /// Verify is not vacuous: a live row changed behind the projection's back
 /// is reported, and a rebuild repairs it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn verify_reports_a_tampered_row_and_rebuild_repairs_it() {
-    let (store, _location) = SqliteHarness::default().create().await;
+/// An embedded store holding forty steps on one account, its projections
+/// caught up and stopped.
+async fn forty_steps_on_sqlite() -> (
+    tally_store::sqlite::SqliteStore,
+    <SqliteHarness as Harness>::Location,
+) {
+    let (store, location) = SqliteHarness::default().create().await;
     let clock = Arc::new(ManualClock::new(Timestamp::from_millis(START)));
     let engine = Engine::new(store.clone(), clock.clone(), EngineConfig::default());
     engine
@@ -788,7 +792,13 @@ async fn verify_reports_a_tampered_row_and_rebuild_repairs_it() {
     projections.start();
     caught_up(&projections).await;
     projections.shutdown().await;
+    engine.shutdown().await;
+    (store, location)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_reports_a_tampered_row_and_rebuild_repairs_it() {
+    let (store, _location) = forty_steps_on_sqlite().await;
     let checkpoint = store.projection_checkpoint("balances").await.unwrap();
     let tampered = store
         .commit_projection(tally_store::ProjectionCommit::single(
@@ -821,7 +831,51 @@ async fn verify_reports_a_tampered_row_and_rebuild_repairs_it() {
             .unwrap()
             .is_clean()
     );
-    engine.shutdown().await;
+}
+
+/// The embedded store's rebuild loads the tables without the indexes only
+/// reads walk, then builds each again as it was, saying so in its
+/// progress; the rows are the ones a fold with the indexes wrote.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_builds_again_the_indexes_it_loaded_without() {
+    let (store, _location) = forty_steps_on_sqlite().await;
+    let indexes = || {
+        store.query_projection(vec![tally_store::SqlStatement::new(
+            "SELECT name, sql FROM projections.sqlite_schema WHERE type = 'index' ORDER BY name",
+            vec![],
+        )])
+    };
+    let before = indexes().await.unwrap().remove(0);
+    assert!(
+        before
+            .iter()
+            .any(|row| row[0].as_text() == Some("ledger_entries_by_member")),
+        "{before:?}"
+    );
+    let mut live = Vec::new();
+    for projection in Projection::ALL {
+        live.push(dump(&store, projection).await.unwrap());
+    }
+    let mut progress = Vec::new();
+    let report = rebuild(&store, &Projection::ALL, 7, || 0, |p| progress.push(p))
+        .await
+        .unwrap();
+    assert_eq!(indexes().await.unwrap().remove(0), before);
+    for (projection, live) in Projection::ALL.into_iter().zip(live) {
+        assert_eq!(
+            dump(&store, projection).await.unwrap(),
+            live,
+            "{projection}"
+        );
+    }
+    let last = progress.last().unwrap();
+    assert!(last.building_indexes, "{progress:?}");
+    assert_eq!(last.events, report.events);
+    assert_eq!(
+        progress.iter().filter(|p| p.building_indexes).count(),
+        1,
+        "{progress:?}"
+    );
 }
 
 /// A grant that becomes effective later lifts the available balance when

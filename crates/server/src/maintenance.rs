@@ -164,11 +164,18 @@ async fn rebuild_all<S: Store>(store: &S, projections: &[Projection]) -> anyhow:
             if let Some(position) = progress.position {
                 bar.set_position(position.seq);
             }
-            bar.set_message(format!(
-                "{} events, {} events/s",
-                progress.events,
-                rate(progress.events, started.elapsed())
-            ));
+            if progress.building_indexes {
+                bar.set_message(format!(
+                    "{} events folded; building the indexes",
+                    progress.events
+                ));
+            } else {
+                bar.set_message(format!(
+                    "{} events, {} events/s",
+                    progress.events,
+                    rate(progress.events, started.elapsed())
+                ));
+            }
         },
     )
     .await;

@@ -253,6 +253,28 @@ pub trait ProjectionStore: Send + Sync + 'static {
     /// `None` for an empty log. On PostgreSQL this may lie beyond what
     /// `read_log` returns yet (its fence holds back younger transactions).
     fn log_head(&self) -> impl Future<Output = Result<Option<LogPosition>, StoreError>> + Send;
+
+    /// Drops the secondary indexes of `tables` (those only reads walk; a
+    /// primary key stays) for a bulk load, which then inserts each row into
+    /// the table and its key alone; [`restore_indexes`](Self::restore_indexes)
+    /// builds them again at the end, in one sorted pass each, instead of one
+    /// B-tree insert per row and index. Returns whether any were dropped.
+    ///
+    /// - Rows, and what queries answer, do not change; only how fast
+    ///   queries that would walk a dropped index run.
+    /// - A backend that cannot, or should not, returns `false` and changes
+    ///   nothing: PostgreSQL does (the service's role may not drop indexes,
+    ///   and other replicas serve reads while a rebuild runs).
+    /// - Indexes dropped and not yet restored are restored when the store is
+    ///   next opened, so a bulk load cut short leaves none missing for good.
+    fn suspend_indexes(
+        &self,
+        tables: &[&'static str],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Builds every index [`suspend_indexes`](Self::suspend_indexes) dropped,
+    /// as it was. Nothing to do when none is suspended.
+    fn restore_indexes(&self) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
 impl<S: ProjectionStore> ProjectionStore for Arc<S> {
@@ -286,6 +308,17 @@ impl<S: ProjectionStore> ProjectionStore for Arc<S> {
 
     fn log_head(&self) -> impl Future<Output = Result<Option<LogPosition>, StoreError>> + Send {
         (**self).log_head()
+    }
+
+    fn suspend_indexes(
+        &self,
+        tables: &[&'static str],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        (**self).suspend_indexes(tables)
+    }
+
+    fn restore_indexes(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        (**self).restore_indexes()
     }
 }
 

@@ -217,4 +217,17 @@ impl<S: EventStore + ProjectionStore> ProjectionStore for Traced<S> {
         let span = self.span("log_head", None);
         self.0.log_head().instrument(span)
     }
+
+    fn suspend_indexes(
+        &self,
+        tables: &[&'static str],
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let span = self.span("suspend_indexes", None);
+        self.0.suspend_indexes(tables).instrument(span)
+    }
+
+    fn restore_indexes(&self) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let span = self.span("restore_indexes", None);
+        self.0.restore_indexes().instrument(span)
+    }
 }

@@ -40,7 +40,8 @@ pub use self::projection::{
     failed_statement_writes_nothing, log_head_is_the_last_append,
     projection_commit_writes_rows_with_checkpoint, projection_lock_has_one_holder,
     projections_survive_restart, queries_read_one_snapshot, racing_commits_land_once,
-    reset_returns_to_the_start, stale_generation_writes_nothing, usage_unit_row,
+    reset_returns_to_the_start, stale_generation_writes_nothing,
+    suspended_indexes_change_no_answers, usage_unit_row,
 };
 pub use self::restart::{restart_keeps_everything, snapshots_overwrite_and_miss};
 pub use self::stream::{
@@ -124,6 +125,7 @@ macro_rules! conformance_tests {
             resolved_holds_are_kept_per_stream,
             refunded_charges_are_kept_per_stream,
             changes_signal_appends_and_projection_commits,
+            suspended_indexes_change_no_answers,
         );
     };
 }

@@ -547,3 +547,107 @@ pub async fn projections_survive_restart<H: Harness>(harness: &H) {
     assert_eq!(checkpoint.generation, 1);
     assert_eq!(states(&store).await, vec![state_row("a", 5, "x")]);
 }
+
+fn ledger_row(seq: i64, member: &str) -> SqlStatement {
+    SqlStatement::new(
+        "INSERT INTO ledger_entries (account_id, seq, tx, log_seq, occurred_at_ms, kind, \
+         member_id, action, model, amount, available_before, available_after) \
+         VALUES ($1, $2, 0, $2, $3, 'credits_debited', $4, 'chat', NULL, 1, 0, 0)",
+        vec![
+            SqlValue::text("acct"),
+            SqlValue::int(seq),
+            SqlValue::int(seq * 1_000),
+            SqlValue::text(member),
+        ],
+    )
+}
+
+/// What ListLedger's filters ask: one member's entries, and a time range.
+async fn ledger_answers<S: ProjectionStore>(store: &S) -> (Vec<SqlRow>, Vec<SqlRow>) {
+    let mut rows = store
+        .query_projection(vec![
+            SqlStatement::new(
+                "SELECT seq FROM ledger_entries WHERE account_id = $1 AND member_id = $2 \
+                 AND seq > $3 ORDER BY seq LIMIT $4",
+                vec![
+                    SqlValue::text("acct"),
+                    SqlValue::text("m1"),
+                    SqlValue::int(1),
+                    SqlValue::int(10),
+                ],
+            ),
+            SqlStatement::new(
+                "SELECT seq FROM ledger_entries WHERE account_id = $1 \
+                 AND occurred_at_ms >= $2 AND occurred_at_ms < $3 ORDER BY seq",
+                vec![
+                    SqlValue::text("acct"),
+                    SqlValue::int(2_000),
+                    SqlValue::int(5_000),
+                ],
+            ),
+        ])
+        .await
+        .expect("query_projection");
+    let by_time = rows.remove(1);
+    (rows.remove(0), by_time)
+}
+
+fn seqs(seqs: &[i64]) -> Vec<SqlRow> {
+    seqs.iter().map(|&seq| vec![SqlValue::int(seq)]).collect()
+}
+
+/// Indexes suspended for a bulk load change no answer, whether rows land
+/// while they are suspended, the store is reopened meanwhile, or they are
+/// restored; a backend that suspends some has them back after restoring
+/// (it can suspend them again).
+pub async fn suspended_indexes_change_no_answers<H: Harness>(harness: &H) {
+    let (store, location) = harness.create().await;
+    store
+        .commit_projection(commit(
+            0,
+            None,
+            vec![
+                ledger_row(1, "m1"),
+                ledger_row(2, "m2"),
+                ledger_row(3, "m1"),
+            ],
+        ))
+        .await
+        .expect("commit");
+    let suspended = store
+        .suspend_indexes(&["ledger_entries"])
+        .await
+        .expect("suspend");
+    store
+        .commit_projection(commit(
+            1,
+            None,
+            vec![
+                ledger_row(4, "m1"),
+                ledger_row(5, "m2"),
+                ledger_row(6, "m1"),
+            ],
+        ))
+        .await
+        .expect("commit while suspended");
+    let expected = (seqs(&[3, 4, 6]), seqs(&[2, 3, 4]));
+    assert_eq!(ledger_answers(&store).await, expected, "while suspended");
+    drop(store);
+    let store = harness.reopen(&location).await;
+    assert_eq!(ledger_answers(&store).await, expected, "after reopening");
+    store.restore_indexes().await.expect("restore");
+    store
+        .restore_indexes()
+        .await
+        .expect("restore with nothing suspended");
+    assert_eq!(ledger_answers(&store).await, expected, "after restoring");
+    assert_eq!(
+        store
+            .suspend_indexes(&["ledger_entries"])
+            .await
+            .expect("suspend again"),
+        suspended,
+        "restoring (or reopening) brings back what a suspension drops"
+    );
+    store.restore_indexes().await.expect("restore");
+}

@@ -293,6 +293,17 @@ impl ProjectionStore for PostgresStore {
         })
         .transpose()
     }
+
+    /// Never: dropping an index needs the table's owner, not the service's
+    /// role, and other replicas go on reading while a rebuild runs (their
+    /// `ListLedger` pages would each walk an account's whole ledger).
+    async fn suspend_indexes(&self, _tables: &[&'static str]) -> Result<bool, StoreError> {
+        Ok(false)
+    }
+
+    async fn restore_indexes(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ mod harness;
 mod projection;
 mod schema;
 mod sql;
+mod suspended_indexes;
 mod txn;
 
 use std::fmt;
@@ -141,6 +142,13 @@ impl SqliteStore {
             .pragma_update(None, "synchronous", "NORMAL")
             .map_err(store_error)?;
         schema::migrate_projections(&mut projection_writer)?;
+        let restored = suspended_indexes::restore(&mut projection_writer)?;
+        if restored > 0 {
+            tracing::warn!(
+                indexes = restored,
+                "built again the projection indexes a rebuild that did not finish had dropped"
+            );
+        }
         schema::forget_projections_ahead_of_log(&writer, &mut projection_writer)?;
         for conn in [&writer, &projection_writer] {
             conn.pragma_update(None, "wal_autocheckpoint", 0)

@@ -237,6 +237,17 @@ impl ProjectionStore for SqliteStore {
         })
         .await
     }
+
+    async fn suspend_indexes(&self, tables: &[&'static str]) -> Result<bool, StoreError> {
+        let tables = tables.to_vec();
+        self.write_projections(move |conn| super::suspended_indexes::suspend(conn, &tables))
+            .await
+    }
+
+    async fn restore_indexes(&self) -> Result<(), StoreError> {
+        self.write_projections(|conn| super::suspended_indexes::restore(conn).map(drop))
+            .await
+    }
 }
 
 #[cfg(test)]
