@@ -266,15 +266,6 @@ const PROJECTION_MIGRATIONS: &[&str] = &[
     ALTER TABLE ledger_entries DROP COLUMN event;
     ALTER TABLE ledger_entries DROP COLUMN idempotency_key;
     "#,
-    // 4: the secondary indexes a bulk load (a rebuild) dropped, as they were
-    // created, to build again when it ends or, if it never did, when the
-    // file is next opened (see `suspended_indexes.rs`).
-    r#"
-    CREATE TABLE suspended_indexes (
-        name TEXT NOT NULL PRIMARY KEY,
-        sql  TEXT NOT NULL
-    );
-    "#,
 ];
 
 /// The schema version this build writes and understands.

@@ -17,11 +17,22 @@ use super::error::store_error;
 use super::txn::Tx;
 use crate::StoreError;
 
+/// Where suspended indexes are written down. Created when first needed
+/// rather than by a migration, so that the projections file stays at its
+/// schema version and the build before this one still opens it (a
+/// rollback); that build would not restore indexes a cut-short rebuild
+/// left suspended, and reads would be slower until this one opens the file.
+const CREATE_TABLE: &str = "CREATE TABLE IF NOT EXISTS suspended_indexes (
+    name TEXT NOT NULL PRIMARY KEY,
+    sql  TEXT NOT NULL
+)";
+
 /// Drops every index of `tables` that was created by `CREATE INDEX` (a
 /// primary key's or a unique constraint's stays: writes need it) and
 /// records it. Returns whether any was dropped.
 pub(super) fn suspend(conn: &mut Connection, tables: &[&str]) -> Result<bool, StoreError> {
     let tx = Tx::immediate(conn).map_err(store_error)?;
+    tx.conn().execute(CREATE_TABLE, []).map_err(store_error)?;
     let mut dropped = 0;
     for table in tables {
         let indexes: Vec<(String, String)> = tx
@@ -57,6 +68,7 @@ pub(super) fn suspend(conn: &mut Connection, tables: &[&str]) -> Result<bool, St
 /// records, in one transaction. Returns how many it built.
 pub(super) fn restore(conn: &mut Connection) -> Result<usize, StoreError> {
     let tx = Tx::immediate(conn).map_err(store_error)?;
+    tx.conn().execute(CREATE_TABLE, []).map_err(store_error)?;
     let suspended: Vec<(String, String)> = tx
         .conn()
         .prepare("SELECT name, sql FROM suspended_indexes ORDER BY name")
