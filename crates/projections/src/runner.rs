@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::apply::{Fold, States, accounts_in, load_states, state_rows};
 use crate::pacing::{Backlog, BacklogWatch};
-use crate::tables::{reset_fold_statements, reset_tables};
+use crate::tables::{reset_fold_statements, reset_tables, tables_of};
 use crate::{ACCOUNT_FOLD, ACCOUNT_FOLD_SCHEMA_VERSION, Projection, ProjectionError, RUNNER_LOCK};
 
 /// Tuning knobs; the defaults suit a 2-core machine.
@@ -995,6 +995,11 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
             .reading_ahead();
         let mut idle = config.idle_min;
         let mut batch = config.batch;
+        // Whether a projection folding the log again from its start (reset
+        // by another version of the code, or by `tallyd rebuild` beside this
+        // process) has its read indexes suspended until it catches up. A
+        // restart forgets it; opening the store builds them then.
+        let mut refolding = false;
         while lock.is_held() {
             let now_ms = inner.clock.now().as_millis();
             let step = projector
@@ -1008,6 +1013,10 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                     idle = config.idle_min;
                     inner.committed.notify_waiters();
                     if events < batch {
+                        // The log ran out before the batch filled: caught up.
+                        if refolding {
+                            refolding = !restore_indexes(&inner.store).await;
+                        }
                         batch = config.batch;
                         let _ = tokio::time::timeout(config.commit_interval, inner.poke.notified())
                             .await;
@@ -1017,8 +1026,14 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                             .min(config.max_batch.max(config.batch));
                     }
                 }
-                Ok(Step::Moved | Step::Reset) => inner.committed.notify_waiters(),
+                Ok(Step::Moved | Step::Reset) => {
+                    inner.committed.notify_waiters();
+                    refolding |= suspend_indexes_of_refolds(&inner.store).await;
+                }
                 Ok(Step::Idle) => {
+                    if refolding {
+                        refolding = !restore_indexes(&inner.store).await;
+                    }
                     tokio::select! {
                         _ = inner.poke.notified() => {}
                         _ = inner.appended.notified() => {}
@@ -1034,6 +1049,7 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                         projector.forget();
                         inner.hold(None);
                         idle = config.idle_min;
+                        refolding |= suspend_indexes_of_refolds(&inner.store).await;
                     }
                 }
                 Err(err) => {
@@ -1044,6 +1060,65 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
         }
         inner.hold(None);
         tracing::warn!("lost the projection runner's lock; standing by");
+    }
+}
+
+/// Suspends the read indexes of every projection whose checkpoint is back
+/// at the start of the log (it was reset and folds the whole log again),
+/// as `tallyd rebuild` does for its own pass: where the store can (the
+/// embedded store), the refold then writes each row into its table and key
+/// only. Returns whether any were suspended. A failure only costs speed.
+async fn suspend_indexes_of_refolds<S: ProjectionStore>(store: &S) -> bool {
+    let mut tables = Vec::new();
+    for projection in Projection::ALL {
+        match store.projection_checkpoint(projection.name()).await {
+            Ok(checkpoint) if checkpoint.position.is_none() => {
+                tables.extend(tables_of(projection).iter().map(|table| table.name));
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::warn!(error = %err, "cannot read a checkpoint to suspend indexes");
+                return false;
+            }
+        }
+    }
+    if tables.is_empty() {
+        return false;
+    }
+    match store.suspend_indexes(&tables).await {
+        Ok(suspended) => {
+            if suspended {
+                tracing::info!(
+                    ?tables,
+                    "folding the log again: read indexes dropped until caught up"
+                );
+            }
+            suspended
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot suspend indexes for a refold");
+            false
+        }
+    }
+}
+
+/// Builds again the indexes a refold suspended, now that it caught up.
+/// Returns whether they were built; if not, the next caught-up step tries
+/// again.
+async fn restore_indexes<S: ProjectionStore>(store: &S) -> bool {
+    let started = Instant::now();
+    match store.restore_indexes().await {
+        Ok(()) => {
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "caught up after folding the log again: read indexes built"
+            );
+            true
+        }
+        Err(err) => {
+            tracing::warn!(error = %err, "cannot build the suspended indexes; will retry");
+            false
+        }
     }
 }
 
