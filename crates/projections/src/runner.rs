@@ -158,6 +158,9 @@ pub(crate) struct Projector {
     /// commits a full one.
     reads_ahead: bool,
     ahead: Option<Ahead>,
+    /// Projections that began catching up from the start of the log (they
+    /// were reset) since the caller last took them.
+    refolds_started: Vec<Projection>,
 }
 
 /// The shared fold's states as last committed, published by this
@@ -193,7 +196,14 @@ impl Projector {
             published: None,
             reads_ahead: false,
             ahead: None,
+            refolds_started: Vec::new(),
         }
+    }
+
+    /// The projections that began folding the whole log again since the
+    /// last call.
+    fn take_refolds_started(&mut self) -> Vec<Projection> {
+        std::mem::take(&mut self.refolds_started)
     }
 
     /// Reads and folds each next batch of the log while the previous one
@@ -224,6 +234,19 @@ impl Projector {
             .iter()
             .map(|p| Some((*p, checkpoints.get(p.name())?.position)))
             .collect()
+    }
+
+    /// Whether every projection stands at the shared fold's checkpoint, as
+    /// last read or committed: none is catching up on a fold of its own.
+    fn all_joined(&self) -> bool {
+        let Some(checkpoints) = &self.checkpoints else {
+            return false;
+        };
+        let position = |name: &str| checkpoints.get(name).map(|c| c.position);
+        let fold = position(ACCOUNT_FOLD);
+        self.projections
+            .iter()
+            .all(|p| fold.is_some() && position(p.name()) >= fold)
     }
 
     /// Whether a checkpoint this projector works from has moved past the
@@ -337,6 +360,9 @@ impl Projector {
             .find(|p| checkpoints[p.name()].position < fold.position);
         let caught_up = match behind {
             Some(projection) => {
+                if checkpoints[projection.name()].position.is_none() {
+                    self.refolds_started.push(projection);
+                }
                 let until = fold.position.min(until.or(fold.position));
                 self.catch_up(log, target, projection, batch, until, now_ms)
                     .await?
@@ -1007,14 +1033,19 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                 .await;
             // Before waking the waiters, who read it.
             inner.hold(projector.positions().filter(|_| lock.is_held()));
+            let refolds = projector.take_refolds_started();
+            if !refolds.is_empty() {
+                refolding |= suspend_indexes_of(&inner.store, &refolds).await;
+            }
             match step {
                 Ok(Step::Applied { events, position }) => {
                     tracing::debug!(events, %position, "projections advanced");
                     idle = config.idle_min;
                     inner.committed.notify_waiters();
                     if events < batch {
-                        // The log ran out before the batch filled: caught up.
-                        if refolding {
+                        // The log ran out before the batch filled: caught
+                        // up, if no projection is still catching up alone.
+                        if refolding && projector.all_joined() {
                             refolding = !restore_indexes(&inner.store).await;
                         }
                         batch = config.batch;
@@ -1026,12 +1057,9 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                             .min(config.max_batch.max(config.batch));
                     }
                 }
-                Ok(Step::Moved | Step::Reset) => {
-                    inner.committed.notify_waiters();
-                    refolding |= suspend_indexes_of_refolds(&inner.store).await;
-                }
+                Ok(Step::Moved | Step::Reset) => inner.committed.notify_waiters(),
                 Ok(Step::Idle) => {
-                    if refolding {
+                    if refolding && projector.all_joined() {
                         refolding = !restore_indexes(&inner.store).await;
                     }
                     tokio::select! {
@@ -1049,7 +1077,6 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                         projector.forget();
                         inner.hold(None);
                         idle = config.idle_min;
-                        refolding |= suspend_indexes_of_refolds(&inner.store).await;
                     }
                 }
                 Err(err) => {
@@ -1063,33 +1090,22 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
     }
 }
 
-/// Suspends the read indexes of every projection whose checkpoint is back
-/// at the start of the log (it was reset and folds the whole log again),
-/// as `tallyd rebuild` does for its own pass: where the store can (the
-/// embedded store), the refold then writes each row into its table and key
-/// only. Returns whether any were suspended. A failure only costs speed.
-async fn suspend_indexes_of_refolds<S: ProjectionStore>(store: &S) -> bool {
-    let mut tables = Vec::new();
-    for projection in Projection::ALL {
-        match store.projection_checkpoint(projection.name()).await {
-            Ok(checkpoint) if checkpoint.position.is_none() => {
-                tables.extend(tables_of(projection).iter().map(|table| table.name));
-            }
-            Ok(_) => {}
-            Err(err) => {
-                tracing::warn!(error = %err, "cannot read a checkpoint to suspend indexes");
-                return false;
-            }
-        }
-    }
-    if tables.is_empty() {
-        return false;
-    }
+/// Suspends the read indexes of `projections`, which began folding the
+/// whole log again (reset by `tallyd rebuild` beside this process, or by a
+/// new version of the code), as `tallyd rebuild` does for its own pass:
+/// where the store can (the embedded store), the refold then writes each
+/// row into its table and key only. Returns whether any were suspended. A
+/// failure only costs speed.
+async fn suspend_indexes_of<S: ProjectionStore>(store: &S, projections: &[Projection]) -> bool {
+    let tables: Vec<&'static str> = projections
+        .iter()
+        .flat_map(|&projection| tables_of(projection).iter().map(|table| table.name))
+        .collect();
     match store.suspend_indexes(&tables).await {
         Ok(suspended) => {
             if suspended {
                 tracing::info!(
-                    ?tables,
+                    ?projections,
                     "folding the log again: read indexes dropped until caught up"
                 );
             }

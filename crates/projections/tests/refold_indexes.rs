@@ -92,20 +92,27 @@ fn a_refold_beside_the_runner_loads_without_read_indexes_then_builds_them() {
         assert!(has_member_index(&indexes_before), "{indexes_before:?}");
         let head = store.log_head().await.unwrap();
 
-        // What `tallyd rebuild --projection ledger` does beside a running
-        // `tallyd`: reset it through a handle of its own, and exit.
+        // What `tallyd rebuild` does beside a running `tallyd`: reset every
+        // projection through a handle of its own, one after another, and
+        // exit. The runner refolds them one at a time.
         let other = harness.reopen(&location).await;
-        request_rebuild(&other, Projection::Ledger, START)
-            .await
-            .unwrap();
+        for projection in Projection::ALL {
+            request_rebuild(&other, projection, START).await.unwrap();
+        }
         drop(other);
 
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut seen_without = false;
         loop {
             let now = indexes(&store).await;
-            seen_without |= !has_member_index(&now);
             let checkpoint = store.projection_checkpoint("ledger").await.unwrap();
+            // Read after the indexes: a checkpoint only moves forward, so an
+            // index back while this is short of the head was built too soon.
+            assert!(
+                !(seen_without && has_member_index(&now)) || checkpoint.position == head,
+                "the indexes came back before the ledger caught up: {checkpoint:?} of {head:?}"
+            );
+            seen_without |= !has_member_index(&now);
             if checkpoint.position == head && now == indexes_before && seen_without {
                 break;
             }
