@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use tally_store::{EventStore, LogPosition, ProjectionStore};
 
 use crate::runner::{Projector, RunnerConfig, Step, reset, reset_fold};
-use crate::tables::tables_of;
+use crate::tables::table_names;
 use crate::{ACCOUNT_FOLD, Projection, ProjectionError, RUNNER_LOCK};
 
 /// How far a rebuild has come.
@@ -68,11 +68,7 @@ pub async fn rebuild<S: EventStore + ProjectionStore>(
     // The emptied tables are loaded without the indexes only reads walk,
     // which are built once at the end: where the store can (the embedded
     // store), most of a rebuild's writes.
-    let tables: Vec<&'static str> = projections
-        .iter()
-        .flat_map(|&projection| tables_of(projection).iter().map(|table| table.name))
-        .collect();
-    let suspended = store.suspend_indexes(&tables).await?;
+    let suspended = store.suspend_indexes(&table_names(projections)).await?;
     let folded = fold_log(store, batch, head, &now_ms, &mut report, &mut progress).await;
     if suspended {
         report.building_indexes = true;

@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use crate::apply::{Fold, States, accounts_in, load_states, state_rows};
 use crate::pacing::{Backlog, BacklogWatch};
-use crate::tables::{reset_fold_statements, reset_tables, tables_of};
+use crate::tables::{reset_fold_statements, table_names};
 use crate::{ACCOUNT_FOLD, ACCOUNT_FOLD_SCHEMA_VERSION, Projection, ProjectionError, RUNNER_LOCK};
 
 /// Tuning knobs; the defaults suit a 2-core machine.
@@ -243,10 +243,12 @@ impl Projector {
             return false;
         };
         let position = |name: &str| checkpoints.get(name).map(|c| c.position);
-        let fold = position(ACCOUNT_FOLD);
+        let Some(fold) = position(ACCOUNT_FOLD) else {
+            return false;
+        };
         self.projections
             .iter()
-            .all(|p| fold.is_some() && position(p.name()) >= fold)
+            .all(|p| position(p.name()) >= Some(fold))
     }
 
     /// Whether a checkpoint this projector works from has moved past the
@@ -741,7 +743,7 @@ pub(crate) async fn reset<P: ProjectionStore>(
                 now_ms,
                 vec![own_states_delete(projection)],
             )
-            .emptying(reset_tables(projection)),
+            .emptying(table_names(&[projection])),
         )
         .await?;
     Ok(matches!(outcome, CommitOutcome::Committed { .. }))
@@ -1037,17 +1039,22 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
             if !refolds.is_empty() {
                 refolding |= suspend_indexes_of(&inner.store, &refolds).await;
             }
+            // Caught up: nothing new, or the log ran out before the batch
+            // filled; and no projection is still catching up alone.
+            let caught_up = match step {
+                Ok(Step::Idle) => true,
+                Ok(Step::Applied { events, .. }) => events < batch,
+                _ => false,
+            };
+            if refolding && caught_up && projector.all_joined() {
+                refolding = !restore_indexes(&inner.store).await;
+            }
             match step {
                 Ok(Step::Applied { events, position }) => {
                     tracing::debug!(events, %position, "projections advanced");
                     idle = config.idle_min;
                     inner.committed.notify_waiters();
                     if events < batch {
-                        // The log ran out before the batch filled: caught
-                        // up, if no projection is still catching up alone.
-                        if refolding && projector.all_joined() {
-                            refolding = !restore_indexes(&inner.store).await;
-                        }
                         batch = config.batch;
                         let _ = tokio::time::timeout(config.commit_interval, inner.poke.notified())
                             .await;
@@ -1059,9 +1066,6 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
                 }
                 Ok(Step::Moved | Step::Reset) => inner.committed.notify_waiters(),
                 Ok(Step::Idle) => {
-                    if refolding && projector.all_joined() {
-                        refolding = !restore_indexes(&inner.store).await;
-                    }
                     tokio::select! {
                         _ = inner.poke.notified() => {}
                         _ = inner.appended.notified() => {}
@@ -1097,11 +1101,7 @@ async fn run<S: EventStore + ProjectionStore>(inner: Arc<Inner<S>>) {
 /// row into its table and key only. Returns whether any were suspended. A
 /// failure only costs speed.
 async fn suspend_indexes_of<S: ProjectionStore>(store: &S, projections: &[Projection]) -> bool {
-    let tables: Vec<&'static str> = projections
-        .iter()
-        .flat_map(|&projection| tables_of(projection).iter().map(|table| table.name))
-        .collect();
-    match store.suspend_indexes(&tables).await {
+    match store.suspend_indexes(&table_names(projections)).await {
         Ok(suspended) => {
             if suspended {
                 tracing::info!(

@@ -218,11 +218,12 @@ pub(crate) static ADD_USAGE_UNIT: LazyLock<String> = LazyLock::new(|| {
 pub(crate) const DELETE_BUCKET: &str =
     "DELETE FROM account_buckets WHERE account_id = $1 AND grant_id = $2";
 
-/// The tables a projection's reset empties: its own, none shared.
-pub(crate) fn reset_tables(projection: Projection) -> Vec<&'static str> {
-    tables_of(projection)
+/// The names of the tables `projections` own, none shared: what a reset
+/// empties, and what a refold loads without their read indexes.
+pub(crate) fn table_names(projections: &[Projection]) -> Vec<&'static str> {
+    projections
         .iter()
-        .map(|table| table.name)
+        .flat_map(|&projection| tables_of(projection).iter().map(|table| table.name))
         .collect()
 }
 

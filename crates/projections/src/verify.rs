@@ -10,7 +10,7 @@ use tally_store::sqlite::SqliteStore;
 use tally_store::{EventStore, LogPosition, ProjectionStore, SqlRow, SqlStatement, SqlValue};
 
 use crate::runner::{Projector, RunnerConfig, Step};
-use crate::tables::{Table, dump_queries};
+use crate::tables::{Table, dump_queries, table_names};
 use crate::{Projection, ProjectionError};
 
 /// Differences listed in a report; the count covers all of them.
@@ -61,8 +61,7 @@ pub async fn verify<S: EventStore + ProjectionStore>(
     let scratch = SqliteStore::open(dir.path().join("scratch.sqlite")).await?;
     // The copy is read once, in key order, and thrown away: the indexes
     // only reads walk would cost most of its writes and serve nothing.
-    let tables: Vec<&'static str> = dumps.iter().map(|(table, _)| table.name).collect();
-    scratch.suspend_indexes(&tables).await?;
+    scratch.suspend_indexes(&table_names(&[projection])).await?;
     if let Some(checkpoint) = checkpoint {
         let mut projector = Projector::new(&[projection], &RunnerConfig::default()).reading_ahead();
         loop {

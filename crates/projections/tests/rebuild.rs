@@ -16,7 +16,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use support::caught_up;
+use support::{caught_up, projection_indexes};
 use tally_core::{
     Account, AccountId, ActionKey, BucketKind, Clock, Command, Event, GrantCommand, GrantId,
     IdempotencyKey, ManualClock, MemberId, Millicredits, ModelName, OpenAccount, Plan,
@@ -839,13 +839,7 @@ async fn verify_reports_a_tampered_row_and_rebuild_repairs_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuild_builds_again_the_indexes_it_loaded_without() {
     let (store, _location) = forty_steps_on_sqlite().await;
-    let indexes = || {
-        store.query_projection(vec![tally_store::SqlStatement::new(
-            "SELECT name, sql FROM projections.sqlite_schema WHERE type = 'index' ORDER BY name",
-            vec![],
-        )])
-    };
-    let before = indexes().await.unwrap().remove(0);
+    let before = projection_indexes(&store).await;
     assert!(
         before
             .iter()
@@ -860,7 +854,7 @@ async fn a_rebuild_builds_again_the_indexes_it_loaded_without() {
     let report = rebuild(&store, &Projection::ALL, 7, || 0, |p| progress.push(p))
         .await
         .unwrap();
-    assert_eq!(indexes().await.unwrap().remove(0), before);
+    assert_eq!(projection_indexes(&store).await, before);
     for (projection, live) in Projection::ALL.into_iter().zip(live) {
         assert_eq!(
             dump(&store, projection).await.unwrap(),

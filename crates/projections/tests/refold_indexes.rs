@@ -8,7 +8,7 @@ mod support;
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::{caught_up, debit, grant, on_two_workers};
+use support::{caught_up, debit, grant, on_two_workers, projection_indexes as indexes};
 use tally_core::{AccountId, Command, IdempotencyKey, ManualClock, OpenAccount, Timestamp};
 use tally_engine::{Engine, EngineConfig, Mutation};
 use tally_projections::rebuild::request_rebuild;
@@ -34,14 +34,6 @@ async fn ledger(store: &SqliteStore) -> Vec<SqlRow> {
         store,
         "SELECT account_id, seq, kind, member_id, amount, available_after \
          FROM ledger_entries ORDER BY account_id, seq",
-    )
-    .await
-}
-
-async fn indexes(store: &SqliteStore) -> Vec<SqlRow> {
-    rows(
-        store,
-        "SELECT name, sql FROM projections.sqlite_schema WHERE type = 'index' ORDER BY name",
     )
     .await
 }

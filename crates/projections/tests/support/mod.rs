@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tally_core::{ActionKey, BucketKind, Command, GrantCommand, GrantId, MemberId, Millicredits};
 use tally_projections::{Freshness, Projection, Projections};
-use tally_store::{EventStore, ProjectionStore};
+use tally_store::{EventStore, ProjectionStore, SqlRow, SqlStatement};
 use tokio::time::Instant;
 
 /// Runs `test` on its own two-worker runtime (the machine's cores), and
@@ -65,4 +65,17 @@ pub fn grant(amount: i64) -> Command {
         cost_basis: None,
         reference: String::new(),
     })
+}
+
+/// Every index of an embedded store's projections file (name and
+/// `CREATE INDEX` statement, NULL for a key's), by name.
+pub async fn projection_indexes<S: ProjectionStore>(store: &S) -> Vec<SqlRow> {
+    store
+        .query_projection(vec![SqlStatement::new(
+            "SELECT name, sql FROM projections.sqlite_schema WHERE type = 'index' ORDER BY name",
+            vec![],
+        )])
+        .await
+        .expect("read the projections file's indexes")
+        .remove(0)
 }

@@ -35,18 +35,12 @@ pub(super) fn suspend(conn: &mut Connection, tables: &[&str]) -> Result<bool, St
     tx.conn().execute(CREATE_TABLE, []).map_err(store_error)?;
     let mut dropped = 0;
     for table in tables {
-        let indexes: Vec<(String, String)> = tx
-            .conn()
-            .prepare(
-                "SELECT name, sql FROM sqlite_schema \
-                 WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY name",
-            )
-            .and_then(|mut statement| {
-                statement
-                    .query_map([table], |row| Ok((row.get(0)?, row.get(1)?)))?
-                    .collect()
-            })
-            .map_err(store_error)?;
+        let indexes = names_and_sql(
+            tx.conn(),
+            "SELECT name, sql FROM sqlite_schema \
+             WHERE type = 'index' AND tbl_name = ?1 AND sql IS NOT NULL ORDER BY name",
+            [table],
+        )?;
         for (name, sql) in indexes {
             tx.conn()
                 .execute(
@@ -69,15 +63,11 @@ pub(super) fn suspend(conn: &mut Connection, tables: &[&str]) -> Result<bool, St
 pub(super) fn restore(conn: &mut Connection) -> Result<usize, StoreError> {
     let tx = Tx::immediate(conn).map_err(store_error)?;
     tx.conn().execute(CREATE_TABLE, []).map_err(store_error)?;
-    let suspended: Vec<(String, String)> = tx
-        .conn()
-        .prepare("SELECT name, sql FROM suspended_indexes ORDER BY name")
-        .and_then(|mut statement| {
-            statement
-                .query_map([], |row| Ok((row.get(0)?, row.get(1)?)))?
-                .collect()
-        })
-        .map_err(store_error)?;
+    let suspended = names_and_sql(
+        tx.conn(),
+        "SELECT name, sql FROM suspended_indexes ORDER BY name",
+        [],
+    )?;
     for (name, sql) in &suspended {
         tracing::debug!(index = %name, "building a suspended index");
         tx.conn().execute_batch(sql).map_err(store_error)?;
@@ -87,6 +77,21 @@ pub(super) fn restore(conn: &mut Connection) -> Result<usize, StoreError> {
         .map_err(store_error)?;
     tx.commit().map_err(store_error)?;
     Ok(suspended.len())
+}
+
+/// The (index name, `CREATE INDEX` statement) pairs `query` selects.
+fn names_and_sql(
+    conn: &Connection,
+    query: &str,
+    params: impl rusqlite::Params,
+) -> Result<Vec<(String, String)>, StoreError> {
+    conn.prepare(query)
+        .and_then(|mut statement| {
+            statement
+                .query_map(params, |row| Ok((row.get(0)?, row.get(1)?)))?
+                .collect()
+        })
+        .map_err(store_error)
 }
 
 #[cfg(test)]
